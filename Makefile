@@ -1,0 +1,77 @@
+# edgeapp: edged (the edge) and appd (the application-server master).
+# `make demo` builds both and runs the demo appliance on loopback;
+# `make test` runs every test. See README.md.
+
+GO      ?= go
+PREFIX  ?= /usr
+DESTDIR ?=
+BIN     := bin
+# Package versions must start with a digit: untagged trees are 0.0.0~git<hash>.
+VERSION ?= $(shell v=$$(git describe --tags --always --dirty 2>/dev/null | sed 's/^v//'); \
+             case "$$v" in [0-9]*) echo "$$v";; "") echo 0.0.0;; *) echo "0.0.0~git$$v";; esac)
+LDFLAGS := -s -w -X main.version=$(VERSION)
+GOFLAGS_BUILD := -trimpath -ldflags "$(LDFLAGS)"
+
+.PHONY: all build test test-short lint bench deb rpm packages e2e vm-test install demo clean FORCE
+
+all: build
+
+build: $(BIN)/edged $(BIN)/appd
+
+$(BIN)/edged: FORCE
+	$(GO) build $(GOFLAGS_BUILD) -o $@ ./edged
+
+$(BIN)/appd: FORCE
+	$(GO) build $(GOFLAGS_BUILD) -o $@ ./appd
+
+# Every test: formatting, vet, unit and integration tests (race detector on),
+# then the packaging checks that run on this machine. The qemu end-to-end
+# test is `make e2e`.
+test: lint
+	$(GO) test -race -count=1 -timeout 20m ./...
+
+test-short: lint
+	$(GO) test -short -count=1 ./...
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	  if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+# Benchmarks against nginx and the others; prints tables, never fails on speed.
+bench: build
+	$(GO) test -run '^$$' -bench . -benchmem ./...
+	@for s in bench/*.sh; do [ -x "$$s" ] && "$$s" || true; done
+
+deb: build
+	VERSION=$(VERSION) packaging/build.sh deb
+
+rpm: build
+	VERSION=$(VERSION) packaging/build.sh rpm
+
+packages: deb rpm
+
+e2e: packages
+	packaging/e2e/run.sh
+
+# appd's cgroup tests need a real delegated cgroup v2 tree: run them in the VM.
+vm-test:
+	packaging/e2e/vm-test.sh
+
+install: build
+	install -Dm755 $(BIN)/edged $(DESTDIR)$(PREFIX)/bin/edged
+	install -Dm755 $(BIN)/appd $(DESTDIR)$(PREFIX)/bin/appd
+	install -Dm644 -t $(DESTDIR)/usr/lib/systemd/system units/*.socket units/*.service
+	install -Dm644 etc/edged/edged.toml $(DESTDIR)/etc/edged/edged.toml
+	install -d $(DESTDIR)/etc/appd
+	install -Dm644 -t $(DESTDIR)/etc/appd etc/appd/*
+	install -Dm644 -t $(DESTDIR)$(PREFIX)/share/man/man8 man/*.8
+	install -Dm644 -t $(DESTDIR)$(PREFIX)/share/man/man5 man/*.5
+
+# The demo appliance: the demo app's workers under appd, edged in front, all
+# on loopback, with the config files in demo/.
+demo: build
+	demo/run.sh
+
+clean:
+	rm -rf $(BIN) dist

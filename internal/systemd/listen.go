@@ -1,0 +1,172 @@
+// Package systemd gives both daemons what systemd hands a service: listening
+// sockets passed by name (socket activation), the sd_notify protocol and the
+// watchdog. Without systemd each call degrades to the obvious manual
+// behaviour, so the daemons run the same way by hand.
+package systemd
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strings"
+	"sync"
+
+	"github.com/coreos/go-systemd/v22/activation"
+)
+
+// Activated holds the sockets systemd passed to this process, by the name the
+// socket unit gave them (FileDescriptorName=). Unnamed sockets are under
+// "unknown", as sd_listen_fds_with_names(3) reports them.
+type Activated struct {
+	files map[string][]*os.File
+}
+
+var (
+	activatedOnce sync.Once
+	activated     *Activated
+)
+
+// TakeActivated reads LISTEN_FDS/LISTEN_FDNAMES once per process and unsets
+// them so that children do not inherit a stale protocol. It is safe to call
+// more than once; later calls return the same set.
+func TakeActivated() *Activated {
+	activatedOnce.Do(func() {
+		// FilesWithNames unsets the environment and marks the fds
+		// close-on-exec; appd hands the raw files to its workers through
+		// ExtraFiles, which duplicates them without that flag.
+		activated = &Activated{files: activation.FilesWithNames()}
+	})
+	return activated
+}
+
+// Files returns the passed sockets named name, or nil.
+func (a *Activated) Files(name string) []*os.File {
+	if a == nil {
+		return nil
+	}
+	return a.files[name]
+}
+
+// Names lists the names systemd passed, for diagnostics.
+func (a *Activated) Names() []string {
+	if a == nil {
+		return nil
+	}
+	names := make([]string, 0, len(a.files))
+	for n := range a.files {
+		names = append(names, n)
+	}
+	return names
+}
+
+// Empty reports whether systemd passed no socket at all.
+func (a *Activated) Empty() bool { return a == nil || len(a.files) == 0 }
+
+// Listeners turns the stream sockets named name into net.Listeners. The
+// files stay open; each listener owns a dup of its file.
+func (a *Activated) Listeners(name string) ([]net.Listener, error) {
+	var out []net.Listener
+	for _, f := range a.Files(name) {
+		ln, err := net.FileListener(f)
+		if err != nil {
+			closeAll(out)
+			return nil, fmt.Errorf("using socket %q (fd %d) passed by systemd: %w", name, f.Fd(), err)
+		}
+		out = append(out, ln)
+	}
+	return out, nil
+}
+
+// ListenOrBind returns the sockets systemd passed under name when there are
+// any, and otherwise binds each address in fallback. This is the whole
+// "socket-activated, or configured by hand" rule of the design.
+func (a *Activated) ListenOrBind(name string, fallback []string) ([]net.Listener, bool, error) {
+	if len(a.Files(name)) > 0 {
+		lns, err := a.Listeners(name)
+		return lns, true, err
+	}
+	var out []net.Listener
+	for _, addr := range fallback {
+		ln, err := Bind(addr)
+		if err != nil {
+			closeAll(out)
+			return nil, false, err
+		}
+		out = append(out, ln)
+	}
+	return out, false, nil
+}
+
+// Bind listens on addr, which is "unix:/path" for a unix socket or a TCP
+// "host:port" (":80", "127.0.0.1:8080", "[::1]:443"). A stale unix socket
+// file left by a previous run is removed first; a live one is an error.
+func Bind(addr string) (net.Listener, error) {
+	network, address, err := SplitAddr(addr)
+	if err != nil {
+		return nil, err
+	}
+	if network == "unix" {
+		if err := removeStaleSocket(address); err != nil {
+			return nil, err
+		}
+	}
+	ln, err := net.Listen(network, address)
+	if err != nil {
+		return nil, fmt.Errorf("binding %s: %w", addr, err)
+	}
+	if ul, ok := ln.(*net.UnixListener); ok {
+		// We removed any stale file ourselves; let Close remove ours.
+		ul.SetUnlinkOnClose(true)
+	}
+	return ln, nil
+}
+
+// SplitAddr parses a listen or upstream address into a network and an
+// address for net.Listen / net.Dial.
+func SplitAddr(addr string) (network, address string, err error) {
+	if p, ok := strings.CutPrefix(addr, "unix:"); ok {
+		if p == "" || !strings.HasPrefix(p, "/") && !strings.HasPrefix(p, "@") {
+			return "", "", fmt.Errorf("address %q: a unix socket needs an absolute path (unix:/run/x.sock)", addr)
+		}
+		return "unix", p, nil
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", "", fmt.Errorf("address %q: want host:port, :port or unix:/path: %w", addr, err)
+	}
+	if port == "" {
+		return "", "", fmt.Errorf("address %q: missing port", addr)
+	}
+	return "tcp", net.JoinHostPort(host, port), nil
+}
+
+func removeStaleSocket(path string) error {
+	if strings.HasPrefix(path, "@") {
+		return nil // abstract namespace: nothing on disk
+	}
+	fi, err := os.Lstat(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("checking socket path %s: %w", path, err)
+	}
+	if fi.Mode()&os.ModeSocket == 0 {
+		return fmt.Errorf("socket path %s exists and is not a socket; refusing to remove it", path)
+	}
+	if c, err := net.Dial("unix", path); err == nil {
+		c.Close()
+		return fmt.Errorf("socket %s is in use by another process", path)
+	}
+	if err := os.Remove(path); err != nil {
+		return fmt.Errorf("removing stale socket %s: %w", path, err)
+	}
+	return nil
+}
+
+func closeAll(lns []net.Listener) {
+	for _, ln := range lns {
+		ln.Close()
+	}
+}

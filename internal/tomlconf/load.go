@@ -1,0 +1,279 @@
+// Package tomlconf loads TOML configuration strictly: unknown keys, wrong
+// types and bad values are errors that name the file, the line and the key.
+// It also provides the value types both daemons' configs share (Size,
+// Duration). Validation code reports through Doc.Errorf so its messages carry
+// the same position information as decoding errors.
+package tomlconf
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"regexp"
+	"sort"
+	"strings"
+
+	"github.com/BurntSushi/toml"
+)
+
+// Error is one problem in a configuration file.
+type Error struct {
+	File string
+	Line int    // 0 when unknown
+	Key  string // dotted, with [i] for arrays of tables: site[0].route[1].path
+	Msg  string
+}
+
+func (e *Error) Error() string {
+	var b strings.Builder
+	b.WriteString(e.File)
+	if e.Line > 0 {
+		fmt.Fprintf(&b, ":%d", e.Line)
+	}
+	if e.Key != "" {
+		fmt.Fprintf(&b, ": %s", e.Key)
+	}
+	b.WriteString(": ")
+	b.WriteString(e.Msg)
+	return b.String()
+}
+
+// Errors is every problem found in one file, in line order.
+type Errors []*Error
+
+func (es Errors) Error() string {
+	msgs := make([]string, len(es))
+	for i, e := range es {
+		msgs[i] = e.Error()
+	}
+	return strings.Join(msgs, "\n")
+}
+
+// Err returns nil for an empty list, so callers can `return errs.Err()`.
+func (es Errors) Err() error {
+	if len(es) == 0 {
+		return nil
+	}
+	sort.SliceStable(es, func(i, j int) bool { return es[i].Line < es[j].Line })
+	return es
+}
+
+// Doc is a decoded file and the line of every key in it, for validation
+// messages.
+type Doc struct {
+	File  string
+	lines map[string]int // indexed key -> line
+	plain map[string][]int
+	md    toml.MetaData
+}
+
+// Load reads and strictly decodes path into v.
+func Load(path string, v any) (*Doc, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading configuration: %w", err)
+	}
+	return Decode(path, data, v)
+}
+
+var lineRE = regexp.MustCompile(`^toml: line (\d+)(?: \(last key "([^"]*)"\))?: (.*)$`)
+
+// Decode strictly decodes data (read from file) into v.
+func Decode(file string, data []byte, v any) (*Doc, error) {
+	doc := &Doc{File: file}
+	doc.index(string(data))
+	md, err := toml.Decode(string(data), v)
+	doc.md = md
+	if err != nil {
+		var pe toml.ParseError
+		if errors.As(err, &pe) {
+			return nil, Errors{{File: file, Line: pe.Position.Line, Key: pe.LastKey, Msg: pe.Message}}
+		}
+		// Type mismatches come as plain errors with the line in the text.
+		if m := lineRE.FindStringSubmatch(err.Error()); m != nil {
+			var line int
+			fmt.Sscan(m[1], &line)
+			return nil, Errors{{File: file, Line: line, Key: m[2], Msg: m[3]}}
+		}
+		return nil, Errors{{File: file, Msg: err.Error()}}
+	}
+	var errs Errors
+	seen := map[string]bool{}
+	for _, k := range md.Undecoded() {
+		key := k.String()
+		if seen[key] {
+			continue
+		}
+		seen[key] = true
+		lines := doc.plain[key]
+		if len(lines) == 0 {
+			errs = append(errs, &Error{File: file, Key: key, Msg: "unknown key"})
+		}
+		for _, l := range lines {
+			errs = append(errs, &Error{File: file, Line: l, Key: key, Msg: "unknown key"})
+		}
+	}
+	if err := errs.Err(); err != nil {
+		return nil, err
+	}
+	return doc, nil
+}
+
+// IsDefined reports whether the file set key (dotted, without indices).
+func (d *Doc) IsDefined(key ...string) bool { return d != nil && d.md.IsDefined(key...) }
+
+// Line returns the line where key (site[0].route[1].path) was written, or the
+// line of its nearest written parent, or 0.
+func (d *Doc) Line(key string) int {
+	if d == nil {
+		return 0
+	}
+	for k := key; k != ""; {
+		if l, ok := d.lines[k]; ok {
+			return l
+		}
+		i := strings.LastIndexAny(k, ".[")
+		if i < 0 {
+			break
+		}
+		k = k[:i]
+	}
+	return 0
+}
+
+// Errorf makes a positioned validation error for key.
+func (d *Doc) Errorf(key, format string, args ...any) *Error {
+	file := ""
+	if d != nil {
+		file = d.File
+	}
+	return &Error{File: file, Line: d.Line(key), Key: key, Msg: fmt.Sprintf(format, args...)}
+}
+
+var indexRE = regexp.MustCompile(`\[\d+\]`)
+
+// index records the line of every table header and key. It is a light
+// scanner, not a parser: the real decode has already judged the syntax, and
+// a key it misses only loses its line number.
+func (d *Doc) index(src string) {
+	d.lines = map[string]int{}
+	d.plain = map[string][]int{}
+	arrays := map[string]int{} // indexed path of an array of tables -> last index
+	table := ""                // current table, indexed
+	depth := 0                 // open [ or { of a multi-line value
+	inMulti := ""              // open multi-line string delimiter
+	record := func(key string, line int) {
+		if _, ok := d.lines[key]; !ok {
+			d.lines[key] = line
+		}
+		p := indexRE.ReplaceAllString(key, "")
+		d.plain[p] = append(d.plain[p], line)
+	}
+	// resolve adds the current index to every prefix that is an array of tables.
+	resolve := func(parts []string) string {
+		cur := ""
+		for _, p := range parts {
+			if cur != "" {
+				cur += "."
+			}
+			cur += p
+			if n, ok := arrays[cur]; ok {
+				cur += fmt.Sprintf("[%d]", n)
+			}
+		}
+		return cur
+	}
+	for i, raw := range strings.Split(src, "\n") {
+		lineNo := i + 1
+		line := raw
+		if inMulti != "" {
+			if strings.Contains(line, inMulti) {
+				inMulti = ""
+			}
+			continue
+		}
+		line = strings.TrimSpace(stripComment(line))
+		if line == "" {
+			continue
+		}
+		if depth > 0 {
+			depth += strings.Count(line, "[") + strings.Count(line, "{") - strings.Count(line, "]") - strings.Count(line, "}")
+			continue
+		}
+		if strings.HasPrefix(line, "[[") {
+			parts := splitKey(strings.TrimSuffix(strings.TrimPrefix(line, "[["), "]]"))
+			parent := resolve(parts[:len(parts)-1])
+			path := parts[len(parts)-1]
+			if parent != "" {
+				path = parent + "." + path
+			}
+			n, ok := arrays[path]
+			if ok {
+				n++
+			}
+			arrays[path] = n
+			table = fmt.Sprintf("%s[%d]", path, n)
+			record(table, lineNo)
+			continue
+		}
+		if strings.HasPrefix(line, "[") {
+			parts := splitKey(strings.TrimSuffix(strings.TrimPrefix(line, "["), "]"))
+			table = resolve(parts)
+			record(table, lineNo)
+			continue
+		}
+		eq := strings.Index(line, "=")
+		if eq < 0 {
+			continue
+		}
+		key := strings.Join(splitKey(line[:eq]), ".")
+		if table != "" {
+			key = table + "." + key
+		}
+		record(key, lineNo)
+		value := strings.TrimSpace(line[eq+1:])
+		for _, q := range []string{`"""`, `'''`} {
+			if strings.HasPrefix(value, q) && !strings.Contains(value[3:], q) {
+				inMulti = q
+			}
+		}
+		if inMulti == "" {
+			depth = strings.Count(value, "[") + strings.Count(value, "{") - strings.Count(value, "]") - strings.Count(value, "}")
+			if depth < 0 {
+				depth = 0
+			}
+		}
+	}
+}
+
+// splitKey splits a dotted key, unquoting quoted parts.
+func splitKey(s string) []string {
+	var parts []string
+	for _, p := range strings.Split(strings.TrimSpace(s), ".") {
+		p = strings.TrimSpace(p)
+		p = strings.Trim(p, `"'`)
+		parts = append(parts, p)
+	}
+	return parts
+}
+
+// stripComment cuts a # comment that is not inside a string.
+func stripComment(s string) string {
+	var quote byte
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case quote != 0:
+			if c == '\\' && quote == '"' {
+				i++
+			} else if c == quote {
+				quote = 0
+			}
+		case c == '"' || c == '\'':
+			quote = c
+		case c == '#':
+			return s[:i]
+		}
+	}
+	return s
+}
