@@ -1,0 +1,285 @@
+// Package config is the schema of edged.toml: plain structs decoded strictly
+// from TOML, defaults, and validation whose messages name file, line and key.
+// Nothing here runs; the server package compiles a validated Config into
+// the runtime objects that serve requests.
+package config
+
+import (
+	"fmt"
+
+	"github.com/edgeapp/edgeapp/internal/tomlconf"
+)
+
+// DefaultPath is where the packaged edged reads its configuration.
+const DefaultPath = "/etc/edged/edged.toml"
+
+// Config is the whole of edged.toml.
+type Config struct {
+	Server    Server               `toml:"server"`
+	AccessLog AccessLog            `toml:"access_log"`
+	Compress  Compress             `toml:"compress"`
+	TLS       TLS                  `toml:"tls"`
+	Sites     []Site               `toml:"site"`
+	Upstreams map[string]*Upstream `toml:"upstream"`
+	Caches    map[string]*Cache    `toml:"cache"`
+
+	// Doc locates keys for error messages; nil for configs built in code.
+	Doc *tomlconf.Doc `toml:"-"`
+}
+
+// Server holds listeners, limits and timeouts shared by every site.
+type Server struct {
+	// HTTP and HTTPS are bound only when systemd passed no socket of that
+	// name ("http", "https"). Defaults: [":80"] and [":443"]; an empty list
+	// means no listener of that kind.
+	HTTP  []string `toml:"http"`
+	HTTPS []string `toml:"https"`
+	// Admin serves /metrics, /status and the purge API. "" disables it.
+	// Default: unix:$RUNTIME_DIRECTORY/admin.sock, else unix:/run/edged/admin.sock.
+	Admin string `toml:"admin"`
+
+	ReadHeaderTimeout tomlconf.Duration `toml:"read_header_timeout"` // default 10s (slowloris)
+	ReadTimeout       tomlconf.Duration `toml:"read_timeout"`        // whole request incl. body; default 0 = none (uploads may be slow)
+	WriteTimeout      tomlconf.Duration `toml:"write_timeout"`       // default 0 = none (streams, SSE)
+	IdleTimeout       tomlconf.Duration `toml:"idle_timeout"`        // keep-alive; default 75s
+	ShutdownTimeout   tomlconf.Duration `toml:"shutdown_timeout"`    // drain on SIGTERM; default 30s
+	MaxHeaderBytes    tomlconf.Size     `toml:"max_header_bytes"`    // default 64KiB; larger -> 431
+	MaxBody           tomlconf.Size     `toml:"max_body"`            // default 64MiB; larger -> 413; 0 = unlimited
+	H2C               bool              `toml:"h2c"`                 // HTTP/2 over cleartext on the http listener; default false
+
+	// TrustedProxies lists the CIDRs whose X-Forwarded-* and Forwarded
+	// headers are believed. Default: none.
+	TrustedProxies []string `toml:"trusted_proxies"`
+	// RequestIDHeader is set on every request (kept from trusted proxies)
+	// and echoed on the response. Default "X-Request-ID"; "-" disables it.
+	RequestIDHeader string `toml:"request_id_header"`
+	// LogLevel: debug, info, warn, error. Default info.
+	LogLevel string `toml:"log_level"`
+}
+
+// AccessLog configures the per-request log.
+type AccessLog struct {
+	Output string `toml:"output"` // "off" (default), "stdout", "stderr" or a file path; reopened on SIGUSR1
+	Format string `toml:"format"` // "combined" (default) or "json"
+}
+
+// Compress configures dynamic compression for routes that allow it.
+type Compress struct {
+	Types     []string      `toml:"types"`     // MIME type prefixes; default text/*, JSON, JavaScript, XML, SVG, wasm
+	MinSize   tomlconf.Size `toml:"min_size"`  // default 1KiB
+	Encodings []string      `toml:"encodings"` // preference order; default ["zstd", "gzip"]
+}
+
+// TLS is the ACME account and certificate policy shared by all sites.
+type TLS struct {
+	Email        string   `toml:"email"`
+	CA           string   `toml:"ca"`            // ACME directory URL, or "letsencrypt" (default) / "letsencrypt-staging"
+	CARoot       string   `toml:"ca_root"`       // PEM file trusted for a private ACME CA
+	Challenges   []string `toml:"challenges"`    // "http-01", "tls-alpn-01"; default both
+	Storage      string   `toml:"storage"`       // default $STATE_DIRECTORY, else /var/lib/edged
+	KeyType      string   `toml:"key_type"`      // p256 (default), p384, rsa2048, rsa4096
+	RenewalRatio float64  `toml:"renew_ratio"`   // renew when this fraction of the lifetime is left; default 1/3
+	Profile      string   `toml:"profile"`       // ACME profile, if the CA offers profiles
+	HSTS         string   `toml:"hsts"`          // Strict-Transport-Security value for TLS sites; "" = none
+	AltHTTPPort  int      `toml:"alt_http_port"` // port the CA validates HTTP-01 on, if not 80 (tests)
+	AltTLSPort   int      `toml:"alt_tls_port"`  // port the CA validates TLS-ALPN-01 on, if not 443 (tests)
+	OnDemand     OnDemand `toml:"on_demand"`
+}
+
+// OnDemand allows certificates for names not known in advance. It is off
+// unless Ask is set: without a decision hook anyone could make edged order
+// certificates for names they point at it.
+type OnDemand struct {
+	Ask      string            `toml:"ask"`      // URL asked GET ?domain=NAME; 200 allows
+	Rate     int               `toml:"rate"`     // issuances allowed per Interval; default 10
+	Interval tomlconf.Duration `toml:"interval"` // default 1m
+}
+
+// Site is one virtual host.
+type Site struct {
+	Hosts []string `toml:"hosts"` // exact names and *.example.com wildcards; "*" or none = the default site
+	// TLS is "acme", "internal", "off", or a table {cert = "...", key = "..."}.
+	// Default: "off" for sites without hosts or with only IP/localhost names,
+	// otherwise "acme".
+	TLS          SiteTLS `toml:"tls"`
+	RedirectHTTP *bool   `toml:"redirect_http"` // TLS sites redirect plain HTTP with 308; default true
+	OnDemand     bool    `toml:"on_demand"`     // issue at first handshake (needs [tls.on_demand] ask)
+	Routes       []Route `toml:"route"`
+}
+
+// SiteTLS is the tls key of a site: a mode string or manual files.
+type SiteTLS struct {
+	Mode string // acme, internal, off, manual ("" = default)
+	Cert string
+	Key  string
+}
+
+// UnmarshalTOML accepts `tls = "acme"` and `tls = { cert = "...", key = "..." }`.
+func (t *SiteTLS) UnmarshalTOML(v any) error {
+	switch x := v.(type) {
+	case string:
+		switch x {
+		case "acme", "internal", "off":
+			t.Mode = x
+			return nil
+		}
+		return fmt.Errorf("tls %q: want \"acme\", \"internal\", \"off\" or { cert = \"...\", key = \"...\" }", x)
+	case map[string]any:
+		for k, val := range x {
+			s, ok := val.(string)
+			if !ok {
+				return fmt.Errorf("tls.%s: want a file path string", k)
+			}
+			switch k {
+			case "cert":
+				t.Cert = s
+			case "key":
+				t.Key = s
+			default:
+				return fmt.Errorf("tls.%s: unknown key (want cert and key)", k)
+			}
+		}
+		if t.Cert == "" || t.Key == "" {
+			return fmt.Errorf("tls: manual certificates need both cert and key")
+		}
+		t.Mode = "manual"
+		return nil
+	}
+	return fmt.Errorf("tls: want a string or a table, not %T", v)
+}
+
+// Route maps a path to exactly one handler: upstream, static, redirect or
+// respond.
+type Route struct {
+	Path  string `toml:"path"`  // prefix ("/api/"), or the exact path when exact = true
+	Exact bool   `toml:"exact"` // match Path exactly instead of as a prefix
+
+	Upstream    string `toml:"upstream"`     // name of an [upstream.NAME]
+	StripPrefix bool   `toml:"strip_prefix"` // remove Path from the request path before proxying
+	Cache       string `toml:"cache"`        // name of a [cache.NAME] in front of the upstream
+
+	Static        string   `toml:"static"`          // directory the Path prefix maps onto (nginx alias)
+	Index         []string `toml:"index"`           // default ["index.html"]
+	Browse        bool     `toml:"browse"`          // directory listings; default false
+	Fallback      string   `toml:"fallback"`        // file under the root served when missing (SPA), e.g. "/index.html"
+	Precompressed []string `toml:"precompressed"`   // sidecars to look for; default ["br", "zstd", "gzip"]; [] disables
+	FollowSymlink bool     `toml:"follow_symlinks"` // allow symlinks that lead outside the root; default false
+	CacheControl  string   `toml:"cache_control"`   // Cache-Control for static responses
+
+	Redirect string `toml:"redirect"` // target; "{path}" and "{query}" are replaced, "{uri}" is both
+	Respond  string `toml:"respond"`  // fixed body
+	Status   int    `toml:"status"`   // for redirect (default 308) and respond (default 200)
+
+	RequestHeaders  HeaderOps     `toml:"request_headers"`
+	ResponseHeaders HeaderOps     `toml:"response_headers"`
+	MaxBody         tomlconf.Size `toml:"max_body"` // overrides [server] max_body for this route
+	Compress        *bool         `toml:"compress"` // dynamic compression; default true
+}
+
+// HeaderOps edits headers: Set replaces, Add appends, Remove deletes.
+type HeaderOps struct {
+	Set    map[string]string `toml:"set"`
+	Add    map[string]string `toml:"add"`
+	Remove []string          `toml:"remove"`
+}
+
+// Upstream is a named pool of servers.
+type Upstream struct {
+	Servers []ServerEntry `toml:"servers"`
+	// Policy: round_robin (default, smooth weighted), least_conn,
+	// random_two, hash, first.
+	Policy  string `toml:"policy"`
+	HashKey string `toml:"hash_key"` // for policy hash: client_ip (default), uri, header:NAME, cookie:NAME
+
+	MaxFails    *int              `toml:"max_fails"`    // passive health; default 1; 0 disables
+	FailTimeout tomlconf.Duration `toml:"fail_timeout"` // window and time out; default 10s
+
+	ConnectTimeout        tomlconf.Duration `toml:"connect_timeout"`         // default 5s
+	ResponseHeaderTimeout tomlconf.Duration `toml:"response_header_timeout"` // default 60s (504 after)
+	IdleTimeout           tomlconf.Duration `toml:"idle_timeout"`            // idle upstream keep-alive; default 90s
+	MaxIdle               int               `toml:"max_idle"`                // idle keep-alive connections per server; default 64
+
+	Retries         *int              `toml:"retries"`          // tries on another server when connecting failed; default 2
+	RetryIdempotent bool              `toml:"retry_idempotent"` // also retry idempotent requests that failed after sending
+	RetryBodyMax    tomlconf.Size     `toml:"retry_body_max"`   // body bytes buffered for such retries; default 64KiB
+	HostHeader      string            `toml:"host_header"`      // Host sent upstream; default the client's
+	FlushInterval   tomlconf.Duration `toml:"flush_interval"`   // 0 = automatic (SSE and unknown length flush at once)
+
+	Health Health `toml:"health"`
+}
+
+// ServerEntry is "addr" or { addr = "...", weight = 3, backup = true }.
+type ServerEntry struct {
+	Addr     string
+	Weight   int
+	Backup   bool
+	MaxConns int
+}
+
+// UnmarshalTOML accepts a string or an inline table.
+func (s *ServerEntry) UnmarshalTOML(v any) error {
+	switch x := v.(type) {
+	case string:
+		s.Addr = x
+		return nil
+	case map[string]any:
+		for k, val := range x {
+			switch k {
+			case "addr":
+				a, ok := val.(string)
+				if !ok {
+					return fmt.Errorf("servers.addr: want a string")
+				}
+				s.Addr = a
+			case "weight", "max_conns":
+				n, ok := val.(int64)
+				if !ok || n < 0 {
+					return fmt.Errorf("servers.%s: want a non-negative integer", k)
+				}
+				if k == "weight" {
+					s.Weight = int(n)
+				} else {
+					s.MaxConns = int(n)
+				}
+			case "backup":
+				b, ok := val.(bool)
+				if !ok {
+					return fmt.Errorf("servers.backup: want true or false")
+				}
+				s.Backup = b
+			default:
+				return fmt.Errorf("servers.%s: unknown key (want addr, weight, backup, max_conns)", k)
+			}
+		}
+		if s.Addr == "" {
+			return fmt.Errorf("servers: a server table needs addr")
+		}
+		return nil
+	}
+	return fmt.Errorf("servers: want \"host:port\", \"unix:/path\" or { addr = ..., weight = ... }, not %T", v)
+}
+
+// Health configures active health checks; off unless Path is set.
+type Health struct {
+	Path     string            `toml:"path"`
+	Interval tomlconf.Duration `toml:"interval"` // default 5s
+	Timeout  tomlconf.Duration `toml:"timeout"`  // default 2s
+	Status   int               `toml:"status"`   // expected status; default any 2xx or 3xx
+	Rise     int               `toml:"rise"`     // passes to come back up; default 2
+	Fall     int               `toml:"fall"`     // failures to go down; default 3
+	Host     string            `toml:"host"`     // Host header for checks
+}
+
+// Cache is a named HTTP cache routes can use.
+type Cache struct {
+	Memory               tomlconf.Size     `toml:"memory"`                 // memory tier; default 64MiB
+	Disk                 string            `toml:"disk"`                   // directory; "" = memory only
+	DiskMax              tomlconf.Size     `toml:"disk_max"`               // default 1GiB
+	MaxObject            tomlconf.Size     `toml:"max_object"`             // default 16MiB
+	Heuristic            bool              `toml:"heuristic"`              // heuristic freshness; default false
+	StaleWhileRevalidate tomlconf.Duration `toml:"stale_while_revalidate"` // default when the origin says nothing; default 0
+	StaleIfError         tomlconf.Duration `toml:"stale_if_error"`         // default 0
+	LockTimeout          tomlconf.Duration `toml:"lock_timeout"`           // coalesced waiters give up after; default 5s
+	IgnoreQuery          []string          `toml:"ignore_query"`           // query parameters left out of the key
+	SortQuery            bool              `toml:"sort_query"`             // sort query parameters in the key
+}

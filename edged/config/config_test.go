@@ -1,0 +1,140 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestGoodConfigDefaults(t *testing.T) {
+	dir := t.TempDir()
+	src := `
+[server]
+http = ["127.0.0.1:8080"]
+
+[[site]]
+hosts = ["example.com", "www.example.com"]
+  [[site.route]]
+  path = "/static/"
+  static = "` + dir + `"
+  [[site.route]]
+  path = "/"
+  upstream = "app"
+  cache = "default"
+
+[[site]]
+  [[site.route]]
+  path = "/"
+  respond = "hello"
+
+[upstream.app]
+servers = ["unix:/run/appd/myapp.sock", { addr = "10.0.0.5:8000", weight = 3 }, { addr = "10.0.0.6:8000", backup = true }]
+policy = "least_conn"
+health = { path = "/healthz", interval = "5s" }
+
+[cache.default]
+memory = "256MiB"
+disk = "/var/cache/edged"
+`
+	c, err := Parse("edged.toml", []byte(src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c.Server.HTTP; len(got) != 1 || got[0] != "127.0.0.1:8080" {
+		t.Errorf("http = %v", got)
+	}
+	if got := c.Server.HTTPS; len(got) != 1 || got[0] != ":443" {
+		t.Errorf("https default = %v", got)
+	}
+	if c.Sites[0].TLS.Mode != "acme" || c.Sites[1].TLS.Mode != "off" {
+		t.Errorf("tls modes %q %q", c.Sites[0].TLS.Mode, c.Sites[1].TLS.Mode)
+	}
+	u := c.Upstreams["app"]
+	if u.Servers[1].Weight != 3 || u.Servers[0].Weight != 1 || !u.Servers[2].Backup {
+		t.Errorf("servers %+v", u.Servers)
+	}
+	if u.Health.Rise != 2 || u.Health.Fall != 3 || u.Health.Timeout.D() != 2*time.Second {
+		t.Errorf("health defaults %+v", u.Health)
+	}
+	if *u.MaxFails != 1 || u.FailTimeout.D() != 10*time.Second || *u.Retries != 2 {
+		t.Errorf("passive defaults %+v", u)
+	}
+	if c.Sites[1].Routes[0].Status != 200 || c.Caches["default"].Memory != 256<<20 {
+		t.Errorf("respond status %d", c.Sites[1].Routes[0].Status)
+	}
+	if c.Server.MaxBody != 64<<20 || c.Server.ReadHeaderTimeout.D() != 10*time.Second {
+		t.Errorf("server defaults %+v", c.Server)
+	}
+}
+
+func TestBadConfigsNameLineAndKey(t *testing.T) {
+	site := "[[site]]\nhosts = [\"a.example\"]\ntls = \"off\"\n  [[site.route]]\n  path = \"/\"\n"
+	cases := []struct{ name, src, want string }{
+		{"unknown key", "[server]\nlisten = [\":80\"]\n" + site + "  respond = \"x\"\n", "edged.toml:2: server.listen: unknown key"},
+		{"unknown route key", site + "  proxy_pass = \"x\"\n", "edged.toml:6: site.route.proxy_pass: unknown key"},
+		{"wrong type", "[server]\nh2c = \"yes\"\n" + site + "  respond = \"x\"\n", "edged.toml:2: server.h2c"},
+		{"bad duration", "[server]\nidle_timeout = \"forever\"\n" + site + "  respond = \"x\"\n", "edged.toml:2: server.idle_timeout: invalid duration"},
+		{"bad size", "[server]\nmax_body = \"lots\"\n" + site + "  respond = \"x\"\n", "edged.toml:2: server.max_body: invalid size"},
+		{"bad listen", "[server]\nhttp = [\"80\"]\n" + site + "  respond = \"x\"\n", "edged.toml:2: server.http[0]"},
+		{"no handler", site, "edged.toml:4: site[0].route[0]: route has no handler"},
+		{"two handlers", site + "  respond = \"x\"\n  redirect = \"https://b/\"\n", "several handlers (redirect, respond)"},
+		{"unknown upstream", site + "  upstream = \"nope\"\n", "edged.toml:6: site[0].route[0].upstream: no [upstream.nope] is defined"},
+		{"unknown cache", site + "  upstream = \"a\"\n  cache = \"c\"\n[upstream.a]\nservers = [\"127.0.0.1:1\"]\n", "edged.toml:7: site[0].route[0].cache: no [cache.c]"},
+		{"bad policy", site + "  upstream = \"a\"\n[upstream.a]\nservers = [\"127.0.0.1:1\"]\npolicy = \"fastest\"\n", "edged.toml:9: upstream.a.policy: \"fastest\""},
+		{"bad server addr", site + "  upstream = \"a\"\n[upstream.a]\nservers = [\"localhost\"]\n", "edged.toml:8: upstream.a.servers[0]"},
+		{"all backups", site + "  upstream = \"a\"\n[upstream.a]\nservers = [{ addr = \"127.0.0.1:1\", backup = true }]\n", "at least one must be a primary"},
+		{"bad server key", site + "  upstream = \"a\"\n[upstream.a]\nservers = [{ address = \"127.0.0.1:1\" }]\n", "servers.address: unknown key"},
+		{"missing static dir", site + "  static = \"/nonexistent/dir\"\n", "edged.toml:6: site[0].route[0].static: stat /nonexistent/dir"},
+		{"relative static", site + "  static = \"www\"\n", "want an absolute directory"},
+		{"bad redirect status", site + "  redirect = \"https://b{uri}\"\n  status = 200\n", "edged.toml:7: site[0].route[0].status: 200 is not a redirect status"},
+		{"path without slash", "[[site]]\n[[site.route]]\npath = \"api\"\nrespond = \"x\"\n", "edged.toml:3: site[0].route[0].path"},
+		{"duplicate host", site + "  respond = \"x\"\n" + site + "  respond = \"y\"\n", "edged.toml:8: site[1].hosts[0]: host \"a.example\" is already served by site[0]"},
+		{"two defaults", "[[site]]\n[[site.route]]\npath=\"/\"\nrespond=\"a\"\n[[site]]\nhosts=[\"*\"]\n[[site.route]]\npath=\"/\"\nrespond=\"b\"\n", "edged.toml:6: site[1].hosts: a second default site"},
+		{"acme wildcard", "[[site]]\nhosts = [\"*.example.com\"]\ntls = \"acme\"\n[[site.route]]\npath=\"/\"\nrespond=\"x\"\n", "edged.toml:2: site[0].hosts[0]: wildcard \"*.example.com\" cannot get an ACME certificate without the DNS-01"},
+		{"acme localhost", "[[site]]\nhosts = [\"localhost\"]\ntls = \"acme\"\n[[site.route]]\npath=\"/\"\nrespond=\"x\"\n", "use tls = \"internal\""},
+		{"bad tls mode", "[[site]]\ntls = \"yes\"\n[[site.route]]\npath=\"/\"\nrespond=\"x\"\n", "edged.toml:2: site.tls: tls \"yes\""},
+		{"on demand without ask", "[[site]]\nhosts=[\"*\"]\ntls=\"acme\"\non_demand = true\n[[site.route]]\npath=\"/\"\nrespond=\"x\"\n", "edged.toml:4: site[0].on_demand: on-demand TLS needs [tls.on_demand] ask"},
+		{"no sites", "[server]\n", "no [[site]] is defined"},
+		{"duplicate route", site + "  respond = \"x\"\n  [[site.route]]\n  path = \"/\"\n  respond = \"y\"\n", "edged.toml:8: site[0].route[1].path: path \"/\" is already routed by route[0]"},
+		{"bad header", site + "  respond = \"x\"\n  [site.route.response_headers]\n  set = { \"Bad Header\" = \"1\" }\n", "edged.toml:8: site[0].route[0].response_headers.set: \"Bad Header\""},
+		{"bad hash key", site + "  upstream = \"a\"\n[upstream.a]\nservers = [\"127.0.0.1:1\"]\npolicy = \"hash\"\nhash_key = \"ip\"\n", "edged.toml:10: upstream.a.hash_key"},
+		{"bad trusted proxy", "[server]\ntrusted_proxies = [\"10.0.0.0/33\"]\n" + site + "  respond = \"x\"\n", "edged.toml:2: server.trusted_proxies[0]"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse("edged.toml", []byte(tc.src))
+			if err == nil {
+				t.Fatalf("accepted:\n%s", tc.src)
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error\n  %v\ndoes not contain\n  %s", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestAllErrorsReportedAtOnce(t *testing.T) {
+	src := "[[site]]\n[[site.route]]\npath = \"a\"\n[[site.route]]\npath = \"/b\"\nupstream = \"x\"\n"
+	_, err := Parse("edged.toml", []byte(src))
+	if err == nil {
+		t.Fatal("accepted")
+	}
+	lines := strings.Split(err.Error(), "\n")
+	if len(lines) != 3 || !strings.HasPrefix(lines[0], "edged.toml:2:") || !strings.HasPrefix(lines[2], "edged.toml:6:") {
+		t.Fatalf("want three errors in line order, got:\n%v", err)
+	}
+}
+
+func TestLoadFromFile(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "edged.toml")
+	os.WriteFile(p, []byte("[[site]]\n[[site.route]]\npath=\"/\"\nrespond=\"ok\"\n"), 0o644)
+	c, err := Load(p)
+	if err != nil || c.Sites[0].Routes[0].Respond != "ok" {
+		t.Fatalf("Load: %v", err)
+	}
+	if _, err := Load(p + ".missing"); err == nil || !strings.Contains(err.Error(), "no such file") {
+		t.Fatalf("missing file: %v", err)
+	}
+}

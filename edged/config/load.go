@@ -1,0 +1,597 @@
+package config
+
+import (
+	"fmt"
+	"net/netip"
+	"net/url"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/edgeapp/edgeapp/internal/logging"
+	"github.com/edgeapp/edgeapp/internal/systemd"
+	"github.com/edgeapp/edgeapp/internal/tomlconf"
+)
+
+// Load reads, decodes, defaults and validates path. The error lists every
+// problem found, each with file, line and key.
+func Load(path string) (*Config, error) {
+	var c Config
+	doc, err := tomlconf.Load(path, &c)
+	if err != nil {
+		return nil, err
+	}
+	c.Doc = doc
+	c.ApplyDefaults()
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+// Parse is Load for configuration text already in memory.
+func Parse(file string, data []byte) (*Config, error) {
+	var c Config
+	doc, err := tomlconf.Decode(file, data, &c)
+	if err != nil {
+		return nil, err
+	}
+	c.Doc = doc
+	c.ApplyDefaults()
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+// ApplyDefaults fills every value the file left out.
+func (c *Config) ApplyDefaults() {
+	s := &c.Server
+	if !c.Doc.IsDefined("server", "http") {
+		s.HTTP = []string{":80"}
+	}
+	if !c.Doc.IsDefined("server", "https") {
+		s.HTTPS = []string{":443"}
+	}
+	if !c.Doc.IsDefined("server", "admin") {
+		dir := "/run/edged"
+		if rd := os.Getenv("RUNTIME_DIRECTORY"); rd != "" {
+			dir = strings.SplitN(rd, ":", 2)[0]
+		}
+		s.Admin = "unix:" + filepath.Join(dir, "admin.sock")
+	}
+	setDur(&s.ReadHeaderTimeout, c.Doc.IsDefined("server", "read_header_timeout"), 10*time.Second)
+	setDur(&s.IdleTimeout, c.Doc.IsDefined("server", "idle_timeout"), 75*time.Second)
+	setDur(&s.ShutdownTimeout, c.Doc.IsDefined("server", "shutdown_timeout"), 30*time.Second)
+	if !c.Doc.IsDefined("server", "max_header_bytes") {
+		s.MaxHeaderBytes = 64 << 10
+	}
+	if !c.Doc.IsDefined("server", "max_body") {
+		s.MaxBody = 64 << 20
+	}
+	if s.RequestIDHeader == "" {
+		s.RequestIDHeader = "X-Request-ID"
+	}
+	if s.LogLevel == "" {
+		s.LogLevel = "info"
+	}
+	if c.AccessLog.Output == "" {
+		c.AccessLog.Output = "off"
+	}
+	if c.AccessLog.Format == "" {
+		c.AccessLog.Format = "combined"
+	}
+	if !c.Doc.IsDefined("compress", "min_size") {
+		c.Compress.MinSize = 1 << 10
+	}
+	if c.Compress.Encodings == nil {
+		c.Compress.Encodings = []string{"zstd", "gzip"}
+	}
+	t := &c.TLS
+	switch t.CA {
+	case "", "letsencrypt":
+		t.CA = "https://acme-v02.api.letsencrypt.org/directory"
+	case "letsencrypt-staging", "staging":
+		t.CA = "https://acme-staging-v02.api.letsencrypt.org/directory"
+	}
+	if t.Challenges == nil {
+		t.Challenges = []string{"http-01", "tls-alpn-01"}
+	}
+	if t.Storage == "" {
+		t.Storage = "/var/lib/edged"
+		if sd := os.Getenv("STATE_DIRECTORY"); sd != "" {
+			t.Storage = strings.SplitN(sd, ":", 2)[0]
+		}
+	}
+	if t.KeyType == "" {
+		t.KeyType = "p256"
+	}
+	if t.OnDemand.Rate == 0 {
+		t.OnDemand.Rate = 10
+	}
+	if t.OnDemand.Interval == 0 {
+		t.OnDemand.Interval = tomlconf.Duration(time.Minute)
+	}
+	for i := range c.Sites {
+		site := &c.Sites[i]
+		if site.TLS.Mode == "" {
+			site.TLS.Mode = defaultTLSMode(site.Hosts)
+		}
+		if site.RedirectHTTP == nil {
+			on := true
+			site.RedirectHTTP = &on
+		}
+		for j := range site.Routes {
+			r := &site.Routes[j]
+			if r.Status == 0 {
+				switch {
+				case r.Redirect != "":
+					r.Status = 308
+				case r.Respond != "":
+					r.Status = 200
+				}
+			}
+			if r.Static != "" {
+				if r.Index == nil {
+					r.Index = []string{"index.html"}
+				}
+				if r.Precompressed == nil {
+					r.Precompressed = []string{"br", "zstd", "gzip"}
+				}
+			}
+		}
+	}
+	for _, u := range c.Upstreams {
+		if u == nil {
+			continue
+		}
+		if u.Policy == "" {
+			u.Policy = "round_robin"
+		}
+		if u.Policy == "hash" && u.HashKey == "" {
+			u.HashKey = "client_ip"
+		}
+		if u.MaxFails == nil {
+			one := 1
+			u.MaxFails = &one
+		}
+		setDur(&u.FailTimeout, u.FailTimeout != 0, 10*time.Second)
+		setDur(&u.ConnectTimeout, u.ConnectTimeout != 0, 5*time.Second)
+		setDur(&u.ResponseHeaderTimeout, u.ResponseHeaderTimeout != 0, 60*time.Second)
+		setDur(&u.IdleTimeout, u.IdleTimeout != 0, 90*time.Second)
+		if u.MaxIdle == 0 {
+			u.MaxIdle = 64
+		}
+		if u.Retries == nil {
+			two := 2
+			u.Retries = &two
+		}
+		if u.RetryBodyMax == 0 {
+			u.RetryBodyMax = 64 << 10
+		}
+		for i := range u.Servers {
+			if u.Servers[i].Weight == 0 {
+				u.Servers[i].Weight = 1
+			}
+		}
+		h := &u.Health
+		if h.Path != "" {
+			setDur(&h.Interval, h.Interval != 0, 5*time.Second)
+			setDur(&h.Timeout, h.Timeout != 0, 2*time.Second)
+			if h.Rise == 0 {
+				h.Rise = 2
+			}
+			if h.Fall == 0 {
+				h.Fall = 3
+			}
+		}
+	}
+	for _, k := range c.Caches {
+		if k == nil {
+			continue
+		}
+		if k.Memory == 0 {
+			k.Memory = 64 << 20
+		}
+		if k.DiskMax == 0 {
+			k.DiskMax = 1 << 30
+		}
+		if k.MaxObject == 0 {
+			k.MaxObject = 16 << 20
+		}
+		setDur(&k.LockTimeout, k.LockTimeout != 0, 5*time.Second)
+	}
+}
+
+func setDur(d *tomlconf.Duration, set bool, def time.Duration) {
+	if !set {
+		*d = tomlconf.Duration(def)
+	}
+}
+
+// defaultTLSMode is "off" where no public CA could issue (no names, IPs,
+// localhost), else "acme".
+func defaultTLSMode(hosts []string) string {
+	for _, h := range hosts {
+		if h == "*" || isLocalName(h) {
+			continue
+		}
+		return "acme"
+	}
+	return "off"
+}
+
+func isLocalName(h string) bool {
+	if _, err := netip.ParseAddr(h); err == nil {
+		return true
+	}
+	return h == "localhost" || strings.HasSuffix(h, ".localhost") || strings.HasSuffix(h, ".local") ||
+		strings.HasSuffix(h, ".internal") || strings.HasSuffix(h, ".test") || !strings.Contains(h, ".")
+}
+
+// Validate checks everything that can be checked without side effects and
+// returns all problems at once.
+func (c *Config) Validate() error {
+	var errs tomlconf.Errors
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, c.Doc.Errorf(key, format, args...))
+	}
+	s := c.Server
+	for i, a := range s.HTTP {
+		if _, _, err := systemd.SplitAddr(a); err != nil {
+			bad(fmt.Sprintf("server.http[%d]", i), "%v", err)
+		}
+	}
+	for i, a := range s.HTTPS {
+		if _, _, err := systemd.SplitAddr(a); err != nil {
+			bad(fmt.Sprintf("server.https[%d]", i), "%v", err)
+		}
+	}
+	if s.Admin != "" {
+		if _, _, err := systemd.SplitAddr(s.Admin); err != nil {
+			bad("server.admin", "%v", err)
+		}
+	}
+	for i, p := range s.TrustedProxies {
+		if _, err := ParsePrefix(p); err != nil {
+			bad(fmt.Sprintf("server.trusted_proxies[%d]", i), "%v", err)
+		}
+	}
+	if s.RequestIDHeader != "-" && !validHeaderName(s.RequestIDHeader) {
+		bad("server.request_id_header", "%q is not a valid header name", s.RequestIDHeader)
+	}
+	if _, err := logging.ParseLevel(s.LogLevel); err != nil {
+		bad("server.log_level", "%v", err)
+	}
+	if s.MaxHeaderBytes < 1024 {
+		bad("server.max_header_bytes", "%v is too small to hold a request's headers (at least 1KiB)", s.MaxHeaderBytes)
+	}
+	switch c.AccessLog.Format {
+	case "combined", "json":
+	default:
+		bad("access_log.format", "%q: want \"combined\" or \"json\"", c.AccessLog.Format)
+	}
+	if o := c.AccessLog.Output; o != "off" && o != "stdout" && o != "stderr" && !filepath.IsAbs(o) {
+		bad("access_log.output", "%q: want \"off\", \"stdout\", \"stderr\" or an absolute file path", o)
+	}
+	for i, e := range c.Compress.Encodings {
+		if e != "gzip" && e != "zstd" {
+			bad(fmt.Sprintf("compress.encodings[%d]", i), "%q: want \"zstd\" or \"gzip\"", e)
+		}
+	}
+	c.validateTLS(bad)
+	c.validateSites(bad)
+	c.validateUpstreams(bad)
+	c.validateCaches(bad)
+	return errs.Err()
+}
+
+func (c *Config) validateTLS(bad func(string, string, ...any)) {
+	t := c.TLS
+	if u, err := url.Parse(t.CA); err != nil || u.Scheme != "https" && u.Scheme != "http" || u.Host == "" {
+		bad("tls.ca", "%q: want an ACME directory URL or \"letsencrypt\" / \"letsencrypt-staging\"", t.CA)
+	}
+	if t.Email != "" && !strings.Contains(t.Email, "@") {
+		bad("tls.email", "%q is not an email address", t.Email)
+	}
+	if t.CARoot != "" {
+		if _, err := os.Stat(t.CARoot); err != nil {
+			bad("tls.ca_root", "%v", err)
+		}
+	}
+	for i, ch := range t.Challenges {
+		if ch != "http-01" && ch != "tls-alpn-01" {
+			bad(fmt.Sprintf("tls.challenges[%d]", i), "%q: want \"http-01\" or \"tls-alpn-01\" (DNS-01 is not built in yet)", ch)
+		}
+	}
+	switch t.KeyType {
+	case "p256", "p384", "rsa2048", "rsa4096", "ed25519":
+	default:
+		bad("tls.key_type", "%q: want p256, p384, rsa2048, rsa4096 or ed25519", t.KeyType)
+	}
+	if t.RenewalRatio < 0 || t.RenewalRatio >= 1 {
+		bad("tls.renew_ratio", "%v: want a fraction between 0 and 1", t.RenewalRatio)
+	}
+	if !filepath.IsAbs(t.Storage) {
+		bad("tls.storage", "%q: want an absolute directory", t.Storage)
+	}
+	if a := t.OnDemand.Ask; a != "" {
+		if u, err := url.Parse(a); err != nil || u.Scheme != "http" && u.Scheme != "https" || u.Host == "" {
+			bad("tls.on_demand.ask", "%q: want an http(s) URL", a)
+		}
+	}
+}
+
+func (c *Config) validateSites(bad func(string, string, ...any)) {
+	if len(c.Sites) == 0 {
+		bad("site", "no [[site]] is defined: edged would answer every request with 404")
+	}
+	owner := map[string]int{}
+	defaults := 0
+	for i, site := range c.Sites {
+		key := fmt.Sprintf("site[%d]", i)
+		isDefault := len(site.Hosts) == 0
+		for j, h := range site.Hosts {
+			hk := fmt.Sprintf("%s.hosts[%d]", key, j)
+			if h == "*" {
+				isDefault = true
+				continue
+			}
+			if err := checkHost(h); err != nil {
+				bad(hk, "%v", err)
+				continue
+			}
+			lh := strings.ToLower(h)
+			if prev, ok := owner[lh]; ok {
+				bad(hk, "host %q is already served by site[%d]", h, prev)
+			}
+			owner[lh] = i
+		}
+		if isDefault {
+			defaults++
+			if defaults > 1 {
+				bad(key+".hosts", "a second default site (no hosts or \"*\"): only one site may catch unknown hosts")
+			}
+		}
+		switch site.TLS.Mode {
+		case "acme":
+			if isDefault && !site.OnDemand {
+				bad(key+".tls", "tls = \"acme\" needs host names (or on_demand = true for a catch-all site)")
+			}
+			for j, h := range site.Hosts {
+				if strings.HasPrefix(h, "*.") && !site.OnDemand {
+					bad(fmt.Sprintf("%s.hosts[%d]", key, j), "wildcard %q cannot get an ACME certificate without the DNS-01 challenge, which is not built in yet; list the names, use on_demand = true, or tls = { cert, key }", h)
+				} else if h != "*" && isLocalName(h) {
+					bad(fmt.Sprintf("%s.hosts[%d]", key, j), "%q is not a public name a CA can validate; use tls = \"internal\" or \"off\" for it", h)
+				}
+			}
+		case "manual":
+			for _, f := range [][2]string{{"cert", site.TLS.Cert}, {"key", site.TLS.Key}} {
+				if _, err := os.Stat(f[1]); err != nil {
+					bad(key+".tls", "%s file: %v", f[0], err)
+				}
+			}
+		}
+		if site.OnDemand && c.TLS.OnDemand.Ask == "" {
+			bad(key+".on_demand", "on-demand TLS needs [tls.on_demand] ask = URL, so strangers cannot make edged order certificates")
+		}
+		if len(site.Routes) == 0 {
+			bad(key, "site has no [[site.route]]")
+		}
+		paths := map[string]int{}
+		for j, r := range site.Routes {
+			c.validateRoute(bad, fmt.Sprintf("%s.route[%d]", key, j), r)
+			pk := r.Path
+			if r.Exact {
+				pk = "=" + pk
+			}
+			if prev, ok := paths[pk]; ok {
+				bad(fmt.Sprintf("%s.route[%d].path", key, j), "path %q is already routed by route[%d]", r.Path, prev)
+			}
+			paths[pk] = j
+		}
+	}
+}
+
+func (c *Config) validateRoute(bad func(string, string, ...any), key string, r Route) {
+	if !strings.HasPrefix(r.Path, "/") {
+		bad(key+".path", "%q: a route path starts with /", r.Path)
+	}
+	var handlers []string
+	for name, set := range map[string]bool{"upstream": r.Upstream != "", "static": r.Static != "", "redirect": r.Redirect != "", "respond": r.Respond != "" || r.Status != 0 && r.Redirect == ""} {
+		if set {
+			handlers = append(handlers, name)
+		}
+	}
+	sort.Strings(handlers)
+	switch len(handlers) {
+	case 0:
+		bad(key, "route has no handler: set one of upstream, static, redirect or respond")
+	case 1:
+	default:
+		bad(key, "route has several handlers (%s): set exactly one", strings.Join(handlers, ", "))
+	}
+	if r.Upstream != "" {
+		if _, ok := c.Upstreams[r.Upstream]; !ok {
+			bad(key+".upstream", "no [upstream.%s] is defined", r.Upstream)
+		}
+	}
+	if r.Cache != "" {
+		if r.Upstream == "" {
+			bad(key+".cache", "cache goes with an upstream route")
+		}
+		if _, ok := c.Caches[r.Cache]; !ok {
+			bad(key+".cache", "no [cache.%s] is defined", r.Cache)
+		}
+	}
+	if r.StripPrefix && r.Upstream == "" {
+		bad(key+".strip_prefix", "strip_prefix goes with an upstream route")
+	}
+	if r.Static != "" {
+		if !filepath.IsAbs(r.Static) {
+			bad(key+".static", "%q: want an absolute directory", r.Static)
+		} else if fi, err := os.Stat(r.Static); err != nil {
+			bad(key+".static", "%v", err)
+		} else if !fi.IsDir() {
+			bad(key+".static", "%s is not a directory", r.Static)
+		}
+		if r.Fallback != "" && !strings.HasPrefix(r.Fallback, "/") {
+			bad(key+".fallback", "%q: want a path under the root starting with /", r.Fallback)
+		}
+		for i, p := range r.Precompressed {
+			if p != "br" && p != "zstd" && p != "gzip" {
+				bad(fmt.Sprintf("%s.precompressed[%d]", key, i), "%q: want br, zstd or gzip", p)
+			}
+		}
+	}
+	if r.Redirect != "" && (r.Status < 300 || r.Status > 308) {
+		bad(key+".status", "%d is not a redirect status (301, 302, 303, 307, 308)", r.Status)
+	}
+	if r.Redirect == "" && r.Status != 0 && (r.Status < 100 || r.Status > 599) {
+		bad(key+".status", "%d is not an HTTP status", r.Status)
+	}
+	for _, ops := range []struct {
+		name string
+		h    HeaderOps
+	}{{"request_headers", r.RequestHeaders}, {"response_headers", r.ResponseHeaders}} {
+		for n := range ops.h.Set {
+			if !validHeaderName(n) {
+				bad(key+"."+ops.name+".set", "%q is not a valid header name", n)
+			}
+		}
+		for n := range ops.h.Add {
+			if !validHeaderName(n) {
+				bad(key+"."+ops.name+".add", "%q is not a valid header name", n)
+			}
+		}
+		for _, n := range ops.h.Remove {
+			if !validHeaderName(n) {
+				bad(key+"."+ops.name+".remove", "%q is not a valid header name", n)
+			}
+		}
+	}
+}
+
+func (c *Config) validateUpstreams(bad func(string, string, ...any)) {
+	for name, u := range c.Upstreams {
+		key := "upstream." + name
+		if u == nil {
+			continue
+		}
+		if len(u.Servers) == 0 {
+			bad(key+".servers", "upstream has no servers")
+		}
+		primaries := 0
+		for i, s := range u.Servers {
+			if _, _, err := systemd.SplitAddr(s.Addr); err != nil {
+				bad(fmt.Sprintf("%s.servers[%d]", key, i), "%v", err)
+			}
+			if !s.Backup {
+				primaries++
+			}
+		}
+		if len(u.Servers) > 0 && primaries == 0 {
+			bad(key+".servers", "every server is a backup: at least one must be a primary")
+		}
+		switch u.Policy {
+		case "round_robin", "least_conn", "random_two", "first":
+		case "hash":
+			k := u.HashKey
+			if k != "client_ip" && k != "uri" && !(strings.HasPrefix(k, "header:") && len(k) > 7) && !(strings.HasPrefix(k, "cookie:") && len(k) > 7) {
+				bad(key+".hash_key", "%q: want client_ip, uri, header:NAME or cookie:NAME", k)
+			}
+		default:
+			bad(key+".policy", "%q: want round_robin, least_conn, random_two, hash or first", u.Policy)
+		}
+		if *u.MaxFails < 0 {
+			bad(key+".max_fails", "must not be negative")
+		}
+		if *u.Retries < 0 {
+			bad(key+".retries", "must not be negative")
+		}
+		if h := u.Health; h.Path != "" {
+			if !strings.HasPrefix(h.Path, "/") {
+				bad(key+".health.path", "%q: a path starts with /", h.Path)
+			}
+			if h.Timeout > h.Interval {
+				bad(key+".health.timeout", "timeout %v is longer than the interval %v", h.Timeout, h.Interval)
+			}
+			if h.Status != 0 && (h.Status < 100 || h.Status > 599) {
+				bad(key+".health.status", "%d is not an HTTP status", h.Status)
+			}
+			if h.Rise < 0 || h.Fall < 0 {
+				bad(key+".health", "rise and fall must not be negative")
+			}
+		}
+	}
+}
+
+func (c *Config) validateCaches(bad func(string, string, ...any)) {
+	for name, k := range c.Caches {
+		key := "cache." + name
+		if k == nil {
+			continue
+		}
+		if k.Disk != "" && !filepath.IsAbs(k.Disk) {
+			bad(key+".disk", "%q: want an absolute directory", k.Disk)
+		}
+		if k.MaxObject > k.Memory && k.Disk == "" {
+			bad(key+".max_object", "%v is larger than the memory tier (%v) and there is no disk tier", k.MaxObject, k.Memory)
+		}
+	}
+}
+
+func checkHost(h string) error {
+	name := strings.TrimPrefix(h, "*.")
+	if strings.Contains(name, "*") {
+		return fmt.Errorf("host %q: a wildcard is allowed only as the whole first label (*.example.com)", h)
+	}
+	if _, err := netip.ParseAddr(strings.Trim(name, "[]")); err == nil {
+		return nil
+	}
+	if strings.Contains(name, ":") {
+		return fmt.Errorf("host %q: write host names without a port", h)
+	}
+	if len(name) == 0 || len(name) > 253 {
+		return fmt.Errorf("host %q: not a host name", h)
+	}
+	for _, label := range strings.Split(name, ".") {
+		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return fmt.Errorf("host %q: not a host name", h)
+		}
+		for _, r := range label {
+			if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_') {
+				return fmt.Errorf("host %q: not a host name (write internationalised names in punycode)", h)
+			}
+		}
+	}
+	return nil
+}
+
+// ParsePrefix accepts a CIDR or a single address.
+func ParsePrefix(s string) (netip.Prefix, error) {
+	if p, err := netip.ParsePrefix(s); err == nil {
+		return p.Masked(), nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("%q: want an address or CIDR such as 10.0.0.0/8", s)
+	}
+	return netip.PrefixFrom(a, a.BitLen()), nil
+}
+
+func validHeaderName(n string) bool {
+	if n == "" {
+		return false
+	}
+	for i := 0; i < len(n); i++ {
+		c := n[i]
+		if c <= ' ' || c >= 0x7f || strings.IndexByte("\"(),/:;<=>?@[\\]{}", c) >= 0 {
+			return false
+		}
+	}
+	return true
+}
+
