@@ -12,7 +12,7 @@ VERSION ?= $(shell v=$$(git describe --tags --always --dirty 2>/dev/null | sed '
 LDFLAGS := -s -w -X main.version=$(VERSION)
 GOFLAGS_BUILD := -trimpath -ldflags "$(LDFLAGS)"
 
-.PHONY: all build test test-short lint bench deb rpm packages e2e vm-test install demo clean FORCE
+.PHONY: all build test test-short lint bench deb rpm packages e2e vm-test install demo deps clean FORCE
 
 all: build
 
@@ -72,6 +72,13 @@ install: build
 # on loopback, with the config files in demo/.
 demo: build
 	demo/run.sh
+
+# Debian packages the integration tests, benchmarks and e2e test use (as root).
+DEPS := gunicorn python3 nginx haproxy varnish wrk curl systemd qemu-system-x86 qemu-utils \
+	mmdebstrap e2fsprogs cpio lintian rpm rpmlint mandoc testssl.sh
+deps:
+	apt-get update
+	DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $(DEPS)
 
 clean:
 	rm -rf $(BIN) dist
