@@ -594,4 +594,3 @@ func validHeaderName(n string) bool {
 	}
 	return true
 }
-
