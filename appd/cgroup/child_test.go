@@ -92,6 +92,17 @@ func runChild(role string) int {
 		// Allocate and touch memory in 1 MiB steps, reporting progress,
 		// until the kernel kills us or the target is reached.
 		target, _ := strconv.Atoi(os.Getenv("APPD_CGROUP_ALLOC_MIB"))
+		if os.Getenv("APPD_CGROUP_ALLOC_GRANDCHILD") == "1" {
+			// memory.oom.group must take this bystander too.
+			gc := exec.Command(os.Args[0])
+			gc.Env = append(os.Environ(), childEnv+"=sleep")
+			gc.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+			if err := gc.Start(); err != nil {
+				fmt.Fprintln(out, "error", err)
+				return 1
+			}
+			fmt.Fprintln(out, gc.Process.Pid)
+		}
 		var keep [][]byte
 		for i := 1; i <= target; i++ {
 			b := make([]byte, 1<<20)

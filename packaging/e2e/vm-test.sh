@@ -1,0 +1,72 @@
+#!/bin/bash
+# vm-test.sh — run appd's cgroup tests (`make vm-test`) where real cgroup v2
+# controllers exist: in the Debian 12 VM of packaging/e2e/vm.sh, each test
+# binary under `systemd-run --wait --pipe -p Delegate=yes` (a delegated
+# unit, as appd@.service is) with APPD_CGROUP_TESTS=1, which makes the
+# tests that need memory/cpu/pids fail instead of skip when those are absent.
+#
+# Usage: packaging/e2e/vm-test.sh [go test flags for the binaries, e.g. -test.run OOM]
+# Environment: VM_TEST_TIMEOUT=15m (go test -timeout inside the VM), and
+# everything vm.sh reads (VM_TIMEOUT, VM_MEM, VM_CPUS, VM_CONSOLE=1 ...).
+# Exit code: that of the tests (0 = all passed); vm.sh's 124/125 for a VM
+# that timed out or never booted.
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/../.." && pwd)
+cd "$root"
+GO=${GO:-go}
+t0=$SECONDS
+say() { printf 'vm-test: %s\n' "$*" >&2; }
+
+share=$(mktemp -d "${TMPDIR:-/tmp}/appd-vm-test.XXXXXX")
+trap 'rm -rf "$share"' EXIT
+
+# Static test binaries: they run in the guest with nothing but the kernel.
+tests=()
+build() { # build PKG NAME
+	say "building $1"
+	CGO_ENABLED=0 "$GO" test -c -o "$share/$2.test" "$1"
+	tests+=("$2")
+}
+build ./appd/cgroup cgroup
+# The supervisor's cgroup tests, once they exist: they find the appd binary
+# and test worker the way they do on the host (built by the test itself).
+if compgen -G "appd/supervisor/*_test.go" >/dev/null; then
+	build ./appd/supervisor supervisor
+fi
+say "built ${tests[*]} in $((SECONDS - t0)) s"
+
+# The script the VM runs as root, from the 9p share (its cwd).
+{
+	echo '#!/bin/bash'
+	echo 'set -u'
+	if [ $# -gt 0 ]; then printf 'args=(%s)\n' "$(printf '%q ' "$@")"; else echo 'args=()'; fi
+	printf 'timeout=%q\n' "${VM_TEST_TIMEOUT:-15m}"
+	printf 'tests=(%s)\n' "${tests[*]}"
+	cat <<'EOF'
+echo "guest: $(uname -r), $(systemctl --version | head -n1), cgroup controllers: $(cat /sys/fs/cgroup/cgroup.controllers)"
+rc=0
+for t in "${tests[@]}"; do
+	echo "=== $t.test under systemd-run -p Delegate=yes"
+	start=$(date +%s)
+	# A copy on the guest's own disk: exec from 9p works but is slow to page in.
+	install -m755 "$t.test" "/root/$t.test"
+	systemd-run --quiet --wait --pipe --collect -p Delegate=yes \
+		-p WorkingDirectory=/root -E APPD_CGROUP_TESTS=1 -E HOME=/root -E TMPDIR=/tmp \
+		"/root/$t.test" -test.v -test.count=1 -test.timeout="$timeout" "${args[@]}"
+	st=$?
+	echo "=== $t.test: exit $st after $(( $(date +%s) - start )) s"
+	[ "$st" = 0 ] || rc=$st
+done
+# Nothing the tests made may be left under the units' cgroups.
+left=$(find /sys/fs/cgroup -type d -name 'appd-cgtest-*' 2>/dev/null)
+if [ -n "$left" ]; then echo "left behind: $left"; rc=1; fi
+exit $rc
+EOF
+} >"$share/run.sh"
+
+say "booting the VM"
+rc=0
+"$root/packaging/e2e/vm.sh" run "$share" run.sh || rc=$?
+say "exit $rc after $((SECONDS - t0)) s in all"
+exit "$rc"
