@@ -1,0 +1,245 @@
+package tlsconf
+
+import (
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io/fs"
+	"math/big"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/caddyserver/certmagic"
+)
+
+// The internal CA: a root (10 years) that users may trust, exported as
+// Storage/internal-ca/root.crt, an intermediate (1 year, replaced when a
+// month is left) that signs short-lived leaves. The root key stays on disk
+// with mode 0600 next to it because the intermediate must be re-signed.
+const (
+	internalIssuerKey     = "internal"
+	internalDir           = "internal-ca"
+	rootLifetime          = 10 * 365 * 24 * time.Hour
+	intermediateLifetime  = 365 * 24 * time.Hour
+	intermediateRenewLeft = 30 * 24 * time.Hour
+)
+
+// internalCA is a certmagic.Issuer signing leaves with a local CA, so
+// certmagic stores, serves and renews internal certificates exactly like
+// ACME ones.
+type internalCA struct {
+	dir      string
+	lifetime time.Duration
+	root     *x509.Certificate
+	inter    *x509.Certificate
+	interKey crypto.Signer
+	interPEM []byte
+}
+
+var _ certmagic.Issuer = (*internalCA)(nil)
+
+// loadOrCreateInternalCA loads the CA from dir, creating what is missing;
+// the storage lock keeps several edged on one storage from racing.
+func loadOrCreateInternalCA(ctx context.Context, st certmagic.Storage, storageDir string, lifetime time.Duration) (*internalCA, error) {
+	if err := st.Lock(ctx, "internal-ca"); err != nil {
+		return nil, fmt.Errorf("locking the internal CA in %s: %w", storageDir, err)
+	}
+	defer st.Unlock(context.WithoutCancel(ctx), "internal-ca")
+
+	dir := filepath.Join(storageDir, internalDir)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("creating internal CA directory: %w", err)
+	}
+	ca := &internalCA{dir: dir, lifetime: lifetime}
+
+	root, rootKey, err := readPair(dir, "root")
+	if errors.Is(err, fs.ErrNotExist) {
+		root, rootKey, err = newCACert(nil, nil, "edged internal root CA", rootLifetime, 1)
+		if err == nil {
+			err = writePair(dir, "root", root, rootKey)
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("internal CA root in %s: %w", dir, err)
+	}
+	inter, interKey, err := readPair(dir, "intermediate")
+	if err == nil && (time.Until(inter.NotAfter) < intermediateRenewLeft || inter.CheckSignatureFrom(root) != nil) {
+		err = fs.ErrNotExist // replace it
+	}
+	if errors.Is(err, fs.ErrNotExist) {
+		inter, interKey, err = newCACert(root, rootKey, "edged internal intermediate CA", intermediateLifetime, 0)
+		if err == nil {
+			err = writePair(dir, "intermediate", inter, interKey)
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("internal CA intermediate in %s: %w", dir, err)
+	}
+	ca.root, ca.inter, ca.interKey = root, inter, interKey
+	ca.interPEM = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: inter.Raw})
+	return ca, nil
+}
+
+// RootFile is the path of the root certificate users may trust.
+func (ca *internalCA) RootFile() string { return filepath.Join(ca.dir, "root.crt") }
+
+func (ca *internalCA) IssuerKey() string { return internalIssuerKey }
+
+// Issue signs the CSR's names for ca.lifetime, capped by the intermediate.
+func (ca *internalCA) Issue(_ context.Context, csr *x509.CertificateRequest) (*certmagic.IssuedCertificate, error) {
+	if err := csr.CheckSignature(); err != nil {
+		return nil, fmt.Errorf("internal CA: checking CSR signature: %w", err)
+	}
+	serial, err := randSerial()
+	if err != nil {
+		return nil, err
+	}
+	now := time.Now()
+	notAfter := now.Add(ca.lifetime)
+	if notAfter.After(ca.inter.NotAfter) {
+		notAfter = ca.inter.NotAfter
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          serial,
+		NotBefore:             now.Add(-time.Minute), // small clock skew
+		NotAfter:              notAfter,
+		DNSNames:              csr.DNSNames,
+		IPAddresses:           csr.IPAddresses,
+		KeyUsage:              x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		BasicConstraintsValid: true,
+	}
+	if _, ok := csr.PublicKey.(*rsa.PublicKey); ok {
+		tmpl.KeyUsage |= x509.KeyUsageKeyEncipherment
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.inter, csr.PublicKey, ca.interKey)
+	if err != nil {
+		return nil, fmt.Errorf("internal CA: signing certificate for %v: %w", csr.DNSNames, err)
+	}
+	chain := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+	chain = append(chain, ca.interPEM...)
+	return &certmagic.IssuedCertificate{Certificate: chain}, nil
+}
+
+func randSerial() (*big.Int, error) {
+	s, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 128))
+	if err != nil {
+		return nil, fmt.Errorf("making a serial number: %w", err)
+	}
+	return s, nil
+}
+
+// newCACert makes a CA certificate; parent nil means self-signed.
+func newCACert(parent *x509.Certificate, parentKey crypto.Signer, cn string, life time.Duration, maxPath int) (*x509.Certificate, crypto.Signer, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, fmt.Errorf("generating CA key: %w", err)
+	}
+	serial, err := randSerial()
+	if err != nil {
+		return nil, nil, err
+	}
+	now := time.Now()
+	tmpl := &x509.Certificate{
+		SerialNumber:          serial,
+		Subject:               pkix.Name{CommonName: cn, Organization: []string{"edged"}},
+		NotBefore:             now.Add(-time.Hour),
+		NotAfter:              now.Add(life),
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+		MaxPathLen:            maxPath,
+		MaxPathLenZero:        maxPath == 0,
+	}
+	if parent == nil {
+		parent, parentKey = tmpl, key
+	} else if tmpl.NotAfter.After(parent.NotAfter) {
+		tmpl.NotAfter = parent.NotAfter
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, key.Public(), parentKey)
+	if err != nil {
+		return nil, nil, fmt.Errorf("signing CA certificate %q: %w", cn, err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil, nil, err
+	}
+	return cert, key, nil
+}
+
+func readPair(dir, name string) (*x509.Certificate, crypto.Signer, error) {
+	certPEM, err := os.ReadFile(filepath.Join(dir, name+".crt"))
+	if err != nil {
+		return nil, nil, err
+	}
+	keyPEM, err := os.ReadFile(filepath.Join(dir, name+".key"))
+	if err != nil {
+		return nil, nil, err
+	}
+	b, _ := pem.Decode(certPEM)
+	if b == nil {
+		return nil, nil, fmt.Errorf("%s.crt: no PEM certificate", name)
+	}
+	cert, err := x509.ParseCertificate(b.Bytes)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s.crt: %w", name, err)
+	}
+	priv, err := certmagic.PEMDecodePrivateKey(keyPEM)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s.key: %w", name, err)
+	}
+	signer, ok := priv.(crypto.Signer)
+	if !ok {
+		return nil, nil, fmt.Errorf("%s.key: not a signing key", name)
+	}
+	return cert, signer, nil
+}
+
+// writePair writes key first (0600) and certificate last, each atomically,
+// so a crash never leaves a certificate without its key.
+func writePair(dir, name string, cert *x509.Certificate, key crypto.Signer) error {
+	keyPEM, err := certmagic.PEMEncodePrivateKey(key)
+	if err != nil {
+		return err
+	}
+	if err := writeAtomic(filepath.Join(dir, name+".key"), keyPEM, 0o600); err != nil {
+		return err
+	}
+	return writeAtomic(filepath.Join(dir, name+".crt"), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Raw}), 0o644)
+}
+
+func writeAtomic(path string, data []byte, mode os.FileMode) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-*")
+	if err != nil {
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	if err := tmp.Chmod(mode); err != nil {
+		tmp.Close()
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	return nil
+}

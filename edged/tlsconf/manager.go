@@ -1,0 +1,406 @@
+package tlsconf
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/caddyserver/certmagic"
+	"github.com/mholt/acmez/v3"
+)
+
+// Manager owns every certificate edged serves. Create one per process with
+// New, call Apply at start and on every reload, put TLSConfig on the https
+// listener and HTTPChallenge around the http listener's handler.
+type Manager struct {
+	o       *normOptions
+	log     *slog.Logger
+	met     *Metrics
+	storage *certmagic.FileStorage
+	cache   *certmagic.Cache
+
+	acme       *certmagic.Config
+	acmeIssuer *certmagic.ACMEIssuer
+	onDemand   *certmagic.Config // nil without Options.OnDemand
+	gate       *onDemandGate
+
+	tlsConfig *tls.Config
+	table     atomic.Pointer[table]
+	status    *statusTracker
+
+	ctx    context.Context // lives until Close; cancels retries
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu       sync.Mutex // serialises Apply; guards the fields below
+	internal *certmagic.Config
+	ca       *internalCA
+	managed  map[string]*managedHost
+	closed   bool
+}
+
+type managedHost struct {
+	mode   string
+	cancel context.CancelFunc // stops this host's obtain retries
+}
+
+// route is what the routing table says about one host pattern.
+type route struct {
+	mode     string
+	cfg      *certmagic.Config // acme, internal or on-demand
+	manual   *tls.Certificate
+	onDemand bool
+}
+
+// table maps SNI names to routes; immutable once stored.
+type table struct {
+	exact   map[string]*route
+	wild    map[string]*route // "example.com" for "*.example.com"
+	any     *route            // on-demand "*"
+	def     *route            // for handshakes without SNI (IP address)
+	defName string
+}
+
+func (t *table) lookup(name string) *route {
+	if r := t.exact[name]; r != nil {
+		return r
+	}
+	if i := strings.IndexByte(name, '.'); i > 0 {
+		if r := t.wild[name[i+1:]]; r != nil {
+			return r
+		}
+	}
+	return t.any
+}
+
+// New makes the process's Manager. It does not touch the network or the
+// storage until Apply asks for certificates.
+func New(o Options, met *Metrics) (*Manager, error) {
+	n, err := o.normalize()
+	if err != nil {
+		return nil, fmt.Errorf("tls options: %w", err)
+	}
+	mgr := &Manager{
+		o:       n,
+		log:     n.Log,
+		met:     met,
+		storage: &certmagic.FileStorage{Path: n.storageDir},
+		managed: map[string]*managedHost{},
+	}
+	mgr.status = newStatusTracker(mgr)
+	mgr.ctx, mgr.cancel = context.WithCancel(context.Background())
+	zl := newZapLogger(n.Log)
+	mgr.cache = certmagic.NewCache(certmagic.CacheOptions{
+		GetConfigForCert:   mgr.configForCert,
+		RenewCheckInterval: n.RenewCheckInterval,
+		Logger:             zl,
+	})
+	base := certmagic.Config{
+		RenewalWindowRatio: n.RenewalWindowRatio,
+		KeySource:          certmagic.StandardKeyGenerator{KeyType: n.keyType},
+		Storage:            mgr.storage,
+		Logger:             zl,
+		OnEvent:            mgr.status.onEvent,
+		// The per-handshake event is the only costly one; nothing here uses it.
+		ShouldEmitFunc: func(ev string) bool { return ev != "tls_get_certificate" },
+	}
+	template := certmagic.ACMEIssuer{
+		CA:                      n.caURL,
+		Email:                   n.Email,
+		Agreed:                  true,
+		TrustedRoots:            n.roots,
+		Profile:                 n.Profile,
+		AltHTTPPort:             n.AltHTTPPort,
+		AltTLSALPNPort:          n.AltTLSALPNPort,
+		DisableHTTPChallenge:    !n.http01,
+		DisableTLSALPNChallenge: !n.tlsalpn01,
+		Logger:                  zl,
+	}
+	mgr.acme = certmagic.New(mgr.cache, base)
+	mgr.acmeIssuer = certmagic.NewACMEIssuer(mgr.acme, template)
+	mgr.acme.Issuers = []certmagic.Issuer{mgr.acmeIssuer}
+
+	if n.OnDemand != nil && n.OnDemand.Ask != "" {
+		issuerKey := mgr.acmeIssuer.IssuerKey()
+		mgr.gate, err = newOnDemandGate(n.OnDemand, mgr.storage, func() []string { return []string{issuerKey} }, met)
+		if err != nil {
+			return nil, err
+		}
+		od := base
+		od.OnDemand = &certmagic.OnDemandConfig{DecisionFunc: mgr.gate.decide}
+		mgr.onDemand = certmagic.New(mgr.cache, od)
+		mgr.onDemand.Issuers = []certmagic.Issuer{certmagic.NewACMEIssuer(mgr.onDemand, template)}
+	}
+
+	mgr.table.Store(&table{})
+	mgr.tlsConfig = &tls.Config{
+		MinVersion: tls.VersionTLS12,
+		// TLS 1.2 only with forward secrecy and AEAD; TLS 1.3 suites are
+		// fixed by Go and all modern.
+		CipherSuites: []uint16{
+			tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+			tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+			tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+			tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+			tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+			tls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+		},
+		NextProtos:     []string{"h2", "http/1.1", acmez.ACMETLS1Protocol},
+		GetCertificate: mgr.getCertificate,
+		// Session ticket keys: left to crypto/tls, which makes a random
+		// key per process and rotates it every 24 h (old keys accepted 7
+		// days), shared by every clone of this config.
+	}
+	mgr.wg.Add(1)
+	go mgr.status.watch(mgr.ctx, &mgr.wg)
+	return mgr, nil
+}
+
+// TLSConfig is the one *tls.Config for the https listener; it stays the
+// same object across Apply calls.
+func (m *Manager) TLSConfig() *tls.Config { return m.tlsConfig }
+
+// InternalRoot returns the path of the internal CA's root certificate, or
+// "" if no site has used the internal CA yet.
+func (m *Manager) InternalRoot() string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.ca == nil {
+		return ""
+	}
+	return m.ca.RootFile()
+}
+
+// HTTPChallenge answers ACME HTTP-01 challenges (for this instance or any
+// other sharing the storage) and passes every other request to next.
+func (m *Manager) HTTPChallenge(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasPrefix(r.URL.Path, "/.well-known/acme-challenge/") && m.acmeIssuer.HandleHTTPChallenge(w, r) {
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+func (m *Manager) getCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+	// A TLS-ALPN-01 validation from the CA: certmagic answers it.
+	if len(hello.SupportedProtos) == 1 && hello.SupportedProtos[0] == acmez.ACMETLS1Protocol {
+		return m.acme.GetCertificate(hello)
+	}
+	t := m.table.Load()
+	name := hello.ServerName
+	if needsNorm(name) {
+		name = normHost(name)
+	}
+	var r *route
+	if name == "" {
+		// No SNI: clients connecting to an IP address. A site listing
+		// that IP wins, else the first TLS site.
+		if ta, ok := hello.Conn.LocalAddr().(*net.TCPAddr); ok {
+			r = t.exact[ta.IP.String()]
+		}
+		if r == nil && t.def != nil {
+			r = t.def
+			h := *hello
+			h.ServerName = t.defName
+			hello = &h
+		}
+	} else {
+		r = t.lookup(name)
+	}
+	if r == nil {
+		return nil, fmt.Errorf("no TLS site for server name %q", name)
+	}
+	if r.manual != nil {
+		return r.manual, nil
+	}
+	return r.cfg.GetCertificate(hello)
+}
+
+func needsNorm(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; 'A' <= c && c <= 'Z' {
+			return true
+		}
+	}
+	return strings.HasSuffix(s, ".")
+}
+
+// configForCert tells certmagic's maintenance which config renews a
+// cached certificate: the route's, else by issuer.
+func (m *Manager) configForCert(c certmagic.Certificate) (*certmagic.Config, error) {
+	t := m.table.Load()
+	for _, n := range c.Names {
+		if r := t.lookup(n); r != nil && r.cfg != nil {
+			return r.cfg, nil
+		}
+	}
+	m.mu.Lock()
+	ca, internal := m.ca, m.internal
+	m.mu.Unlock()
+	if ca != nil && c.Leaf != nil && bytes.Equal(c.Leaf.RawIssuer, ca.inter.RawSubject) {
+		return internal, nil
+	}
+	return m.acme, nil
+}
+
+func issuerKeyFor(m *Manager, mode string) string {
+	if mode == ModeInternal {
+		return internalIssuerKey
+	}
+	return m.acmeIssuer.IssuerKey()
+}
+
+// Apply makes sites the served set. It checks everything first and changes
+// nothing if anything is wrong (a reload keeps the previous set). Manual
+// certificate files are read again every time. Certificates to obtain are
+// obtained in the background; Apply never waits for a CA.
+func (m *Manager) Apply(ctx context.Context, sites []Site) error {
+	manual, err := checkSites(sites)
+	errs := []error{err}
+	errs = append(errs, checkOnDemandOptions(m.o.Options, sites)...)
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("tls: sites not applied, the previous ones stay: %w", err)
+	}
+
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return errors.New("tls: manager is closed")
+	}
+	needInternal := false
+	for _, s := range sites {
+		needInternal = needInternal || s.Mode == ModeInternal
+	}
+	if needInternal && m.ca == nil {
+		ca, err := loadOrCreateInternalCA(ctx, m.storage, m.o.storageDir, m.o.InternalLifetime)
+		if err != nil {
+			return fmt.Errorf("tls: sites not applied, the previous ones stay: %w", err)
+		}
+		cfg := *m.acme // same storage, logger, events and key type
+		cfg.Issuers = []certmagic.Issuer{ca}
+		m.internal = certmagic.New(m.cache, cfg)
+		m.ca = ca
+		m.log.Info("tls: internal CA ready; trust its root to trust internal sites", "root", ca.RootFile())
+	}
+
+	t := &table{exact: map[string]*route{}, wild: map[string]*route{}}
+	want := map[string]string{} // host -> mode, for certmagic-managed hosts
+	var manualStatus []CertStatus
+	for i, s := range sites {
+		mode := s.Mode
+		if mode == "" {
+			mode = ModeACME
+		}
+		if mode == ModeOff {
+			continue
+		}
+		r := &route{mode: mode, onDemand: s.OnDemand}
+		switch {
+		case mode == ModeManual:
+			r.manual = manual[i].cert
+			for _, w := range manualWarnings(s, r.manual) {
+				m.log.Warn("tls: "+w+"; serving it anyway", "site", i)
+			}
+		case s.OnDemand:
+			r.cfg = m.onDemand
+		case mode == ModeInternal:
+			r.cfg = m.internal
+		default:
+			r.cfg = m.acme
+		}
+		for _, h := range s.Hosts {
+			h = normHost(h)
+			switch {
+			case h == "*":
+				t.any = r
+			case strings.HasPrefix(h, "*."):
+				t.wild[h[2:]] = r
+			default:
+				t.exact[h] = r
+			}
+			if t.def == nil && !s.OnDemand && h != "*" {
+				t.def, t.defName = r, h
+			}
+			if mode == ModeManual {
+				manualStatus = append(manualStatus, manualCertStatus(h, r.manual))
+			} else if !s.OnDemand {
+				want[h] = mode
+			}
+		}
+	}
+	m.table.Store(t)
+	m.status.setManual(manualStatus)
+
+	// Stop managing hosts that left the config or changed mode, so their
+	// retries and renewals stop.
+	for h, mh := range m.managed {
+		if want[h] == mh.mode {
+			continue
+		}
+		mh.cancel()
+		m.cache.RemoveManaged([]certmagic.SubjectIssuer{{Subject: h, IssuerKey: issuerKeyFor(m, mh.mode)}})
+		m.status.forget(h, mh.mode)
+		delete(m.managed, h)
+	}
+	var started []string
+	for h, mode := range want {
+		if _, ok := m.managed[h]; ok {
+			continue
+		}
+		hctx, cancel := context.WithCancel(m.ctx)
+		m.managed[h] = &managedHost{mode: mode, cancel: cancel}
+		m.status.track(h, mode)
+		cfg := m.acme
+		if mode == ModeInternal {
+			cfg = m.internal
+		}
+		if err := cfg.ManageAsync(hctx, []string{h}); err != nil {
+			m.log.Error("tls: starting certificate management failed; the host gets no certificate until the next reload", "host", h, "err", err)
+		}
+		started = append(started, h)
+	}
+	m.log.Info("tls: sites applied", "managed", len(m.managed), "new", len(started), "manual", len(manualStatus), "on_demand", m.onDemandPatterns(t))
+	return nil
+}
+
+func (m *Manager) onDemandPatterns(t *table) int {
+	n := 0
+	if t.any != nil {
+		n++
+	}
+	for _, r := range t.wild {
+		if r.onDemand {
+			n++
+		}
+	}
+	for _, r := range t.exact {
+		if r.onDemand {
+			n++
+		}
+	}
+	return n
+}
+
+// Close stops renewals and retries. Certificates already handed to
+// connections stay valid; call it at shutdown.
+func (m *Manager) Close() {
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return
+	}
+	m.closed = true
+	m.mu.Unlock()
+	m.cancel()
+	m.wg.Wait()
+	m.cache.Stop()
+}
