@@ -1,0 +1,247 @@
+// Package proxy forwards requests to pools of upstream servers: connection
+// pools per server (TCP and unix sockets), load-balancing policies, passive
+// and active health, retries, and the HTTP/1.1 proxying rules (hop-by-hop
+// headers, X-Forwarded-*, Forwarded, Upgrade, trailers, streaming).
+//
+// Configuration arrives as plain structs (UpstreamConfig, HandlerOptions);
+// NewPool compiles one into a runtime Pool and NewHandler puts an
+// http.Handler in front of it. A reload builds new pools beside the old ones,
+// passing the old pool as prev so servers that did not change keep their
+// health state, counters and idle connections.
+package proxy
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"strings"
+	"time"
+)
+
+// Defaults applied by NewPool to zero-valued fields. MaxFails and Retries are
+// taken literally (0 means off), so whoever maps a config file onto
+// UpstreamConfig fills in DefaultMaxFails and DefaultRetries when the user
+// said nothing.
+const (
+	DefaultMaxFails              = 1
+	DefaultRetries               = 2
+	DefaultFailTimeout           = 10 * time.Second
+	DefaultConnectTimeout        = 5 * time.Second
+	DefaultResponseHeaderTimeout = 60 * time.Second
+	DefaultIdleConnTimeout       = 90 * time.Second
+	DefaultMaxIdleConnsPerServer = 64
+	DefaultRetryBodyMax          = 64 << 10
+	DefaultHealthInterval        = 5 * time.Second
+	DefaultHealthTimeout         = 2 * time.Second
+	DefaultHealthRise            = 2
+	DefaultHealthFall            = 3
+)
+
+// ServerConfig is one upstream server.
+type ServerConfig struct {
+	Addr     string // "host:port" or "unix:/path"
+	Weight   int    // default 1
+	Backup   bool   // used only when every primary server is unavailable
+	MaxConns int    // in-flight requests at most; 0 = unlimited
+}
+
+// HealthConfig configures active health checks.
+type HealthConfig struct {
+	Path         string // "" = active checks off
+	Interval     time.Duration
+	Timeout      time.Duration
+	ExpectStatus int // 0 = any 2xx or 3xx
+	Rise, Fall   int // consecutive passes to come up, failures to go down
+	Host         string
+}
+
+// UpstreamConfig is a named pool of servers and how to use them.
+type UpstreamConfig struct {
+	Name    string
+	Servers []ServerConfig
+	// Policy: "round_robin" (default; smooth weighted like nginx),
+	// "least_conn", "random_two", "hash", "first".
+	Policy string
+	// HashKey for Policy "hash": "client_ip" (default), "uri",
+	// "header:NAME", "cookie:NAME".
+	HashKey string
+
+	// Passive health: MaxFails failures within FailTimeout take a server
+	// out for FailTimeout. MaxFails 0 disables it.
+	MaxFails    int
+	FailTimeout time.Duration
+
+	ConnectTimeout        time.Duration
+	ResponseHeaderTimeout time.Duration
+	IdleConnTimeout       time.Duration
+	MaxIdleConnsPerServer int
+
+	// Retries is how many other servers are tried when connecting failed,
+	// before any byte of the request was sent (any method).
+	Retries int
+	// RetryIdempotent also retries idempotent requests that failed after
+	// they were sent; bodies up to RetryBodyMax bytes are buffered for it.
+	RetryIdempotent bool
+	RetryBodyMax    int64
+
+	HostHeader string // Host sent upstream; "" = the client's
+	Health     HealthConfig
+}
+
+var policies = map[string]bool{"": true, "round_robin": true, "least_conn": true, "random_two": true, "hash": true, "first": true}
+
+// Validate reports the first thing wrong with c, in words a person editing
+// the config file understands.
+func (c UpstreamConfig) Validate() error {
+	if len(c.Servers) == 0 {
+		return errors.New("servers: an upstream needs at least one server")
+	}
+	seen := make(map[string]bool, len(c.Servers))
+	primaries := 0
+	for i, s := range c.Servers {
+		if err := checkAddr(s.Addr); err != nil {
+			return fmt.Errorf("servers[%d]: %w", i, err)
+		}
+		if seen[s.Addr] {
+			return fmt.Errorf("servers[%d]: %q is listed twice", i, s.Addr)
+		}
+		seen[s.Addr] = true
+		if s.Weight < 0 {
+			return fmt.Errorf("servers[%d].weight: %d is negative", i, s.Weight)
+		}
+		if s.MaxConns < 0 {
+			return fmt.Errorf("servers[%d].max_conns: %d is negative", i, s.MaxConns)
+		}
+		if !s.Backup {
+			primaries++
+		}
+	}
+	if primaries == 0 {
+		return errors.New("servers: every server is a backup; at least one must not be")
+	}
+	if !policies[c.Policy] {
+		return fmt.Errorf("policy: %q is not one of round_robin, least_conn, random_two, hash, first", c.Policy)
+	}
+	if c.HashKey != "" {
+		if c.Policy != "hash" {
+			return fmt.Errorf("hash_key: set, but policy is %q, not \"hash\"", c.Policy)
+		}
+		if _, _, err := parseHashKey(c.HashKey); err != nil {
+			return fmt.Errorf("hash_key: %w", err)
+		}
+	}
+	if c.MaxFails < 0 {
+		return fmt.Errorf("max_fails: %d is negative (0 turns passive health off)", c.MaxFails)
+	}
+	if c.Retries < 0 {
+		return fmt.Errorf("retries: %d is negative", c.Retries)
+	}
+	if c.RetryBodyMax < 0 {
+		return fmt.Errorf("retry_body_max: %d is negative", c.RetryBodyMax)
+	}
+	if c.MaxIdleConnsPerServer < 0 {
+		return fmt.Errorf("max_idle: %d is negative", c.MaxIdleConnsPerServer)
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{
+		{"fail_timeout", c.FailTimeout}, {"connect_timeout", c.ConnectTimeout},
+		{"response_header_timeout", c.ResponseHeaderTimeout}, {"idle_timeout", c.IdleConnTimeout},
+		{"health.interval", c.Health.Interval}, {"health.timeout", c.Health.Timeout},
+	} {
+		if d.v < 0 {
+			return fmt.Errorf("%s: %v is negative", d.name, d.v)
+		}
+	}
+	if strings.ContainsAny(c.HostHeader, " \t\r\n/") {
+		return fmt.Errorf("host_header: %q is not a host name", c.HostHeader)
+	}
+	h := c.Health
+	if h.Path != "" && !strings.HasPrefix(h.Path, "/") {
+		return fmt.Errorf("health.path: %q must start with /", h.Path)
+	}
+	if h.ExpectStatus != 0 && (h.ExpectStatus < 100 || h.ExpectStatus > 599) {
+		return fmt.Errorf("health.status: %d is not an HTTP status", h.ExpectStatus)
+	}
+	if h.Rise < 0 || h.Fall < 0 {
+		return errors.New("health.rise and health.fall must not be negative")
+	}
+	if h.Path != "" && h.Interval > 0 && h.Timeout > h.Interval {
+		return fmt.Errorf("health.timeout: %v is longer than health.interval %v", h.Timeout, h.Interval)
+	}
+	return nil
+}
+
+// checkAddr accepts "unix:/abs/path" and "host:port".
+func checkAddr(a string) error {
+	if a == "" {
+		return errors.New("empty address")
+	}
+	if p, ok := strings.CutPrefix(a, "unix:"); ok {
+		if !strings.HasPrefix(p, "/") {
+			return fmt.Errorf("%q: a unix socket path must be absolute (unix:/run/app.sock)", a)
+		}
+		return nil
+	}
+	if strings.Contains(a, "://") {
+		return fmt.Errorf("%q: give host:port or unix:/path, without a scheme", a)
+	}
+	host, port, err := net.SplitHostPort(a)
+	if err != nil {
+		return fmt.Errorf("%q: want host:port or unix:/path: %w", a, err)
+	}
+	if host == "" {
+		return fmt.Errorf("%q: the host is missing", a)
+	}
+	if _, err := netip.ParseAddr(host); err != nil && strings.ContainsAny(host, "/ ") {
+		return fmt.Errorf("%q: %q is not a host", a, host)
+	}
+	if port == "" {
+		return fmt.Errorf("%q: the port is missing", a)
+	}
+	return nil
+}
+
+// withDefaults fills zero values.
+func (c UpstreamConfig) withDefaults() UpstreamConfig {
+	if c.Policy == "" {
+		c.Policy = "round_robin"
+	}
+	if c.Policy == "hash" && c.HashKey == "" {
+		c.HashKey = "client_ip"
+	}
+	def := func(d *time.Duration, v time.Duration) {
+		if *d == 0 {
+			*d = v
+		}
+	}
+	def(&c.FailTimeout, DefaultFailTimeout)
+	def(&c.ConnectTimeout, DefaultConnectTimeout)
+	def(&c.ResponseHeaderTimeout, DefaultResponseHeaderTimeout)
+	def(&c.IdleConnTimeout, DefaultIdleConnTimeout)
+	def(&c.Health.Interval, DefaultHealthInterval)
+	def(&c.Health.Timeout, DefaultHealthTimeout)
+	if c.MaxIdleConnsPerServer == 0 {
+		c.MaxIdleConnsPerServer = DefaultMaxIdleConnsPerServer
+	}
+	if c.RetryBodyMax == 0 {
+		c.RetryBodyMax = DefaultRetryBodyMax
+	}
+	if c.Health.Rise == 0 {
+		c.Health.Rise = DefaultHealthRise
+	}
+	if c.Health.Fall == 0 {
+		c.Health.Fall = DefaultHealthFall
+	}
+	servers := make([]ServerConfig, len(c.Servers))
+	copy(servers, c.Servers)
+	for i := range servers {
+		if servers[i].Weight == 0 {
+			servers[i].Weight = 1
+		}
+	}
+	c.Servers = servers
+	return c
+}

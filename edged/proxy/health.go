@@ -1,0 +1,166 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+)
+
+// recordFailure counts a failed attempt against s (passive health): MaxFails
+// of them within FailTimeout take s out for FailTimeout. Logged once when s
+// goes down, not on every failure.
+func (p *Pool) recordFailure(s *server, cause int, err error) {
+	st := s.st
+	st.metrics.failures[cause].Inc()
+	msg := err.Error()
+	st.mu.Lock()
+	st.lastErr = msg
+	if p.cfg.MaxFails == 0 {
+		st.mu.Unlock()
+		return
+	}
+	now := nanotime()
+	ft := int64(p.cfg.FailTimeout)
+	if st.fails.Load() == 0 || now-st.windowStart > ft {
+		st.windowStart = now
+		st.fails.Store(0)
+	}
+	n := st.fails.Add(1)
+	logDown := false
+	if int(n) >= p.cfg.MaxFails && st.downEnd.Load() <= now {
+		st.downEnd.Store(now + ft)
+		logDown = !st.passiveDown
+		st.passiveDown = true
+	}
+	st.mu.Unlock()
+	if logDown {
+		p.log.Warn("upstream server marked down; taking no requests until the time-out passes",
+			"server", st.addr, "failures", n, "within", p.cfg.FailTimeout, "cause", msg, "timeout", p.cfg.FailTimeout)
+	}
+}
+
+// recordSuccess clears passive failures; the fast path is one atomic load.
+func (p *Pool) recordSuccess(s *server) {
+	st := s.st
+	if st.fails.Load() == 0 {
+		return
+	}
+	st.mu.Lock()
+	st.fails.Store(0)
+	wasDown := st.passiveDown
+	st.passiveDown = false
+	st.downEnd.Store(0)
+	st.mu.Unlock()
+	if wasDown {
+		p.log.Info("upstream server is back up: a request succeeded", "server", st.addr)
+	}
+}
+
+// checkLoop runs active health checks on s until the pool closes.
+func (p *Pool) checkLoop(s *server) {
+	defer p.checkers.Done()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		select {
+		case <-p.stop:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	t := time.NewTicker(p.cfg.Health.Interval)
+	defer t.Stop()
+	for {
+		p.checkOnce(ctx, s)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// checkOnce sends one health check and applies Rise/Fall; it logs only when
+// the server's state changes.
+func (p *Pool) checkOnce(parent context.Context, s *server) {
+	h := p.cfg.Health
+	ctx, cancel := context.WithTimeout(parent, h.Timeout)
+	defer cancel()
+	reason := probe(ctx, s, h, p.cfg.HostHeader)
+	if parent.Err() != nil {
+		return // the pool closed mid-check; that says nothing about the server
+	}
+	st := s.st
+	st.mu.Lock()
+	st.lastCheck = time.Now()
+	var change string
+	if reason == "" {
+		st.rises++
+		st.fall = 0
+		if st.sick.Load() && st.rises >= h.Rise {
+			st.sick.Store(false)
+			st.checkReason = ""
+			change = "up"
+		}
+	} else {
+		st.fall++
+		st.rises = 0
+		st.checkReason = reason
+		if !st.sick.Load() && st.fall >= h.Fall {
+			st.sick.Store(true)
+			change = "down"
+		}
+	}
+	rises, falls := st.rises, st.fall
+	st.mu.Unlock()
+	switch change {
+	case "down":
+		p.log.Warn("upstream server failed its health checks; taking it out until they pass again",
+			"server", st.addr, "failed_checks", falls, "cause", reason, "path", h.Path)
+	case "up":
+		p.log.Info("upstream server passed its health checks; taking requests again",
+			"server", st.addr, "passed_checks", rises, "path", h.Path)
+	}
+}
+
+// probe returns "" if the server answered the check as expected, else why not.
+func probe(ctx context.Context, s *server, h HealthConfig, hostHeader string) string {
+	host := s.cfg.Addr
+	if strings.HasPrefix(host, "unix:") {
+		host = "localhost"
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+host+h.Path, nil)
+	if err != nil {
+		return err.Error()
+	}
+	switch {
+	case h.Host != "":
+		req.Host = h.Host
+	case hostHeader != "":
+		req.Host = hostHeader
+	}
+	req.Header.Set("User-Agent", "edged-health-check")
+	res, err := s.tr.t.RoundTrip(req)
+	if err != nil {
+		if errors.Is(err, context.DeadlineExceeded) {
+			return fmt.Sprintf("no answer within %v", h.Timeout)
+		}
+		return err.Error()
+	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(res.Body, 64<<10))
+	res.Body.Close()
+	if h.ExpectStatus != 0 {
+		if res.StatusCode != h.ExpectStatus {
+			return fmt.Sprintf("status %d, want %d", res.StatusCode, h.ExpectStatus)
+		}
+		return ""
+	}
+	if res.StatusCode < 200 || res.StatusCode >= 400 {
+		return fmt.Sprintf("status %d", res.StatusCode)
+	}
+	return ""
+}

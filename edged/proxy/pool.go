@@ -1,0 +1,332 @@
+package proxy
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// epoch anchors nanotime to the monotonic clock.
+var epoch = time.Now()
+
+// nanotime is monotonic nanoseconds since process start; 0 is never "now",
+// so a zero deadline means "none".
+func nanotime() int64 { return int64(time.Since(epoch)) + 1 }
+
+// Pool is the compiled, immutable form of an UpstreamConfig plus the live
+// state of its servers. Requests pick a server without a pool-wide lock.
+type Pool struct {
+	name    string
+	cfg     UpstreamConfig // with defaults
+	servers []*server      // config order
+	primary *group
+	backup  *group // nil without backup servers
+	hashKey hashKey
+	m       *Metrics
+	log     *slog.Logger
+
+	inflight atomic.Int64 // requests routed through this pool right now
+	closed   atomic.Bool
+
+	startOnce, closeOnce sync.Once
+	stop                 chan struct{}
+	checkers             sync.WaitGroup
+}
+
+// server is one entry of a pool: its config, its (possibly inherited) state
+// and its connection pool.
+type server struct {
+	cfg  ServerConfig
+	idx  int // position in Pool.servers, for the tried set
+	st   *serverState
+	tr   *transportRef
+	hash uint64 // of Addr, for rendezvous hashing
+}
+
+// serverState is what survives a reload for a server whose address did not
+// change: health, counters, in-flight count.
+type serverState struct {
+	addr    string
+	active  atomic.Int64  // requests in flight (all pools sharing this state)
+	total   atomic.Uint64 // requests sent
+	fails   atomic.Int32  // passive failures in the current window
+	downEnd atomic.Int64  // nanotime until which passive health keeps it out
+	sick    atomic.Bool   // active health checks say down
+	metrics *serverMetrics
+
+	mu          sync.Mutex // guards the fields below; not taken on healthy requests
+	windowStart int64
+	passiveDown bool   // logged as down by passive health
+	lastErr     string // last failure, for Status
+	rises, fall int    // consecutive active check passes and failures
+	lastCheck   time.Time
+	checkReason string // why active checks failed last
+}
+
+func (st *serverState) healthy(now int64) bool {
+	return !st.sick.Load() && st.downEnd.Load() <= now
+}
+
+// transportRef is a keep-alive connection pool to one server, shared by the
+// pools of successive configurations while its settings stay the same.
+type transportRef struct {
+	key  transportKey
+	t    *http.Transport
+	dial func(ctx context.Context) (net.Conn, error)
+	refs atomic.Int32
+}
+
+type transportKey struct {
+	addr                          string
+	connect, responseHeader, idle time.Duration
+	maxIdle                       int
+}
+
+func newTransport(k transportKey) *transportRef {
+	d := &net.Dialer{Timeout: k.connect, KeepAlive: 30 * time.Second}
+	network, address := "tcp", k.addr
+	if p, ok := strings.CutPrefix(k.addr, "unix:"); ok {
+		network, address = "unix", p
+	}
+	dial := func(ctx context.Context) (net.Conn, error) { return d.DialContext(ctx, network, address) }
+	t := &http.Transport{
+		Proxy:                 nil, // never an environment proxy between edge and app
+		DialContext:           func(ctx context.Context, _, _ string) (net.Conn, error) { return dial(ctx) },
+		MaxIdleConnsPerHost:   k.maxIdle,
+		IdleConnTimeout:       k.idle,
+		ResponseHeaderTimeout: k.responseHeader,
+		ExpectContinueTimeout: time.Second,
+		DisableCompression:    true, // pass Accept-Encoding and bodies through untouched
+		WriteBufferSize:       16 << 10,
+		ReadBufferSize:        16 << 10,
+	}
+	return &transportRef{key: k, t: t, dial: dial}
+}
+
+// group is the primary or the backup servers with their selection policy.
+type group struct {
+	servers []*server
+	policy  policy
+}
+
+// NewPool compiles cfg. prev, the pool of the same upstream from the previous
+// configuration (or nil), hands over the state of servers whose Addr is
+// unchanged: passive and active health, counters, in-flight counts and, if
+// the connection settings are the same, idle keep-alive connections.
+func NewPool(cfg UpstreamConfig, prev *Pool, m *Metrics, log *slog.Logger) (*Pool, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("upstream %q: %w", cfg.Name, err)
+	}
+	if m == nil {
+		m = NewMetrics(nil)
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	cfg = cfg.withDefaults()
+	p := &Pool{
+		name: cfg.Name,
+		cfg:  cfg,
+		m:    m,
+		log:  log.With("upstream", cfg.Name),
+		stop: make(chan struct{}),
+	}
+	if cfg.Policy == "hash" {
+		p.hashKey, _, _ = parseHashKey(cfg.HashKey)
+	}
+	if prev != nil && prev.name != cfg.Name {
+		prev = nil // state is per upstream; a renamed upstream starts fresh
+	}
+	old := map[string]*server{}
+	if prev != nil {
+		for _, s := range prev.servers {
+			old[s.cfg.Addr] = s
+		}
+	}
+	var prim, back []*server
+	for i, sc := range cfg.Servers {
+		s := &server{cfg: sc, idx: i, hash: hashString(sc.Addr)}
+		key := transportKey{sc.Addr, cfg.ConnectTimeout, cfg.ResponseHeaderTimeout, cfg.IdleConnTimeout, cfg.MaxIdleConnsPerServer}
+		if o := old[sc.Addr]; o != nil {
+			s.st = o.st
+			if o.tr.key == key {
+				s.tr = o.tr
+			}
+			delete(old, sc.Addr)
+		} else {
+			s.st = &serverState{addr: sc.Addr, metrics: m.forServer(cfg.Name, sc.Addr)}
+		}
+		if s.tr == nil {
+			s.tr = newTransport(key)
+		}
+		s.tr.refs.Add(1)
+		p.servers = append(p.servers, s)
+		if sc.Backup {
+			back = append(back, s)
+		} else {
+			prim = append(prim, s)
+		}
+	}
+	for addr := range old {
+		m.forget(cfg.Name, addr)
+	}
+	p.primary = &group{servers: prim, policy: newPolicy(cfg.Policy, prim)}
+	if len(back) > 0 {
+		p.backup = &group{servers: back, policy: newPolicy(cfg.Policy, back)}
+	}
+	m.publish(p)
+	return p, nil
+}
+
+// Name is the upstream's name.
+func (p *Pool) Name() string { return p.name }
+
+// Start starts the active health checkers, if configured.
+func (p *Pool) Start() {
+	p.startOnce.Do(func() {
+		if p.cfg.Health.Path == "" || p.closed.Load() {
+			return
+		}
+		for _, s := range p.servers {
+			p.checkers.Add(1)
+			go p.checkLoop(s)
+		}
+	})
+}
+
+// Close stops the health checkers and lets go of the connection pools that no
+// newer pool took over. Requests already routed through p continue; idle
+// connections of released pools are closed now and again once the last of
+// those requests finishes.
+func (p *Pool) Close() {
+	p.closeOnce.Do(func() {
+		p.closed.Store(true)
+		close(p.stop)
+		p.checkers.Wait()
+		for _, s := range p.servers {
+			if s.tr.refs.Add(-1) == 0 {
+				s.tr.t.CloseIdleConnections()
+			}
+		}
+		if p.m.retire(p) {
+			for _, s := range p.servers {
+				p.m.forget(p.name, s.cfg.Addr)
+			}
+		}
+		if p.inflight.Load() == 0 {
+			p.releaseIdle()
+		}
+	})
+}
+
+// releaseIdle closes idle connections of transports no pool holds any more.
+func (p *Pool) releaseIdle() {
+	for _, s := range p.servers {
+		if s.tr.refs.Load() == 0 {
+			s.tr.t.CloseIdleConnections()
+		}
+	}
+}
+
+// done ends a request routed through p.
+func (p *Pool) done() {
+	if p.inflight.Add(-1) == 0 && p.closed.Load() {
+		p.releaseIdle()
+	}
+}
+
+// ServerStatus is one server's state as /status shows it.
+type ServerStatus struct {
+	Addr      string    `json:"addr"`
+	State     string    `json:"state"` // "up", "down", "backup" (a backup server that is up)
+	Reason    string    `json:"reason,omitempty"`
+	Weight    int       `json:"weight"`
+	Backup    bool      `json:"backup"`
+	Active    int64     `json:"active"`
+	Fails     int       `json:"fails"`
+	Requests  uint64    `json:"requests"`
+	LastCheck time.Time `json:"last_check,omitzero"`
+}
+
+// Status reports every server in config order.
+func (p *Pool) Status() []ServerStatus {
+	now := nanotime()
+	out := make([]ServerStatus, 0, len(p.servers))
+	for _, s := range p.servers {
+		st := s.st
+		ss := ServerStatus{
+			Addr: s.cfg.Addr, Weight: s.cfg.Weight, Backup: s.cfg.Backup,
+			Active: st.active.Load(), Fails: int(st.fails.Load()), Requests: st.total.Load(),
+		}
+		st.mu.Lock()
+		ss.LastCheck = st.lastCheck
+		switch {
+		case st.sick.Load():
+			ss.State, ss.Reason = "down", "health check: "+st.checkReason
+		case st.downEnd.Load() > now:
+			ss.State = "down"
+			ss.Reason = fmt.Sprintf("%d failures in %v: %s", ss.Fails, p.cfg.FailTimeout, st.lastErr)
+		case s.cfg.Backup:
+			ss.State = "backup"
+		default:
+			ss.State = "up"
+		}
+		if ss.State != "down" && s.cfg.MaxConns > 0 && ss.Active >= int64(s.cfg.MaxConns) {
+			ss.Reason = fmt.Sprintf("at max_conns %d", s.cfg.MaxConns)
+		}
+		st.mu.Unlock()
+		out = append(out, ss)
+	}
+	return out
+}
+
+// acquire counts a request against s, refusing it if s is at MaxConns.
+func (s *server) acquire() bool {
+	n := s.st.active.Add(1)
+	if s.cfg.MaxConns > 0 && n > int64(s.cfg.MaxConns) {
+		s.st.active.Add(-1)
+		return false
+	}
+	return true
+}
+
+func (s *server) release() { s.st.active.Add(-1) }
+
+// available reports whether s may take a request in this selection.
+func (s *server) available(sel *selection) bool {
+	if sel.tried&(1<<(uint(s.idx)&63)) != 0 && s.idx < 64 {
+		return false
+	}
+	if !s.st.healthy(sel.now) {
+		return false
+	}
+	return s.cfg.MaxConns == 0 || s.st.active.Load() < int64(s.cfg.MaxConns)
+}
+
+// selection is one request's pick: what was tried, the hash key, the time.
+type selection struct {
+	r       *http.Request
+	now     int64
+	tried   uint64 // bit i: Pool.servers[i] was tried (first 64 servers)
+	key     hashKey
+	client  string // client address, for hash_key client_ip
+	keyHash uint64
+	hasKey  bool
+}
+
+// pick chooses a server: a primary if any is available, else a backup.
+func (p *Pool) pick(sel *selection) *server {
+	if s := p.primary.policy.pick(p.primary, sel); s != nil {
+		return s
+	}
+	if p.backup != nil {
+		return p.backup.policy.pick(p.backup, sel)
+	}
+	return nil
+}
