@@ -1,0 +1,256 @@
+package tlsconf
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// TestInternalCA: the internal CA is created in storage, its root is
+// exported, leaves verify through the intermediate, and a restart reuses
+// both the CA and the stored leaf.
+func TestInternalCA(t *testing.T) {
+	storage := t.TempDir()
+	m := newTestManager(t, Options{Storage: storage}, prometheus.NewRegistry())
+	e := startEdge(t, m, listen(t), listen(t))
+	sites := []Site{{Hosts: []string{"localhost", "app.lan", "*.dev.lan", "127.0.0.1"}, Mode: ModeInternal}}
+	if err := m.Apply(context.Background(), sites); err != nil {
+		t.Fatal(err)
+	}
+	root := filepath.Join(storage, "internal-ca", "root.crt")
+	if m.InternalRoot() != root {
+		t.Fatalf("InternalRoot %q, want %q", m.InternalRoot(), root)
+	}
+	if fi, err := os.Stat(filepath.Join(storage, "internal-ca", "root.key")); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("root key: %v %v", fi, err)
+	}
+	roots := poolFromFile(t, root)
+	for _, h := range []string{"localhost", "app.lan"} {
+		waitState(t, m, h, "valid", 30*time.Second)
+	}
+	_, leaf, err := httpsGet(e.tlsPort, "app.lan", roots)
+	if err != nil {
+		t.Fatalf("internal site: %v", err)
+	}
+	if life := leaf.NotAfter.Sub(leaf.NotBefore); life > 8*24*time.Hour {
+		t.Errorf("internal leaf lives %s, want about 7 days", life)
+	}
+	waitState(t, m, "*.dev.lan", "valid", 30*time.Second)
+	if _, wl, err := httpsGet(e.tlsPort, "x.dev.lan", roots); err != nil {
+		t.Errorf("wildcard internal site: %v", err)
+	} else if wl.DNSNames[0] != "*.dev.lan" {
+		t.Errorf("wildcard served %v", wl.DNSNames)
+	}
+	// No SNI (a client dialing the IP): the site listing that IP.
+	waitState(t, m, "127.0.0.1", "valid", 30*time.Second)
+	conn, err := tls.Dial("tcp", "127.0.0.1:"+itoa(e.tlsPort), &tls.Config{RootCAs: roots})
+	if err != nil {
+		t.Errorf("handshake without SNI: %v", err)
+	} else {
+		conn.Close()
+	}
+	// Unknown names fail.
+	if _, _, err := httpsGet(e.tlsPort, "other.example", roots); err == nil {
+		t.Error("a name no site lists got a certificate")
+	}
+
+	rootBefore, _ := os.ReadFile(root)
+	m.Close()
+	m2 := newTestManager(t, Options{Storage: storage}, nil)
+	e2 := startEdge(t, m2, listen(t), listen(t))
+	if err := m2.Apply(context.Background(), sites); err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, m2, "app.lan", "valid", 30*time.Second)
+	_, leaf2, err := httpsGet(e2.tlsPort, "app.lan", roots)
+	if err != nil {
+		t.Fatalf("after restart: %v", err)
+	}
+	if leaf2.SerialNumber.Cmp(leaf.SerialNumber) != 0 {
+		t.Error("restart issued a new internal leaf instead of reusing the stored one")
+	}
+	if rootAfter, _ := os.ReadFile(root); !bytes.Equal(rootBefore, rootAfter) {
+		t.Error("restart replaced the internal root")
+	}
+}
+
+// TestManualReload: manual files are re-read on every Apply; a broken file
+// keeps the previous set.
+func TestManualReload(t *testing.T) {
+	dir := t.TempDir()
+	m := newTestManager(t, Options{Storage: t.TempDir()}, prometheus.NewRegistry())
+	e := startEdge(t, m, listen(t), listen(t))
+	certFile, keyFile, rootsA := writeSelfSigned(t, dir, "files.edged.test")
+	sites := []Site{{Hosts: []string{"files.edged.test"}, Mode: ModeManual, CertFile: certFile, KeyFile: keyFile}}
+	if err := m.Apply(context.Background(), sites); err != nil {
+		t.Fatal(err)
+	}
+	_, a, err := httpsGet(e.tlsPort, "files.edged.test", rootsA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _, rootsB := writeSelfSigned(t, dir, "files.edged.test") // same paths, new cert
+	if err := m.Apply(context.Background(), sites); err != nil {
+		t.Fatal(err)
+	}
+	_, b, err := httpsGet(e.tlsPort, "files.edged.test", rootsB)
+	if err != nil {
+		t.Fatalf("after reload: %v", err)
+	}
+	if a.SerialNumber.Cmp(b.SerialNumber) == 0 {
+		t.Fatal("reload kept serving the old certificate")
+	}
+	st := m.Status()
+	if len(st) != 1 || st[0].Mode != ModeManual || st[0].State != "valid" || !st[0].NotAfter.Equal(b.NotAfter) {
+		t.Errorf("status %+v", st)
+	}
+
+	// A key that does not match: Apply fails and B stays.
+	otherDir := t.TempDir()
+	_, otherKey, _ := writeSelfSigned(t, otherDir, "x.test")
+	keyPEM, _ := os.ReadFile(otherKey)
+	os.WriteFile(keyFile, keyPEM, 0o600)
+	err = m.Apply(context.Background(), sites)
+	var se *SiteError
+	if !errors.As(err, &se) || se.Index != 0 || se.Field != "cert" {
+		t.Fatalf("mismatched key: err %v", err)
+	}
+	if _, c, err := httpsGet(e.tlsPort, "files.edged.test", rootsB); err != nil || c.SerialNumber.Cmp(b.SerialNumber) != 0 {
+		t.Fatalf("after a failed reload the previous certificate must stay: %v", err)
+	}
+}
+
+func TestValidateSites(t *testing.T) {
+	dir := t.TempDir()
+	cert, key, _ := writeSelfSigned(t, dir, "m.test")
+	_, otherKey, _ := writeSelfSigned(t, t.TempDir(), "o.test")
+	cases := []struct {
+		name  string
+		sites []Site
+		want  string // "" = valid
+	}{
+		{"acme", []Site{{Hosts: []string{"a.test", "www.a.test"}}}, ""},
+		{"off needs no hosts", []Site{{Mode: ModeOff}}, ""},
+		{"internal wildcard", []Site{{Hosts: []string{"*.lan"}, Mode: ModeInternal}}, ""},
+		{"manual", []Site{{Hosts: []string{"m.test"}, Mode: ModeManual, CertFile: cert, KeyFile: key}}, ""},
+		{"on-demand any", []Site{{Hosts: []string{"*"}, OnDemand: true}}, ""},
+		{"on-demand wildcard", []Site{{Hosts: []string{"*.saas.test"}, OnDemand: true}}, ""},
+		{"acme wildcard", []Site{{Hosts: []string{"*.a.test"}}}, "DNS-01"},
+		{"star without on-demand", []Site{{Hosts: []string{"*"}, Mode: ModeInternal}}, "on_demand"},
+		{"bad wildcard", []Site{{Hosts: []string{"a.*.test"}, Mode: ModeInternal}}, "leftmost label"},
+		{"unknown mode", []Site{{Hosts: []string{"a.test"}, Mode: "auto"}}, "unknown tls mode"},
+		{"no hosts", []Site{{Mode: ModeInternal}}, "at least one host"},
+		{"port in host", []Site{{Hosts: []string{"a.test:443"}}}, "bare name"},
+		{"duplicate", []Site{{Hosts: []string{"a.test"}}, {Hosts: []string{"A.test"}, Mode: ModeInternal}}, "already in site[0]"},
+		{"on-demand internal", []Site{{Hosts: []string{"a.test"}, Mode: ModeInternal, OnDemand: true}}, "only with tls = \"acme\""},
+		{"manual no key", []Site{{Hosts: []string{"m.test"}, Mode: ModeManual, CertFile: cert}}, "both cert and key"},
+		{"manual missing file", []Site{{Hosts: []string{"m.test"}, Mode: ModeManual, CertFile: dir + "/nope.pem", KeyFile: key}}, "no such file"},
+		{"manual wrong key", []Site{{Hosts: []string{"m.test"}, Mode: ModeManual, CertFile: cert, KeyFile: otherKey}}, "does not match"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			err := ValidateSites(c.sites)
+			if c.want == "" {
+				if err != nil {
+					t.Fatalf("unexpected error: %v", err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("error %v, want one containing %q", err, c.want)
+			}
+			var se *SiteError
+			if !errors.As(err, &se) {
+				t.Errorf("error is not a *SiteError: %T", err)
+			}
+		})
+	}
+
+	// Validate adds the options: on-demand needs an ask URL.
+	od := []Site{{Hosts: []string{"*"}, OnDemand: true}}
+	if err := Validate(Options{}, od); err == nil || !strings.Contains(err.Error(), "ask") {
+		t.Errorf("on-demand without ask: %v", err)
+	}
+	if err := Validate(Options{OnDemand: &OnDemand{Ask: "http://127.0.0.1:1/ask"}}, od); err != nil {
+		t.Errorf("on-demand with ask: %v", err)
+	}
+	for _, o := range []Options{
+		{KeyType: "dsa"}, {Challenges: []string{"dns-01"}}, {CA: "http://insecure/dir"},
+		{CARoot: dir + "/missing.pem"}, {RenewalWindowRatio: 1.5},
+	} {
+		if err := Validate(o, nil); err == nil {
+			t.Errorf("options %+v accepted", o)
+		}
+		if _, err := New(o, nil); err == nil {
+			t.Errorf("New accepted options %+v", o)
+		}
+	}
+	if err := Validate(Options{CA: CAStaging, KeyType: "p384", Challenges: []string{"http-01"}}, nil); err != nil {
+		t.Errorf("good options: %v", err)
+	}
+
+	// Apply refuses on-demand sites without the ask hook.
+	m := newTestManager(t, Options{Storage: t.TempDir()}, nil)
+	if err := m.Apply(context.Background(), od); err == nil {
+		t.Error("Apply configured on-demand TLS without an ask URL")
+	}
+}
+
+func TestTLSConfigDefaults(t *testing.T) {
+	m := newTestManager(t, Options{Storage: t.TempDir()}, nil)
+	c := m.TLSConfig()
+	if c != m.TLSConfig() {
+		t.Error("TLSConfig must return one stable object")
+	}
+	if c.MinVersion != tls.VersionTLS12 {
+		t.Errorf("MinVersion %x", c.MinVersion)
+	}
+	want := []string{"h2", "http/1.1", "acme-tls/1"}
+	if strings.Join(c.NextProtos, ",") != strings.Join(want, ",") {
+		t.Errorf("NextProtos %v", c.NextProtos)
+	}
+	for _, id := range c.CipherSuites {
+		name := tls.CipherSuiteName(id)
+		if !strings.Contains(name, "ECDHE") || !(strings.Contains(name, "GCM") || strings.Contains(name, "CHACHA20")) {
+			t.Errorf("weak cipher suite %s", name)
+		}
+	}
+	// h2 is negotiated through the listener.
+	if err := m.Apply(context.Background(), []Site{{Hosts: []string{"h2.lan"}, Mode: ModeInternal}}); err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, m, "h2.lan", "valid", 30*time.Second)
+	ln := tls.NewListener(listen(t), c)
+	defer ln.Close()
+	go func() {
+		conn, err := ln.Accept()
+		if err == nil {
+			conn.(*tls.Conn).Handshake()
+			conn.Close()
+		}
+	}()
+	conn, err := tls.Dial("tcp", ln.Addr().String(), &tls.Config{ServerName: "h2.lan", RootCAs: poolFromFile(t, m.InternalRoot()), NextProtos: []string{"h2", "http/1.1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if p := conn.ConnectionState().NegotiatedProtocol; p != "h2" {
+		t.Errorf("ALPN %q, want h2", p)
+	}
+	if v := conn.ConnectionState().Version; v != tls.VersionTLS13 {
+		t.Errorf("version %x, want TLS 1.3", v)
+	}
+	// TLS 1.1 is refused.
+	_, err = tls.Dial("tcp", ln.Addr().String(), &tls.Config{ServerName: "h2.lan", InsecureSkipVerify: true, MaxVersion: tls.VersionTLS11})
+	if err == nil {
+		t.Error("TLS 1.1 handshake succeeded")
+	}
+}
