@@ -51,13 +51,13 @@ type fill struct {
 	reqTime time.Time
 	cancel  context.CancelFunc
 
-	ready chan struct{} // closed once kind and the fields below are set
-	kind  int
-	m     *meta       // stream: the response being stored
-	vals  []string    // stream: the starting request's values for m.vary
-	lhdr  http.Header // stream: the full header, for the request that started it
-	obj   *object     // object: what to serve
-	objM  *meta
+	ready    chan struct{} // closed once kind and the fields below are set
+	kind     int
+	m        *meta       // stream: the response being stored
+	vals     []string    // stream: the starting request's values for m.vary
+	lhdr     http.Header // stream: the full header, for the request that started it
+	obj      *object     // object: what to serve
+	objM     *meta
 	objCS    string // object: Cache-Status
 	objStale bool   // object: served stale because the origin failed
 
@@ -404,7 +404,9 @@ func (fw *fetchWriter) finish(aborted bool) {
 	f.c.commit(f)
 }
 
-func bodyAllowed(status int) bool { return status != http.StatusNoContent && status != http.StatusNotModified }
+func bodyAllowed(status int) bool {
+	return status != http.StatusNoContent && status != http.StatusNotModified
+}
 
 // commit stores a completely received stream.
 func (c *Cache) commit(f *fill) {
