@@ -168,9 +168,6 @@ func (c UpstreamConfig) Validate() error {
 	if h.Rise < 0 || h.Fall < 0 {
 		return errors.New("health.rise and health.fall must not be negative")
 	}
-	if h.Path != "" && h.Interval > 0 && h.Timeout > h.Interval {
-		return fmt.Errorf("health.timeout: %v is longer than health.interval %v", h.Timeout, h.Interval)
-	}
 	return nil
 }
 
