@@ -1,0 +1,121 @@
+package server
+
+import (
+	"encoding/json"
+	"net/http"
+	"net/url"
+	"sort"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/edgeapp/edgeapp/edged/proxy"
+	"github.com/edgeapp/edgeapp/edged/tlsconf"
+)
+
+// Status is what GET /status on the admin socket returns.
+type Status struct {
+	Version      string                          `json:"version"`
+	Config       string                          `json:"config"`
+	Generation   int                             `json:"generation"`
+	LoadedAt     time.Time                       `json:"loaded_at"`
+	LastReload   *reloadResult                   `json:"last_reload_error,omitempty"`
+	Upstreams    map[string][]proxy.ServerStatus `json:"upstreams"`
+	Certificates []tlsconf.CertStatus            `json:"certificates"`
+	Caches       []string                        `json:"caches"`
+}
+
+func (s *Server) adminHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, s.Status())
+	})
+	mux.HandleFunc("POST /purge", s.handlePurge)
+	mux.HandleFunc("POST /reload", func(w http.ResponseWriter, r *http.Request) {
+		if err := s.Reload(); err != nil {
+			writeJSON(w, http.StatusUnprocessableEntity, map[string]string{"error": err.Error()})
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]int{"generation": s.current.Load().generation})
+	})
+	return mux
+}
+
+// Status reports the running state.
+func (s *Server) Status() Status {
+	rt := s.current.Load()
+	st := Status{
+		Version: s.opts.Version, Config: s.opts.ConfigPath, Generation: rt.generation, LoadedAt: rt.loadedAt,
+		LastReload: s.lastError.Load(), Upstreams: map[string][]proxy.ServerStatus{},
+		Certificates: s.tls.Status(),
+	}
+	for name, p := range rt.pools {
+		st.Upstreams[name] = p.Status()
+	}
+	s.cacheMu.Lock()
+	for name := range s.caches {
+		st.Caches = append(st.Caches, name)
+	}
+	s.cacheMu.Unlock()
+	sort.Strings(st.Caches)
+	return st
+}
+
+// handlePurge removes cached responses:
+//
+//	POST /purge?url=https://example.com/a?b=c   one URL, every variant
+//	POST /purge?prefix=https://example.com/img/ a path prefix
+//	POST /purge?all=1                            everything
+//
+// in every cache, or in ?cache=NAME only.
+func (s *Server) handlePurge(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	s.cacheMu.Lock()
+	defer s.cacheMu.Unlock()
+	if name := q.Get("cache"); name != "" {
+		if _, ok := s.caches[name]; !ok {
+			writeJSON(w, http.StatusNotFound, map[string]string{"error": "no cache named " + name + " is in use"})
+			return
+		}
+	}
+	total := 0
+	var target *url.URL
+	for _, key := range []string{"url", "prefix"} {
+		if v := q.Get(key); v != "" {
+			u, err := url.Parse(v)
+			if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
+				writeJSON(w, http.StatusBadRequest, map[string]string{"error": key + " must be an absolute http(s) URL"})
+				return
+			}
+			target = u
+		}
+	}
+	if target == nil && q.Get("all") == "" {
+		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "say what to purge: url=, prefix= or all=1"})
+		return
+	}
+	for name, c := range s.caches {
+		if n := q.Get("cache"); n != "" && n != name {
+			continue
+		}
+		switch {
+		case q.Get("url") != "":
+			total += c.PurgeURL(target)
+		case q.Get("prefix") != "":
+			total += c.PurgePrefix(target.Scheme, target.Host, target.Path)
+		default:
+			total += c.PurgeAll()
+		}
+	}
+	s.log.Info("cache purged", "url", q.Get("url"), "prefix", q.Get("prefix"), "all", q.Get("all") != "", "entries", total)
+	writeJSON(w, http.StatusOK, map[string]int{"purged": total})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(v)
+}

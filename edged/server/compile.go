@@ -1,0 +1,302 @@
+package server
+
+import (
+	"fmt"
+	"net/http"
+	"net/netip"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/edgeapp/edgeapp/edged/cache"
+	"github.com/edgeapp/edgeapp/edged/compress"
+	"github.com/edgeapp/edgeapp/edged/config"
+	"github.com/edgeapp/edgeapp/edged/proxy"
+	"github.com/edgeapp/edgeapp/edged/router"
+	"github.com/edgeapp/edgeapp/edged/static"
+	"github.com/edgeapp/edgeapp/edged/tlsconf"
+	"github.com/edgeapp/edgeapp/internal/tomlconf"
+)
+
+// runtime is one compiled configuration. It is immutable once built; a
+// reload builds a new one and swaps the pointer, so requests in flight finish
+// on the runtime they started on.
+type runtime struct {
+	cfg        *config.Config
+	router     *router.Router
+	pools      map[string]*proxy.Pool
+	trusted    []netip.Prefix
+	requestID  string // header name, "" when disabled
+	generation int
+	loadedAt   time.Time
+	httpsPort  string // for redirects when https is not on 443
+}
+
+type siteData struct {
+	name          string
+	tls           bool
+	redirectHTTPS bool
+	hsts          []string
+}
+
+type routeData struct {
+	handler http.Handler
+	respOps *headerOps
+	metrics *routeMetrics
+}
+
+// compile builds a runtime from a validated config. prev (may be nil)
+// lends its upstream pools, so health state carries over for servers that
+// did not change. Nothing is started: the caller starts the new pools after
+// a successful compile and closes them if the swap does not happen.
+func (s *Server) compile(cfg *config.Config, prev *runtime) (*runtime, error) {
+	rt := &runtime{cfg: cfg, pools: map[string]*proxy.Pool{}, loadedAt: time.Now(), httpsPort: s.httpsPort}
+	if prev != nil {
+		rt.generation = prev.generation + 1
+	} else {
+		rt.generation = 1
+	}
+	if cfg.Server.RequestIDHeader != "-" {
+		rt.requestID = http.CanonicalHeaderKey(cfg.Server.RequestIDHeader)
+	}
+	for _, p := range cfg.Server.TrustedProxies {
+		pfx, err := config.ParsePrefix(p)
+		if err != nil {
+			return nil, err
+		}
+		rt.trusted = append(rt.trusted, pfx)
+	}
+	var errs tomlconf.Errors
+	fail := func(key string, err error) {
+		errs = append(errs, cfg.Doc.Errorf(key, "%v", err))
+	}
+	for name, u := range cfg.Upstreams {
+		pc := upstreamConfig(name, u)
+		if err := pc.Validate(); err != nil {
+			fail("upstream."+name, err)
+			continue
+		}
+		var old *proxy.Pool
+		if prev != nil {
+			old = prev.pools[name]
+		}
+		pool, err := proxy.NewPool(pc, old, s.proxyMetrics, s.log.With("upstream", name))
+		if err != nil {
+			fail("upstream."+name, err)
+			continue
+		}
+		rt.pools[name] = pool
+	}
+	var compressMW func(http.Handler) http.Handler
+	if mw, err := compress.New(compress.Options{Types: cfg.Compress.Types, MinSize: int64(cfg.Compress.MinSize), Encodings: cfg.Compress.Encodings}); err != nil {
+		fail("compress", err)
+	} else {
+		compressMW = mw
+	}
+	var sites []*router.Site
+	for i, sc := range cfg.Sites {
+		name := siteName(sc)
+		sd := &siteData{name: name, tls: sc.TLS.Mode != "off"}
+		sd.redirectHTTPS = sd.tls && *sc.RedirectHTTP
+		if sd.tls && cfg.TLS.HSTS != "" {
+			sd.hsts = []string{cfg.TLS.HSTS}
+		}
+		site := &router.Site{Name: name, Hosts: sc.Hosts, Data: sd}
+		for j, rc := range sc.Routes {
+			key := fmt.Sprintf("site[%d].route[%d]", i, j)
+			h, err := s.routeHandler(cfg, rt, rc, compressMW)
+			if err != nil {
+				fail(key, err)
+				continue
+			}
+			rname := rc.Path
+			if rc.Exact {
+				rname = "=" + rc.Path
+			}
+			site.Routes = append(site.Routes, router.Route{
+				Path: rc.Path, Exact: rc.Exact, Name: name + rname,
+				Data: &routeData{
+					handler: h,
+					respOps: newHeaderOps(rc.ResponseHeaders.Set, rc.ResponseHeaders.Add, rc.ResponseHeaders.Remove),
+					metrics: s.metrics.forRoute(name, rname),
+				},
+			})
+		}
+		sites = append(sites, site)
+	}
+	if err := errs.Err(); err != nil {
+		closePools(rt.pools, prev)
+		return nil, err
+	}
+	r, err := router.New(sites)
+	if err != nil {
+		closePools(rt.pools, prev)
+		return nil, err
+	}
+	rt.router = r
+	return rt, nil
+}
+
+// closePools closes the pools of a runtime that will not be used, except
+// those it shares with prev.
+func closePools(pools map[string]*proxy.Pool, prev *runtime) {
+	for name, p := range pools {
+		if prev != nil && prev.pools[name] == p {
+			continue
+		}
+		p.Close()
+	}
+}
+
+func siteName(sc config.Site) string {
+	for _, h := range sc.Hosts {
+		if h != "*" {
+			return strings.ToLower(h)
+		}
+	}
+	return "default"
+}
+
+// routeHandler builds the chain for one route, innermost first:
+// handler, cache, compression, request header edits, body limit.
+func (s *Server) routeHandler(cfg *config.Config, rt *runtime, rc config.Route, compressMW func(http.Handler) http.Handler) (http.Handler, error) {
+	var h http.Handler
+	switch {
+	case rc.Upstream != "":
+		pool := rt.pools[rc.Upstream]
+		if pool == nil {
+			return nil, fmt.Errorf("upstream %q did not start", rc.Upstream)
+		}
+		strip := ""
+		if rc.StripPrefix {
+			strip = strings.TrimSuffix(rc.Path, "/")
+		}
+		h = proxy.NewHandler(pool, proxy.HandlerOptions{
+			TrustedProxies: rt.trusted,
+			StripPrefix:    strip,
+			FlushInterval:  cfg.Upstreams[rc.Upstream].FlushInterval.D(),
+			Log:            s.log.With("upstream", rc.Upstream),
+		})
+		if rc.Cache != "" {
+			c, err := s.cacheFor(rc.Cache, cfg.Caches[rc.Cache])
+			if err != nil {
+				return nil, err
+			}
+			h = c.Handler(h)
+		}
+	case rc.Static != "":
+		prefix := rc.Path
+		if rc.Exact {
+			prefix = filepath.Dir(rc.Path)
+		}
+		sh, err := static.New(static.Options{
+			Root: rc.Static, Prefix: prefix, Index: rc.Index, Browse: rc.Browse, Fallback: rc.Fallback,
+			Precompressed: rc.Precompressed, AllowSymlinksOutsideRoot: rc.FollowSymlink,
+			CacheControl: rc.CacheControl, Log: s.log,
+		})
+		if err != nil {
+			return nil, err
+		}
+		h = sh
+	case rc.Redirect != "":
+		h = newRedirect(rc.Status, rc.Redirect)
+	default:
+		h = newRespond(rc.Status, rc.Respond)
+	}
+	if compressMW != nil && (rc.Compress == nil || *rc.Compress) {
+		h = compressMW(h)
+	}
+	if ops := newHeaderOps(rc.RequestHeaders.Set, rc.RequestHeaders.Add, rc.RequestHeaders.Remove); ops != nil {
+		h = &requestHeaders{ops: ops, next: h}
+	}
+	limit := int64(cfg.Server.MaxBody)
+	if rc.MaxBody != 0 {
+		limit = int64(rc.MaxBody)
+	}
+	if limit > 0 {
+		h = &limitBody{max: limit, next: h}
+	}
+	return h, nil
+}
+
+func upstreamConfig(name string, u *config.Upstream) proxy.UpstreamConfig {
+	pc := proxy.UpstreamConfig{
+		Name:                  name,
+		Policy:                u.Policy,
+		HashKey:               u.HashKey,
+		MaxFails:              *u.MaxFails,
+		FailTimeout:           u.FailTimeout.D(),
+		ConnectTimeout:        u.ConnectTimeout.D(),
+		ResponseHeaderTimeout: u.ResponseHeaderTimeout.D(),
+		IdleConnTimeout:       u.IdleTimeout.D(),
+		MaxIdleConnsPerServer: u.MaxIdle,
+		Retries:               *u.Retries,
+		RetryIdempotent:       u.RetryIdempotent,
+		RetryBodyMax:          int64(u.RetryBodyMax),
+		HostHeader:            u.HostHeader,
+		Health: proxy.HealthConfig{
+			Path: u.Health.Path, Interval: u.Health.Interval.D(), Timeout: u.Health.Timeout.D(),
+			ExpectStatus: u.Health.Status, Rise: u.Health.Rise, Fall: u.Health.Fall, Host: u.Health.Host,
+		},
+	}
+	for _, sv := range u.Servers {
+		pc.Servers = append(pc.Servers, proxy.ServerConfig{Addr: sv.Addr, Weight: sv.Weight, Backup: sv.Backup, MaxConns: sv.MaxConns})
+	}
+	return pc
+}
+
+// cacheFor returns the process-wide cache of that name, opening it the
+// first time. A cache outlives reloads: its contents are worth keeping.
+func (s *Server) cacheFor(name string, cc *config.Cache) (*cache.Cache, error) {
+	s.cacheMu.Lock()
+	defer s.cacheMu.Unlock()
+	opts := cacheOptions(name, cc)
+	if c, ok := s.caches[name]; ok {
+		if s.cacheOpts[name] != fmt.Sprint(opts) {
+			s.log.Warn("cache settings changed; they take effect at the next restart", "cache", name)
+		}
+		return c, nil
+	}
+	c, err := cache.Open(opts, s.cacheMetrics)
+	if err != nil {
+		return nil, fmt.Errorf("opening cache %q: %w", name, err)
+	}
+	s.caches[name] = c
+	s.cacheOpts[name] = fmt.Sprint(opts)
+	return c, nil
+}
+
+func cacheOptions(name string, cc *config.Cache) cache.Options {
+	return cache.Options{
+		Name: name, MemoryBytes: int64(cc.Memory), DiskDir: cc.Disk, DiskMaxBytes: int64(cc.DiskMax),
+		MaxObjectSize: int64(cc.MaxObject), Heuristic: cc.Heuristic,
+		StaleWhileRevalidate: cc.StaleWhileRevalidate.D(), StaleIfError: cc.StaleIfError.D(),
+		LockTimeout: cc.LockTimeout.D(), IgnoreQuery: cc.IgnoreQuery, SortQuery: cc.SortQuery,
+	}
+}
+
+// tlsSites maps the config's sites to what the certificate manager needs.
+func tlsSites(cfg *config.Config) []tlsconf.Site {
+	var out []tlsconf.Site
+	for _, sc := range cfg.Sites {
+		mode := sc.TLS.Mode
+		if mode == "off" {
+			continue
+		}
+		out = append(out, tlsconf.Site{Hosts: sc.Hosts, Mode: mode, CertFile: sc.TLS.Cert, KeyFile: sc.TLS.Key, OnDemand: sc.OnDemand})
+	}
+	return out
+}
+
+func tlsOptions(cfg *config.Config, s *Server) tlsconf.Options {
+	t := cfg.TLS
+	o := tlsconf.Options{
+		Email: t.Email, CA: t.CA, CARoot: t.CARoot, Challenges: t.Challenges, Storage: t.Storage,
+		KeyType: t.KeyType, RenewalWindowRatio: t.RenewalRatio, Profile: t.Profile,
+		AltHTTPPort: t.AltHTTPPort, AltTLSALPNPort: t.AltTLSPort, Log: s.log.With("component", "tls"),
+	}
+	if t.OnDemand.Ask != "" {
+		o.OnDemand = &tlsconf.OnDemand{Ask: t.OnDemand.Ask, RateLimit: t.OnDemand.Rate, RateInterval: t.OnDemand.Interval.D(), RefuseCacheFor: time.Minute}
+	}
+	return o
+}

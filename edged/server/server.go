@@ -1,0 +1,532 @@
+// Package server runs edged: it owns the listeners and the HTTP servers for
+// the whole life of the process, compiles each configuration into an
+// immutable runtime (router, pools, handler chains) and swaps it in on
+// reload, so that a reload never closes a connection or drops a request.
+package server
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"reflect"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/edgeapp/edgeapp/edged/accesslog"
+	"github.com/edgeapp/edgeapp/edged/cache"
+	"github.com/edgeapp/edgeapp/edged/config"
+	"github.com/edgeapp/edgeapp/edged/proxy"
+	"github.com/edgeapp/edgeapp/edged/tlsconf"
+	"github.com/edgeapp/edgeapp/internal/systemd"
+)
+
+// Options are what main knows before the first configuration is read.
+type Options struct {
+	ConfigPath string
+	Version    string
+	Log        *slog.Logger
+	Notifier   *systemd.Notifier
+}
+
+// Server is one running edged.
+type Server struct {
+	opts     Options
+	log      *slog.Logger
+	notifier *systemd.Notifier
+
+	registry     *prometheus.Registry
+	metrics      *metrics
+	proxyMetrics *proxy.Metrics
+	cacheMetrics *cache.Metrics
+	tlsMetrics   *tlsconf.Metrics
+	tls          *tlsconf.Manager
+
+	cacheMu   sync.Mutex
+	caches    map[string]*cache.Cache
+	cacheOpts map[string]string
+
+	current   atomic.Pointer[runtime]
+	accessLog atomic.Pointer[accesslog.Logger]
+	reloadMu  sync.Mutex
+	lastError atomic.Pointer[reloadResult]
+
+	httpSrv, httpsSrv *http.Server
+	adminSrv          *http.Server
+	httpLns, httpsLns []net.Listener
+	adminLn           net.Listener
+	httpsPort         string
+	serveErr          chan error
+	idPrefix          string
+	idSeq             atomic.Uint64
+	startCfg          *config.Config
+	stopFlush         chan struct{}
+}
+
+type reloadResult struct {
+	At  time.Time
+	Err string
+}
+
+// New loads and compiles the configuration and opens the listeners, but
+// serves nothing until Serve.
+func New(opts Options) (*Server, error) {
+	cfg, err := config.Load(opts.ConfigPath)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{
+		opts: opts, log: opts.Log, notifier: opts.Notifier,
+		registry:  prometheus.NewRegistry(),
+		caches:    map[string]*cache.Cache{},
+		cacheOpts: map[string]string{},
+		serveErr:  make(chan error, 8),
+		startCfg:  cfg,
+		stopFlush: make(chan struct{}),
+	}
+	var idb [6]byte
+	rand.Read(idb[:])
+	s.idPrefix = hex.EncodeToString(idb[:])
+	s.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	s.metrics = newMetrics(s.registry)
+	s.proxyMetrics = proxy.NewMetrics(s.registry)
+	s.cacheMetrics = cache.NewMetrics(s.registry)
+	s.tlsMetrics = tlsconf.NewMetrics(s.registry)
+
+	if err := s.openListeners(cfg); err != nil {
+		return nil, err
+	}
+	s.tls, err = tlsconf.New(tlsOptions(cfg, s), s.tlsMetrics)
+	if err != nil {
+		s.closeListeners()
+		return nil, fmt.Errorf("setting up TLS: %w", err)
+	}
+	rt, err := s.compile(cfg, nil)
+	if err != nil {
+		s.closeListeners()
+		return nil, err
+	}
+	al, err := accesslog.Open(cfg.AccessLog.Output, cfg.AccessLog.Format)
+	if err != nil {
+		s.closeListeners()
+		return nil, err
+	}
+	s.accessLog.Store(al)
+	s.current.Store(rt)
+	s.metrics.configGen.Set(1)
+	s.metrics.lastReload.SetToCurrentTime()
+	return s, nil
+}
+
+// Check validates a configuration as far as possible without starting
+// anything: `edged -t`.
+func Check(path string) error {
+	cfg, err := config.Load(path)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for name, u := range cfg.Upstreams {
+		if err := upstreamConfig(name, u).Validate(); err != nil {
+			errs = append(errs, cfg.Doc.Errorf("upstream."+name, "%v", err))
+		}
+	}
+	if err := tlsconf.ValidateSites(tlsSites(cfg)); err != nil {
+		errs = append(errs, fmt.Errorf("%s: tls: %w", path, err))
+	}
+	return errors.Join(errs...)
+}
+
+func (s *Server) openListeners(cfg *config.Config) error {
+	act := systemd.TakeActivated()
+	var err error
+	var fromSystemd bool
+	s.httpLns, fromSystemd, err = act.ListenOrBind("http", cfg.Server.HTTP)
+	if err != nil {
+		return err
+	}
+	s.logListeners("http", s.httpLns, fromSystemd)
+	needHTTPS := len(act.Files("https")) > 0
+	for _, sc := range cfg.Sites {
+		needHTTPS = needHTTPS || sc.TLS.Mode != "off"
+	}
+	if needHTTPS {
+		s.httpsLns, fromSystemd, err = act.ListenOrBind("https", cfg.Server.HTTPS)
+		if err != nil {
+			s.closeListeners()
+			return err
+		}
+		s.logListeners("https", s.httpsLns, fromSystemd)
+		if len(s.httpsLns) > 0 {
+			if tcp, ok := s.httpsLns[0].Addr().(*net.TCPAddr); ok && tcp.Port != 443 {
+				s.httpsPort = strconv.Itoa(tcp.Port)
+			}
+		}
+	}
+	if len(s.httpLns)+len(s.httpsLns) == 0 {
+		return errors.New("no listener: systemd passed no http/https socket and [server] http and https are empty")
+	}
+	if cfg.Server.Admin != "" {
+		s.adminLn, err = systemd.Bind(cfg.Server.Admin)
+		if err != nil {
+			s.closeListeners()
+			return fmt.Errorf("admin socket: %w", err)
+		}
+	}
+	return nil
+}
+
+func (s *Server) logListeners(kind string, lns []net.Listener, fromSystemd bool) {
+	for _, ln := range lns {
+		src := "bound"
+		if fromSystemd {
+			src = "from systemd"
+		}
+		s.log.Info("listening", "listener", kind, "addr", ln.Addr().String(), "socket", src)
+	}
+}
+
+func (s *Server) closeListeners() {
+	for _, ln := range append(append(s.httpLns, s.httpsLns...), s.adminLn) {
+		if ln != nil {
+			ln.Close()
+		}
+	}
+}
+
+func (s *Server) newHTTPServer(cfg *config.Config, kind string, h http.Handler) *http.Server {
+	sc := cfg.Server
+	gauge := s.metrics.connections.WithLabelValues(kind)
+	srv := &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: sc.ReadHeaderTimeout.D(),
+		ReadTimeout:       sc.ReadTimeout.D(),
+		WriteTimeout:      sc.WriteTimeout.D(),
+		IdleTimeout:       sc.IdleTimeout.D(),
+		MaxHeaderBytes:    int(sc.MaxHeaderBytes),
+		ErrorLog:          slog.NewLogLogger(s.log.With("listener", kind).Handler(), slog.LevelDebug),
+		ConnState: func(_ net.Conn, st http.ConnState) {
+			switch st {
+			case http.StateNew:
+				gauge.Inc()
+			case http.StateClosed, http.StateHijacked:
+				gauge.Dec()
+			}
+		},
+	}
+	var p http.Protocols
+	p.SetHTTP1(true)
+	if kind == "https" {
+		p.SetHTTP2(true)
+	} else if sc.H2C {
+		p.SetUnencryptedHTTP2(true)
+	}
+	srv.Protocols = &p
+	return srv
+}
+
+// Serve serves until ctx is done, then shuts down gracefully. Reload and
+// ReopenLogs may be called meanwhile from another goroutine.
+func (s *Server) Serve(ctx context.Context) error {
+	cfg := s.startCfg
+	if err := s.tls.Apply(ctx, tlsSites(cfg)); err != nil {
+		s.log.Error("certificates: some sites have no certificate yet; they fail TLS until one is obtained", "err", err)
+	}
+	httpHandler := s.tls.HTTPChallenge(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { s.serve(w, r, false) }))
+	s.httpSrv = s.newHTTPServer(cfg, "http", httpHandler)
+	s.httpsSrv = s.newHTTPServer(cfg, "https", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { s.serve(w, r, true) }))
+	s.httpsSrv.TLSConfig = s.tls.TLSConfig()
+	for _, pool := range s.current.Load().pools {
+		pool.Start()
+	}
+	for _, ln := range s.httpLns {
+		go s.runServer(s.httpSrv, ln)
+	}
+	for _, ln := range s.httpsLns {
+		go s.runServer(s.httpsSrv, tls.NewListener(ln, s.httpsSrv.TLSConfig))
+	}
+	if s.adminLn != nil {
+		s.adminSrv = &http.Server{Handler: s.adminHandler(), ReadHeaderTimeout: 10 * time.Second}
+		go s.runServer(s.adminSrv, s.adminLn)
+	}
+	go s.flushAccessLog()
+	s.notifier.Ready(s.statusLine())
+	s.log.Info("edged started", "version", s.opts.Version, "config", s.opts.ConfigPath, "sites", len(cfg.Sites))
+
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-s.serveErr:
+		s.log.Error("a listener failed; shutting down", "err", err)
+	}
+	s.shutdown()
+	return err
+}
+
+func (s *Server) runServer(srv *http.Server, ln net.Listener) {
+	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		s.serveErr <- fmt.Errorf("serving %s: %w", ln.Addr(), err)
+	}
+}
+
+func (s *Server) shutdown() {
+	rt := s.current.Load()
+	timeout := rt.cfg.Server.ShutdownTimeout.D()
+	s.notifier.Stopping(fmt.Sprintf("draining connections (up to %v)", timeout))
+	s.log.Info("shutting down: no new connections, finishing requests in flight", "timeout", timeout)
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	var wg sync.WaitGroup
+	for _, srv := range []*http.Server{s.httpSrv, s.httpsSrv} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := srv.Shutdown(ctx); err != nil {
+				s.log.Warn("shutdown deadline passed; closing the remaining connections", "err", err)
+				srv.Close()
+			}
+		}()
+	}
+	wg.Wait()
+	if s.adminSrv != nil {
+		s.adminSrv.Close()
+	}
+	for _, p := range rt.pools {
+		p.Close()
+	}
+	s.cacheMu.Lock()
+	for name, c := range s.caches {
+		if err := c.Close(); err != nil {
+			s.log.Warn("closing cache", "cache", name, "err", err)
+		}
+	}
+	s.cacheMu.Unlock()
+	s.tls.Close()
+	close(s.stopFlush)
+	s.accessLog.Load().Close()
+	s.log.Info("edged stopped")
+}
+
+func (s *Server) flushAccessLog() {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stopFlush:
+			return
+		case <-t.C:
+			s.accessLog.Load().Flush()
+		}
+	}
+}
+
+// Reload reads the configuration again and swaps it in. A configuration that
+// does not load or compile changes nothing: the old one keeps serving.
+func (s *Server) Reload() error {
+	s.reloadMu.Lock()
+	defer s.reloadMu.Unlock()
+	s.notifier.Reloading("reloading " + s.opts.ConfigPath)
+	err := s.reload()
+	if err != nil {
+		s.metrics.reloads.WithLabelValues("failed").Inc()
+		s.lastError.Store(&reloadResult{At: time.Now(), Err: err.Error()})
+		s.log.Error("reload failed; still serving the previous configuration", "config", s.opts.ConfigPath, "err", strings.ReplaceAll(err.Error(), "\n", "; "))
+	} else {
+		s.metrics.reloads.WithLabelValues("ok").Inc()
+		s.lastError.Store(nil)
+	}
+	s.notifier.Ready(s.statusLine())
+	return err
+}
+
+func (s *Server) reload() error {
+	cfg, err := config.Load(s.opts.ConfigPath)
+	if err != nil {
+		return err
+	}
+	old := s.current.Load()
+	if err := tlsconf.ValidateSites(tlsSites(cfg)); err != nil {
+		return err
+	}
+	rt, err := s.compile(cfg, old)
+	if err != nil {
+		return err
+	}
+	s.warnRestartOnly(old.cfg, cfg)
+	if cfg.AccessLog != old.cfg.AccessLog {
+		al, err := accesslog.Open(cfg.AccessLog.Output, cfg.AccessLog.Format)
+		if err != nil {
+			closePools(rt.pools, old)
+			return err
+		}
+		prevLog := s.accessLog.Swap(al)
+		prevLog.Close()
+	}
+	for name, p := range rt.pools {
+		if old.pools[name] != p {
+			p.Start()
+		}
+	}
+	s.current.Store(rt)
+	// Requests already routed to the old pools finish there; Close only
+	// stops their health checks and idle connections.
+	for name, p := range old.pools {
+		if rt.pools[name] != p {
+			p.Close()
+		}
+	}
+	if err := s.tls.Apply(context.Background(), tlsSites(cfg)); err != nil {
+		s.log.Error("certificates: some sites have no certificate yet", "err", err)
+	}
+	s.metrics.configGen.Set(float64(rt.generation))
+	s.metrics.lastReload.SetToCurrentTime()
+	s.log.Info("configuration reloaded", "config", s.opts.ConfigPath, "generation", rt.generation, "sites", len(cfg.Sites))
+	return nil
+}
+
+// warnRestartOnly names settings that only a restart applies: they belong
+// to listeners and connections that a reload deliberately keeps.
+func (s *Server) warnRestartOnly(old, cur *config.Config) {
+	o, c := old.Server, cur.Server
+	for _, d := range []struct {
+		key     string
+		changed bool
+	}{
+		{"server.http", !reflect.DeepEqual(o.HTTP, c.HTTP)},
+		{"server.https", !reflect.DeepEqual(o.HTTPS, c.HTTPS)},
+		{"server.admin", o.Admin != c.Admin},
+		{"server timeouts and max_header_bytes", o.ReadHeaderTimeout != c.ReadHeaderTimeout || o.ReadTimeout != c.ReadTimeout || o.WriteTimeout != c.WriteTimeout || o.IdleTimeout != c.IdleTimeout || o.MaxHeaderBytes != c.MaxHeaderBytes || o.H2C != c.H2C},
+		{"tls account settings", !reflect.DeepEqual(old.TLS, cur.TLS)},
+	} {
+		if d.changed {
+			s.log.Warn("setting changed; it takes effect at the next restart (systemctl restart edged)", "setting", d.key)
+		}
+	}
+}
+
+// ReopenLogs reopens the access log file (SIGUSR1, after rotation).
+func (s *Server) ReopenLogs() {
+	if err := s.accessLog.Load().Reopen(); err != nil {
+		s.log.Error("reopening access log; keeping the old file", "err", err)
+		return
+	}
+	s.log.Info("access log reopened")
+}
+
+func (s *Server) statusLine() string {
+	rt := s.current.Load()
+	st := fmt.Sprintf("serving %d sites, %d upstreams; config generation %d", len(rt.cfg.Sites), len(rt.pools), rt.generation)
+	if le := s.lastError.Load(); le != nil {
+		st += "; LAST RELOAD FAILED at " + le.At.Format(time.TimeOnly) + ": " + firstLine(le.Err)
+	}
+	return st
+}
+
+func firstLine(s string) string {
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		return s[:i] + " (and more)"
+	}
+	return s
+}
+
+// serve is the top of every request: site, redirect to HTTPS, route, then
+// the route's handler chain, with logging and metrics around it.
+func (s *Server) serve(w http.ResponseWriter, r *http.Request, secure bool) {
+	start := time.Now()
+	rt := s.current.Load()
+	rw := getWriter(w)
+	defer putWriter(rw)
+	reqID := ""
+	if rt.requestID != "" {
+		reqID = s.requestID(rt, r)
+		w.Header()[rt.requestID] = []string{reqID}
+	}
+	var rm *routeMetrics
+	routeName := ""
+	defer func() {
+		if rw.status == 0 {
+			rw.status = http.StatusOK // handler wrote nothing
+		}
+		if rm != nil {
+			rm.observe(rw.status, time.Since(start).Seconds())
+		}
+		if al := s.accessLog.Load(); al != nil {
+			al.Log(&accesslog.Entry{
+				Time: start, RemoteIP: hostOnly(r.RemoteAddr), Method: r.Method, URI: r.RequestURI, Proto: r.Proto,
+				Status: rw.status, Bytes: rw.bytes, Referer: r.Referer(), UserAgent: r.UserAgent(), Host: r.Host,
+				Duration: time.Since(start), RequestID: reqID, Upstream: routeName,
+			})
+		}
+	}()
+	site := rt.router.Site(r.Host)
+	if site == nil {
+		plainError(rw, http.StatusNotFound, "no site is configured for this host\n")
+		return
+	}
+	sd := site.Data.(*siteData)
+	if !secure && sd.redirectHTTPS {
+		target := "https://" + hostOnly(r.Host)
+		if rt.httpsPort != "" {
+			target += ":" + rt.httpsPort
+		}
+		rw.Header()["Location"] = []string{target + r.URL.RequestURI()}
+		rw.WriteHeader(http.StatusPermanentRedirect)
+		return
+	}
+	route := site.Route(r.URL.Path)
+	if route == nil {
+		plainError(rw, http.StatusNotFound, "not found\n")
+		return
+	}
+	rd := route.Data.(*routeData)
+	rm, routeName = rd.metrics, route.Name
+	if secure && sd.hsts != nil {
+		rw.Header()["Strict-Transport-Security"] = sd.hsts
+	}
+	rw.respOps = rd.respOps
+	rd.handler.ServeHTTP(rw, r)
+}
+
+// requestID keeps an incoming ID from a trusted proxy and otherwise makes
+// one: a random per-process prefix and a counter, unique without a
+// syscall per request.
+func (s *Server) requestID(rt *runtime, r *http.Request) string {
+	if v := r.Header.Get(rt.requestID); v != "" && len(v) <= 128 && trusted(rt.trusted, r.RemoteAddr) {
+		return v
+	}
+	var b [32]byte
+	n := copy(b[:], s.idPrefix)
+	out := strconv.AppendUint(b[:n], s.idSeq.Add(1), 16)
+	id := string(out)
+	r.Header[rt.requestID] = []string{id}
+	return id
+}
+
+func trusted(nets []netip.Prefix, remote string) bool {
+	if len(nets) == 0 {
+		return false
+	}
+	ap, err := netip.ParseAddrPort(remote)
+	if err != nil {
+		return false
+	}
+	a := ap.Addr().Unmap()
+	for _, n := range nets {
+		if n.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
