@@ -354,7 +354,7 @@ policy = %q
 	}
 	e := startEdged(t, conf(0))
 	const clients = 8
-	var ok, failed atomic.Int64
+	var ok, failed, dials atomic.Int64
 	var firstErr atomic.Value
 	progress := make(chan struct{}, 1024) // one token per successful request
 	ctx, cancel := context.WithCancel(context.Background())
@@ -364,7 +364,15 @@ policy = %q
 		go func() {
 			defer wg.Done()
 			// One kept-alive connection per client.
-			tr := &http.Transport{MaxIdleConnsPerHost: 1, MaxConnsPerHost: 1}
+			// Dials are counted: Go's client silently retries an idempotent
+			// request on a reset kept-alive connection, so a reset would
+			// show only as an extra dial.
+			tr := &http.Transport{MaxIdleConnsPerHost: 1, MaxConnsPerHost: 1,
+				DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+					dials.Add(1)
+					var d net.Dialer
+					return d.DialContext(ctx, network, addr)
+				}}
 			defer tr.CloseIdleConnections()
 			c := &http.Client{Transport: tr, Timeout: 30 * time.Second}
 			for n := 0; n < 5000 && ctx.Err() == nil; n++ {
@@ -408,8 +416,19 @@ policy = %q
 			t.Fatalf("after reload %d: %d %q", i, code, body)
 		}
 	}
+	// Thousands of requests in all, not only the ones during reloads.
+	for deadline := time.After(60 * time.Second); ok.Load() < 5000; {
+		select {
+		case <-progress:
+		case <-deadline:
+			t.Fatalf("only %d requests in 60s", ok.Load())
+		}
+	}
 	cancel()
 	wg.Wait()
+	if dials.Load() != clients {
+		t.Errorf("%d connections were opened for %d clients: kept-alive connections were closed or reset", dials.Load(), clients)
+	}
 	if failed.Load() != 0 {
 		t.Fatalf("%d of %d requests failed across 20 reloads; first: %v", failed.Load(), ok.Load()+failed.Load(), firstErr.Load())
 	}
