@@ -1,0 +1,198 @@
+package main
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"math/big"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// selfSigned writes a certificate for names and returns its paths and pool.
+func selfSigned(t *testing.T, dir string, names ...string) (certFile, keyFile string, pool *x509.CertPool) {
+	t.Helper()
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: names[0]},
+		DNSNames: names, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		BasicConstraintsValid: true, IsCA: true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kd, _ := x509.MarshalECPrivateKey(key)
+	certFile, keyFile = filepath.Join(dir, names[0]+".crt"), filepath.Join(dir, names[0]+".key")
+	os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644)
+	os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kd}), 0o600)
+	c, _ := x509.ParseCertificate(der)
+	pool = x509.NewCertPool()
+	pool.AddCert(c)
+	return certFile, keyFile, pool
+}
+
+// startEdgedTLS passes both an http and an https socket, as edged.socket does.
+func startEdgedTLS(t *testing.T, config string) (e *edged, httpsAddr string) {
+	t.Helper()
+	dir := t.TempDir()
+	cfgPath := filepath.Join(dir, "edged.toml")
+	writeConfig(t, cfgPath, config, dir)
+	var files []*os.File
+	var addrs []string
+	for i := 0; i < 2; i++ {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		f, _ := ln.(*net.TCPListener).File()
+		addrs = append(addrs, ln.Addr().String())
+		ln.Close()
+		files = append(files, f)
+	}
+	notifyPath := filepath.Join(dir, "notify.sock")
+	notify, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: notifyPath, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("/bin/sh", "-c", `LISTEN_PID=$$ exec "$0" -config "$1"`, edgedBin, cfgPath)
+	cmd.ExtraFiles = files
+	cmd.Env = append(os.Environ(), "LISTEN_FDS=2", "LISTEN_FDNAMES=http:https", "NOTIFY_SOCKET="+notifyPath)
+	e = &edged{t: t, cmd: cmd, config: cfgPath, httpURL: "http://" + addrs[0], notify: notify, stderr: &lockedBuffer{}, done: make(chan error, 1)}
+	cmd.Stderr, cmd.Stdout = e.stderr, e.stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range files {
+		f.Close()
+	}
+	go func() { e.done <- cmd.Wait() }()
+	t.Cleanup(func() {
+		cmd.Process.Signal(syscall.SIGKILL)
+		<-e.done
+		notify.Close()
+		if t.Failed() {
+			t.Logf("edged output:\n%s", e.stderr.String())
+		}
+	})
+	e.waitNotify("READY=1", 30*time.Second)
+	return e, addrs[1]
+}
+
+func TestManualCertificateHTTP2AndRedirect(t *testing.T) {
+	dir := t.TempDir()
+	cert, key, pool := selfSigned(t, dir, "shop.test")
+	e, httpsAddr := startEdgedTLS(t, fmt.Sprintf(`
+[server]
+admin = "{{ADMIN}}"
+[tls]
+hsts = "max-age=63072000"
+storage = "{{DIR}}/state"
+[[site]]
+hosts = ["shop.test"]
+tls = { cert = %q, key = %q }
+  [[site.route]]
+  path = "/"
+  respond = "secure hello"
+`, cert, key))
+	tr := &http.Transport{
+		TLSClientConfig:   &tls.Config{RootCAs: pool, ServerName: "shop.test"},
+		ForceAttemptHTTP2: true,
+		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			return net.Dial(network, httpsAddr)
+		},
+	}
+	c := &http.Client{Transport: tr, Timeout: 10 * time.Second}
+	resp, err := c.Get("https://shop.test/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(body) != "secure hello" || resp.ProtoMajor != 2 || resp.Header.Get("Strict-Transport-Security") != "max-age=63072000" {
+		t.Fatalf("HTTPS: %q proto %s hsts %q", body, resp.Proto, resp.Header.Get("Strict-Transport-Security"))
+	}
+	// Plain HTTP redirects to HTTPS with 308, keeping path and query.
+	plain := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	req, _ := http.NewRequest("GET", e.httpURL+"/a/b?c=d", nil)
+	req.Host = "shop.test"
+	resp, err = plain.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	_, port, _ := net.SplitHostPort(httpsAddr)
+	if resp.StatusCode != 308 || resp.Header.Get("Location") != "https://shop.test:"+port+"/a/b?c=d" {
+		t.Fatalf("redirect: %d %q", resp.StatusCode, resp.Header.Get("Location"))
+	}
+	// A new certificate on disk is picked up by SIGHUP.
+	cert2, key2, pool2 := selfSigned(t, t.TempDir(), "shop.test")
+	for _, p := range [][2]string{{cert2, cert}, {key2, key}} {
+		b, _ := os.ReadFile(p[0])
+		os.WriteFile(p[1], b, 0o600)
+	}
+	e.reload("")
+	tr.CloseIdleConnections()
+	tr.TLSClientConfig.RootCAs = pool2
+	resp, err = c.Get("https://shop.test/")
+	if err != nil {
+		t.Fatalf("after replacing the certificate and reloading: %v", err)
+	}
+	resp.Body.Close()
+}
+
+func TestInternalCA(t *testing.T) {
+	e, httpsAddr := startEdgedTLS(t, `
+[server]
+admin = "{{ADMIN}}"
+[tls]
+storage = "{{DIR}}/state"
+[[site]]
+hosts = ["localhost"]
+tls = "internal"
+redirect_http = false
+  [[site.route]]
+  path = "/"
+  respond = "internal hello"
+`)
+	_ = e
+	// The root of the internal CA is exported under the storage directory.
+	var rootPEM []byte
+	filepath.Walk(filepath.Join(filepath.Dir(e.config), "state"), func(p string, info os.FileInfo, err error) error {
+		if err == nil && strings.HasSuffix(p, "root.crt") {
+			rootPEM, _ = os.ReadFile(p)
+		}
+		return nil
+	})
+	if rootPEM == nil {
+		t.Fatal("no root.crt exported under the TLS storage directory")
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(rootPEM)
+	c := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	_, port, _ := net.SplitHostPort(httpsAddr)
+	resp, err := c.Get("https://localhost:" + port + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(b) != "internal hello" {
+		t.Fatalf("body %q", b)
+	}
+}
