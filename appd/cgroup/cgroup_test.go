@@ -305,6 +305,9 @@ func runOpenChild(t *testing.T, dir string) (*child, openReport, int) {
 }
 
 func TestOpenNotDelegated(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("not root: every cgroup this user can create is its own, so delegated to it")
+	}
 	dir := testDir(t) // writable by us (root) but not marked delegated
 	_, r, _ := runOpenChild(t, dir)
 	if !r.NotDelegated || !strings.Contains(r.Err, "Delegate=yes") || !strings.Contains(r.Err, dir) {
@@ -549,7 +552,7 @@ func TestLimitFiles(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := [][2]string{
-		{"memory.high", "419430400"}, {"memory.max", "536870912"}, {"memory.oom.group", "1"},
+		{"memory.high", "419430400"}, {"memory.max", "536870912"}, {"memory.swap.max", "0"}, {"memory.oom.group", "1"},
 		{"cpu.max", "20000 100000"}, {"cpu.weight", "50"}, {"pids.max", "128"},
 	}
 	if !slices.Equal(got, want) {
@@ -560,6 +563,9 @@ func TestLimitFiles(t *testing.T) {
 		if err != nil || !slices.Contains(got, [2]string{"cpu.max", want}) {
 			t.Errorf("CPUMax %v: %v %v, want cpu.max %q", frac, got, err, want)
 		}
+	}
+	if got, _ := (&Tree{dir: "/x"}).limitFiles(Limits{}); len(got) != 0 {
+		t.Errorf("zero Limits without controllers: %v", got)
 	}
 	got, _ = tr.limitFiles(Limits{SwapMax: 1 << 20})
 	if !slices.Contains(got, [2]string{"memory.swap.max", "1048576"}) {
@@ -599,4 +605,79 @@ func TestWaitEventsWithoutMemory(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("WaitEvents channel neither sent nor closed")
 	}
+}
+
+func TestAddStatsAfterRemoveAndClose(t *testing.T) {
+	tr := testTree(t)
+	l, err := tr.NewLeaf("w0", Limits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := startChild(t, "sleep", -1)
+	pid := c.cmd.Process.Pid
+	if err := l.Add(pid); err != nil {
+		t.Fatal(err)
+	}
+	if got := cgroupOf(t, pid); got != rel(t, l.Path()) {
+		t.Fatalf("after Add, pid %d is in %s, want %s", pid, got, rel(t, l.Path()))
+	}
+	if err := l.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	c.wait(t, 30*time.Second)
+	if err := l.Remove(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.Stats(); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("Stats of a removed leaf: %v, want ErrNotExist", err)
+	}
+	if err := l.Add(pid); err == nil {
+		t.Error("Add to a removed leaf succeeded")
+	}
+	tr.Close()
+	if _, err := tr.NewLeaf("w1", Limits{}); err == nil || !strings.Contains(err.Error(), "closed") {
+		t.Errorf("NewLeaf on a closed tree: %v", err)
+	}
+}
+
+// Stats and Events are polled for every worker every second.
+func BenchmarkStats(b *testing.B) {
+	l := benchLeaf(b)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := l.Stats(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkEvents(b *testing.B) {
+	l := benchLeaf(b)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := l.Events(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func benchLeaf(b *testing.B) *Leaf {
+	mnt, rel, err := ownPath()
+	if err != nil {
+		b.Skip(err)
+	}
+	dir := filepath.Join(mnt, rel, fmt.Sprintf("appd-cgbench-%d", os.Getpid()))
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		b.Skipf("cannot create a cgroup for the benchmark: %v", err)
+	}
+	tr := &Tree{log: slog.New(slog.DiscardHandler), dir: dir}
+	l, err := tr.NewLeaf("w0", Limits{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		l.Remove()
+		unix.Rmdir(dir)
+	})
+	return l
 }

@@ -19,7 +19,11 @@ import (
 type Limits struct {
 	MemoryMax  int64 // memory.max in bytes; 0 = no limit
 	MemoryHigh int64 // memory.high in bytes (reclaim pressure); 0 = no limit
-	SwapMax    int64 // memory.swap.max in bytes; 0 = no limit, -1 = leave unset
+	// SwapMax is memory.swap.max in bytes: -1 leaves it unset (the
+	// kernel's "max"), 0 forbids swap (so memory.max means an OOM kill,
+	// not paging), >0 limits it. 0 needs the memory controller only when
+	// there is one: the zero Limits works on any tree.
+	SwapMax int64
 	// CPUMax is a fraction of one CPU (1.0 = 100%, 2.0 = two CPUs); 0 = none.
 	CPUMax    float64
 	CPUWeight int // cpu.weight 1..10000; 0 = default (100)
@@ -35,8 +39,9 @@ type Leaf struct {
 	name string
 	dir  string
 
-	mu sync.Mutex
-	fd int // -1 once closed
+	mu       sync.Mutex
+	fd       int      // -1 once closed
+	watchers []func() // stop the WaitEvents watches; called by Remove
 }
 
 // NewLeaf creates <tree>/<name> with the given limits and memory.oom.group=1
@@ -44,6 +49,12 @@ type Leaf struct {
 // empty leaf of that name is removed first. A limit whose controller is not
 // enabled is an error naming the controller.
 func (t *Tree) NewLeaf(name string, l Limits) (*Leaf, error) {
+	t.mu.Lock()
+	closed := t.closed
+	t.mu.Unlock()
+	if closed {
+		return nil, fmt.Errorf("cgroup leaf %q: the tree %s is closed", name, t.dir)
+	}
 	if err := checkName(name); err != nil {
 		return nil, err
 	}
@@ -126,7 +137,11 @@ func (t *Tree) limitFiles(l Limits) ([][2]string, error) {
 	}
 	switch {
 	case l.SwapMax < -1:
-		return nil, fmt.Errorf("memory.swap.max: negative value %d", l.SwapMax)
+		return nil, fmt.Errorf("memory.swap.max: negative value %d (-1 leaves it unset)", l.SwapMax)
+	case l.SwapMax == 0:
+		if t.has("memory") {
+			files = append(files, [2]string{"memory.swap.max", "0"})
+		}
 	case l.SwapMax > 0:
 		if err := bytesVal("memory.swap.max", l.SwapMax); err != nil {
 			return nil, err
@@ -187,6 +202,17 @@ func (l *Leaf) FD() int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.fd
+}
+
+// Add moves a running process (all its threads) into the leaf: the fallback
+// where a child cannot be born in it (kernel before 5.7, no clone3
+// CLONE_INTO_CGROUP). Prefer FD with UseCgroupFD: it leaves no window in
+// which the child runs, or forks, outside its limits.
+func (l *Leaf) Add(pid int) error {
+	if err := writeFile(filepath.Join(l.dir, "cgroup.procs"), strconv.Itoa(pid)); err != nil {
+		return fmt.Errorf("moving pid %d into cgroup %s: %w", pid, l.dir, err)
+	}
+	return nil
 }
 
 // Pids lists the processes in the leaf.
@@ -259,6 +285,11 @@ func (l *Leaf) Remove() error {
 		unix.Close(l.fd)
 		l.fd = -1
 	}
+	// The kernel sends no inotify event when a cgroup directory goes.
+	for _, stop := range l.watchers {
+		stop()
+	}
+	l.watchers = nil
 	l.mu.Unlock()
 	deadline := time.Now().Add(5 * time.Second)
 	for delay := time.Millisecond; ; delay = min(2*delay, 50*time.Millisecond) {

@@ -39,6 +39,10 @@ func (l *Leaf) Stats() (Stats, error) {
 		return s, err
 	}
 	cpu, err := readKV(filepath.Join(l.dir, "cpu.stat"))
+	if errors.Is(err, os.ErrNotExist) && !dirExists(l.dir) {
+		// Every cgroup v2 directory has cpu.stat: the leaf is gone.
+		return s, fmt.Errorf("reading stats of %s: the cgroup was removed: %w", l.dir, os.ErrNotExist)
+	}
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return s, fmt.Errorf("reading cpu.stat of %s: %w", l.dir, err)
 	}
@@ -64,7 +68,7 @@ func (l *Leaf) Events() (Events, error) {
 // WaitEvents sends the leaf's memory.events each time the kernel changes
 // them (inotify; the kernel notifies on every counter change), starting
 // with the current values. A slow reader gets the latest values, not a
-// backlog. The channel closes when ctx ends, the leaf is removed, or the
+// backlog. The channel closes when ctx ends, Remove is called, or the
 // leaf has no memory.events (no memory controller) — poll Events then.
 func (l *Leaf) WaitEvents(ctx context.Context) <-chan Events {
 	ch := make(chan Events, 1)
@@ -83,6 +87,15 @@ func (l *Leaf) WaitEvents(ctx context.Context) <-chan Events {
 	// A non-blocking fd in an *os.File uses the runtime poller: Read parks
 	// the goroutine, Close wakes it.
 	f := os.NewFile(uintptr(ifd), "inotify:"+path)
+	l.mu.Lock()
+	if l.fd < 0 { // already removed
+		l.mu.Unlock()
+		f.Close()
+		close(ch)
+		return ch
+	}
+	l.watchers = append(l.watchers, func() { f.Close() })
+	l.mu.Unlock()
 	stop := context.AfterFunc(ctx, func() { f.Close() })
 	go func() {
 		defer close(ch)

@@ -46,18 +46,28 @@ say "built ${tests[*]} in $((SECONDS - t0)) s"
 	cat <<'EOF'
 echo "guest: $(uname -r), $(systemctl --version | head -n1), cgroup controllers: $(cat /sys/fs/cgroup/cgroup.controllers)"
 rc=0
-for t in "${tests[@]}"; do
-	echo "=== $t.test under systemd-run -p Delegate=yes"
-	start=$(date +%s)
-	# A copy on the guest's own disk: exec from 9p works but is slow to page in.
-	install -m755 "$t.test" "/root/$t.test"
-	systemd-run --quiet --wait --pipe --collect -p Delegate=yes \
-		-p WorkingDirectory=/root -E APPD_CGROUP_TESTS=1 -E HOME=/root -E TMPDIR=/tmp \
-		"/root/$t.test" -test.v -test.count=1 -test.timeout="$timeout" "${args[@]}"
-	st=$?
-	echo "=== $t.test: exit $st after $(( $(date +%s) - start )) s"
+bin=/usr/local/libexec/appd-vm-test
+mkdir -p "$bin"
+# run NAME [systemd-run properties...]: one test binary in a delegated unit.
+run() {
+	local t=$1; shift
+	echo "=== $t.test under systemd-run -p Delegate=yes $*"
+	local start; start=$(date +%s)
+	systemd-run --quiet --wait --pipe --collect -p Delegate=yes "$@" \
+		-p WorkingDirectory=/tmp -E APPD_CGROUP_TESTS=1 \
+		"$bin/$t.test" -test.v -test.count=1 -test.timeout="$timeout" "${args[@]}"
+	local st=$?
+	echo "=== $t.test $*: exit $st after $(( $(date +%s) - start )) s"
 	[ "$st" = 0 ] || rc=$st
+}
+for t in "${tests[@]}"; do
+	# A copy on the guest's own disk: exec from 9p works but is slow to page in.
+	install -m755 "$t.test" "$bin/$t.test"
+	run "$t"
 done
+# appd as an unprivileged service user: systemd chowns the delegated
+# cgroup to it instead of relying on root.
+run cgroup -p DynamicUser=yes
 # Nothing the tests made may be left under the units' cgroups.
 left=$(find /sys/fs/cgroup -type d -name 'appd-cgtest-*' 2>/dev/null)
 if [ -n "$left" ]; then echo "left behind: $left"; rc=1; fi
