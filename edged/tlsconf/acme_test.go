@@ -282,9 +282,10 @@ func TestCADownAtStart(t *testing.T) {
 	certFile, keyFile, manualRoots := writeSelfSigned(t, t.TempDir(), "manual.edged.test")
 	httpLn, tlsLn := listen(t), listen(t)
 	o := Options{
-		CA:      "https://127.0.0.1:" + itoa(deadPort) + "/dir",
-		CARoot:  mod + "/test/certs/pebble.minica.pem",
-		Storage: storage,
+		CA:       "https://127.0.0.1:" + itoa(deadPort) + "/dir",
+		CARoot:   mod + "/test/certs/pebble.minica.pem",
+		Storage:  storage,
+		RetryMin: 500 * time.Millisecond,
 	}
 	reg := prometheus.NewRegistry()
 	m := newTestManager(t, o, reg)
@@ -324,4 +325,14 @@ func TestCADownAtStart(t *testing.T) {
 		t.Fatalf("plain HTTP with the CA down: %v", err)
 	}
 	resp.Body.Close()
+
+	// The CA comes back: the retry with backoff gets the certificate.
+	p := startPebble(t, pebbleOpts{httpPort: e.httpPort, tlsPort: e.tlsPort, listenPort: deadPort})
+	waitState(t, m, "acme.edged.test", "valid", 60*time.Second)
+	if _, _, err := httpsGet(e.tlsPort, "acme.edged.test", p.roots); err != nil {
+		t.Errorf("ACME site after the CA returned: %v", err)
+	}
+	if v := value(m.met.failing.WithLabelValues("acme.edged.test", ModeACME)); v != 0 {
+		t.Errorf("failing metric = %v after recovery", v)
+	}
 }

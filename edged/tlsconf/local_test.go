@@ -145,6 +145,8 @@ func TestValidateSites(t *testing.T) {
 		{"on-demand wildcard", []Site{{Hosts: []string{"*.saas.test"}, OnDemand: true}}, ""},
 		{"acme wildcard", []Site{{Hosts: []string{"*.a.test"}}}, "DNS-01"},
 		{"star without on-demand", []Site{{Hosts: []string{"*"}, Mode: ModeInternal}}, "on_demand"},
+		{"manual default", []Site{{Mode: ModeManual, CertFile: cert, KeyFile: key}}, ""},
+		{"manual star", []Site{{Hosts: []string{"*"}, Mode: ModeManual, CertFile: cert, KeyFile: key}}, ""},
 		{"bad wildcard", []Site{{Hosts: []string{"a.*.test"}, Mode: ModeInternal}}, "leftmost label"},
 		{"unknown mode", []Site{{Hosts: []string{"a.test"}, Mode: "auto"}}, "unknown tls mode"},
 		{"no hosts", []Site{{Mode: ModeInternal}}, "at least one host"},
@@ -252,5 +254,30 @@ func TestTLSConfigDefaults(t *testing.T) {
 	_, err = tls.Dial("tcp", ln.Addr().String(), &tls.Config{ServerName: "h2.lan", InsecureSkipVerify: true, MaxVersion: tls.VersionTLS11})
 	if err == nil {
 		t.Error("TLS 1.1 handshake succeeded")
+	}
+}
+
+// TestManualDefault: a manual certificate without hosts answers every
+// name no other site claims, and handshakes without SNI.
+func TestManualDefault(t *testing.T) {
+	m := newTestManager(t, Options{Storage: t.TempDir()}, nil)
+	e := startEdge(t, m, listen(t), listen(t))
+	certFile, keyFile, roots := writeSelfSigned(t, t.TempDir(), "fallback.test")
+	if err := m.Apply(context.Background(), []Site{
+		{Hosts: []string{"app.lan"}, Mode: ModeInternal},
+		{Mode: ModeManual, CertFile: certFile, KeyFile: keyFile},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := tls.Dial("tcp", "127.0.0.1:"+itoa(e.tlsPort), &tls.Config{ServerName: "unknown.example", InsecureSkipVerify: true})
+	if err != nil {
+		t.Fatalf("unknown name with a default manual cert: %v", err)
+	}
+	if cn := conn.ConnectionState().PeerCertificates[0].Subject.CommonName; cn != "fallback.test" {
+		t.Errorf("served %q", cn)
+	}
+	conn.Close()
+	if _, _, err := httpsGet(e.tlsPort, "fallback.test", roots); err != nil {
+		t.Errorf("fallback.test: %v", err)
 	}
 }

@@ -6,12 +6,14 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/caddyserver/certmagic"
 	"github.com/mholt/acmez/v3"
@@ -28,6 +30,7 @@ type Manager struct {
 	cache   *certmagic.Cache
 
 	acme       *certmagic.Config
+	acmeObtain *certmagic.Config // acme, but never prompts on stdin
 	acmeIssuer *certmagic.ACMEIssuer
 	onDemand   *certmagic.Config // nil without Options.OnDemand
 	gate       *onDemandGate
@@ -127,6 +130,9 @@ func New(o Options, met *Metrics) (*Manager, error) {
 	mgr.acme = certmagic.New(mgr.cache, base)
 	mgr.acmeIssuer = certmagic.NewACMEIssuer(mgr.acme, template)
 	mgr.acme.Issuers = []certmagic.Issuer{mgr.acmeIssuer}
+	obtain := base
+	obtain.Issuers = []certmagic.Issuer{promptless{mgr.acmeIssuer}}
+	mgr.acmeObtain = certmagic.New(mgr.cache, obtain)
 
 	if n.OnDemand != nil && n.OnDemand.Ask != "" {
 		issuerKey := mgr.acmeIssuer.IssuerKey()
@@ -317,7 +323,7 @@ func (m *Manager) Apply(ctx context.Context, sites []Site) error {
 		default:
 			r.cfg = m.acme
 		}
-		for _, h := range s.Hosts {
+		for _, h := range siteHosts(s, mode) {
 			h = normHost(h)
 			switch {
 			case h == "*":
@@ -327,7 +333,7 @@ func (m *Manager) Apply(ctx context.Context, sites []Site) error {
 			default:
 				t.exact[h] = r
 			}
-			if t.def == nil && !s.OnDemand && h != "*" {
+			if t.def == nil && !s.OnDemand && (h != "*" || r.manual != nil) {
 				t.def, t.defName = r, h
 			}
 			if mode == ModeManual {
@@ -359,18 +365,81 @@ func (m *Manager) Apply(ctx context.Context, sites []Site) error {
 		hctx, cancel := context.WithCancel(m.ctx)
 		m.managed[h] = &managedHost{mode: mode, cancel: cancel}
 		m.status.track(h, mode)
-		cfg := m.acme
+		cfg, obtainCfg := m.acme, m.acmeObtain
 		if mode == ModeInternal {
-			cfg = m.internal
+			cfg, obtainCfg = m.internal, m.internal
 		}
-		if err := cfg.ManageAsync(hctx, []string{h}); err != nil {
-			m.log.Error("tls: starting certificate management failed; the host gets no certificate until the next reload", "host", h, "err", err)
-		}
+		m.wg.Add(1)
+		go m.manage(hctx, cfg, obtainCfg, h, mode)
 		started = append(started, h)
 	}
 	m.log.Info("tls: sites applied", "managed", len(m.managed), "new", len(started), "manual", len(manualStatus), "on_demand", m.onDemandPatterns(t))
 	return nil
 }
+
+// manage loads host's certificate from storage or obtains it, retrying
+// with backoff until it succeeds or the host leaves the config; from then
+// on certmagic's maintenance renews it. The goroutine is ours (not
+// certmagic's ManageAsync) so Close can wait for it, and the backoff is
+// Options.RetryMin doubling.
+func (m *Manager) manage(ctx context.Context, cfg, obtainCfg *certmagic.Config, host, mode string) {
+	defer m.wg.Done()
+	delay := m.o.RetryMin
+	for {
+		err := m.loadOrObtain(ctx, cfg, obtainCfg, host)
+		if err == nil || ctx.Err() != nil {
+			return
+		}
+		m.status.failed(host, err, delay)
+		t := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		delay = min(delay*2, maxRetryDelay)
+	}
+}
+
+func (m *Manager) loadOrObtain(ctx context.Context, cfg, obtainCfg *certmagic.Config, host string) error {
+	cert, err := cfg.CacheManagedCertificate(ctx, host)
+	switch {
+	case err == nil && !cert.NeedsRenewal(cfg):
+		return nil
+	case err == nil:
+		// Stored but due (edged was down a while): renew before serving
+		// it for a whole maintenance interval.
+		if err := obtainCfg.RenewCertSync(ctx, host, false); err != nil {
+			return fmt.Errorf("renewing stored certificate for %s: %w", host, err)
+		}
+		if _, err := cfg.CacheManagedCertificate(ctx, host); err != nil {
+			return fmt.Errorf("loading renewed certificate for %s: %w", host, err)
+		}
+		m.cache.Remove([]string{cert.Hash()})
+		return nil
+	case !errors.Is(err, fs.ErrNotExist):
+		return fmt.Errorf("loading certificate for %s from storage: %w", host, err)
+	}
+	if err := obtainCfg.ObtainCertSync(ctx, host); err != nil {
+		return err
+	}
+	if _, err := cfg.CacheManagedCertificate(ctx, host); err != nil {
+		return fmt.Errorf("loading new certificate for %s: %w", host, err)
+	}
+	return nil
+}
+
+// promptless keeps certmagic from asking for an email address on stdin
+// when it obtains "interactively" (one attempt, our own retries).
+type promptless struct{ *certmagic.ACMEIssuer }
+
+func (p promptless) PreCheck(ctx context.Context, names []string, _ bool) error {
+	return p.ACMEIssuer.PreCheck(ctx, names, false)
+}
+
+// maxRetryDelay caps the backoff between attempts to obtain a certificate.
+const maxRetryDelay = 6 * time.Hour
 
 func (m *Manager) onDemandPatterns(t *table) int {
 	n := 0

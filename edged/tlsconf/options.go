@@ -86,6 +86,9 @@ type Options struct {
 	// and expiry (default 10 min). Tests with short-lived certificates
 	// lower it.
 	RenewCheckInterval time.Duration
+	// RetryMin is the wait after the first failed attempt to obtain a
+	// certificate; it doubles after each failure up to 6 h (default 1 min).
+	RetryMin time.Duration
 	// InternalLifetime is the validity of leaf certificates from the
 	// internal CA (default 7 days; renewed at RenewalWindowRatio).
 	InternalLifetime time.Duration
@@ -178,13 +181,13 @@ func checkSites(sites []Site) (map[int]*manualCert, error) {
 		if mode == ModeOff {
 			continue
 		}
-		if len(s.Hosts) == 0 {
+		if len(s.Hosts) == 0 && mode != ModeManual {
 			errs = append(errs, &SiteError{i, "hosts", fmt.Errorf("tls = %q needs at least one host name", mode)})
 		}
 		if s.OnDemand && mode != ModeACME {
 			errs = append(errs, &SiteError{i, "on_demand", fmt.Errorf("on-demand TLS works only with tls = \"acme\", not %q", mode)})
 		}
-		for _, h := range s.Hosts {
+		for _, h := range siteHosts(s, mode) {
 			if err := checkHost(h, mode, s.OnDemand); err != nil {
 				errs = append(errs, &SiteError{i, "hosts", err})
 				continue
@@ -220,8 +223,8 @@ func checkHost(h, mode string, onDemand bool) error {
 		return fmt.Errorf("host %q: want a bare name (no scheme, port or path)", h)
 	}
 	if h == "*" {
-		if !onDemand {
-			return fmt.Errorf(`host "*" matches every name and is allowed only with on_demand = true (with an ask URL)`)
+		if !onDemand && mode != ModeManual {
+			return fmt.Errorf(`host "*" (every name) needs on_demand = true with an ask URL, or a manual certificate; tls = %q cannot have a certificate for names it does not know`, mode)
 		}
 		return nil
 	}
@@ -258,6 +261,9 @@ func loadManual(s Site) (*manualCert, error) {
 func manualWarnings(s Site, c *tls.Certificate) []string {
 	var w []string
 	for _, h := range s.Hosts {
+		if h == "*" {
+			continue
+		}
 		name := h
 		if strings.HasPrefix(name, "*.") {
 			name = "wildcard-check" + name[1:]
@@ -270,6 +276,15 @@ func manualWarnings(s Site, c *tls.Certificate) []string {
 		w = append(w, fmt.Sprintf("certificate %s expired on %s", s.CertFile, c.Leaf.NotAfter.UTC().Format(time.RFC3339)))
 	}
 	return w
+}
+
+// siteHosts: a manual certificate without hosts serves every name no other
+// site claims (nginx's default_server).
+func siteHosts(s Site, mode string) []string {
+	if len(s.Hosts) == 0 && mode == ModeManual {
+		return []string{"*"}
+	}
+	return s.Hosts
 }
 
 func normHost(h string) string { return strings.TrimSuffix(strings.ToLower(h), ".") }
@@ -289,9 +304,9 @@ func (o Options) normalize() (*normOptions, error) {
 	n := &normOptions{Options: o}
 	var errs []error
 	switch o.CA {
-	case "", CAProduction:
+	case "", CAProduction, "letsencrypt":
 		n.caURL = certmagic.LetsEncryptProductionCA
-	case CAStaging:
+	case CAStaging, "letsencrypt-staging":
 		n.caURL = certmagic.LetsEncryptStagingCA
 	default:
 		u, err := url.Parse(o.CA)
@@ -365,6 +380,9 @@ func (o Options) normalize() (*normOptions, error) {
 	}
 	if n.RenewCheckInterval <= 0 {
 		n.RenewCheckInterval = certmagic.DefaultRenewCheckInterval
+	}
+	if n.RetryMin <= 0 {
+		n.RetryMin = time.Minute
 	}
 	if n.InternalLifetime <= 0 {
 		n.InternalLifetime = 7 * 24 * time.Hour

@@ -172,6 +172,31 @@ func (s *statusTracker) onEvent(_ context.Context, event string, data map[string
 	return nil
 }
 
+// failed records an attempt that failed, also before any order was placed
+// (storage, account, CA unreachable); the state change is logged once.
+func (s *statusTracker) failed(host string, err error, retryIn time.Duration) {
+	msg := err.Error()
+	s.mu.Lock()
+	st := s.hosts[host]
+	if st == nil {
+		s.mu.Unlock()
+		return
+	}
+	changed := st.state != "failed"
+	st.state, st.lastErr = "failed", msg
+	if changed {
+		st.since = time.Now()
+	}
+	mode := st.mode
+	s.mu.Unlock()
+	s.m.met.setFailing(host, mode, true)
+	if changed {
+		s.m.log.Error("tls: could not get a certificate; retrying", "host", host, "mode", mode, "ca", s.issuerName(mode), "retry_in", retryIn, "err", msg)
+	} else {
+		s.m.log.Debug("tls: certificate attempt failed again", "host", host, "retry_in", retryIn, "err", msg)
+	}
+}
+
 func (s *statusTracker) issuerName(mode string) string {
 	if mode == ModeInternal {
 		return "internal CA"
