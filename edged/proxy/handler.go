@@ -98,6 +98,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	sel := selection{r: r, now: nanotime(), key: p.hashKey}
 	if p.cfg.Policy == "hash" {
 		sel.client = h.clientAddr(r, peer, peerOK, trusted)
+		sel.keyHash = sel.hashKey()
 	}
 	var (
 		lastErr    error

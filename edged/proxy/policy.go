@@ -11,9 +11,10 @@ import (
 	"sync/atomic"
 )
 
-// policy chooses one available server of a group, or nil.
+// policy chooses one available server of a group, or nil. The selection
+// is passed by value so it stays on the caller's stack.
 type policy interface {
-	pick(g *group, sel *selection) *server
+	pick(g *group, sel selection) *server
 }
 
 func newPolicy(name string, servers []*server) policy {
@@ -40,11 +41,11 @@ type smoothRR struct {
 	current []int
 }
 
-func (p *smoothRR) pick(g *group, sel *selection) *server {
+func (p *smoothRR) pick(g *group, sel selection) *server {
 	p.mu.Lock()
 	best, total := -1, 0
 	for i, s := range g.servers {
-		if !s.available(sel) {
+		if !s.available(&sel) {
 			continue
 		}
 		w := s.cfg.Weight
@@ -72,13 +73,13 @@ func lighter(a, b *server) bool {
 // the scan starts at a rotating offset so ties spread out.
 type leastConn struct{ next atomic.Uint32 }
 
-func (p *leastConn) pick(g *group, sel *selection) *server {
+func (p *leastConn) pick(g *group, sel selection) *server {
 	n := len(g.servers)
 	start := int(p.next.Add(1) % uint32(n))
 	var best *server
 	for k := 0; k < n; k++ {
 		s := g.servers[(start+k)%n]
-		if !s.available(sel) {
+		if !s.available(&sel) {
 			continue
 		}
 		if best == nil || lighter(s, best) {
@@ -92,10 +93,10 @@ func (p *leastConn) pick(g *group, sel *selection) *server {
 // wins. Nearly least_conn's balance without looking at every server.
 type randomTwo struct{}
 
-func (randomTwo) pick(g *group, sel *selection) *server {
+func (randomTwo) pick(g *group, sel selection) *server {
 	n := len(g.servers)
 	if n == 1 {
-		if s := g.servers[0]; s.available(sel) {
+		if s := g.servers[0]; s.available(&sel) {
 			return s
 		}
 		return nil
@@ -106,7 +107,7 @@ func (randomTwo) pick(g *group, sel *selection) *server {
 		j++
 	}
 	a, b := g.servers[i], g.servers[j]
-	aok, bok := a.available(sel), b.available(sel)
+	aok, bok := a.available(&sel), b.available(&sel)
 	switch {
 	case aok && bok:
 		if lighter(b, a) {
@@ -121,7 +122,7 @@ func (randomTwo) pick(g *group, sel *selection) *server {
 	// Both out: fall back to a full scan rather than failing the request.
 	var best *server
 	for _, s := range g.servers {
-		if s.available(sel) && (best == nil || lighter(s, best)) {
+		if s.available(&sel) && (best == nil || lighter(s, best)) {
 			best = s
 		}
 	}
@@ -132,9 +133,9 @@ func (randomTwo) pick(g *group, sel *selection) *server {
 // failover).
 type first struct{}
 
-func (first) pick(g *group, sel *selection) *server {
+func (first) pick(g *group, sel selection) *server {
 	for _, s := range g.servers {
-		if s.available(sel) {
+		if s.available(&sel) {
 			return s
 		}
 	}
@@ -147,15 +148,11 @@ func (first) pick(g *group, sel *selection) *server {
 // the share of keys.
 type rendezvous struct{}
 
-func (rendezvous) pick(g *group, sel *selection) *server {
-	if !sel.hasKey {
-		sel.keyHash = sel.hashKey()
-		sel.hasKey = true
-	}
+func (rendezvous) pick(g *group, sel selection) *server {
 	var best *server
 	bestScore := -1.0
 	for _, s := range g.servers {
-		if !s.available(sel) {
+		if !s.available(&sel) {
 			continue
 		}
 		if sc := score(sel.keyHash, s); sc > bestScore {

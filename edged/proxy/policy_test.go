@@ -24,6 +24,7 @@ func testPool(t testing.TB, policy, key string, weights ...int) *Pool {
 
 func pickFor(p *Pool, r *http.Request) *server {
 	sel := selection{r: r, now: nanotime(), key: p.hashKey, client: "192.0.2.1"}
+	sel.keyHash = sel.hashKey()
 	return p.pick(&sel)
 }
 

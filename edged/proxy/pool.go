@@ -37,6 +37,7 @@ type Pool struct {
 	startOnce, closeOnce sync.Once
 	stop                 chan struct{}
 	checkers             sync.WaitGroup
+	removed              []string // servers of prev not in this pool
 }
 
 // server is one entry of a pool: its config, its (possibly inherited) state
@@ -174,23 +175,32 @@ func NewPool(cfg UpstreamConfig, prev *Pool, m *Metrics, log *slog.Logger) (*Poo
 		}
 	}
 	for addr := range old {
-		m.forget(cfg.Name, addr)
+		p.removed = append(p.removed, addr)
 	}
 	p.primary = &group{servers: prim, policy: newPolicy(cfg.Policy, prim)}
 	if len(back) > 0 {
 		p.backup = &group{servers: back, policy: newPolicy(cfg.Policy, back)}
 	}
-	m.publish(p)
 	return p, nil
 }
 
 // Name is the upstream's name.
 func (p *Pool) Name() string { return p.name }
 
-// Start starts the active health checkers, if configured.
+// Start puts the pool in service: its gauges replace the previous pool's in
+// /metrics, the series of servers that left are dropped, and the active
+// health checkers (if configured) run. Call it once the pool takes traffic;
+// a pool built for a configuration that is then rejected is only Closed.
 func (p *Pool) Start() {
 	p.startOnce.Do(func() {
-		if p.cfg.Health.Path == "" || p.closed.Load() {
+		if p.closed.Load() {
+			return
+		}
+		p.m.publish(p)
+		for _, addr := range p.removed {
+			p.m.forget(p.name, addr)
+		}
+		if p.cfg.Health.Path == "" {
 			return
 		}
 		for _, s := range p.servers {
@@ -316,17 +326,16 @@ type selection struct {
 	tried   uint64 // bit i: Pool.servers[i] was tried (first 64 servers)
 	key     hashKey
 	client  string // client address, for hash_key client_ip
-	keyHash uint64
-	hasKey  bool
+	keyHash uint64 // for the hash policy, computed once per request
 }
 
 // pick chooses a server: a primary if any is available, else a backup.
 func (p *Pool) pick(sel *selection) *server {
-	if s := p.primary.policy.pick(p.primary, sel); s != nil {
+	if s := p.primary.policy.pick(p.primary, *sel); s != nil {
 		return s
 	}
 	if p.backup != nil {
-		return p.backup.policy.pick(p.backup, sel)
+		return p.backup.policy.pick(p.backup, *sel)
 	}
 	return nil
 }

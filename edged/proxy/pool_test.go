@@ -57,6 +57,7 @@ func TestStateCarriesOverReload(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	p1.Start()
 	h1 := httptest.NewServer(NewHandler(p1, HandlerOptions{}))
 	defer h1.Close()
 	for i := 0; i < 3; i++ {
@@ -100,6 +101,7 @@ func TestStateCarriesOverReload(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer p3.Close()
+	p3.Start()
 	if p3.servers[0].tr == p2.servers[1].tr || p3.servers[0].st != p2.servers[1].st {
 		t.Fatal("want a new transport and the same state")
 	}
@@ -258,6 +260,7 @@ func TestMetrics(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	p.Start()
 	fr := httptest.NewServer(NewHandler(p, HandlerOptions{}))
 	defer fr.Close()
 	for i := 0; i < 4; i++ {
@@ -284,11 +287,21 @@ func TestMetrics(t *testing.T) {
 			t.Errorf("%s%v = %v (found %v), want %v", w.name, w.labels, v, ok, w.v)
 		}
 	}
+	// A configuration that is built and then rejected changes nothing.
+	rejected, err := NewPool(cfg, p, m, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rejected.Close()
+	if v, ok := metricValue(t, reg, "edged_upstream_server_up", "server", good.Addr); !ok || v != 1 {
+		t.Fatal("a rejected pool's Close removed the live pool's gauges")
+	}
 	// A reload shares the Metrics: no re-registration, no duplicate series.
 	p2, err := NewPool(cfg, p, m, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
+	p2.Start()
 	if _, err := reg.Gather(); err != nil {
 		t.Fatal(err)
 	}
