@@ -279,7 +279,9 @@ func (l *Leaf) killBySignal(timeout time.Duration) error {
 // Remove closes the leaf's FD and removes its directory, retrying for a few
 // seconds while the kernel finishes reaping killed processes. Kill first.
 // Removing a leaf that is already gone is not an error.
-func (l *Leaf) Remove() error {
+func (l *Leaf) Remove() error { return l.removeWithin(5 * time.Second) }
+
+func (l *Leaf) removeWithin(timeout time.Duration) error {
 	l.mu.Lock()
 	if l.fd >= 0 {
 		unix.Close(l.fd)
@@ -291,7 +293,7 @@ func (l *Leaf) Remove() error {
 	}
 	l.watchers = nil
 	l.mu.Unlock()
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(timeout)
 	for delay := time.Millisecond; ; delay = min(2*delay, 50*time.Millisecond) {
 		err := unix.Rmdir(l.dir)
 		if err == nil || errors.Is(err, unix.ENOENT) {

@@ -5,8 +5,12 @@
 # unit, as appd@.service is) with APPD_CGROUP_TESTS=1, which makes the
 # tests that need memory/cpu/pids fail instead of skip when those are absent.
 #
+# The cgroup tests run twice: as root, and as an unprivileged service user
+# (DynamicUser=yes), the two ways appd@.service may run.
+#
 # Usage: packaging/e2e/vm-test.sh [go test flags for the binaries, e.g. -test.run OOM]
-# Environment: VM_TEST_TIMEOUT=15m (go test -timeout inside the VM), and
+# Environment: VM_TEST_TIMEOUT=15m (go test -timeout inside the VM),
+# VM_SUPERVISOR_RUN=Cgroup (which supervisor tests run in the VM), and
 # everything vm.sh reads (VM_TIMEOUT, VM_MEM, VM_CPUS, VM_CONSOLE=1 ...).
 # Exit code: that of the tests (0 = all passed); vm.sh's 124/125 for a VM
 # that timed out or never booted.
@@ -29,10 +33,15 @@ build() { # build PKG NAME
 	tests+=("$2")
 }
 build ./appd/cgroup cgroup
-# The supervisor's cgroup tests, once they exist: they find the appd binary
-# and test worker the way they do on the host (built by the test itself).
-if compgen -G "appd/supervisor/*_test.go" >/dev/null; then
+# The supervisor's cgroup tests, once they exist (they look at
+# APPD_CGROUP_TESTS). The guest has no Go toolchain, so the test worker is
+# built here and named by APPD_TESTWORKER. Only tests matching
+# VM_SUPERVISOR_RUN run in the VM (the rest run on the host).
+sup_run=${VM_SUPERVISOR_RUN:-Cgroup}
+if grep -qs APPD_CGROUP_TESTS appd/supervisor/*_test.go; then
 	build ./appd/supervisor supervisor
+	say "building ./appd/internal/testworker"
+	CGO_ENABLED=0 "$GO" build -o "$share/testworker" ./appd/internal/testworker
 fi
 say "built ${tests[*]} in $((SECONDS - t0)) s"
 
@@ -43,19 +52,23 @@ say "built ${tests[*]} in $((SECONDS - t0)) s"
 	if [ $# -gt 0 ]; then printf 'args=(%s)\n' "$(printf '%q ' "$@")"; else echo 'args=()'; fi
 	printf 'timeout=%q\n' "${VM_TEST_TIMEOUT:-15m}"
 	printf 'tests=(%s)\n' "${tests[*]}"
+	printf 'sup_run=%q\n' "$sup_run"
 	cat <<'EOF'
 echo "guest: $(uname -r), $(systemctl --version | head -n1), cgroup controllers: $(cat /sys/fs/cgroup/cgroup.controllers)"
 rc=0
 bin=/usr/local/libexec/appd-vm-test
 mkdir -p "$bin"
+[ -f testworker ] && install -m755 testworker "$bin/testworker"
 # run NAME [systemd-run properties...]: one test binary in a delegated unit.
 run() {
 	local t=$1; shift
+	local extra=()
+	[ "$t" = supervisor ] && extra=(-test.run "$sup_run")
 	echo "=== $t.test under systemd-run -p Delegate=yes $*"
 	local start; start=$(date +%s)
 	systemd-run --quiet --wait --pipe --collect -p Delegate=yes "$@" \
-		-p WorkingDirectory=/tmp -E APPD_CGROUP_TESTS=1 \
-		"$bin/$t.test" -test.v -test.count=1 -test.timeout="$timeout" "${args[@]}"
+		-p WorkingDirectory=/tmp -E APPD_CGROUP_TESTS=1 -E APPD_TESTWORKER="$bin/testworker" \
+		"$bin/$t.test" -test.v -test.count=1 -test.timeout="$timeout" "${extra[@]}" "${args[@]}"
 	local st=$?
 	echo "=== $t.test $*: exit $st after $(( $(date +%s) - start )) s"
 	[ "$st" = 0 ] || rc=$st
