@@ -8,6 +8,19 @@
 // and no "Cache-Control: no-transform", the status is not 1xx/204/206/304,
 // and the request carries no Range. Responses that could have been
 // compressed carry "Vary: Accept-Encoding" whether or not they were.
+//
+// A compressed response loses Content-Length and Accept-Ranges, and a
+// strong ETag becomes weak (W/"..."), which still revalidates with
+// If-None-Match; a 304 to a client that negotiated a coding gets the same
+// weak tag. HEAD gets the headers its GET would get. Flush flushes the
+// encoder (SSE works); Hijack and Unwrap reach the underlying writer, and
+// ReadFrom passes through to it when the response is not compressed, so
+// sendfile survives the middleware.
+//
+// Encoders are pooled (sync.Pool). Measured by TestEncoderMemory: one zstd
+// encoder (level 3, 256 KiB window, concurrency 1, low-memory mode) holds
+// about 1.7 MiB, one gzip encoder (level 5) about 1 MiB; the pool holds
+// roughly as many as there are responses being compressed at once.
 package compress
 
 import (

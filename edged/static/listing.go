@@ -15,8 +15,8 @@ import (
 // serveListing writes an HTML index of the directory d. Names are
 // HTML-escaped in text and percent-escaped in links; hidden entries are
 // left out unless served.
-func (h *handler) serveListing(w http.ResponseWriter, r *http.Request, d file, name string) {
-	entries, err := d.f.ReadDir(-1)
+func (h *handler) serveListing(w http.ResponseWriter, r *http.Request, d *file, name string) {
+	entries, err := d.osFile().ReadDir(-1)
 	if err != nil {
 		h.log.Error("static: reading directory for a listing failed; answering 500", "root", h.fs.path, "path", name, "error", err)
 		h.error(w, http.StatusInternalServerError)

@@ -147,12 +147,32 @@ func (o *opener) warn(msg string, args ...any) {
 	o.log.Warn(msg, args...)
 }
 
-// file is an open regular file or directory below the root.
+// file is an open regular file or directory below the root. It holds the
+// bare descriptor; an *os.File is made only when one is needed (sendfile,
+// directory reading), since os.NewFile costs two syscalls (F_GETFL and a
+// failing epoll_ctl) that a small file's response does not need.
 type file struct {
-	f     *os.File
+	fd    int
+	osf   *os.File // owns fd once set
+	name  string
 	size  int64
 	mtime time.Time
 	dir   bool
+}
+
+func (f *file) close() {
+	if f.osf != nil {
+		f.osf.Close()
+		return
+	}
+	unix.Close(f.fd)
+}
+
+func (f *file) osFile() *os.File {
+	if f.osf == nil {
+		f.osf = os.NewFile(uintptr(f.fd), f.name)
+	}
+	return f.osf
 }
 
 // open opens name ("." or a slash-separated path with no "." or ".."
@@ -189,7 +209,7 @@ func (o *opener) open(name string) (file, error) {
 		unix.Close(fd)
 		return file{}, &fs.PathError{Op: "fstat", Path: name, Err: err}
 	}
-	fl := file{size: st.Size, mtime: time.Unix(st.Mtim.Sec, st.Mtim.Nsec)}
+	fl := file{fd: fd, name: name, size: st.Size, mtime: time.Unix(st.Mtim.Sec, st.Mtim.Nsec)}
 	switch st.Mode & unix.S_IFMT {
 	case unix.S_IFREG:
 	case unix.S_IFDIR:
@@ -198,7 +218,6 @@ func (o *opener) open(name string) (file, error) {
 		unix.Close(fd)
 		return file{}, errNotRegular
 	}
-	fl.f = os.NewFile(uintptr(fd), name)
 	return fl, nil
 }
 
@@ -218,7 +237,7 @@ func (o *opener) openRoot2(rd *rootDir, name string) (file, error) {
 		f.Close()
 		return file{}, err
 	}
-	fl := file{size: fi.Size(), mtime: fi.ModTime()}
+	fl := file{osf: f, fd: int(f.Fd()), name: name, size: fi.Size(), mtime: fi.ModTime()}
 	switch {
 	case fi.Mode().IsRegular():
 	case fi.IsDir():
@@ -227,6 +246,5 @@ func (o *opener) openRoot2(rd *rootDir, name string) (file, error) {
 		f.Close()
 		return file{}, errNotRegular
 	}
-	fl.f = f
 	return fl, nil
 }

@@ -6,7 +6,10 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/edgeapp/edgeapp/edged/compress"
 )
@@ -22,7 +25,7 @@ const maxRanges = 32
 
 // serveFile answers with the file f (whose relative name is name),
 // or one of its precompressed sidecars, and closes what it opened.
-func (h *handler) serveFile(w http.ResponseWriter, r *http.Request, f file, name string) {
+func (h *handler) serveFile(w http.ResponseWriter, r *http.Request, f *file, name string) {
 	hd := w.Header()
 	ctype := contentType(name)
 	var encoding []string
@@ -42,16 +45,16 @@ func (h *handler) serveFile(w http.ResponseWriter, r *http.Request, f file, name
 					continue
 				}
 				if sc.dir {
-					sc.f.Close()
+					sc.close()
 					continue
 				}
-				f.f.Close()
-				f, encoding = sc, h.pcValue[i]
+				f.close()
+				*f, encoding = sc, h.pcValue[i]
 				break
 			}
 		}
 	}
-	defer f.f.Close()
+	defer f.close()
 
 	etag := makeETag(f, encoding)
 	mod := f.mtime
@@ -123,26 +126,54 @@ func (h *handler) serveFile(w http.ResponseWriter, r *http.Request, f file, name
 	}
 }
 
-// copyFile sends length bytes of f from offset. It goes through io.Copy
-// with an *io.LimitedReader over the *os.File and nothing else in between,
-// because that is the shape net/http's response.ReadFrom hands to
-// *net.TCPConn.ReadFrom, which uses sendfile(2) on plain connections (on
-// TLS it falls back to a buffered copy). Wrapping f in anything else, or
-// io.Copy(w, f) directly (os.File.WriteTo's generic path), loses sendfile.
-func copyFile(w http.ResponseWriter, f file, offset, length int64) error {
-	if offset != 0 {
-		if _, err := f.f.Seek(offset, io.SeekStart); err != nil {
-			return err
+// smallBody is the size up to which a body is read with one pread(2) and
+// written into net/http's buffer, so that headers and body leave in a
+// single write(2). Larger bodies use sendfile, which costs a separate
+// write for the headers but never copies the body through user space.
+const smallBody = 8 << 10
+
+var smallBufs = sync.Pool{New: func() any { return new([smallBody]byte) }}
+
+// copyFile sends length bytes of f from offset.
+//
+// Large bodies go through io.Copy with an *io.LimitedReader over the
+// *os.File and nothing else in between, because that is the shape
+// net/http's response.ReadFrom hands to *net.TCPConn.ReadFrom, which uses
+// sendfile(2) on plain connections (on TLS, or behind a ResponseWriter
+// wrapper without ReadFrom, it falls back to a buffered copy; the compress
+// middleware's writer forwards ReadFrom when it passes bytes through).
+// Wrapping the file in anything else, or io.Copy(w, f) directly
+// (os.File.WriteTo's generic path), loses sendfile.
+func copyFile(w http.ResponseWriter, f *file, offset, length int64) error {
+	if length <= smallBody {
+		buf := smallBufs.Get().(*[smallBody]byte)
+		defer smallBufs.Put(buf)
+		n := 0
+		for n < int(length) {
+			k, err := unix.Pread(f.fd, buf[n:length], offset+int64(n))
+			if err == unix.EINTR {
+				continue
+			}
+			if err != nil || k == 0 {
+				break // shrunk under us: net/http closes the connection on a short body
+			}
+			n += k
 		}
+		_, err := w.Write(buf[:n])
+		return err
 	}
-	_, err := io.Copy(w, &io.LimitedReader{R: f.f, N: length})
+	of := f.osFile()
+	if _, err := of.Seek(offset, io.SeekStart); err != nil {
+		return err
+	}
+	_, err := io.Copy(w, &io.LimitedReader{R: of, N: length})
 	return err
 }
 
 // makeETag derives a strong validator from size and modification time,
 // as nginx does, with the encoding appended for a sidecar so that each
 // coding has its own.
-func makeETag(f file, encoding []string) string {
+func makeETag(f *file, encoding []string) string {
 	var b [64]byte
 	e := append(b[:0], '"')
 	e = strconv.AppendInt(e, f.mtime.UnixNano(), 16)
@@ -313,7 +344,7 @@ func parseRange(s string, size int64) (ranges []byteRange, ok bool) {
 // serveMultipart sends a multipart/byteranges 206. The length is computed
 // up front so the response has a Content-Length, and each part is copied
 // with copyFile (sendfile on plain connections).
-func (h *handler) serveMultipart(w http.ResponseWriter, r *http.Request, f file, ranges []byteRange, ctype string, size int64) {
+func (h *handler) serveMultipart(w http.ResponseWriter, r *http.Request, f *file, ranges []byteRange, ctype string, size int64) {
 	var bnd [24]byte
 	const hexd = "0123456789abcdef"
 	for i := range bnd {

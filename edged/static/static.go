@@ -185,15 +185,15 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if !f.dir {
 		if dirSlash && name != "." {
-			f.f.Close()
+			f.close()
 			h.error(w, http.StatusNotFound) // "file.txt/"
 			return
 		}
-		h.serveFile(w, r, f, name)
+		h.serveFile(w, r, &f, name)
 		return
 	}
 	if !dirSlash {
-		f.f.Close()
+		f.close()
 		target := strings.TrimSuffix(h.prefix, "/") + "/"
 		if name != "." {
 			target += name + "/"
@@ -211,24 +211,24 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			if isNotFound(err) {
 				continue
 			}
-			f.f.Close()
+			f.close()
 			h.openFailed(w, r, iname, err, false)
 			return
 		}
 		if fi.dir {
-			fi.f.Close()
+			fi.close()
 			continue
 		}
-		f.f.Close()
-		h.serveFile(w, r, fi, iname)
+		f.close()
+		h.serveFile(w, r, &fi, iname)
 		return
 	}
 	if h.browse {
-		h.serveListing(w, r, f, name)
-		f.f.Close()
+		h.serveListing(w, r, &f, name)
+		f.close()
 		return
 	}
-	f.f.Close()
+	f.close()
 	h.error(w, http.StatusForbidden)
 }
 
@@ -240,11 +240,11 @@ func (h *handler) openFailed(w http.ResponseWriter, r *http.Request, name string
 		if mayFallback && h.fallback != "" {
 			f, ferr := h.fs.open(h.fallback)
 			if ferr == nil && !f.dir {
-				h.serveFile(w, r, f, h.fallback)
+				h.serveFile(w, r, &f, h.fallback)
 				return
 			}
 			if ferr == nil {
-				f.f.Close()
+				f.close()
 			}
 			h.fs.warn("static: fallback file cannot be served; answering 404", "root", h.fs.path, "fallback", h.fallback, "error", ferr)
 		}
