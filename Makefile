@@ -8,7 +8,7 @@ DESTDIR ?=
 BIN     := bin
 # Package versions must start with a digit: untagged trees are 0.0.0~git<hash>.
 VERSION ?= $(shell v=$$(git describe --tags --always --dirty 2>/dev/null | sed 's/^v//'); \
-             case "$$v" in [0-9]*) echo "$$v";; "") echo 0.0.0;; *) echo "0.0.0~git$$v";; esac)
+             case "$$v" in ([0-9]*) echo "$$v";; ("") echo 0.0.0;; (*) echo "0.0.0~git$$v";; esac)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 GOFLAGS_BUILD := -trimpath -ldflags "$(LDFLAGS)"
 
