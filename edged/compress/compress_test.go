@@ -67,31 +67,40 @@ func get(t testing.TB, method, url string, hdr ...string) (*http.Response, []byt
 
 func decode(t testing.TB, enc string, b []byte) []byte {
 	t.Helper()
+	out, err := decodeBody(enc, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// decodeBody undoes a Content-Encoding; safe to call off the test goroutine.
+func decodeBody(enc string, b []byte) ([]byte, error) {
 	var r io.Reader
 	switch enc {
 	case "":
-		return b
+		return b, nil
 	case "gzip":
 		g, err := gzip.NewReader(bytes.NewReader(b))
 		if err != nil {
-			t.Fatalf("gzip header: %v", err)
+			return nil, fmt.Errorf("gzip header: %w", err)
 		}
 		r = g
 	case "zstd":
 		z, err := zstd.NewReader(bytes.NewReader(b))
 		if err != nil {
-			t.Fatal(err)
+			return nil, err
 		}
 		defer z.Close()
 		r = z
 	default:
-		t.Fatalf("unexpected encoding %q", enc)
+		return nil, fmt.Errorf("unexpected encoding %q", enc)
 	}
 	out, err := io.ReadAll(r)
 	if err != nil {
-		t.Fatalf("decoding %s: %v", enc, err)
+		return nil, fmt.Errorf("decoding %s: %w", enc, err)
 	}
-	return out
+	return out, nil
 }
 
 func TestNegotiationMatrix(t *testing.T) {
@@ -463,10 +472,19 @@ func TestConcurrentPooling(t *testing.T) {
 			defer wg.Done()
 			for i := 0; i < 30; i++ {
 				bi, enc := (g+i)%3, encs[(g*7+i)%3]
-				resp, b := get(t, "GET", fmt.Sprintf("%s/?i=%d", srv.URL, bi), "Accept-Encoding", enc)
+				req, _ := http.NewRequest("GET", fmt.Sprintf("%s/?i=%d", srv.URL, bi), nil)
+				req.Header.Set("Accept-Encoding", enc)
+				resp, err := client.Do(req)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				b, err := io.ReadAll(resp.Body)
+				resp.Body.Close()
 				got := resp.Header.Get("Content-Encoding")
-				if !bytes.Equal(decode(t, got, b), bodies[bi]) {
-					t.Errorf("body %d via %q differs", bi, got)
+				out, derr := decodeBody(got, b)
+				if err != nil || derr != nil || !bytes.Equal(out, bodies[bi]) {
+					t.Errorf("body %d via %q differs (%v, %v)", bi, got, err, derr)
 					return
 				}
 			}

@@ -201,7 +201,9 @@ func (o *opener) open(name string) (file, error) {
 		if err == unix.EXDEV || err == unix.ELOOP {
 			return file{}, errEscape
 		}
-		return file{}, &fs.PathError{Op: "open", Path: name, Err: err}
+		// The bare errno: boxing a small Errno does not allocate, and a
+		// missing sidecar is the common case. Callers name the path.
+		return file{}, err
 	}
 	runtime.KeepAlive(rd)
 	var st unix.Stat_t

@@ -257,8 +257,7 @@ func (h *handler) openFailed(w http.ResponseWriter, r *http.Request, name string
 	case errors.Is(err, fs.ErrPermission):
 		h.error(w, http.StatusForbidden)
 	default:
-		var pe *fs.PathError
-		if errors.As(err, &pe) && errors.Is(pe.Err, unix.ENAMETOOLONG) {
+		if errors.Is(err, unix.ENAMETOOLONG) {
 			h.error(w, http.StatusNotFound)
 			return
 		}

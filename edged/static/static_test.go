@@ -782,3 +782,66 @@ func TestRootSwap(t *testing.T) {
 		t.Fatalf("after the root path vanished: %q", b)
 	}
 }
+
+// TestConcurrentRootSwap serves from many goroutines while the root is
+// swapped back and forth and rechecked on every request (run with -race).
+func TestConcurrentRootSwap(t *testing.T) {
+	base := t.TempDir()
+	for _, d := range []string{"a", "b"} {
+		os.MkdirAll(filepath.Join(base, d), 0o755)
+		os.WriteFile(filepath.Join(base, d, "v.txt"), []byte(d), 0o644)
+	}
+	link := filepath.Join(base, "current")
+	os.Symlink(filepath.Join(base, "a"), link)
+	h, err := New(Options{Root: link, Log: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := h.(*handler).fs
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		o.next.Store(0)
+		h.ServeHTTP(w, r)
+	}))
+	defer srv.Close()
+	done := make(chan struct{})
+	swapped := make(chan struct{})
+	go func() {
+		defer close(swapped)
+		for i := 0; ; i++ {
+			select {
+			case <-done:
+				return
+			default:
+			}
+			tmp := filepath.Join(base, "next")
+			os.Symlink(filepath.Join(base, []string{"a", "b"}[i%2]), tmp)
+			os.Rename(tmp, link)
+		}
+	}()
+	errs := make(chan error, 8)
+	for g := 0; g < 8; g++ {
+		go func() {
+			for i := 0; i < 40; i++ {
+				resp, err := client.Get(srv.URL + "/v.txt")
+				if err != nil {
+					errs <- err
+					return
+				}
+				b, err := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if err != nil || resp.StatusCode != 200 || (string(b) != "a" && string(b) != "b") {
+					errs <- fmt.Errorf("status %d body %q", resp.StatusCode, b)
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for g := 0; g < 8; g++ {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+	close(done)
+	<-swapped
+}
