@@ -82,6 +82,8 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			if whole {
 				kept = b
 				out.ContentLength = int64(len(b))
+				// Lets net/http itself resend on a stale kept-alive connection.
+				out.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(kept)), nil }
 			} else {
 				replayAfterSend = false
 				body = &countingBody{r: io.MultiReader(bytes.NewReader(b), r.Body)}
@@ -160,7 +162,10 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		lastCause = classify(lastErr)
 		p.recordFailure(s, lastCause, lastErr)
-		beforeSend := lastCause == causeConnect || lastCause == causeConnectTimeout
+		// Not sent: the connection failed, or a kept-alive connection
+		// turned out closed by the server before it read anything.
+		beforeSend := lastCause == causeConnect || lastCause == causeConnectTimeout ||
+			strings.Contains(lastErr.Error(), "server closed idle connection")
 		retry := attempt < p.cfg.Retries &&
 			((beforeSend && (body == nil || body.n.Load() == 0)) || (replayAfterSend && body == nil))
 		if !retry {

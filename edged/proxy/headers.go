@@ -22,6 +22,13 @@ var hopHeaders = map[string]bool{
 	"Upgrade":             true,
 }
 
+// Shared header values; nothing on the way upstream modifies them.
+var (
+	emptyValue    = []string{""}
+	trailersValue = []string{"trailers"}
+	protoValues   = map[string][]string{"http": {"http"}, "https": {"https"}}
+)
+
 // connectionListed calls f for each header name the Connection header lists.
 func connectionListed(h http.Header, f func(name string)) {
 	for _, v := range h["Connection"] {
@@ -58,10 +65,10 @@ func forwardHeaders(r *http.Request) http.Header {
 		connectionListed(r.Header, func(n string) { delete(h, n) })
 	}
 	if httpguts.HeaderValuesContainsToken(r.Header["Te"], "trailers") {
-		h["Te"] = []string{"trailers"}
+		h["Te"] = trailersValue
 	}
 	if _, ok := h["User-Agent"]; !ok {
-		h["User-Agent"] = []string{""} // stop net/http adding its own
+		h["User-Agent"] = emptyValue // stop net/http adding its own
 	}
 	return h
 }
@@ -119,7 +126,7 @@ func (h *handler) setForwarded(out http.Header, r *http.Request, peer netip.Addr
 		}
 	}
 	if _, ok := out["X-Forwarded-Proto"]; !ok {
-		out["X-Forwarded-Proto"] = []string{proto}
+		out["X-Forwarded-Proto"] = protoValues[proto]
 	}
 	if _, ok := out["X-Forwarded-Host"]; !ok && r.Host != "" {
 		out["X-Forwarded-Host"] = []string{r.Host}
