@@ -1,0 +1,250 @@
+#!/usr/bin/env bash
+# bench/proxy.sh: edged against Debian's nginx, configured alike, on loopback.
+#
+#	bench/proxy.sh            measure and print the table (what `make bench` runs)
+#	bench/proxy.sh profile    also record edged's CPU profile with perf under
+#	                          the proxy and static loads and print where the time goes
+#
+# Scenarios: (1) reverse proxy to a keep-alive upstream, (2) a 1 KiB static
+# file. Both proxies talk to the same upstream: a separate nginx (1 worker)
+# on another loopback port answering a fixed 100-byte body. Runs interleave
+# (edged, nginx, edged, nginx, ...) after a warm-up; the table shows medians.
+# It never fails because a number is low, only when a server cannot start.
+#
+# Environment: EDGED (binary; default bin/edged, built if missing),
+# BENCH_ROUNDS, BENCH_DURATION, BENCH_WARMUP, BENCH_CONNS, BENCH_THREADS
+# (see bench/lib.sh), BENCH_PORT_BASE (default 18280: +0 edged, +10 nginx,
+# +1 upstream), BENCH_KEEP=1 keeps the temp dir, BENCH_VERBOSE=1 shows wrk.
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/.." && pwd)
+# shellcheck source=bench/lib.sh
+. "$here/lib.sh"
+
+mode=${1:-measure}
+case $mode in measure | profile) ;; *)
+	echo "usage: $0 [profile]" >&2
+	exit 2
+	;;
+esac
+
+bench_init proxy
+bench_need curl
+bench_need wrk
+bench_need nginx
+[ "$mode" = profile ] && bench_need perf linux-perf
+
+base=${BENCH_PORT_BASE:-18280}
+edged_port=$base
+upstream_port=$((base + 1))
+nginx_port=$((base + 10))
+for p in "$edged_port" "$upstream_port" "$nginx_port"; do
+	if ss -Htln "sport = :$p" 2>/dev/null | grep -q .; then
+		bench_die "port 127.0.0.1:$p is taken; set BENCH_PORT_BASE to a free range"
+	fi
+done
+
+nginx_bin=$(command -v nginx || echo /usr/sbin/nginx)
+edged_bin=${EDGED:-$root/bin/edged}
+if [ "$mode" = profile ]; then
+	# The release build is stripped (-s -w); perf needs the symbol table.
+	edged_bin=$BENCH_TMP/edged-prof
+	bench_log "building an unstripped edged for perf"
+	(cd "$root" && go build -trimpath -o "$edged_bin" ./edged) || bench_die "building edged failed"
+elif [ ! -x "$edged_bin" ]; then
+	bench_log "building $edged_bin"
+	(cd "$root" && go build -trimpath -o "$edged_bin" ./edged) || bench_die "building edged failed"
+fi
+
+# nginx's workers run as nobody: the tree they read must be world-readable.
+chmod 755 "$BENCH_TMP"
+mkdir -p "$BENCH_TMP/static" "$BENCH_TMP/nginx" "$BENCH_TMP/upstream"
+head -c 1024 /dev/urandom >"$BENCH_TMP/static/1k.bin"
+chmod 644 "$BENCH_TMP/static/1k.bin"
+body=$(printf "%099d" 0) # a 99-byte body, sent as is by nginx's return
+
+# Both nginx instances share the settings that are not under test.
+nginx_common="
+pid PREFIX/nginx.pid;
+error_log PREFIX/error.log warn;
+events { worker_connections 4096; }
+"
+nginx_http_common="
+	access_log off;
+	client_body_temp_path PREFIX/client_body;
+	proxy_temp_path PREFIX/proxy;
+	fastcgi_temp_path PREFIX/fastcgi;
+	uwsgi_temp_path PREFIX/uwsgi;
+	scgi_temp_path PREFIX/scgi;
+	# edged keeps a client connection for any number of requests; nginx's
+	# default (1000) would make wrk reconnect, which edged never asks for.
+	keepalive_requests 1000000;
+	keepalive_timeout 75s;
+"
+
+# The upstream: one nginx worker answering a fixed body from memory.
+cat >"$BENCH_TMP/upstream/nginx.conf" <<EOF
+worker_processes 1;
+${nginx_common//PREFIX/$BENCH_TMP/upstream}
+http {
+${nginx_http_common//PREFIX/$BENCH_TMP/upstream}
+	server {
+		listen 127.0.0.1:$upstream_port default_server reuseport backlog=4096;
+		location / {
+			default_type text/plain;
+			return 200 "$body";
+		}
+	}
+}
+EOF
+
+# nginx as the system under comparison: 2 workers (one per core, as edged
+# uses GOMAXPROCS=2), Debian's defaults for sendfile/tcp_nopush, and the
+# request headers edged adds by default (Host kept, X-Forwarded-*, Forwarded,
+# a request ID echoed on the response).
+cat >"$BENCH_TMP/nginx/nginx.conf" <<EOF
+worker_processes 2;
+${nginx_common//PREFIX/$BENCH_TMP/nginx}
+http {
+${nginx_http_common//PREFIX/$BENCH_TMP/nginx}
+	sendfile on;
+	tcp_nopush on;
+	types { application/octet-stream bin; }
+	default_type application/octet-stream;
+	upstream app {
+		server 127.0.0.1:$upstream_port;
+		keepalive 256;
+		keepalive_requests 1000000;
+		keepalive_timeout 90s;
+	}
+	server {
+		listen 127.0.0.1:$nginx_port default_server backlog=4096;
+		location /static/ {
+			alias $BENCH_TMP/static/;
+		}
+		location / {
+			proxy_pass http://app;
+			proxy_http_version 1.1;
+			proxy_set_header Connection "";
+			proxy_set_header Host \$host;
+			proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+			proxy_set_header X-Forwarded-Proto \$scheme;
+			proxy_set_header X-Forwarded-Host \$host;
+			proxy_set_header Forwarded "for=\$remote_addr;host=\$host;proto=\$scheme";
+			proxy_set_header X-Request-ID \$request_id;
+			add_header X-Request-ID \$request_id always;
+		}
+	}
+}
+EOF
+
+cat >"$BENCH_TMP/edged.toml" <<EOF
+[server]
+http = ["127.0.0.1:$edged_port"]
+admin = ""
+
+[[site]]
+  [[site.route]]
+  path = "/static/"
+  static = "$BENCH_TMP/static"
+
+  [[site.route]]
+  path = "/"
+  upstream = "app"
+
+[upstream.app]
+servers = ["127.0.0.1:$upstream_port"]
+max_idle = 256
+EOF
+
+start_nginx() { # NAME; sets started_pid (no subshell: bench_track must see it)
+	local dir=$BENCH_TMP/$1
+	"$nginx_bin" -t -q -e "$dir/error.log" -p "$dir" -c "$dir/nginx.conf" ||
+		bench_die "nginx ($1) rejects its configuration: $(cat "$dir/error.log" 2>/dev/null)"
+	setsid "$nginx_bin" -e "$dir/error.log" -p "$dir" -c "$dir/nginx.conf" -g 'daemon off;' \
+		>"$dir/stdout.log" 2>&1 &
+	started_pid=$!
+	bench_track "$started_pid"
+}
+
+start_nginx upstream
+bench_wait_http "http://127.0.0.1:$upstream_port/" ||
+	bench_die "the upstream nginx did not start: $(cat "$BENCH_TMP/upstream/error.log" "$BENCH_TMP/upstream/stdout.log" 2>/dev/null)"
+
+start_nginx nginx
+nginx_pid=$started_pid
+bench_wait_http "http://127.0.0.1:$nginx_port/" ||
+	bench_die "nginx did not start: $(cat "$BENCH_TMP/nginx/error.log" "$BENCH_TMP/nginx/stdout.log" 2>/dev/null)"
+
+"$edged_bin" -t -config "$BENCH_TMP/edged.toml" >/dev/null ||
+	bench_die "edged rejects the benchmark configuration ($BENCH_TMP/edged.toml)"
+GOMAXPROCS=2 setsid "$edged_bin" -config "$BENCH_TMP/edged.toml" >"$BENCH_TMP/edged.log" 2>&1 &
+edged_pid=$!
+bench_track "$edged_pid"
+bench_wait_http "http://127.0.0.1:$edged_port/" ||
+	bench_die "edged did not start: $(tail -n 20 "$BENCH_TMP/edged.log")"
+
+BENCH_PGID[edged]=$edged_pid
+BENCH_PGID[nginx]=$nginx_pid
+
+# A wrong answer is not a performance result: say so before measuring it.
+check() { # LABEL URL WANT_BYTES
+	local got
+	got=$(curl -s -o /dev/null -w '%{http_code} %{size_download}' --max-time 5 "$2" || echo "000 0")
+	if [ "$got" != "200 $3" ]; then
+		bench_log "WARNING: $1 answered $2 with status/bytes '$got', want '200 $3'; its numbers below count non-2xx"
+	fi
+}
+check upstream "http://127.0.0.1:$upstream_port/" 99
+check edged "http://127.0.0.1:$edged_port/" 99
+check nginx "http://127.0.0.1:$nginx_port/" 99
+check edged "http://127.0.0.1:$edged_port/static/1k.bin" 1024
+check nginx "http://127.0.0.1:$nginx_port/static/1k.bin" 1024
+
+machine=$(bench_machine)
+load0=$(bench_load)
+conns=$BENCH_CONNS threads=$BENCH_THREADS dur=$BENCH_DURATION rounds=$BENCH_ROUNDS
+bench_log "machine: $machine"
+bench_log "edged $("$edged_bin" -version 2>/dev/null || true) (GOMAXPROCS=2), $("$nginx_bin" -v 2>&1 | sed 's/.*: //') (worker_processes 2), upstream nginx (1 worker)"
+bench_log "wrk -t$threads -c$conns -d$dur --latency, $rounds interleaved rounds after a $BENCH_WARMUP warm-up"
+
+bench_interleave "proxy" "$rounds" "$dur" "$conns" "$threads" \
+	"edged=http://127.0.0.1:$edged_port/" "nginx=http://127.0.0.1:$nginx_port/"
+bench_interleave "static-1KiB" "$rounds" "$dur" "$conns" "$threads" \
+	"edged=http://127.0.0.1:$edged_port/static/1k.bin" "nginx=http://127.0.0.1:$nginx_port/static/1k.bin"
+
+echo
+echo "edged vs nginx on loopback: $machine"
+echo "load average before: $load0, after: $(bench_load) (anything above ~0.1 before means other work shared the cores)"
+echo "wrk -t$threads -c$conns -d$dur, median of $rounds interleaved runs each; edged GOMAXPROCS=2, nginx worker_processes 2;"
+echo "upstream: nginx, 1 worker, fixed 99-byte body, kept alive by both proxies (pool 256). CPU/req = the server's user+sys CPU / requests."
+echo
+bench_table nginx
+
+if grep -qiE 'panic|fatal' "$BENCH_TMP/edged.log"; then
+	echo
+	echo "edged logged a panic or fatal error during the run:"
+	grep -iE -m 5 'panic|fatal' "$BENCH_TMP/edged.log"
+fi
+
+if [ "$mode" = profile ]; then
+	prof() { # NAME URL
+		local data=$BENCH_TMP/perf-$1.data
+		bench_log "profiling edged under the $1 load (perf, 10s)"
+		perf record -q -F 999 -g -p "$edged_pid" -o "$data" -- sleep 10 >/dev/null 2>&1 &
+		local perf_pid=$!
+		bench_wrk "$2" 10s "$conns" "$threads" >/dev/null
+		wait "$perf_pid" || true
+		echo
+		echo "== edged, $1: functions by own CPU (perf, flat) =="
+		perf report -i "$data" --stdio --no-children --sort symbol --percent-limit 0.7 -g none 2>/dev/null |
+			grep -v '^#' | grep -v '^$' | head -n 45
+		echo
+		echo "== edged, $1: by cumulative CPU (self + callees) =="
+		perf report -i "$data" --stdio --children --sort symbol --percent-limit 4 -g none 2>/dev/null |
+			grep -v '^#' | grep -v '^$' | head -n 45
+	}
+	prof proxy "http://127.0.0.1:$edged_port/"
+	prof static "http://127.0.0.1:$edged_port/static/1k.bin"
+fi
