@@ -124,6 +124,11 @@ func (w *responseWriter) decide(small bool, next []byte) {
 		w.code = http.StatusOK
 	}
 	h := w.rw.Header()
+	if ct, ok := h["Content-Type"]; ok && len(ct) == 0 {
+		// Explicitly typeless (net/http's "do not sniff"): leave it alone.
+		w.startPassthrough(small)
+		return
+	}
 	if len(h["Content-Type"]) == 0 && len(w.buf)+len(next) > 0 {
 		// Sniff now: once compressed, net/http would sniff gzip bytes.
 		sniff := w.buf

@@ -2,7 +2,9 @@ package static
 
 import (
 	"bufio"
+	"errors"
 	"html"
+	"io"
 	"net/http"
 	"net/url"
 	"path"
@@ -12,12 +14,21 @@ import (
 	"time"
 )
 
+// maxListing is the most entries a listing shows.
+const maxListing = 10000
+
 // serveListing writes an HTML index of the directory d. Names are
 // HTML-escaped in text and percent-escaped in links; hidden entries are
 // left out unless served.
 func (h *handler) serveListing(w http.ResponseWriter, r *http.Request, d *file, name string) {
-	entries, err := d.osFile().ReadDir(-1)
-	if err != nil {
+	// A listing costs an lstat per entry; cap it so that one request on a
+	// huge directory cannot take the server's time.
+	entries, err := d.osFile().ReadDir(maxListing + 1)
+	truncated := len(entries) > maxListing
+	if truncated {
+		entries = entries[:maxListing]
+	}
+	if err != nil && !errors.Is(err, io.EOF) {
 		h.log.Error("static: reading directory for a listing failed; answering 500", "root", h.fs.path, "path", name, "error", err)
 		h.error(w, http.StatusInternalServerError)
 		return
@@ -91,6 +102,10 @@ func (h *handler) serveListing(w http.ResponseWriter, r *http.Request, d *file, 
 		}
 		bw.WriteString("</td></tr>\n")
 	}
-	bw.WriteString("</table>\n</body></html>\n")
+	bw.WriteString("</table>\n")
+	if truncated {
+		bw.WriteString("<p>Listing truncated at " + strconv.Itoa(maxListing) + " entries.</p>\n")
+	}
+	bw.WriteString("</body></html>\n")
 	bw.Flush()
 }
