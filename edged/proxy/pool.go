@@ -281,7 +281,11 @@ func (p *Pool) Status() []ServerStatus {
 			ss.State, ss.Reason = "down", "health check: "+st.checkReason
 		case st.downEnd.Load() > now:
 			ss.State = "down"
-			ss.Reason = fmt.Sprintf("%d failures in %v: %s", ss.Fails, p.cfg.FailTimeout, st.lastErr)
+			noun := "failures"
+			if ss.Fails == 1 {
+				noun = "failure"
+			}
+			ss.Reason = fmt.Sprintf("%d %s in %v: %s", ss.Fails, noun, p.cfg.FailTimeout, st.lastErr)
 		case s.cfg.Backup:
 			ss.State = "backup"
 		default:

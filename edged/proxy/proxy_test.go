@@ -152,7 +152,7 @@ func TestRefusedConnectionRetriesElsewhere(t *testing.T) {
 		}
 	}
 	s := statusOf(f.pool, dead)
-	if s.State != "down" || !strings.Contains(s.Reason, "connection refused") || !strings.HasPrefix(s.Reason, "1 failures in 10s") {
+	if s.State != "down" || !strings.Contains(s.Reason, "connection refused") || !strings.HasPrefix(s.Reason, "1 failure in 10s: dial tcp ") {
 		t.Fatalf("dead server status %+v", s)
 	}
 	if n := f.log.Count("upstream server marked down"); n != 1 {
@@ -835,5 +835,37 @@ func TestClientDisconnectIsNotUpstreamFailure(t *testing.T) {
 	waitFor(t, "the proxied request to end", func() bool { return statusOf(f.pool, up.Addr).Active == 0 })
 	if s := statusOf(f.pool, up.Addr); s.State != "up" || s.Fails != 0 {
 		t.Fatalf("client disconnect counted against the server: %+v", s)
+	}
+}
+
+func TestHashOnClientIPBehindTrustedProxy(t *testing.T) {
+	a, b, c := startTCP(t, named("a")), startTCP(t, named("b")), startTCP(t, named("c"))
+	f := newFront(t, UpstreamConfig{Servers: servers(a.Addr, b.Addr, c.Addr), Policy: "hash"},
+		HandlerOptions{TrustedProxies: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}})
+	first := map[string]string{}
+	for round := 0; round < 3; round++ {
+		for i := 0; i < 30; i++ {
+			ip := fmt.Sprintf("198.51.100.%d", i)
+			_, body := get(t, f.URL()+"/", "X-Forwarded-For", ip)
+			if round == 0 {
+				first[ip] = body
+			} else if first[ip] != body {
+				t.Fatalf("client %s went to %s, then %s", ip, first[ip], body)
+			}
+		}
+	}
+	if a.Hits() == 0 || b.Hits() == 0 || c.Hits() == 0 {
+		t.Fatalf("30 clients did not spread over 3 servers: %d %d %d", a.Hits(), b.Hits(), c.Hits())
+	}
+}
+
+func TestNoRetriesConfigured(t *testing.T) {
+	good := startTCP(t, named("good"))
+	f := newFront(t, UpstreamConfig{Servers: servers(refusedAddr(t), good.Addr), Policy: "first", Retries: 0}, HandlerOptions{})
+	if res, body := get(t, f.URL()+"/"); res.StatusCode != http.StatusBadGateway {
+		t.Fatalf("retries = 0: got %d %q", res.StatusCode, body)
+	}
+	if good.Hits() != 0 {
+		t.Fatal("retried although retries = 0")
 	}
 }
