@@ -5,6 +5,8 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"testing"
 )
 
@@ -120,3 +122,27 @@ var userKeys = func() [][]string {
 	}
 	return k
 }()
+
+// BenchmarkHTTPUtilReverseProxy is the standard library's proxy in the same
+// setup, as a yardstick for BenchmarkProxyKeepAlive.
+func BenchmarkHTTPUtilReverseProxy(b *testing.B) {
+	up := benchUpstream(b)
+	target, _ := url.Parse("http://" + up.Addr)
+	rp := httputil.NewSingleHostReverseProxy(target)
+	rp.Transport = &http.Transport{MaxIdleConnsPerHost: 64, DisableCompression: true}
+	b.SetParallelism(16)
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		r := httptest.NewRequest("GET", "http://example.com/some/path?q=1", nil)
+		r.RemoteAddr = "192.0.2.7:41234"
+		r.Header.Set("User-Agent", "bench")
+		r.Header.Set("Accept", "*/*")
+		r.Header.Set("X-Request-Id", "0123456789abcdef")
+		w := &discardWriter{h: make(http.Header)}
+		for pb.Next() {
+			clear(w.h)
+			rp.ServeHTTP(w, r)
+		}
+	})
+}
