@@ -302,7 +302,9 @@ func unescapeMount(s string) string {
 // non-root user (systemd chowns a delegated cgroup to the unit's User=).
 func checkDelegated(dir string) error {
 	for _, p := range []string{dir, filepath.Join(dir, "cgroup.procs"), filepath.Join(dir, "cgroup.subtree_control")} {
-		if err := unix.Access(p, unix.W_OK); err != nil {
+		if err := unix.Access(p, unix.W_OK); errors.Is(err, unix.EROFS) {
+			return fmt.Errorf("%w: the cgroup filesystem is read-only for appd (%s: %v); a unit with Delegate=yes must not set ProtectControlGroups=yes", ErrNotDelegated, p, err)
+		} else if err != nil {
 			return fmt.Errorf("%w: %s is not writable by uid %d (%v); run appd with Delegate=yes", ErrNotDelegated, p, os.Geteuid(), err)
 		}
 	}

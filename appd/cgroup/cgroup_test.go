@@ -157,8 +157,10 @@ func startChild(t *testing.T, role string, cgfd int, env ...string) *child {
 	cmd := exec.Command(os.Args[0])
 	cmd.Env = append(append(os.Environ(), childEnv+"="+role), env...)
 	cmd.Stderr = tWriter{t}
-	if cgfd >= 0 {
-		cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: cgfd}
+	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: cgfd >= 0, CgroupFD: cgfd}
+	if slices.Contains(env, "APPD_CGROUP_RO=1") {
+		// A private mount namespace for the read-only remount.
+		cmd.SysProcAttr.Unshareflags = syscall.CLONE_NEWNS
 	}
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
@@ -285,14 +287,14 @@ func TestOpenRootCgroupRefused(t *testing.T) {
 
 // runOpenChild starts an "open" child born in dir and returns its report
 // and the pid of the helper it started before calling Open.
-func runOpenChild(t *testing.T, dir string) (*child, openReport, int) {
+func runOpenChild(t *testing.T, dir string, env ...string) (*child, openReport, int) {
 	t.Helper()
 	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer unix.Close(fd)
-	c := startChild(t, "open", fd)
+	c := startChild(t, "open", fd, env...)
 	var r openReport
 	if err := json.Unmarshal([]byte(c.line(t, 30*time.Second)), &r); err != nil {
 		t.Fatal(err)
@@ -315,6 +317,21 @@ func TestOpenNotDelegated(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, SupervisorLeaf)); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("a refused Open left a supervisor leaf behind: %v", err)
+	}
+}
+
+// ProtectControlGroups=yes in a unit with Delegate=yes: say so.
+func TestOpenReadOnlyCgroupfs(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root for a private mount namespace")
+	}
+	dir := testDir(t)
+	if err := unix.Setxattr(dir, "trusted.delegate", []byte("1"), 0); err != nil {
+		t.Skipf("cannot mark %s delegated: %v", dir, err)
+	}
+	_, r, _ := runOpenChild(t, dir, "APPD_CGROUP_RO=1")
+	if !r.NotDelegated || !strings.Contains(r.Err, "ProtectControlGroups") {
+		t.Fatalf("Open on a read-only cgroupfs: %+v; want ErrNotDelegated naming ProtectControlGroups", r)
 	}
 }
 

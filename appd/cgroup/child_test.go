@@ -18,6 +18,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 const childEnv = "APPD_CGROUP_CHILD"
@@ -66,6 +68,24 @@ func runChild(role string) int {
 		}
 		defer h.Process.Kill()
 		var r openReport
+		if os.Getenv("APPD_CGROUP_RO") == "1" {
+			// As ProtectControlGroups=yes does: the cgroup mount read-only
+			// in this process's own mount namespace (Unshareflags).
+			mnt, _, err := cgroup2Mount()
+			self, _ := os.Readlink("/proc/self/ns/mnt")
+			parent, _ := os.Readlink(fmt.Sprintf("/proc/%d/ns/mnt", os.Getppid()))
+			if self == "" || self == parent {
+				// Never touch the mount the rest of the machine sees.
+				err = fmt.Errorf("not in a private mount namespace (%q)", self)
+			}
+			if err == nil {
+				err = unix.Mount("", mnt, "", unix.MS_REMOUNT|unix.MS_BIND|unix.MS_RDONLY, "")
+			}
+			if err != nil {
+				fmt.Fprintln(out, "error", err)
+				return 1
+			}
+		}
 		log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 		t, err := Open(log)
 		if err != nil {
