@@ -5,6 +5,8 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -315,5 +317,88 @@ func TestMetrics(t *testing.T) {
 	p2.Close() // no successor: the upstream left the config
 	if _, ok := metricValue(t, reg, "edged_upstream_server_up", "server", good.Addr); ok {
 		t.Fatal("gauges of a removed upstream still reported")
+	}
+}
+
+// TestReloadUnderLoad swaps pools 20 times while clients send requests over
+// kept-alive connections, as edged's reload does: no request may fail.
+func TestReloadUnderLoad(t *testing.T) {
+	a, b, c := startTCP(t, named("a")), startUnix(t, named("b")), startTCP(t, named("c"))
+	m := NewMetrics(prometheus.NewRegistry())
+	policies := []string{"round_robin", "least_conn", "random_two", "hash", "first"}
+	cfgFor := func(i int) UpstreamConfig {
+		cfg := UpstreamConfig{Name: "app", Policy: policies[i%len(policies)], MaxFails: 1, Retries: 2,
+			Servers: []ServerConfig{{Addr: a.Addr, Weight: 1 + i%3}, {Addr: b.Addr}}}
+		if i%2 == 1 {
+			cfg.Servers = append(cfg.Servers, ServerConfig{Addr: c.Addr, Backup: i%4 == 1})
+		}
+		if i%3 == 0 {
+			cfg.ConnectTimeout = time.Duration(1+i) * time.Second // a new connection pool
+		}
+		return cfg
+	}
+	var cur atomic.Pointer[http.Handler]
+	p, err := NewPool(cfgFor(0), nil, m, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Start()
+	h := NewHandler(p, HandlerOptions{})
+	cur.Store(&h)
+	fr := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { (*cur.Load()).ServeHTTP(w, r) }))
+	defer fr.Close()
+
+	stop := make(chan struct{})
+	var failures, total atomic.Int64
+	var wg sync.WaitGroup
+	for g := 0; g < 4; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1}, Timeout: 30 * time.Second}
+			for n := 0; n < 5000; n++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				res, err := client.Get(fr.URL + "/")
+				total.Add(1)
+				if err != nil {
+					failures.Add(1)
+					t.Error(err)
+					continue
+				}
+				body, err := io.ReadAll(res.Body)
+				res.Body.Close()
+				if err != nil || res.StatusCode != 200 || len(body) != 1 {
+					failures.Add(1)
+					t.Errorf("status %d body %q err %v", res.StatusCode, body, err)
+				}
+			}
+		}()
+	}
+	for i := 1; i <= 20; i++ {
+		waitFor(t, "some traffic", func() bool { return total.Load() >= int64(i*20) })
+		np, err := NewPool(cfgFor(i), p, m, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		np.Start()
+		nh := NewHandler(np, HandlerOptions{})
+		cur.Store(&nh)
+		p.Close()
+		p = np
+	}
+	close(stop)
+	wg.Wait()
+	p.Close()
+	if failures.Load() != 0 || total.Load() < 400 {
+		t.Fatalf("%d of %d requests failed", failures.Load(), total.Load())
+	}
+	for _, s := range p.Status() {
+		if s.Active != 0 {
+			t.Fatalf("%s still counts %d in flight", s.Addr, s.Active)
+		}
 	}
 }

@@ -183,7 +183,7 @@ func TestAllRefuseIs502ThenDownIs503(t *testing.T) {
 func TestPassiveHealthServerKilledAndRestarted(t *testing.T) {
 	a := startTCP(t, named("a"))
 	b := startTCP(t, named("b"))
-	f := newFront(t, UpstreamConfig{Servers: servers(a.Addr, b.Addr), MaxFails: 2, FailTimeout: 300 * time.Millisecond, Retries: 1}, HandlerOptions{})
+	f := newFront(t, UpstreamConfig{Servers: servers(a.Addr, b.Addr), MaxFails: 2, FailTimeout: 3 * time.Second, Retries: 1}, HandlerOptions{})
 	seen := map[string]int{}
 	for i := 0; i < 10; i++ {
 		_, body := get(t, f.URL()+"/")
