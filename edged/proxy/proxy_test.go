@@ -13,6 +13,7 @@ import (
 	"net/netip"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -868,4 +869,62 @@ func TestNoRetriesConfigured(t *testing.T) {
 	if good.Hits() != 0 {
 		t.Fatal("retried although retries = 0")
 	}
+}
+
+// blackhole is a loopback listener whose accept queue is full, so a new
+// connection attempt hangs until it times out.
+func blackhole(t *testing.T) string {
+	t.Helper()
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Close(fd) })
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Listen(fd, 0); err != nil {
+		t.Fatal(err)
+	}
+	sa, err := syscall.Getsockname(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", sa.(*syscall.SockaddrInet4).Port)
+	for i := 0; ; i++ {
+		c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
+		if err != nil {
+			return addr // full
+		}
+		t.Cleanup(func() { c.Close() })
+		if i > 100 {
+			t.Fatal("accept queue never filled")
+		}
+	}
+}
+
+func TestConnectTimeout(t *testing.T) {
+	hole := blackhole(t)
+	good := startTCP(t, named("good"))
+	t.Run("retried", func(t *testing.T) {
+		f := newFront(t, UpstreamConfig{Servers: servers(hole, good.Addr), Policy: "first", MaxFails: 1, Retries: 1, ConnectTimeout: 200 * time.Millisecond}, HandlerOptions{})
+		// POST too: nothing was sent, so any method may go elsewhere.
+		req, _ := http.NewRequest("POST", f.URL()+"/", strings.NewReader("body"))
+		if res, body := do(t, req); res.StatusCode != 200 || body != "good" {
+			t.Fatalf("got %d %q", res.StatusCode, body)
+		}
+		if s := statusOf(f.pool, hole); s.State != "down" || !strings.Contains(s.Reason, "timeout") {
+			t.Fatalf("status %+v", s)
+		}
+	})
+	t.Run("alone", func(t *testing.T) {
+		f := newFront(t, UpstreamConfig{Servers: servers(hole), MaxFails: 1, ConnectTimeout: 200 * time.Millisecond}, HandlerOptions{})
+		res, body := get(t, f.URL()+"/")
+		if res.StatusCode != http.StatusGatewayTimeout || !strings.Contains(body, "did not answer in time") {
+			t.Fatalf("got %d %q", res.StatusCode, body)
+		}
+		if !strings.Contains(f.log.String(), "i/o timeout") {
+			t.Fatalf("log does not give the cause:\n%s", f.log)
+		}
+	})
 }
