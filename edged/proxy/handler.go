@@ -385,9 +385,11 @@ func (p *Pool) summary() string {
 	return b.String()
 }
 
+// writeError answers with a short text. Headers set before the proxy (the
+// request ID, HSTS, the route's additions) stay.
 func writeError(w http.ResponseWriter, code int, text string) {
 	h := w.Header()
-	for k := range h {
+	for _, k := range [...]string{"Content-Length", "Content-Encoding", "Etag", "Last-Modified", "Content-Range"} {
 		delete(h, k)
 	}
 	h["Content-Type"] = []string{"text/plain; charset=utf-8"}
