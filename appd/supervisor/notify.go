@@ -1,0 +1,220 @@
+package supervisor
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/edgeapp/edgeapp/appd/config"
+	"golang.org/x/sys/unix"
+)
+
+// notifyEvent is one sd_notify datagram from a process.
+type notifyEvent struct {
+	pid    int
+	fields []string // KEY=VALUE lines
+}
+
+// listenNotify opens the NOTIFY_SOCKET the workers report to: an abstract
+// unix datagram socket (reachable by workers running as another user, with
+// nothing on disk to clean up) with SO_PASSCRED, so each message carries
+// its sender's pid.
+func (s *Supervisor) listenNotify() (*net.UnixConn, error) {
+	name := fmt.Sprintf("@appd/%d/%d/notify", os.Getpid(), time.Now().UnixNano())
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: name, Net: "unixgram"})
+	if err != nil {
+		return nil, fmt.Errorf("opening the workers' notify socket: %w", err)
+	}
+	raw, err := conn.SyscallConn()
+	if err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("opening the workers' notify socket: %w", err)
+	}
+	var serr error
+	if err := raw.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_PASSCRED, 1)
+	}); err != nil || serr != nil {
+		conn.Close()
+		return nil, fmt.Errorf("setting SO_PASSCRED on the notify socket: %v %v", err, serr)
+	}
+	s.notifyPath = name
+	return conn, nil
+}
+
+// readNotify posts every datagram with its sender's pid until conn closes.
+func (s *Supervisor) readNotify(conn *net.UnixConn) {
+	buf := make([]byte, notifyBuf)
+	oob := make([]byte, unix.CmsgSpace(unix.SizeofUcred)+unix.CmsgSpace(4*16))
+	for {
+		n, oobn, _, _, err := conn.ReadMsgUnix(buf, oob)
+		if err != nil {
+			return
+		}
+		msgs, err := unix.ParseSocketControlMessage(oob[:oobn])
+		if err != nil {
+			continue
+		}
+		pid := 0
+		for i := range msgs {
+			if cred, err := unix.ParseUnixCredentials(&msgs[i]); err == nil {
+				pid = int(cred.Pid)
+			}
+			// Descriptors (FDSTORE=1) are not kept: close them.
+			if fds, err := unix.ParseUnixRights(&msgs[i]); err == nil {
+				for _, fd := range fds {
+					unix.Close(fd)
+				}
+			}
+		}
+		if pid == 0 {
+			continue
+		}
+		lines := strings.Split(strings.TrimSpace(string(buf[:n])), "\n")
+		s.post(notifyEvent{pid: pid, fields: lines})
+	}
+}
+
+// handleNotify applies a worker's READY=1, STATUS=, WATCHDOG=1,
+// WATCHDOG=trigger, WATCHDOG_USEC=, EXTEND_TIMEOUT_USEC= and STOPPING=1.
+func (s *Supervisor) handleNotify(e notifyEvent, now time.Time) {
+	w := s.workerOf(e.pid)
+	if w == nil {
+		s.log.Debug("notify message from a process that is not a worker, ignored", "pid", e.pid)
+		return
+	}
+	for _, f := range e.fields {
+		k, v, _ := strings.Cut(f, "=")
+		switch k {
+		case "READY":
+			if v == "1" && w.cfg.App.Readiness == "notify" {
+				s.markReady(w, "READY=1", now)
+			}
+		case "STATUS":
+			w.status = v
+		case "WATCHDOG":
+			switch v {
+			case "1":
+				w.lastPing = now
+			case "trigger":
+				if w.state != Draining && w.abortedAt.IsZero() && !w.killed {
+					if w.lastPing.IsZero() {
+						w.lastPing = w.started
+					}
+					s.watchdogExpired(w, now)
+				}
+			}
+		case "WATCHDOG_USEC":
+			if us, err := strconv.ParseInt(v, 10, 64); err == nil && us > 0 {
+				w.watchdog = time.Duration(us) * time.Microsecond
+			}
+		case "EXTEND_TIMEOUT_USEC":
+			if us, err := strconv.ParseInt(v, 10, 64); err == nil && w.state == Starting {
+				if d := now.Add(time.Duration(us) * time.Microsecond); d.After(w.startDeadline) {
+					w.startDeadline = d
+				}
+			}
+		case "STOPPING":
+			if v == "1" && w.state != Draining {
+				s.log.Info("worker says it is stopping", "worker", wname(w), "pid", w.pid)
+			}
+		}
+	}
+}
+
+// workerOf maps a sender pid to its worker: the worker's own pid (the
+// trampoline's, as it execs in place), or a descendant of it (a
+// pre-forking program's own workers), found through the parent chain.
+func (s *Supervisor) workerOf(pid int) *worker {
+	for range 8 {
+		if w := s.byPid[pid]; w != nil {
+			return w
+		}
+		pp := parentPid(pid)
+		if pp <= 1 {
+			return nil
+		}
+		pid = pp
+	}
+	return nil
+}
+
+func parentPid(pid int) int {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0
+	}
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 2 {
+		return 0
+	}
+	pp, _ := strconv.Atoi(f[1])
+	return pp
+}
+
+// probeAddr is the shared socket's address, from the first listener.
+func (s *Supervisor) probeAddr() net.Addr {
+	f := s.opts.Listeners[0]
+	sa, err := unix.Getsockname(int(f.Fd()))
+	if err != nil {
+		return nil
+	}
+	switch a := sa.(type) {
+	case *unix.SockaddrInet4:
+		ip := net.IP(a.Addr[:])
+		if ip.IsUnspecified() {
+			ip = net.IPv4(127, 0, 0, 1)
+		}
+		return &net.TCPAddr{IP: ip, Port: a.Port}
+	case *unix.SockaddrInet6:
+		ip := net.IP(a.Addr[:])
+		if ip.IsUnspecified() {
+			ip = net.IPv6loopback
+		}
+		return &net.TCPAddr{IP: ip, Port: a.Port}
+	case *unix.SockaddrUnix:
+		return &net.UnixAddr{Name: a.Name, Net: "unix"}
+	}
+	return nil
+}
+
+// probe makes one readiness attempt.
+func probe(ctx context.Context, addr net.Addr, p config.Probe) bool {
+	if addr == nil {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(ctx, max(p.Interval.D(), time.Second))
+	defer cancel()
+	var d net.Dialer
+	dial := func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return d.DialContext(ctx, addr.Network(), addr.String())
+	}
+	if p.TCP {
+		c, err := dial(ctx, "", "")
+		if err != nil {
+			return false
+		}
+		c.Close()
+		return true
+	}
+	client := &http.Client{Transport: &http.Transport{DialContext: dial, DisableKeepAlives: true}}
+	req, err := http.NewRequestWithContext(ctx, "GET", "http://"+p.Host+p.HTTP, nil)
+	if err != nil {
+		return false
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return false
+	}
+	resp.Body.Close()
+	return resp.StatusCode >= 200 && resp.StatusCode < 400
+}

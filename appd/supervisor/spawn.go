@@ -1,0 +1,461 @@
+package supervisor
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/edgeapp/edgeapp/appd/cgroup"
+	"github.com/edgeapp/edgeapp/appd/config"
+)
+
+// Events the helper goroutines post to the loop.
+type (
+	execEvent struct {
+		id  int
+		err string // "" when the command was executed
+	}
+	exitEvent struct {
+		id    int
+		state *os.ProcessState
+	}
+	probeEvent struct{ id int }
+)
+
+// spawn starts a worker of the current generation in slot i: its cgroup
+// leaf first (when there is a tree), then the trampoline, born in the leaf.
+func (s *Supervisor) spawn(i int, now time.Time) {
+	c := s.cfg
+	s.nextID++
+	w := &worker{id: s.nextID, slot: i, gen: s.gen, cfg: c, state: Starting, started: now,
+		startDeadline: now.Add(c.Workers.StartTimeout.D()), watchdog: c.Workers.Timeout.D()}
+	if s.tree != nil {
+		leaf, err := s.tree.NewLeaf(fmt.Sprintf("w%d-%d", i, w.id), limitsOf(c))
+		if err != nil {
+			s.spawnFailed(w, fmt.Errorf("creating its cgroup leaf: %w", err), now)
+			return
+		}
+		w.leaf = leaf
+	}
+	if err := s.start(w); err != nil {
+		if w.leaf != nil {
+			w.leaf.Remove()
+		}
+		s.spawnFailed(w, err, now)
+		return
+	}
+	s.workers[w.id] = w
+	s.byPid[w.pid] = w
+	s.log.Info("worker started", "worker", wname(w), "pid", w.pid, "gen", w.gen)
+}
+
+// spawnFailed counts a worker that could not even be started as a failure
+// of its slot, so the backoff applies.
+func (s *Supervisor) spawnFailed(w *worker, err error, now time.Time) {
+	s.log.Error("cannot start worker", "worker", wname(w), "gen", w.gen, "err", err)
+	s.failed(w, "cannot start: "+err.Error(), now)
+}
+
+func limitsOf(c *config.Config) cgroup.Limits {
+	l := c.Limits
+	out := cgroup.Limits{MemoryMax: int64(l.MemoryMax), MemoryHigh: int64(l.MemoryHigh), SwapMax: -1,
+		CPUMax: l.CPUFraction, CPUWeight: l.CPUWeight, PidsMax: l.PidsMax}
+	if l.SwapMax != nil {
+		out.SwapMax = int64(*l.SwapMax)
+	}
+	return out
+}
+
+// start forks the trampoline with the sockets as fd 3.. and the
+// exec-status pipe after them, and starts the goroutines that wait on it.
+func (s *Supervisor) start(w *worker) error {
+	c := w.cfg
+	execR, execW, err := os.Pipe()
+	if err != nil {
+		return fmt.Errorf("making the exec-status pipe: %w", err)
+	}
+	defer execW.Close()
+	files := append(append([]*os.File{}, s.opts.Listeners...), execW)
+	cmd := &exec.Cmd{
+		Path:       s.opts.Trampoline,
+		Args:       append([]string{"appd-trampoline"}, c.App.Command...),
+		Env:        s.workerEnv(w, 3+len(s.opts.Listeners)),
+		Dir:        c.App.Directory,
+		ExtraFiles: files,
+		SysProcAttr: &syscall.SysProcAttr{
+			Setpgid: true, // signals to appd's terminal group are not the workers'
+		},
+	}
+	if w.leaf != nil {
+		cmd.SysProcAttr.UseCgroupFD = true
+		cmd.SysProcAttr.CgroupFD = w.leaf.FD()
+	}
+	if os.Geteuid() == 0 {
+		uid, gid, groups, ok, err := c.App.Credentials()
+		if err != nil {
+			execR.Close()
+			return err
+		}
+		if ok {
+			cmd.SysProcAttr.Credential = &syscall.Credential{Uid: uid, Gid: gid, Groups: groups}
+		}
+	}
+	var outR *os.File
+	if c.App.Output == "inherit" {
+		cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+	} else {
+		var outW *os.File
+		outR, outW, err = os.Pipe()
+		if err != nil {
+			execR.Close()
+			return fmt.Errorf("making the output pipe: %w", err)
+		}
+		defer outW.Close()
+		cmd.Stdout, cmd.Stderr = outW, outW
+	}
+	if err := cmd.Start(); err != nil {
+		execR.Close()
+		if outR != nil {
+			outR.Close()
+		}
+		return fmt.Errorf("starting %s: %w", c.App.Command[0], err)
+	}
+	w.cmd = cmd
+	w.pid = cmd.Process.Pid
+	if outR != nil {
+		go copyLines(s.opts.Output, outR, fmt.Sprintf("[%s pid %d] ", wname(w), w.pid))
+	}
+	// One goroutine, in order: the exec status (EOF or the trampoline's
+	// error text), then the exit, so the loop sees why an exec failed
+	// before it sees the exit.
+	id := w.id
+	go func() {
+		msg, _ := io.ReadAll(execR)
+		execR.Close()
+		s.post(execEvent{id: id, err: string(msg)})
+		cmd.Wait()
+		s.post(exitEvent{id: id, state: cmd.ProcessState})
+	}()
+	return nil
+}
+
+// workerEnv is appd's environment without what systemd meant for appd,
+// then the configured environment, then the protocol variables.
+func (s *Supervisor) workerEnv(w *worker, execFD int) []string {
+	c := w.cfg
+	drop := map[string]bool{"LISTEN_PID": true, "LISTEN_FDS": true, "LISTEN_FDNAMES": true, "NOTIFY_SOCKET": true,
+		"WATCHDOG_USEC": true, "WATCHDOG_PID": true, "APPD_WORKER": true, "APPD_GENERATION": true,
+		envTrampoline: true, envExecFD: true}
+	env := make([]string, 0, 64)
+	for _, kv := range os.Environ() {
+		k, _, _ := strings.Cut(kv, "=")
+		if drop[k] {
+			continue
+		}
+		if _, over := c.App.Environment[k]; over {
+			continue
+		}
+		env = append(env, kv)
+	}
+	for k, v := range c.App.Environment {
+		if !drop[k] {
+			env = append(env, k+"="+v)
+		}
+	}
+	names := make([]string, len(s.opts.Listeners))
+	for i := range names {
+		names[i] = "app"
+	}
+	env = append(env,
+		"LISTEN_FDS="+strconv.Itoa(len(s.opts.Listeners)),
+		"LISTEN_FDNAMES="+strings.Join(names, ":"),
+		"NOTIFY_SOCKET="+s.notifyPath,
+		"APPD_WORKER="+strconv.Itoa(w.slot),
+		"APPD_GENERATION="+strconv.Itoa(w.gen),
+		envTrampoline+"=1",
+		envExecFD+"="+strconv.Itoa(execFD),
+	)
+	if w.watchdog > 0 {
+		env = append(env, "WATCHDOG_USEC="+strconv.FormatInt(w.watchdog.Microseconds(), 10))
+	}
+	return env
+}
+
+// reap is the exit of a worker's main process: whatever it left behind in
+// its group or leaf is killed, the leaf removed, and the slot's history
+// updated. An exit the supervisor did not ask for is a failure.
+func (s *Supervisor) reap(w *worker, ps *os.ProcessState, now time.Time) {
+	delete(s.workers, w.id)
+	delete(s.byPid, w.pid)
+	if w.cancel != nil {
+		w.cancel()
+	}
+	how := exitString(ps)
+	if w.execErr != "" {
+		how = w.execErr
+	}
+	// Leftovers (gunicorn's own workers, anything forked) must not keep
+	// accepting on the shared socket.
+	syscall.Kill(-w.pid, syscall.SIGKILL)
+	if w.leaf != nil {
+		if ev, err := w.leaf.Events(); err == nil && ev.OOMKill > 0 {
+			st, _ := w.leaf.Stats()
+			how = fmt.Sprintf("OOM-killed (limits.memory_max %v, peak %v)", sizeString(int64(w.cfg.Limits.MemoryMax)), sizeString(st.MemoryPeak))
+			s.log.Error("worker killed by the kernel's OOM killer", "worker", wname(w), "pid", w.pid, "gen", w.gen,
+				"memory_max", sizeString(int64(w.cfg.Limits.MemoryMax)), "peak", sizeString(st.MemoryPeak), "oom_kills", ev.OOMKill)
+			s.exits["oom"]++
+			if w.failure == "" {
+				w.failure = how
+			}
+		}
+		leaf := w.leaf
+		leaf.Kill()
+		go func() {
+			if err := leaf.Remove(); err != nil {
+				s.log.Warn("removing a worker's cgroup leaf failed", "cgroup", leaf.Path(), "err", err)
+			}
+		}()
+	}
+	sl := s.slot(w.slot)
+	if w.planned != "" && w.failure == "" {
+		s.exits["planned"]++
+		if w.killed && w.state == Draining {
+			how = "killed after graceful_timeout"
+		}
+		sl.lastExit = fmt.Sprintf("%s: %s", w.planned, how)
+		sl.lastExitAt = now
+		s.log.Info("worker exited", "worker", wname(w), "pid", w.pid, "gen", w.gen, "reason", w.planned, "status", how, "uptime", now.Sub(w.started).Round(time.Millisecond))
+		return
+	}
+	why := how
+	if w.failure != "" && w.failure != how {
+		why = w.failure + " (" + how + ")"
+	}
+	if s.stopping {
+		sl.lastExit = why
+		sl.lastExitAt = now
+		s.log.Warn("worker exited while stopping", "worker", wname(w), "pid", w.pid, "status", why)
+		return
+	}
+	s.failed(w, why, now)
+	if s.rollout && w.gen == s.gen && s.stableCfg != nil && s.stableGen != s.gen {
+		s.slot(w.slot).nextStart = time.Time{} // the stable generation restarts at once
+		s.rollback(fmt.Sprintf("%s %s", wname(w), why))
+	}
+}
+
+// failed records an unexpected end of a worker in its slot and schedules
+// the restart with exponential backoff and jitter; many failures within
+// the window mark a crash loop, which slows restarts but never stops them.
+func (s *Supervisor) failed(w *worker, why string, now time.Time) {
+	s.exits["failed"]++
+	sl := s.slot(w.slot)
+	sl.restarts++
+	sl.lastExit = why
+	sl.lastExitAt = now
+	wc := w.cfg.Workers
+	if !w.readyAt.IsZero() && now.Sub(w.readyAt) >= stableAfter {
+		sl.failures = 0
+	}
+	sl.failures++
+	delay := wc.RestartDelay.D() << min(sl.failures-1, 30)
+	if delay <= 0 || delay > wc.RestartDelayMax.D() {
+		delay = wc.RestartDelayMax.D()
+	}
+	if j := int64(delay) / jitterPart; j > 0 {
+		delay += time.Duration(rand.Int64N(2*j) - j)
+	}
+	sl.nextStart = now.Add(delay)
+	window := wc.CrashLoopWindow.D()
+	keep := sl.history[:0]
+	for _, t := range sl.history {
+		if now.Sub(t) < window {
+			keep = append(keep, t)
+		}
+	}
+	sl.history = append(keep, now)
+	wasLoop := sl.crashLoop
+	sl.crashLoop = len(sl.history) >= wc.CrashLoopRestarts
+	if sl.crashLoop && !wasLoop {
+		s.log.Error("crash loop: worker keeps failing; restarts continue with backoff", "worker", wname(w), "failures", len(sl.history), "window", window, "last", why, "next_restart_in", delay.Round(time.Millisecond))
+	}
+	if w.pid != 0 {
+		s.log.Warn("worker exited unexpectedly, restarting", "worker", wname(w), "pid", w.pid, "gen", w.gen, "status", why, "uptime", now.Sub(w.started).Round(time.Millisecond), "restart_in", delay.Round(time.Millisecond))
+	}
+}
+
+func exitString(ps *os.ProcessState) string {
+	if ps == nil {
+		return "unknown exit"
+	}
+	if ws, ok := ps.Sys().(syscall.WaitStatus); ok {
+		switch {
+		case ws.Exited():
+			return fmt.Sprintf("exit status %d", ws.ExitStatus())
+		case ws.Signaled():
+			s := "killed by signal " + unixSignalName(ws.Signal())
+			if ws.CoreDump() {
+				s += " (core dumped)"
+			}
+			return s
+		}
+	}
+	return ps.String()
+}
+
+func unixSignalName(sig syscall.Signal) string {
+	names := map[syscall.Signal]string{syscall.SIGKILL: "SIGKILL", syscall.SIGTERM: "SIGTERM", syscall.SIGABRT: "SIGABRT",
+		syscall.SIGSEGV: "SIGSEGV", syscall.SIGINT: "SIGINT", syscall.SIGQUIT: "SIGQUIT", syscall.SIGBUS: "SIGBUS",
+		syscall.SIGHUP: "SIGHUP", syscall.SIGPIPE: "SIGPIPE", syscall.SIGILL: "SIGILL", syscall.SIGFPE: "SIGFPE"}
+	if n, ok := names[sig]; ok {
+		return n
+	}
+	return strconv.Itoa(int(sig))
+}
+
+// copyLines copies a worker's output to w line by line with the worker's
+// prefix, keeping an sd-daemon "<N>" priority in front so the journal
+// still files the line at the worker's level.
+func copyLines(w io.Writer, r *os.File, prefix string) {
+	defer r.Close()
+	br := bufio.NewReaderSize(r, 4096)
+	buf := make([]byte, 0, 256)
+	for {
+		line, err := br.ReadSlice('\n')
+		if len(line) > 0 {
+			buf = buf[:0]
+			if len(line) >= 3 && line[0] == '<' && line[1] >= '0' && line[1] <= '7' && line[2] == '>' {
+				buf = append(buf, line[:3]...)
+				line = line[3:]
+			}
+			buf = append(buf, prefix...)
+			buf = append(buf, line...)
+			if buf[len(buf)-1] != '\n' {
+				buf = append(buf, '\n')
+			}
+			w.Write(buf)
+		}
+		if err != nil && !errors.Is(err, bufio.ErrBufferFull) {
+			return
+		}
+	}
+}
+
+func sizeString(n int64) string {
+	switch {
+	case n <= 0:
+		return "0"
+	case n >= 1<<30:
+		return fmt.Sprintf("%.1fGiB", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1fMiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1fKiB", float64(n)/(1<<10))
+	}
+	return strconv.FormatInt(n, 10) + "B"
+}
+
+// procStats samples a worker without a cgroup leaf from /proc: the RSS and
+// peak RSS and CPU time of its main process.
+func procStats(pid int) (cgroupStats, error) {
+	var st cgroupStats
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		return st, err
+	}
+	for _, line := range bytes.Split(b, []byte("\n")) {
+		k, v, ok := bytes.Cut(line, []byte(":"))
+		if !ok {
+			continue
+		}
+		switch string(k) {
+		case "VmRSS", "VmHWM":
+			f := strings.Fields(string(v))
+			if len(f) > 0 {
+				n, _ := strconv.ParseInt(f[0], 10, 64)
+				if string(k) == "VmRSS" {
+					st.memCurrent = n << 10
+				} else {
+					st.memPeak = n << 10
+				}
+			}
+		case "Threads":
+			st.pids, _ = strconv.ParseInt(strings.TrimSpace(string(v)), 10, 64)
+		}
+	}
+	b, err = os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err == nil {
+		if i := bytes.LastIndexByte(b, ')'); i > 0 {
+			f := strings.Fields(string(b[i+1:]))
+			if len(f) > 13 {
+				ut, _ := strconv.ParseInt(f[11], 10, 64)
+				stt, _ := strconv.ParseInt(f[12], 10, 64)
+				st.cpu = time.Duration(ut+stt) * (time.Second / 100) // USER_HZ is 100 on Linux
+			}
+		}
+	}
+	return st, nil
+}
+
+// sample reads every worker's resource use and recycles one that passed
+// max_memory.
+func (s *Supervisor) sample(now time.Time) {
+	recycling := s.recycling()
+	for _, w := range s.workers {
+		var st cgroupStats
+		if w.leaf != nil {
+			cs, err := w.leaf.Stats()
+			if err != nil {
+				continue
+			}
+			st = cgroupStats{memCurrent: cs.MemoryCurrent, memPeak: cs.MemoryPeak, cpu: cs.CPUUsage, pids: cs.PidsCurrent}
+		} else {
+			var err error
+			if st, err = procStats(w.pid); err != nil {
+				continue
+			}
+		}
+		st.at = now
+		w.stats = st
+		mm := int64(w.cfg.Workers.MaxMemory)
+		if mm > 0 && st.memCurrent > mm && w.state == Ready && w.retire == "" && !recycling && !s.stopping {
+			s.retire(w, fmt.Sprintf("max_memory: using %s, more than %s", sizeString(st.memCurrent), sizeString(mm)))
+			recycling = true
+		}
+	}
+}
+
+// startProbe checks readiness = "probe" until it answers or the worker is
+// gone.
+func (s *Supervisor) startProbe(w *worker) {
+	ctx, cancel := context.WithCancel(context.Background())
+	w.cancel = cancel
+	p := w.cfg.App.Probe
+	id := w.id
+	addr := s.probeAddr()
+	go func() {
+		t := time.NewTicker(p.Interval.D())
+		defer t.Stop()
+		for {
+			if probe(ctx, addr, p) {
+				s.post(probeEvent{id: id})
+				return
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+		}
+	}()
+}

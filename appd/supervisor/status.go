@@ -1,0 +1,327 @@
+package supervisor
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/edgeapp/edgeapp/internal/systemd"
+)
+
+// Status is the supervisor's state as `appd status` shows it and the
+// control socket serves it (GET /status, JSON).
+type Status struct {
+	Name       string    `json:"name"`
+	PID        int       `json:"pid"`
+	Message    string    `json:"message"` // the STATUS= line sent to systemd
+	Generation int       `json:"generation"`
+	Serving    int       `json:"serving_generation"` // last generation fully serving
+	Workers    int       `json:"workers"`            // target count
+	Min        int       `json:"min"`
+	Max        int       `json:"max"`
+	Ready      int       `json:"ready"` // slots with a ready worker
+	Reloading  bool      `json:"reloading"`
+	Stopping   bool      `json:"stopping"`
+	Cgroup     string    `json:"cgroup,omitempty"` // the delegated tree; "" = no limits
+	Started    time.Time `json:"started"`
+	Slots      []Worker  `json:"slots"`
+}
+
+// Worker is one row of the status: a worker, or a slot waiting for one.
+type Worker struct {
+	Slot          int       `json:"slot"`
+	PID           int       `json:"pid,omitempty"`
+	Generation    int       `json:"generation,omitempty"`
+	State         string    `json:"state"` // starting, ready, draining, backoff, crash-loop
+	Since         time.Time `json:"since,omitzero"`
+	Uptime        float64   `json:"uptime_seconds"`
+	Restarts      int       `json:"restarts"`
+	LastExit      string    `json:"last_exit,omitempty"`
+	Recycle       string    `json:"recycle,omitempty"` // why it is being replaced
+	Status        string    `json:"status,omitempty"`  // the worker's own STATUS=
+	MemoryCurrent int64     `json:"memory_current_bytes"`
+	MemoryPeak    int64     `json:"memory_peak_bytes"`
+	CPU           float64   `json:"cpu_seconds"`
+	Pids          int64     `json:"pids"`
+}
+
+type statusRequest struct{ reply chan Status }
+
+// snapshot builds a Status; loop only.
+func (s *Supervisor) snapshot(now time.Time) Status {
+	st := Status{Name: s.opts.Name, PID: os.Getpid(), Message: s.statusLine(), Generation: s.gen, Serving: s.stableGen,
+		Workers: s.count, Min: s.cfg.Workers.Min, Max: s.cfg.Workers.Max, Ready: s.readyCount(),
+		Reloading: s.rollout && s.stableGen != 0, Stopping: s.stopping, Started: s.started}
+	if s.tree != nil {
+		st.Cgroup = s.tree.Path()
+	}
+	seen := map[int]bool{}
+	for _, w := range s.workers {
+		seen[w.slot] = true
+		sl := s.slot(w.slot)
+		st.Slots = append(st.Slots, Worker{Slot: w.slot, PID: w.pid, Generation: w.gen, State: w.state.String(),
+			Since: w.started, Uptime: now.Sub(w.started).Seconds(), Restarts: sl.restarts, LastExit: sl.lastExit,
+			Recycle: w.retire, Status: w.status, MemoryCurrent: w.stats.memCurrent, MemoryPeak: w.stats.memPeak,
+			CPU: w.stats.cpu.Seconds(), Pids: w.stats.pids})
+	}
+	for i := 0; i < s.count; i++ {
+		if seen[i] {
+			continue
+		}
+		sl := s.slot(i)
+		state := "backoff"
+		if sl.crashLoop {
+			state = "crash-loop"
+		}
+		st.Slots = append(st.Slots, Worker{Slot: i, State: state, Restarts: sl.restarts, LastExit: sl.lastExit})
+	}
+	sort.Slice(st.Slots, func(i, j int) bool {
+		a, b := st.Slots[i], st.Slots[j]
+		if a.Slot != b.Slot {
+			return a.Slot < b.Slot
+		}
+		return a.Generation < b.Generation
+	})
+	return st
+}
+
+// readyCount is the number of slots below the target with a ready worker.
+func (s *Supervisor) readyCount() int {
+	n := 0
+	for i := 0; i < s.count; i++ {
+		for _, w := range s.workers {
+			if w.slot == i && w.state == Ready {
+				n++
+				break
+			}
+		}
+	}
+	return n
+}
+
+// statusLine is the STATUS= text for systemctl status:
+// "4/4 ready, gen 3, 0 restarting".
+func (s *Supervisor) statusLine() string {
+	if s.stopping {
+		return fmt.Sprintf("stopping, %d workers left", len(s.workers))
+	}
+	restarting := 0
+	var loops []string
+	for i := 0; i < s.count; i++ {
+		sl := s.slot(i)
+		if sl.crashLoop {
+			loops = append(loops, fmt.Sprintf("w%d", i))
+		}
+		if s.current(i) == nil && time.Now().Before(sl.nextStart) {
+			restarting++
+		}
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "%d/%d ready, gen %d, %d restarting", s.readyCount(), s.count, s.gen, restarting)
+	if s.rollout && s.stableGen != 0 {
+		fmt.Fprintf(&b, ", reloading from gen %d", s.stableGen)
+	}
+	if len(loops) > 0 {
+		fmt.Fprintf(&b, ", CRASH LOOP: %s", strings.Join(loops, " "))
+	}
+	if s.reloadNote != "" {
+		b.WriteString(", " + s.reloadNote)
+	}
+	return b.String()
+}
+
+// report sends STATUS= when it changed.
+func (s *Supervisor) report() {
+	line := s.statusLine()
+	if line == s.lastStatus {
+		return
+	}
+	s.lastStatus = line
+	s.notify.Status(line)
+}
+
+// Status asks the loop for a snapshot (safe from any goroutine).
+func (s *Supervisor) Status(ctx context.Context) (Status, error) {
+	req := statusRequest{reply: make(chan Status, 1)}
+	select {
+	case s.events <- req:
+	case <-s.done:
+		return Status{}, errors.New("supervisor not running")
+	case <-ctx.Done():
+		return Status{}, ctx.Err()
+	}
+	select {
+	case st := <-req.reply:
+		return st, nil
+	case <-s.done:
+		return Status{}, errors.New("supervisor not running")
+	case <-ctx.Done():
+		return Status{}, ctx.Err()
+	}
+}
+
+type controlServer struct {
+	srv *http.Server
+	ln  net.Listener
+}
+
+func (c *controlServer) Close() { c.srv.Close() }
+
+// serveControl serves GET /status (JSON) and GET /metrics (Prometheus text)
+// on a unix socket; the requests are answered from a loop snapshot.
+func (s *Supervisor) serveControl(path string) (*controlServer, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, fmt.Errorf("making the control socket's directory: %w", err)
+	}
+	ln, err := systemd.Bind("unix:" + path)
+	if err != nil {
+		return nil, fmt.Errorf("opening the control socket: %w", err)
+	}
+	os.Chmod(path, 0o660)
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), controlWait)
+		defer cancel()
+		st, err := s.Status(ctx)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		enc.Encode(st)
+	})
+	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), controlWait)
+		defer cancel()
+		st, err := s.Status(ctx)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		w.Header().Set("Content-Type", "text/plain; version=0.0.4")
+		writeMetrics(w, st)
+	})
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go srv.Serve(ln)
+	return &controlServer{srv: srv, ln: ln}, nil
+}
+
+// writeMetrics writes the status in the Prometheus text format.
+func writeMetrics(w io.Writer, st Status) {
+	p := func(help, typ, name string) {
+		fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, typ)
+	}
+	p("Target number of workers.", "gauge", "appd_workers_target")
+	fmt.Fprintf(w, "appd_workers_target %d\n", st.Workers)
+	p("Slots with a ready worker.", "gauge", "appd_workers_ready")
+	fmt.Fprintf(w, "appd_workers_ready %d\n", st.Ready)
+	p("Current generation (reloads start a new one).", "gauge", "appd_generation")
+	fmt.Fprintf(w, "appd_generation %d\n", st.Generation)
+	p("Workers by state.", "gauge", "appd_workers")
+	states := map[string]int{"starting": 0, "ready": 0, "draining": 0, "backoff": 0, "crash-loop": 0}
+	for _, r := range st.Slots {
+		states[r.State]++
+	}
+	keys := make([]string, 0, len(states))
+	for k := range states {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		fmt.Fprintf(w, "appd_workers{state=%q} %d\n", k, states[k])
+	}
+	restarts := map[int]int{}
+	for _, r := range st.Slots {
+		restarts[r.Slot] = r.Restarts
+	}
+	p("Unexpected worker exits per slot.", "counter", "appd_worker_restarts_total")
+	for slot := 0; slot < len(restarts)+st.Workers; slot++ {
+		if n, ok := restarts[slot]; ok {
+			fmt.Fprintf(w, "appd_worker_restarts_total{slot=\"%d\"} %d\n", slot, n)
+		}
+	}
+	p("Worker memory (cgroup memory.current, or RSS without cgroups).", "gauge", "appd_worker_memory_bytes")
+	for _, r := range st.Slots {
+		if r.PID != 0 {
+			fmt.Fprintf(w, "appd_worker_memory_bytes{slot=\"%d\",pid=\"%d\",generation=\"%d\"} %d\n", r.Slot, r.PID, r.Generation, r.MemoryCurrent)
+		}
+	}
+	p("Worker CPU time.", "counter", "appd_worker_cpu_seconds_total")
+	for _, r := range st.Slots {
+		if r.PID != 0 {
+			fmt.Fprintf(w, "appd_worker_cpu_seconds_total{slot=\"%d\",pid=\"%d\",generation=\"%d\"} %.3f\n", r.Slot, r.PID, r.Generation, r.CPU)
+		}
+	}
+}
+
+// FetchStatus asks a running appd for its status over its control socket.
+func FetchStatus(socket string) (*Status, error) {
+	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", socket)
+		}}}
+	resp, err := client.Get("http://appd/status")
+	if err != nil {
+		return nil, fmt.Errorf("asking appd at %s: %w", socket, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		return nil, fmt.Errorf("appd at %s: %s: %s", socket, resp.Status, strings.TrimSpace(string(b)))
+	}
+	var st Status
+	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+		return nil, fmt.Errorf("reading appd's status from %s: %w", socket, err)
+	}
+	return &st, nil
+}
+
+// Print writes the status as a table a person reads.
+func (st *Status) Print(out io.Writer) {
+	name := st.Name
+	if name == "" {
+		name = "appd"
+	}
+	fmt.Fprintf(out, "%s (pid %d): %s\n", name, st.PID, st.Message)
+	limits := "none (no delegated cgroup v2 tree)"
+	if st.Cgroup != "" {
+		limits = st.Cgroup
+	}
+	fmt.Fprintf(out, "workers %d (min %d, max %d), generation %d, cgroup %s\n\n", st.Workers, st.Min, st.Max, st.Generation, limits)
+	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "SLOT\tPID\tGEN\tSTATE\tUPTIME\tRESTARTS\tMEMORY\tPEAK\tCPU\tPIDS\tLAST EXIT\tSTATUS")
+	for _, r := range st.Slots {
+		pid, gen, up, mem, peak, cpu, pids := "-", "-", "-", "-", "-", "-", "-"
+		if r.PID != 0 {
+			pid = fmt.Sprint(r.PID)
+			gen = fmt.Sprint(r.Generation)
+			up = (time.Duration(r.Uptime) * time.Second).Round(time.Second).String()
+			mem, peak = sizeString(r.MemoryCurrent), sizeString(r.MemoryPeak)
+			cpu = fmt.Sprintf("%.2fs", r.CPU)
+			pids = fmt.Sprint(r.Pids)
+		}
+		state := r.State
+		if r.Recycle != "" {
+			state += " (recycling)"
+		}
+		last := r.LastExit
+		if last == "" {
+			last = "-"
+		}
+		fmt.Fprintf(tw, "w%d\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Slot, pid, gen, state, up, r.Restarts, mem, peak, cpu, pids, last, r.Status)
+	}
+	tw.Flush()
+}
