@@ -618,6 +618,12 @@ func TestListing(t *testing.T) {
 	if !strings.Contains(body, `href="./sub/"`) || !strings.Contains(body, ">app.js<") {
 		t.Errorf("entries missing:\n%s", body)
 	}
+	if resp, b := do(t, "GET", srv.URL+"/weird%20%3Cname%3E&%22.txt"); resp.StatusCode != 200 || string(b) != "weird" {
+		t.Errorf("following the escaped link: %d %q", resp.StatusCode, b)
+	}
+	if resp, b := do(t, "HEAD", srv.URL+"/"); resp.StatusCode != 200 || len(b) != 0 {
+		t.Errorf("HEAD listing: %d, %d bytes", resp.StatusCode, len(b))
+	}
 	if resp, _ := do(t, "GET", srv.URL+"/.git/"); resp.StatusCode != 404 {
 		t.Errorf("listing a hidden directory: %d", resp.StatusCode)
 	}
