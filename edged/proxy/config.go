@@ -68,7 +68,8 @@ type UpstreamConfig struct {
 	HashKey string
 
 	// Passive health: MaxFails failures within FailTimeout take a server
-	// out for FailTimeout. MaxFails 0 disables it.
+	// out for FailTimeout. MaxFails 0 disables it; so does an upstream of
+	// a single server, as in nginx (active checks still apply).
 	MaxFails    int
 	FailTimeout time.Duration
 

@@ -19,7 +19,10 @@ func (p *Pool) recordFailure(s *server, cause int, err error) {
 	msg := err.Error()
 	st.mu.Lock()
 	st.lastErr = msg
-	if p.cfg.MaxFails == 0 {
+	if p.cfg.MaxFails == 0 || len(p.servers) == 1 {
+		// Like nginx, a lone server is never taken out: there is nothing
+		// to fail over to, and refusing requests for fail_timeout after an
+		// app restart would only lengthen the outage.
 		st.mu.Unlock()
 		return
 	}

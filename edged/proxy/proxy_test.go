@@ -94,13 +94,36 @@ func TestSlowUpstreamIs504(t *testing.T) {
 		!strings.Contains(logs, "server="+up.Addr) || !strings.Contains(logs, "timeout awaiting response headers") {
 		t.Fatalf("log line does not name upstream, server and cause:\n%s", logs)
 	}
-	// A timeout counts as a failure: with max_fails 1 the server is out.
-	res, body = get(t, f.URL()+"/slow")
-	if res.StatusCode != http.StatusServiceUnavailable || !strings.Contains(body, "no upstream server is available") {
-		t.Fatalf("second request: got %d %q", res.StatusCode, body)
+	// A lone server is never taken out by passive health (nginx does the
+	// same): the next request is tried again.
+	res, _ = get(t, f.URL()+"/slow")
+	if res.StatusCode != http.StatusGatewayTimeout {
+		t.Fatalf("second request: got %d", res.StatusCode)
 	}
-	if s := statusOf(f.pool, up.Addr); s.State != "down" || !strings.Contains(s.Reason, "timeout") {
+	if s := statusOf(f.pool, up.Addr); s.State != "up" {
 		t.Fatalf("status %+v", s)
+	}
+}
+
+func TestSlowServerTakenOutOfPool(t *testing.T) {
+	release := make(chan struct{})
+	defer close(release)
+	slow := startTCP(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}))
+	fast := startTCP(t, named("fast"))
+	f := newFront(t, UpstreamConfig{Servers: servers(slow.Addr, fast.Addr), Policy: "first", MaxFails: 1, ResponseHeaderTimeout: 200 * time.Millisecond}, HandlerOptions{})
+	if res, _ := get(t, f.URL()+"/"); res.StatusCode != http.StatusGatewayTimeout {
+		t.Fatalf("a GET that was sent is not retried by default: got %d", res.StatusCode)
+	}
+	if s := statusOf(f.pool, slow.Addr); s.State != "down" || !strings.Contains(s.Reason, "timeout awaiting response headers") {
+		t.Fatalf("status %+v", s)
+	}
+	if _, body := get(t, f.URL()+"/"); body != "fast" {
+		t.Fatalf("got %q", body)
 	}
 }
 
@@ -821,7 +844,8 @@ func TestClientDisconnectIsNotUpstreamFailure(t *testing.T) {
 		<-r.Context().Done()
 		close(canceled)
 	}))
-	f := newFront(t, UpstreamConfig{Servers: servers(up.Addr), MaxFails: 1}, HandlerOptions{})
+	other := startTCP(t, named("other"))
+	f := newFront(t, UpstreamConfig{Servers: servers(up.Addr, other.Addr), Policy: "first", MaxFails: 1}, HandlerOptions{})
 	ctx, cancel := context.WithCancel(context.Background())
 	req, _ := http.NewRequestWithContext(ctx, "GET", f.URL()+"/", nil)
 	go func() { <-entered; cancel() }()
