@@ -1,0 +1,130 @@
+package config
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/edgeapp/edgeapp/internal/tomlconf"
+)
+
+func TestDefaults(t *testing.T) {
+	t.Setenv("RUNTIME_DIRECTORY", "/run/appd")
+	c, err := Parse("myapp.toml", "myapp", []byte("[app]\ncommand = [\"sh\", \"-c\", \"true\"]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasSuffix(c.App.Command[0], "/sh") || !filepath.IsAbs(c.App.Command[0]) {
+		t.Errorf("command not resolved in PATH: %q", c.App.Command[0])
+	}
+	w := c.Workers
+	if w.N != CPUs() || w.Min != 1 || w.Max != 2*w.N || w.Timeout.D() != 30*time.Second || w.StartTimeout.D() != time.Minute ||
+		w.GracefulTimeout.D() != 30*time.Second || w.MaxLifetime != 0 || w.RestartDelay.D() != 100*time.Millisecond ||
+		w.RestartDelayMax.D() != 30*time.Second || w.CrashLoopRestarts != 5 || w.CrashLoopWindow.D() != time.Minute {
+		t.Errorf("worker defaults %+v", w)
+	}
+	a := c.App
+	if a.Listen[0] != "unix:/run/appd/myapp.sock" || a.Control != "/run/appd/myapp.ctl" || a.Readiness != "notify" || a.Output != "journal" {
+		t.Errorf("app defaults %+v", a)
+	}
+	if c.Limits.Any() || c.Limits.Required {
+		t.Errorf("limits by default: %+v", c.Limits)
+	}
+}
+
+func TestFullConfig(t *testing.T) {
+	dir := t.TempDir()
+	src := `[app]
+command = ["/bin/sh", "-c", "exec sleep 100"]
+listen = ["unix:/run/appd/x.sock", "127.0.0.1:8000"]
+directory = "` + dir + `"
+environment = { APP_ENV = "production" }
+readiness = "probe"
+probe = { http = "/healthz", interval = "1s" }
+output = "inherit"
+[workers]
+count = 4
+min = 2
+max = 8
+timeout = "10s"
+max_lifetime = "6h"
+max_memory = "400MiB"
+[limits]
+memory_max = "512MiB"
+memory_high = "450MiB"
+swap_max = 0
+cpu_max = "150%"
+cpu_weight = 200
+pids_max = 128
+required = true
+`
+	c, err := Parse("x.toml", "x", []byte(src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Workers.N != 4 || c.Workers.LifetimeJitter.D() != 36*time.Minute || c.Limits.CPUFraction != 1.5 ||
+		*c.Limits.SwapMax != 0 || c.Limits.MemoryMax != 512<<20 || c.App.Probe.HTTP != "/healthz" || !c.Limits.Any() {
+		t.Errorf("decoded %+v", c)
+	}
+}
+
+func TestCountAuto(t *testing.T) {
+	c, err := Parse("x.toml", "", []byte("[app]\ncommand = [\"/bin/true\"]\n[workers]\ncount = \"auto\"\n"))
+	if err != nil || c.Workers.N != CPUs() {
+		t.Fatalf("auto: %v %+v", err, c)
+	}
+}
+
+func TestErrorsNameLineAndKey(t *testing.T) {
+	notExec := filepath.Join(t.TempDir(), "app")
+	os.WriteFile(notExec, []byte("x"), 0o644)
+	cases := []struct{ src, want string }{
+		{"[app]\n", "x.toml:1: app.command: missing"},
+		{"[app]\ncommand = [\"no-such-program-here\"]\n", "x.toml:2: app.command: \"no-such-program-here\" not found in PATH"},
+		{"[app]\ncommand = [\"" + notExec + "\"]\n", "x.toml:2: app.command: " + notExec + " is not executable"},
+		{"[app]\ncommand = [\"/bin/true\"]\nlisten = [\"nowhere\"]\n", "x.toml:3: app.listen[0]: address \"nowhere\""},
+		{"[app]\ncommand = [\"/bin/true\"]\nreadiness = \"psychic\"\n", "x.toml:3: app.readiness: \"psychic\""},
+		{"[app]\ncommand = [\"/bin/true\"]\nreadiness = \"probe\"\n", "app.probe: readiness = \"probe\" needs exactly one of"},
+		{"[app]\ncommand = [\"/bin/true\"]\n[workers]\ncount = 4\nmin = 5\n", "x.toml:5: workers.min: min 5 is more than count 4"},
+		{"[app]\ncommand = [\"/bin/true\"]\n[workers]\ncount = 4\nmax = 3\n", "x.toml:5: workers.max: max 3 is less than count 4"},
+		{"[app]\ncommand = [\"/bin/true\"]\n[workers]\ncount = \"many\"\n", "x.toml:4: workers.count: \"many\""},
+		{"[app]\ncommand = [\"/bin/true\"]\n[limits]\ncpu_max = \"1.5\"\n", "x.toml:4: limits.cpu_max: \"1.5\": want a percentage"},
+		{"[app]\ncommand = [\"/bin/true\"]\n[limits]\nmemory_max = \"lots\"\n", "x.toml:4: limits.memory_max: invalid size"},
+		{"[app]\ncommand = [\"/bin/true\"]\n[workers]\nmax_memory = \"1GiB\"\n[limits]\nmemory_max = \"512MiB\"\n", "workers.max_memory: 1GiB is not below limits.memory_max 512MiB"},
+		{"[app]\ncommand = [\"/bin/true\"]\nuser = \"no-such-user-x\"\n", "x.toml:3: app.user: no such user"},
+		{"[app]\ncommand = [\"/bin/true\"]\n[workers]\ntimeout = 30\n", "x.toml:4: workers.timeout: invalid duration 30: write it as a string"},
+		{"[app]\ncommand = [\"/bin/true\"]\nworkers = 3\n", "x.toml:3: app.workers: unknown key"},
+	}
+	for _, tc := range cases {
+		_, err := Parse("x.toml", "x", []byte(tc.src))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q:\n got %v\nwant %q", tc.src, err, tc.want)
+		}
+		var es tomlconf.Errors
+		if err != nil && !errors.As(err, &es) {
+			t.Errorf("%q: error %T is not tomlconf.Errors", tc.src, err)
+		}
+	}
+}
+
+func TestParseCPU(t *testing.T) {
+	for in, want := range map[string]float64{"50%": 0.5, "100%": 1, "250%": 2.5, " 20 %": 0.2} {
+		if got, err := ParseCPU(in); err != nil || got != want {
+			t.Errorf("ParseCPU(%q) = %v %v", in, got, err)
+		}
+	}
+	for _, bad := range []string{"", "0%", "-5%", "x%", "100"} {
+		if _, err := ParseCPU(bad); err == nil {
+			t.Errorf("ParseCPU(%q) accepted", bad)
+		}
+	}
+}
+
+func TestPathFor(t *testing.T) {
+	if PathFor("") != "/etc/appd/appd.toml" || PathFor("myapp") != "/etc/appd/myapp.toml" {
+		t.Error(PathFor(""), PathFor("myapp"))
+	}
+}

@@ -1,0 +1,250 @@
+package supervisor
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/edgeapp/edgeapp/appd/cgroup"
+	"github.com/edgeapp/edgeapp/internal/logging"
+	"golang.org/x/sys/unix"
+)
+
+// delegatedTree opens the test process's delegated cgroup v2 tree (moving
+// the test process into its supervisor leaf, as appd does) or skips: these
+// tests run in the VM (`make vm-test`, under systemd-run -p Delegate=yes).
+func delegatedTree(t *testing.T, controllers ...string) *cgroup.Tree {
+	t.Helper()
+	tree, err := cgroup.Open(logging.New(testLogWriter{t}, logging.Options{Level: slog.LevelInfo}))
+	vm := os.Getenv("APPD_CGROUP_TESTS") == "1" // make vm-test: a skip would hide a failure
+	if err != nil && vm {
+		t.Fatalf("APPD_CGROUP_TESTS=1 but no delegated cgroup tree: %v", err)
+	}
+	if err != nil {
+		t.Skipf("SKIPPED: no delegated cgroup v2 tree here (%v); cgroup limits are tested in the VM: make vm-test", err)
+	}
+	for _, c := range controllers {
+		if !slices.Contains(tree.Controllers(), c) {
+			if vm {
+				t.Fatalf("APPD_CGROUP_TESTS=1 but the tree %s lacks the %s controller (has %v)", tree.Path(), c, tree.Controllers())
+			}
+			t.Skipf("SKIPPED: the delegated tree %s lacks the %s controller (has %v); run make vm-test", tree.Path(), c, tree.Controllers())
+		}
+	}
+	return tree
+}
+
+func TestCgroupOOMKillIsLoggedAndReplaced(t *testing.T) {
+	tree := delegatedTree(t, "memory")
+	h := start(t, conf(t, "[workers]\ncount = 2\n[limits]\nmemory_max = \"64MiB\"\nswap_max = 0\n"), withTree(tree))
+	st := h.waitFor("2 ready", 60*time.Second, allReady(2, 1))
+	before := pidsOf(st)
+	h.client.Timeout = 10 * time.Second
+	h.get("/leak?mb=200") // the worker that takes it dies mid-request
+	st = h.waitFor("the OOM-killed worker replaced", 60*time.Second, func(st Status) bool {
+		for _, w := range st.Slots {
+			if w.Restarts == 1 && strings.Contains(w.LastExit, "OOM-killed") && w.PID != before[w.Slot] && w.State == "ready" {
+				return st.Ready == 2
+			}
+		}
+		return false
+	})
+	if !strings.Contains(h.logs.String(), "worker killed by the kernel's OOM killer") || !strings.Contains(h.logs.String(), "memory_max=64.0MiB") {
+		t.Errorf("OOM kill not logged with the limit:\n%s", h.logs.String())
+	}
+	for _, w := range st.Slots {
+		t.Logf("slot %+v", w)
+	}
+	if body, err := h.get("/"); err != nil {
+		t.Errorf("not serving after the OOM kill: %q %v", body, err)
+	}
+}
+
+func TestCgroupPidsMaxStopsForkBomb(t *testing.T) {
+	tree := delegatedTree(t, "pids")
+	h := start(t, conf(t, "environment = { TW_FORK_BOMB = \"200\" }\n[workers]\ncount = 1\n[limits]\npids_max = 32\n"), withTree(tree))
+	h.waitFor("1 ready", 60*time.Second, allReady(1, 1))
+	re := regexp.MustCompile(`fork bomb: started (\d+) of 200`)
+	var started int
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if m := re.FindStringSubmatch(h.out.String()); m != nil {
+			fmt.Sscan(m[1], &started)
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no fork bomb report:\n%s", h.out.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if started >= 32 {
+		t.Errorf("pids_max 32 let %d children start", started)
+	}
+	st := h.waitFor("pids sampled", 10*time.Second, func(st Status) bool { return len(st.Slots) == 1 && st.Slots[0].Pids > 0 })
+	if st.Slots[0].Pids > 32 {
+		t.Errorf("%d pids in the leaf", st.Slots[0].Pids)
+	}
+	if _, err := h.get("/"); err != nil {
+		t.Errorf("worker not serving: %v", err)
+	}
+}
+
+func TestCgroupCPUMaxCapsSpinningWorker(t *testing.T) {
+	tree := delegatedTree(t, "cpu")
+	h := start(t, conf(t, "environment = { TW_SPIN = \"1\" }\n[workers]\ncount = 1\n[limits]\ncpu_max = \"20%\"\n"), withTree(tree))
+	h.waitFor("1 ready", 60*time.Second, allReady(1, 1))
+	first := h.waitFor("cpu sampled", 10*time.Second, func(st Status) bool { return len(st.Slots) == 1 && st.Slots[0].CPU > 0 })
+	time.Sleep(3 * time.Second)
+	last := h.status()
+	used := last.Slots[0].CPU - first.Slots[0].CPU
+	wall := last.Slots[0].Uptime - first.Slots[0].Uptime
+	t.Logf("spinning worker used %.2fs CPU in %.2fs with cpu_max 20%%", used, wall)
+	if wall <= 0 || used/wall > 0.35 {
+		t.Errorf("cpu_max 20%% not enforced: %.2fs CPU in %.2fs", used, wall)
+	}
+}
+
+func TestCgroupMaxMemoryRecyclesFromMemoryCurrent(t *testing.T) {
+	tree := delegatedTree(t, "memory")
+	h := start(t, conf(t, "[workers]\ncount = 2\nmax_memory = \"48MiB\"\n[limits]\nmemory_max = \"256MiB\"\n"), withTree(tree))
+	st := h.waitFor("2 ready", 60*time.Second, allReady(2, 1))
+	before := pidsOf(st)
+	body, err := h.get("/leak?mb=80")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var leaker int
+	fmt.Sscanf(body, "pid=%d", &leaker)
+	st = h.waitFor("leaker recycled", 60*time.Second, func(st Status) bool {
+		for _, w := range st.Slots {
+			if w.PID == leaker {
+				return false
+			}
+		}
+		return st.Ready == 2 && len(st.Slots) == 2
+	})
+	for _, w := range st.Slots {
+		if before[w.Slot] == leaker && (w.Restarts != 0 || !strings.Contains(w.LastExit, "max_memory")) {
+			t.Errorf("slot %+v", w)
+		}
+	}
+}
+
+func TestCgroupLeafPerWorkerKilledAndRemoved(t *testing.T) {
+	tree := delegatedTree(t)
+	h := start(t, conf(t, "environment = { TW_CHILD = \"1\" }\n[workers]\ncount = 1\n"), withTree(tree))
+	st := h.waitFor("1 ready", 60*time.Second, allReady(1, 1))
+	if st.Cgroup != tree.Path() {
+		t.Errorf("status cgroup %q", st.Cgroup)
+	}
+	pid := pidsOf(st)[0]
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf := strings.TrimSpace(string(b)[strings.LastIndex(string(b), ":")+1:])
+	if !strings.HasPrefix(filepath.Base(leaf), "w0-") {
+		t.Fatalf("worker is in cgroup %q, not a worker leaf", leaf)
+	}
+	var child int
+	for deadline := time.Now().Add(10 * time.Second); child == 0; time.Sleep(10 * time.Millisecond) {
+		if m := regexp.MustCompile(`grandchild pid=(\d+)`).FindStringSubmatch(h.out.String()); m != nil {
+			fmt.Sscan(m[1], &child)
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no grandchild")
+		}
+	}
+	if err := syscallKill(pid); err != nil {
+		t.Fatal(err)
+	}
+	h.waitFor("replaced", 60*time.Second, func(st Status) bool { p := pidsOf(st)[0]; return p != 0 && p != pid && st.Ready == 1 })
+	for deadline := time.Now().Add(10 * time.Second); alive(child); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("grandchild %d survived its worker", child)
+		}
+	}
+	dir := filepath.Join(tree.Path(), filepath.Base(leaf))
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if _, err := os.Stat(dir); os.IsNotExist(err) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("leaf %s not removed", dir)
+		}
+	}
+}
+
+// TestCgroupLeavesOnThisHost runs the leaf test in a child process placed
+// in a fresh cgroup marked delegated, under whatever cgroup2 mount this
+// host has: without controllers no limits apply, but placement at clone
+// time, cgroup.kill and leaf removal are real.
+func TestCgroupLeavesOnThisHost(t *testing.T) {
+	if os.Getenv("APPD_SUPERVISOR_CGROUP_CHILD") == "1" {
+		t.Skip("already the child")
+	}
+	mnt := ""
+	for _, m := range []string{"/sys/fs/cgroup", "/sys/fs/cgroup/unified"} {
+		var st unix.Statfs_t
+		if unix.Statfs(m, &st) == nil && st.Type == unix.CGROUP2_SUPER_MAGIC {
+			mnt = m
+			break
+		}
+	}
+	if mnt == "" || os.Geteuid() != 0 {
+		t.Skip("SKIPPED: no cgroup2 mount or not root")
+	}
+	dir := filepath.Join(mnt, fmt.Sprintf("appd-suptest-%d", os.Getpid()))
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Skipf("SKIPPED: cannot create a cgroup under %s: %v", mnt, err)
+	}
+	defer removeCgroup(t, dir)
+	if err := unix.Setxattr(dir, "trusted.delegate", []byte("1"), 0); err != nil {
+		t.Skipf("SKIPPED: cannot mark %s delegated: %v", dir, err)
+	}
+	fd, err := unix.Open(dir, unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	cmd := exec.Command(os.Args[0], "-test.run=^TestCgroupLeafPerWorkerKilledAndRemoved$", "-test.v")
+	cmd.Env = append(os.Environ(), "APPD_SUPERVISOR_CGROUP_CHILD=1")
+	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: fd}
+	out, err := cmd.CombinedOutput()
+	t.Logf("child:\n%s", out)
+	if err != nil {
+		t.Fatalf("leaf test in a delegated cgroup failed: %v", err)
+	}
+	if !strings.Contains(string(out), "--- PASS: TestCgroupLeafPerWorkerKilledAndRemoved") {
+		t.Fatal("the leaf test did not pass in the child")
+	}
+}
+
+// removeCgroup kills and removes a test cgroup, leaves first.
+func removeCgroup(t *testing.T, dir string) {
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		if e.IsDir() {
+			removeCgroup(t, filepath.Join(dir, e.Name()))
+		}
+	}
+	os.WriteFile(filepath.Join(dir, "cgroup.kill"), []byte("1"), 0)
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		err := unix.Rmdir(dir)
+		if err == nil || os.IsNotExist(err) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("removing test cgroup %s: %v", dir, err)
+			return
+		}
+	}
+}
