@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/net/websocket"
 )
 
 func TestProxyForwardsRequestAndResponse(t *testing.T) {
@@ -951,4 +953,31 @@ func TestConnectTimeout(t *testing.T) {
 			t.Fatalf("log does not give the cause:\n%s", f.log)
 		}
 	})
+}
+
+func TestRealWebSocketThroughProxy(t *testing.T) {
+	up := startUnix(t, websocket.Handler(func(c *websocket.Conn) {
+		for {
+			var m string
+			if websocket.Message.Receive(c, &m) != nil || websocket.Message.Send(c, m) != nil {
+				return
+			}
+		}
+	}))
+	f := newFront(t, UpstreamConfig{Servers: servers(up.Addr)}, HandlerOptions{})
+	ws, err := websocket.Dial("ws"+strings.TrimPrefix(f.URL(), "http")+"/ws", "", "http://example.com/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.Close()
+	ws.SetDeadline(time.Now().Add(30 * time.Second))
+	for _, msg := range []string{"hello", strings.Repeat("x", 100000)} {
+		if err := websocket.Message.Send(ws, msg); err != nil {
+			t.Fatal(err)
+		}
+		var got string
+		if err := websocket.Message.Receive(ws, &got); err != nil || got != msg {
+			t.Fatalf("echo of %d bytes: got %d bytes, %v", len(msg), len(got), err)
+		}
+	}
 }
