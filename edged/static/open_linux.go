@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"os"
 	"runtime"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -47,7 +49,28 @@ type rootDir struct {
 	osRoot   *os.Root // fallback mode only
 }
 
+// missCache remembers, per file name, which sidecars were just found
+// missing, so that a site without sidecars does not pay a failed open per
+// accepted encoding on every request. Only absence is cached, and only for
+// missTTL: a stale entry can cost a sidecar's benefit for a moment, never
+// serve wrong bytes. Replaced whole when the root changes or when full.
+type missCache struct {
+	m sync.Map // name -> *sidecarMiss (immutable)
+	n atomic.Int32
+}
+
+type sidecarMiss struct {
+	until  int64 // unix nanos
+	absent uint8 // bit i: sidecar i (Options.Precompressed order) missing
+}
+
+const (
+	missTTL     = time.Second
+	maxMissKeys = 16384
+)
+
 type opener struct {
+	misses     atomic.Pointer[missCache]
 	path       string
 	beneath    bool // refuse symlinks out of the root
 	useOpenat2 bool
@@ -82,6 +105,7 @@ func newOpener(path string, allowOutside bool, log *slog.Logger) (*opener, error
 		return nil, fmt.Errorf("static: probing openat2 on %s: %w", path, err)
 	}
 	o.cur.Store(rd)
+	o.misses.Store(new(missCache))
 	o.next.Store(time.Now().Add(rootRecheck).UnixNano())
 	return o, nil
 }
@@ -133,8 +157,29 @@ func (o *opener) root() *rootDir {
 		return cur
 	}
 	o.cur.Store(rd)
+	o.misses.Store(new(missCache))
 	o.log.Info("static: root path now names another directory; serving from it", "root", o.path)
 	return rd
+}
+
+// knownAbsent returns the sidecars recently found missing for name.
+func (o *opener) knownAbsent(name string, now int64) uint8 {
+	if v, ok := o.misses.Load().m.Load(name); ok {
+		if m := v.(*sidecarMiss); now < m.until {
+			return m.absent
+		}
+	}
+	return 0
+}
+
+// recordAbsent remembers the sidecars found missing for name.
+func (o *opener) recordAbsent(name string, absent uint8, now int64) {
+	mc := o.misses.Load()
+	if _, loaded := mc.m.Swap(strings.Clone(name), &sidecarMiss{until: now + int64(missTTL), absent: absent}); !loaded {
+		if mc.n.Add(1) > maxMissKeys {
+			o.misses.CompareAndSwap(mc, new(missCache))
+		}
+	}
 }
 
 // warn logs at most once per minute, since requests can trigger it.

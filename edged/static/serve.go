@@ -39,9 +39,19 @@ func (h *handler) serveFile(w http.ResponseWriter, r *http.Request, f *file, nam
 				v = strings.Join(ae, ",")
 			}
 			var buf [4]int
+			now := time.Now().UnixNano()
+			absent := h.fs.knownAbsent(name, now)
+			missed := absent
 			for _, i := range compress.Rank(v, h.pcNames, buf[:0]) {
+				bit := uint8(1) << i
+				if absent&bit != 0 {
+					continue
+				}
 				sc, err := h.fs.open(name + h.pcExt[i])
 				if err != nil {
+					if isNotFound(err) {
+						missed |= bit
+					}
 					continue
 				}
 				if sc.dir {
@@ -51,6 +61,9 @@ func (h *handler) serveFile(w http.ResponseWriter, r *http.Request, f *file, nam
 				f.close()
 				*f, encoding = sc, h.pcValue[i]
 				break
+			}
+			if missed != absent {
+				h.fs.recordAbsent(name, missed, now)
 			}
 		}
 	}

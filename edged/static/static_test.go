@@ -851,3 +851,36 @@ func TestConcurrentRootSwap(t *testing.T) {
 	close(done)
 	<-swapped
 }
+
+// TestSidecarMissCache: a sidecar found missing is not looked for again
+// for a moment (identity is served meanwhile, which is always correct),
+// and is found once the remembered miss is gone.
+func TestSidecarMissCache(t *testing.T) {
+	dir := t.TempDir()
+	body := []byte(strings.Repeat("late();\n", 100))
+	os.WriteFile(filepath.Join(dir, "late.js"), body, 0o644)
+	h, err := New(Options{Root: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	if resp, _ := do(t, "GET", srv.URL+"/late.js", "Accept-Encoding", "gzip, br"); resp.Header.Get("Content-Encoding") != "" {
+		t.Fatalf("no sidecar yet, got %q", resp.Header.Get("Content-Encoding"))
+	}
+	os.WriteFile(filepath.Join(dir, "late.js.gz"), gz(t, body), 0o644)
+	if resp, b := do(t, "GET", srv.URL+"/late.js", "Accept-Encoding", "gzip, br"); resp.Header.Get("Content-Encoding") != "" || !bytes.Equal(b, body) {
+		t.Fatalf("within the miss TTL: %q", resp.Header.Get("Content-Encoding"))
+	}
+	h.(*handler).fs.misses.Store(new(missCache)) // as when missTTL has passed
+	if resp, _ := do(t, "GET", srv.URL+"/late.js", "Accept-Encoding", "gzip, br"); resp.Header.Get("Content-Encoding") != "gzip" {
+		t.Fatalf("after the miss expired: %q", resp.Header.Get("Content-Encoding"))
+	}
+	// A client accepting only br still finds nothing; gzip stays found.
+	if resp, _ := do(t, "GET", srv.URL+"/late.js", "Accept-Encoding", "br"); resp.Header.Get("Content-Encoding") != "" {
+		t.Fatalf("br: %q", resp.Header.Get("Content-Encoding"))
+	}
+	if resp, _ := do(t, "GET", srv.URL+"/late.js", "Accept-Encoding", "gzip"); resp.Header.Get("Content-Encoding") != "gzip" {
+		t.Fatalf("gzip again: %q", resp.Header.Get("Content-Encoding"))
+	}
+}
