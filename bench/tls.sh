@@ -1,0 +1,178 @@
+#!/bin/bash
+# TLS benchmark: edged against Debian's nginx, same ECDSA P-256 certificate,
+# on loopback, printed as ratios (edged / nginx; above 1 means edged is
+# faster).
+#
+#   handshakes: a new TLS connection per request (wrk with
+#               "Connection: close"; wrk does not resume sessions, so each
+#               is a full handshake), answered by a fixed response.
+#   proxy:      HTTPS keep-alive requests reverse-proxied to one upstream
+#               (a third nginx returning a fixed body) over keep-alive.
+#
+# The server under test runs on CPU 0 with one worker (nginx
+# worker_processes 1, edged GOMAXPROCS=1); wrk and the upstream run on
+# CPU 1, so the servers get the same single core.
+#
+# Env: DURATION (s, default 10), CONNS (default 32), KEEP=1 keeps the temp dir.
+# Installs nginx and wrk with apt if missing (needs root).
+set -euo pipefail
+
+DURATION=${DURATION:-10}
+CONNS=${CONNS:-32}
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+TMP=$(mktemp -d /tmp/bench-tls.XXXXXX)
+PIDS=()
+
+cleanup() {
+	for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+	for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+	[ "${KEEP:-0}" = 1 ] && echo "kept $TMP" || rm -rf "$TMP"
+}
+trap cleanup EXIT
+
+need() {
+	local missing=()
+	for c in "$@"; do command -v "${c%%:*}" >/dev/null 2>&1 || missing+=("${c#*:}"); done
+	[ ${#missing[@]} -eq 0 ] && return
+	if [ "$(id -u)" != 0 ]; then
+		echo "tls.sh: need ${missing[*]} (apt-get install ${missing[*]})" >&2
+		exit 1
+	fi
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+}
+need nginx:nginx-light wrk:wrk openssl:openssl curl:curl taskset:util-linux
+NGINX=$(command -v nginx)
+
+freeport() {
+	python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null ||
+		echo $((20000 + RANDOM % 20000))
+}
+P_UP=$(freeport); P_NGX=$(freeport); P_EDGE=$(freeport); P_EDGE_HTTP=$(freeport)
+
+echo "building edged" >&2
+(cd "$ROOT" && go build -o "$TMP/edged" ./edged)
+
+# One certificate for both: ECDSA P-256, like edged's ACME default.
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+	-subj /CN=bench.test -addext "subjectAltName=DNS:bench.test,IP:127.0.0.1" \
+	-keyout "$TMP/key.pem" -out "$TMP/cert.pem" 2>/dev/null
+
+BODY='hello, world'
+mkdir -p "$TMP/up" "$TMP/ngx"
+cat >"$TMP/up/nginx.conf" <<EOF
+worker_processes 1;
+daemon off;
+pid $TMP/up/nginx.pid;
+error_log $TMP/up/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  server {
+    listen 127.0.0.1:$P_UP;
+    location / { return 200 "$BODY\n"; }
+  }
+}
+EOF
+cat >"$TMP/ngx/nginx.conf" <<EOF
+worker_processes 1;
+daemon off;
+pid $TMP/ngx/nginx.pid;
+error_log $TMP/ngx/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  upstream up { server 127.0.0.1:$P_UP; keepalive 64; }
+  server {
+    listen 127.0.0.1:$P_NGX ssl;
+    http2 on;
+    ssl_certificate $TMP/cert.pem;
+    ssl_certificate_key $TMP/key.pem;
+    ssl_protocols TLSv1.2 TLSv1.3;
+    location = /hs { return 200 "ok\n"; }
+    location / {
+      proxy_pass http://up;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }
+  }
+}
+EOF
+# nginx 1.22 has no "http2 on;" (1.25+): use the listen parameter instead.
+if ! "$NGINX" -t -q -c "$TMP/ngx/nginx.conf" -p "$TMP/ngx" 2>/dev/null; then
+	sed -i -e 's/^    http2 on;$//' -e "s/listen 127.0.0.1:$P_NGX ssl;/listen 127.0.0.1:$P_NGX ssl http2;/" "$TMP/ngx/nginx.conf"
+fi
+cat >"$TMP/edged.toml" <<EOF
+[server]
+http = ["127.0.0.1:$P_EDGE_HTTP"]
+https = ["127.0.0.1:$P_EDGE"]
+admin = ""
+log_level = "warn"
+
+[tls]
+storage = "$TMP/edged-state"
+
+[[site]]
+hosts = ["bench.test", "127.0.0.1"]
+tls = { cert = "$TMP/cert.pem", key = "$TMP/key.pem" }
+redirect_http = false
+  [[site.route]]
+  path = "/hs"
+  exact = true
+  respond = "ok\n"
+  [[site.route]]
+  path = "/"
+  upstream = "up"
+  compress = false
+
+[upstream.up]
+servers = ["127.0.0.1:$P_UP"]
+EOF
+
+taskset -c 1 "$NGINX" -c "$TMP/up/nginx.conf" -p "$TMP/up" &
+PIDS+=($!)
+taskset -c 0 "$NGINX" -c "$TMP/ngx/nginx.conf" -p "$TMP/ngx" &
+PIDS+=($!)
+GOMAXPROCS=1 taskset -c 0 "$TMP/edged" -config "$TMP/edged.toml" 2>"$TMP/edged.log" &
+PIDS+=($!)
+
+waitup() { # url
+	for _ in $(seq 1 100); do
+		curl -fsk --max-time 1 -o /dev/null "$1" && return 0
+		sleep 0.1 # polling a child process
+	done
+	echo "tls.sh: $1 did not answer; logs:" >&2
+	cat "$TMP/edged.log" "$TMP/ngx/error.log" >&2 || true
+	exit 1
+}
+waitup "https://127.0.0.1:$P_NGX/hs"
+waitup "https://127.0.0.1:$P_EDGE/hs"
+waitup "https://127.0.0.1:$P_NGX/"
+waitup "https://127.0.0.1:$P_EDGE/"
+
+# rps URL [extra wrk args...]: requests/s, and fails on errors.
+rps() {
+	local url=$1; shift
+	local out
+	out=$(timeout $((DURATION + 30)) taskset -c 1 wrk -t 1 -c "$CONNS" -d "${DURATION}s" "$@" "$url")
+	echo "$out" | sed 's/^/    /' >&2
+	if echo "$out" | grep -q "Non-2xx"; then
+		echo "tls.sh: non-2xx responses from $url" >&2
+		exit 1
+	fi
+	echo "$out" | awk '/Requests\/sec/ {print $2}'
+}
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
+
+echo "handshakes/s (new connection per request), ${DURATION}s, $CONNS connections" >&2
+echo "  nginx" >&2; HS_NGX=$(rps "https://127.0.0.1:$P_NGX/hs" -H "Connection: close")
+echo "  edged" >&2; HS_EDGE=$(rps "https://127.0.0.1:$P_EDGE/hs" -H "Connection: close")
+echo "HTTPS keep-alive reverse proxy req/s, ${DURATION}s, $CONNS connections" >&2
+echo "  nginx" >&2; PX_NGX=$(rps "https://127.0.0.1:$P_NGX/")
+echo "  edged" >&2; PX_EDGE=$(rps "https://127.0.0.1:$P_EDGE/")
+
+printf '%-34s %12s %12s %8s\n' "benchmark" "edged" "nginx" "ratio"
+printf '%-34s %12s %12s %8s\n' "tls handshakes/s (new conn/req)" "$HS_EDGE" "$HS_NGX" "$(ratio "$HS_EDGE" "$HS_NGX")"
+printf '%-34s %12s %12s %8s\n' "https keep-alive proxy req/s" "$PX_EDGE" "$PX_NGX" "$(ratio "$PX_EDGE" "$PX_NGX")"
