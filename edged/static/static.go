@@ -15,8 +15,16 @@
 //     re-resolved every second, so a deploy that swaps it needs no reload.
 //   - Unknown extensions are application/octet-stream (never sniffed).
 //   - Precompressed sidecars (app.js.br, .zst, .gz) are chosen by
-//     Accept-Encoding; a sidecar is used as is, its freshness is not checked
-//     against the original (as nginx's gzip_static).
+//     Accept-Encoding (q-values, then the Precompressed order); a sidecar is
+//     used as is, its freshness is not checked against the original (as
+//     nginx's gzip_static). Every response for a file of a compressible type
+//     carries "Vary: Accept-Encoding" while sidecars are enabled. A sidecar
+//     found missing is not looked for again for a second, so a sidecar
+//     added later is used within a second.
+//   - Range (single and multipart) and conditional requests (ETag from
+//     mtime and size, distinct per sidecar encoding; Last-Modified) follow
+//     RFC 9110. Bodies up to 8 KiB are read with pread and leave with the
+//     headers in one write; larger ones use sendfile on plain connections.
 package static
 
 import (
