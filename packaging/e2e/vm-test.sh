@@ -5,8 +5,11 @@
 # unit, as appd@.service is) with APPD_CGROUP_TESTS=1, which makes the
 # tests that need memory/cpu/pids fail instead of skip when those are absent.
 #
-# The cgroup tests run twice: as root, and as an unprivileged service user
-# (DynamicUser=yes), the two ways appd@.service may run.
+# The cgroup tests run three times: as root; as an unprivileged service
+# user (DynamicUser=yes: systemd chowns the tree instead); and inside the
+# sandbox of the shipped units/appd@.service (its capability bounding set,
+# seccomp filter and Protect*= settings), so a unit change that breaks
+# appd's cgroup handling fails here.
 #
 # Usage: packaging/e2e/vm-test.sh [go test flags for the binaries, e.g. -test.run OOM]
 # Environment: VM_TEST_TIMEOUT=15m (go test -timeout inside the VM),
@@ -45,6 +48,14 @@ if grep -qs APPD_CGROUP_TESTS appd/supervisor/*_test.go; then
 fi
 say "built ${tests[*]} in $((SECONDS - t0)) s"
 
+# The sandbox of the shipped appd@.service (its [Service] settings but the
+# ones about starting and stopping): the cgroup code must work inside it.
+if [ -f units/appd@.service ]; then
+	awk '/^\[Service\]/{s=1;next} /^\[/{s=0} s && /^[A-Z][A-Za-z]*=/' units/appd@.service |
+		grep -Ev '^(Type|Exec[A-Za-z]*|Restart[A-Za-z]*|Timeout[A-Za-z]*|KillMode|RuntimeDirectory[A-Za-z]*|Environment[A-Za-z]*)=' \
+		>"$share/unit.props" || true
+fi
+
 # The script the VM runs as root, from the 9p share (its cwd).
 {
 	echo '#!/bin/bash'
@@ -59,28 +70,34 @@ rc=0
 bin=/usr/local/libexec/appd-vm-test
 mkdir -p "$bin"
 [ -f testworker ] && install -m755 testworker "$bin/testworker"
-# run NAME [systemd-run properties...]: one test binary in a delegated unit.
+# run NAME LABEL [systemd-run properties...]: one test binary in a delegated unit.
 run() {
-	local t=$1; shift
+	local t=$1 label=$2; shift 2
 	local extra=()
 	[ "$t" = supervisor ] && extra=(-test.run "$sup_run")
-	echo "=== $t.test under systemd-run -p Delegate=yes $*"
+	echo "=== $t.test ($label) under systemd-run -p Delegate=yes $*"
 	local start; start=$(date +%s)
 	systemd-run --quiet --wait --pipe --collect -p Delegate=yes "$@" \
 		-p WorkingDirectory=/tmp -E APPD_CGROUP_TESTS=1 -E APPD_TESTWORKER="$bin/testworker" \
 		"$bin/$t.test" -test.v -test.count=1 -test.timeout="$timeout" "${extra[@]}" "${args[@]}"
 	local st=$?
-	echo "=== $t.test $*: exit $st after $(( $(date +%s) - start )) s"
+	echo "=== $t.test ($label): exit $st after $(( $(date +%s) - start )) s"
 	[ "$st" = 0 ] || rc=$st
 }
 for t in "${tests[@]}"; do
 	# A copy on the guest's own disk: exec from 9p works but is slow to page in.
 	install -m755 "$t.test" "$bin/$t.test"
-	run "$t"
+	run "$t" root
 done
 # appd as an unprivileged service user: systemd chowns the delegated
 # cgroup to it instead of relying on root.
-run cgroup -p DynamicUser=yes
+run cgroup "unprivileged" -p DynamicUser=yes
+# Inside appd@.service's own sandbox (seccomp, capabilities, Protect*=).
+if [ -s unit.props ]; then
+	props=()
+	while IFS= read -r p; do props+=(-p "$p"); done <unit.props
+	run cgroup "appd@.service sandbox" "${props[@]}"
+fi
 # Nothing the tests made may be left under the units' cgroups.
 left=$(find /sys/fs/cgroup -type d -name 'appd-cgtest-*' 2>/dev/null)
 if [ -n "$left" ]; then echo "left behind: $left"; rc=1; fi
