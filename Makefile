@@ -8,7 +8,7 @@ DESTDIR ?=
 BIN     := bin
 # Package versions must start with a digit: untagged trees are 0.0.0~git<hash>.
 VERSION ?= $(shell v=$$(git describe --tags --always --dirty 2>/dev/null | sed 's/^v//'); \
-             case "$$v" in ([0-9]*) echo "$$v";; ("") echo 0.0.0;; (*) echo "0.0.0~git$$v";; esac)
+             case "$$v" in ([0-9]*.*) echo "$$v";; ("") echo 0.0.0;; (*) echo "0.0.0~git$$v";; esac)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 GOFLAGS_BUILD := -trimpath -ldflags "$(LDFLAGS)"
 
@@ -43,10 +43,16 @@ bench: build
 	$(GO) test -run '^$$' -bench . -benchmem ./...
 	@for s in bench/*.sh; do [ -x "$$s" ] && "$$s" || true; done
 
-deb: build
+# Packages ship position-independent binaries (lintian: hardening-no-pie,
+# hardening-no-relro); bin/ is rebuilt that way first.
+PKG_GOFLAGS := -trimpath -buildmode=pie -ldflags "$(LDFLAGS)"
+
+deb:
+	$(MAKE) build GOFLAGS_BUILD='$(PKG_GOFLAGS)'
 	VERSION=$(VERSION) packaging/build.sh deb
 
-rpm: build
+rpm:
+	$(MAKE) build GOFLAGS_BUILD='$(PKG_GOFLAGS)'
 	VERSION=$(VERSION) packaging/build.sh rpm
 
 packages: deb rpm
