@@ -281,3 +281,56 @@ func TestManualDefault(t *testing.T) {
 		t.Errorf("fallback.test: %v", err)
 	}
 }
+
+// TestSessionTickets: resumption works, also through a Clone of the
+// config, survives one key rotation and not two.
+func TestSessionTickets(t *testing.T) {
+	m := newTestManager(t, Options{Storage: t.TempDir()}, nil)
+	if err := m.Apply(context.Background(), []Site{{Hosts: []string{"resume.lan"}, Mode: ModeInternal}}); err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, m, "resume.lan", "valid", 30*time.Second)
+	ln := tls.NewListener(listen(t), m.TLSConfig().Clone())
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				c.Write([]byte("x")) // the client reads it, and the TLS 1.3 ticket with it
+				c.Close()
+			}()
+		}
+	}()
+	client := &tls.Config{ServerName: "resume.lan", RootCAs: poolFromFile(t, m.InternalRoot()), ClientSessionCache: tls.NewLRUClientSessionCache(4)}
+	connect := func() bool {
+		t.Helper()
+		c, err := tls.Dial("tcp", ln.Addr().String(), client)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		b := make([]byte, 1)
+		if _, err := c.Read(b); err != nil {
+			t.Fatal(err)
+		}
+		return c.ConnectionState().DidResume
+	}
+	if connect() {
+		t.Fatal("first connection resumed")
+	}
+	if !connect() {
+		t.Fatal("second connection did not resume")
+	}
+	m.tickets.rotate()
+	if !connect() {
+		t.Fatal("a ticket from the previous key was refused")
+	}
+	m.tickets.rotate()
+	m.tickets.rotate()
+	if connect() {
+		t.Fatal("a ticket two rotations old was accepted")
+	}
+}

@@ -36,6 +36,7 @@ type Manager struct {
 	gate       *onDemandGate
 
 	tlsConfig *tls.Config
+	tickets   *ticketKeys
 	table     atomic.Pointer[table]
 	status    *statusTracker
 
@@ -147,6 +148,11 @@ func New(o Options, met *Metrics) (*Manager, error) {
 	}
 
 	mgr.table.Store(&table{})
+	tickets, err := newTicketKeys()
+	if err != nil {
+		return nil, err
+	}
+	mgr.tickets = tickets
 	mgr.tlsConfig = &tls.Config{
 		MinVersion: tls.VersionTLS12,
 		// TLS 1.2 only with forward secrecy and AEAD; TLS 1.3 suites are
@@ -161,13 +167,29 @@ func New(o Options, met *Metrics) (*Manager, error) {
 		},
 		NextProtos:     []string{"h2", "http/1.1", acmez.ACMETLS1Protocol},
 		GetCertificate: mgr.getCertificate,
-		// Session ticket keys: left to crypto/tls, which makes a random
-		// key per process and rotates it every 24 h (old keys accepted 7
-		// days), shared by every clone of this config.
+		WrapSession:    tickets.wrap,
+		UnwrapSession:  tickets.unwrap,
 	}
-	mgr.wg.Add(1)
+	mgr.wg.Add(2)
 	go mgr.status.watch(mgr.ctx, &mgr.wg)
+	go mgr.rotateTickets(tickets)
 	return mgr, nil
+}
+
+func (m *Manager) rotateTickets(k *ticketKeys) {
+	defer m.wg.Done()
+	t := time.NewTicker(ticketRotation)
+	defer t.Stop()
+	for {
+		select {
+		case <-m.ctx.Done():
+			return
+		case <-t.C:
+			if err := k.rotate(); err != nil {
+				m.log.Error("tls: rotating session ticket keys failed; keeping the current ones", "err", err)
+			}
+		}
+	}
 }
 
 // TLSConfig is the one *tls.Config for the https listener; it stays the
