@@ -7,7 +7,19 @@
 // NewPool compiles one into a runtime Pool and NewHandler puts an
 // http.Handler in front of it. A reload builds new pools beside the old ones,
 // passing the old pool as prev so servers that did not change keep their
-// health state, counters and idle connections.
+// health state, counters and idle connections; Start puts the new pool in
+// service and Close retires the old one without disturbing its requests.
+//
+// Answers of its own: 502 when the server refused, failed or sent garbage
+// before the response header, 503 when no server is available, 504 when
+// connecting or the response header timed out; each with one log line that
+// names the upstream, the server and the cause. A server that dies after the
+// header was sent aborts the client connection (http.ErrAbortHandler), so
+// the client sees the truncation.
+//
+// Retries: a request goes to another server only if nothing of it was sent
+// (connecting failed, or a kept-alive connection turned out closed), unless
+// RetryIdempotent allows resending idempotent requests with small bodies.
 package proxy
 
 import (
