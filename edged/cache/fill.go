@@ -549,7 +549,8 @@ func (b *growBuf) finish(err error) {
 // next returns the bytes from off on: a slice of the buffer itself, or
 // bytes read from the file into buf. It waits for the writer when caught
 // up, and returns io.EOF at the end of a complete body.
-func (b *growBuf) next(ctx context.Context, off int64, buf []byte) ([]byte, error) {
+func (b *growBuf) next(ctx context.Context, off int64, buf []byte, beforeWait func()) ([]byte, error) {
+	flushed := false
 	for {
 		b.mu.Lock()
 		if off < b.fileN {
@@ -574,6 +575,14 @@ func (b *growBuf) next(ctx context.Context, off int64, buf []byte) ([]byte, erro
 				err = io.EOF
 			}
 			return nil, err
+		}
+		if !flushed && beforeWait != nil {
+			// Caught up with the origin: push what was written so far
+			// to the client before waiting for more.
+			b.mu.Unlock()
+			beforeWait()
+			flushed = true
+			continue
 		}
 		if b.wake == nil {
 			b.wake = make(chan struct{})

@@ -97,11 +97,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.origin.ServeHTTP(w, r)
 		return
 	}
-	var stale *object
-	if o != nil && o.m.Load().hasValidator() {
-		stale = o
-	}
-	h.fetch(w, r, key, &rcc, stale, fwd)
+	h.fetch(w, r, key, &rcc, o, fwd)
 }
 
 // reqAccepts applies the request's max-age and min-fresh (RFC 9111
@@ -289,11 +285,7 @@ func (h *handler) revalidateInBackground(r *http.Request, key string, rcc *reqCC
 		sh.mu.Unlock()
 		return
 	}
-	var stale *object
-	if o.m.Load().hasValidator() {
-		stale = o
-	}
-	f := c.newFill(key, ck, r, rcc, stale, "stale")
+	f := c.newFill(key, ck, r, rcc, o, "stale")
 	sh.fills[ck] = f
 	sh.mu.Unlock()
 	f.start(h.origin)

@@ -156,9 +156,11 @@ func (h *handler) stream(w http.ResponseWriter, r *http.Request, f *fill, leader
 	}
 	bp := bufPool.Get().(*[]byte)
 	defer bufPool.Put(bp)
+	rc := http.NewResponseController(w)
+	flush := func() { rc.Flush() }
 	var off int64
 	for {
-		p, err := f.body.next(r.Context(), off, *bp)
+		p, err := f.body.next(r.Context(), off, *bp, flush)
 		if len(p) > 0 {
 			if _, werr := w.Write(p); werr != nil {
 				return
