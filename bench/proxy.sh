@@ -11,7 +11,7 @@
 # (edged, nginx, edged, nginx, ...) after a warm-up; the table shows medians.
 # It never fails because a number is low, only when a server cannot start.
 #
-# Environment: EDGED (binary; default bin/edged, built if missing),
+# Environment: EDGED (binary; default: built from the tree, unstripped),
 # BENCH_ROUNDS, BENCH_DURATION, BENCH_WARMUP, BENCH_CONNS, BENCH_THREADS
 # (see bench/lib.sh), BENCH_PORT_BASE (default 18280: +0 edged, +10 nginx,
 # +1 upstream), BENCH_KEEP=1 keeps the temp dir, BENCH_VERBOSE=1 shows wrk.
@@ -46,15 +46,18 @@ for p in "$edged_port" "$upstream_port" "$nginx_port"; do
 done
 
 nginx_bin=$(command -v nginx || echo /usr/sbin/nginx)
-edged_bin=${EDGED:-$root/bin/edged}
-if [ "$mode" = profile ]; then
-	# The release build is stripped (-s -w); perf needs the symbol table.
-	edged_bin=$BENCH_TMP/edged-prof
-	bench_log "building an unstripped edged for perf"
-	(cd "$root" && go build -trimpath -o "$edged_bin" ./edged) || bench_die "building edged failed"
-elif [ ! -x "$edged_bin" ]; then
-	bench_log "building $edged_bin"
-	(cd "$root" && go build -trimpath -o "$edged_bin" ./edged) || bench_die "building edged failed"
+if [ -n "${EDGED:-}" ]; then
+	edged_bin=$EDGED
+else
+	# Build from the tree as it is (perf needs the symbol table, so no -s -w);
+	# fall back to bin/edged when the tree does not build right now.
+	edged_bin=$BENCH_TMP/edged
+	bench_log "building edged from $root"
+	if ! (cd "$root" && go build -trimpath -o "$edged_bin" ./edged); then
+		[ -x "$root/bin/edged" ] || bench_die "building edged failed and there is no bin/edged"
+		bench_log "WARNING: building edged failed; measuring $root/bin/edged instead"
+		edged_bin=$root/bin/edged
+	fi
 fi
 
 # nginx's workers run as nobody: the tree they read must be world-readable.
@@ -239,12 +242,35 @@ if [ "$mode" = profile ]; then
 		echo
 		echo "== edged, $1: functions by own CPU (perf, flat) =="
 		perf report -i "$data" --stdio --no-children --sort symbol --percent-limit 0.7 -g none 2>/dev/null |
-			grep -v '^#' | grep -v '^$' | head -n 45
+			grep -v '^#' | grep -v '^$' | head -n 45 || true
 		echo
 		echo "== edged, $1: by cumulative CPU (self + callees) =="
 		perf report -i "$data" --stdio --children --sort symbol --percent-limit 4 -g none 2>/dev/null |
-			grep -v '^#' | grep -v '^$' | head -n 45
+			grep -v '^#' | grep -v '^$' | head -n 45 || true
+	}
+	# Syscalls and context switches per request, both servers: where the
+	# kernel share of the CPU comes from.
+	percount() { # LABEL PGID URL
+		local out=$BENCH_TMP/perfstat-$1 res n
+		perf stat -x, -e raw_syscalls:sys_enter,context-switches,task-clock \
+			-p "$(pgrep -d, -g "$2")" -o "$out" -- sleep 6 >/dev/null 2>&1 &
+		local perf_pid=$!
+		sleep 0.5
+		res=$(bench_wrk "$3" 5s "$conns" "$threads")
+		wait "$perf_pid" || true
+		n=${res##* }
+		awk -F, -v n="$n" -v l="$1" '
+			$3 ~ /sys_enter/ { sc = $1 } $3 ~ /context-switches/ { cs = $1 } $3 ~ /task-clock/ { tc = $1 }
+			END { if (n > 0) printf "| %s | %.2f | %.3f | %.1f µs |\n", l, sc / n, cs / n, tc * 1000 / n }' "$out"
 	}
 	prof proxy "http://127.0.0.1:$edged_port/"
 	prof static "http://127.0.0.1:$edged_port/static/1k.bin"
+	echo
+	echo "== per request, perf stat over a 5s wrk run (all threads of the server) =="
+	echo "| server, scenario | syscalls | context switches | CPU (task-clock) |"
+	echo "|---|---:|---:|---:|"
+	percount "edged, proxy" "$edged_pid" "http://127.0.0.1:$edged_port/"
+	percount "nginx, proxy" "$nginx_pid" "http://127.0.0.1:$nginx_port/"
+	percount "edged, static-1KiB" "$edged_pid" "http://127.0.0.1:$edged_port/static/1k.bin"
+	percount "nginx, static-1KiB" "$nginx_pid" "http://127.0.0.1:$nginx_port/static/1k.bin"
 fi
