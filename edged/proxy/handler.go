@@ -160,6 +160,14 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			h.clientGone(w, r, "waiting for the upstream response", lastErr)
 			return
 		}
+		var tooLarge *http.MaxBytesError
+		if errors.As(lastErr, &tooLarge) {
+			// The client's body passed the route's limit while it was
+			// being forwarded: the client's fault, not the server's.
+			w.Header().Set("Connection", "close")
+			writeError(w, http.StatusRequestEntityTooLarge, "413 Content Too Large: the request body is larger than this route allows\n")
+			return
+		}
 		lastCause = classify(lastErr)
 		p.recordFailure(s, lastCause, lastErr)
 		// Not sent: the connection failed, or a kept-alive connection
