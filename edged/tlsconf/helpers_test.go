@@ -37,6 +37,11 @@ func poolFromFile(t testing.TB, file string) *x509.CertPool {
 // returns their paths and a pool trusting the certificate.
 func writeSelfSigned(t testing.TB, dir string, names ...string) (certFile, keyFile string, roots *x509.CertPool) {
 	t.Helper()
+	return writeCert(t, dir, time.Now().Add(90*24*time.Hour), names...)
+}
+
+func writeCert(t testing.TB, dir string, notAfter time.Time, names ...string) (certFile, keyFile string, roots *x509.CertPool) {
+	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
@@ -47,7 +52,7 @@ func writeSelfSigned(t testing.TB, dir string, names ...string) (certFile, keyFi
 		Subject:               pkix.Name{CommonName: names[0]},
 		DNSNames:              names,
 		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(90 * 24 * time.Hour),
+		NotAfter:              notAfter,
 		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
 		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 		BasicConstraintsValid: true,

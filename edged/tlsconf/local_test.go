@@ -334,3 +334,44 @@ func TestSessionTickets(t *testing.T) {
 		t.Fatal("a ticket two rotations old was accepted")
 	}
 }
+
+// TestExpiryWarning: a certificate close to expiry and not renewed is
+// warned about once, flagged in Status and on the overdue metric.
+func TestExpiryWarning(t *testing.T) {
+	logger, logs := testLog(t)
+	reg := prometheus.NewRegistry()
+	m := newTestManager(t, Options{Storage: t.TempDir(), InternalLifetime: time.Hour, Log: logger}, reg)
+	certFile, keyFile, _ := writeCert(t, t.TempDir(), time.Now().Add(3*24*time.Hour), "soon.test")
+	if err := m.Apply(context.Background(), []Site{
+		{Hosts: []string{"short.lan"}, Mode: ModeInternal},
+		{Hosts: []string{"soon.test"}, Mode: ModeManual, CertFile: certFile, KeyFile: keyFile},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, m, "short.lan", "valid", 30*time.Second)
+
+	m.status.check(time.Now())
+	if v := value(m.met.overdue.WithLabelValues("short.lan", ModeInternal)); v != 0 {
+		t.Errorf("fresh certificate flagged overdue (%v)", v)
+	}
+	later := time.Now().Add(55 * time.Minute) // ~5 of 61 minutes left
+	m.status.check(later)
+	m.status.check(later)
+	if n := strings.Count(logs.String(), `certificate is close to expiry and has not been renewed; renewal keeps being retried" host=short.lan`); n != 1 {
+		t.Errorf("overdue warning logged %d times, want once:\n%s", n, logs.String())
+	}
+	if v := value(m.met.overdue.WithLabelValues("short.lan", ModeInternal)); v != 1 {
+		t.Errorf("overdue metric %v, want 1", v)
+	}
+	if !strings.Contains(logs.String(), `manual certificate expires soon; replace the file and reload" host=soon.test`) {
+		t.Errorf("no warning for the manual certificate expiring in 3 days:\n%s", logs.String())
+	}
+	for _, s := range m.Status() {
+		if s.Host == "soon.test" && !s.RenewalOverdue {
+			t.Errorf("status of soon.test: %+v", s)
+		}
+	}
+	if v := value(m.met.expiry.WithLabelValues("short.lan", ModeInternal)); v < float64(time.Now().Unix()) {
+		t.Errorf("expiry metric %v", v)
+	}
+}

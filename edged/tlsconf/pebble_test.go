@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log"
 	"net"
 	"net/http"
 	"os"
@@ -229,7 +230,7 @@ func startEdge(t testing.TB, m *Manager, httpLn, tlsLn net.Listener) *edge {
 	}))}
 	e.tlsSrv = &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, "hello "+r.Host)
-	})}
+	}), ErrorLog: log.New(io.Discard, "", 0)} // refused handshakes are expected
 	go e.httpSrv.Serve(httpLn)
 	go e.tlsSrv.Serve(tls.NewListener(tlsLn, m.TLSConfig()))
 	t.Cleanup(func() {
