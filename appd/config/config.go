@@ -34,7 +34,9 @@ type App struct {
 	// in PATH (from the environment below, else appd's) unless it contains
 	// a slash. The worker finds the listening socket(s) as fd 3 onwards by
 	// the sd_listen_fds protocol (LISTEN_FDS, LISTEN_PID, LISTEN_FDNAMES=app),
-	// e.g. ["gunicorn", "--bind", "fd://3", "-w", "1", "myapp:app"].
+	// e.g. ["gunicorn", "-w", "1", "myapp:app"]: gunicorn finds the socket
+	// through LISTEN_FDS by itself. Do not add "--bind fd://3" as well:
+	// gunicorn 20 would then take fd 3 twice and exit with EBADF.
 	Command []string `toml:"command"`
 	// Listen lists the addresses appd binds when systemd passed no socket
 	// named "app" ("unix:/path" or "host:port"). Default:

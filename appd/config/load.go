@@ -149,7 +149,7 @@ func (c *Config) validate(errs *tomlconf.Errors) {
 	}
 	a := &c.App
 	if len(a.Command) == 0 || a.Command[0] == "" {
-		bad("app.command", "missing: the worker's command line, e.g. [\"gunicorn\", \"--bind\", \"fd://3\", \"-w\", \"1\", \"myapp:app\"]")
+		bad("app.command", "missing: the worker's command line, e.g. [\"gunicorn\", \"-w\", \"1\", \"myapp:app\"]")
 	} else if p, err := c.resolveCommand(a.Command[0]); err != nil {
 		bad("app.command", "%v", err)
 	} else {
