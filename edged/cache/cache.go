@@ -97,6 +97,7 @@ func Open(o Options, m *Metrics) (*Cache, error) {
 			return nil, fmt.Errorf("opening disk tier of cache %q: %w", o.Name, err)
 		}
 		c.disk = d
+		d.start()
 	}
 	return c, nil
 }

@@ -92,10 +92,14 @@ func openDisk(c *Cache, dir string, max int64) (*diskTier, error) {
 			os.Remove(filepath.Join(d.tmp, e.Name()))
 		}
 	}
+	return d, nil
+}
+
+// start runs the writer and the index loader; c.disk must be set.
+func (d *diskTier) start() {
 	d.wg.Add(2)
 	go d.writer()
 	go d.load()
-	return d, nil
 }
 
 func (d *diskTier) close() {

@@ -66,13 +66,14 @@ func (o *origin) set(h http.HandlerFunc) {
 // env is a cache in front of a reverse proxy to an origin, itself served
 // by a real HTTP server on 127.0.0.1.
 type env struct {
-	t      *testing.T
-	clock  *clock
-	origin *origin
-	cache  *Cache
-	front  *httptest.Server
-	client *http.Client
-	proxy  *httputil.ReverseProxy
+	t       *testing.T
+	clock   *clock
+	origin  *origin
+	cache   *Cache
+	front   *httptest.Server
+	client  *http.Client
+	proxy   *httputil.ReverseProxy
+	handler atomic.Value
 }
 
 func newEnv(t *testing.T, o Options, h http.HandlerFunc) *env {
@@ -111,11 +112,14 @@ func (e *env) open(o Options) {
 	}
 	e.cache = c
 	e.t.Cleanup(func() { c.Close() })
-	if e.front != nil {
-		e.front.Close()
+	// The front server stays across reopens: its address is part of the keys.
+	e.handler.Store(c.Handler(e.proxy))
+	if e.front == nil {
+		e.front = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			e.handler.Load().(http.Handler).ServeHTTP(w, r)
+		}))
+		e.t.Cleanup(e.front.Close)
 	}
-	e.front = httptest.NewServer(c.Handler(e.proxy))
-	e.t.Cleanup(e.front.Close)
 }
 
 type resp struct {
