@@ -133,8 +133,8 @@ func damage(t *testing.T, dir string, want string, fn func(path string, b []byte
 
 func TestDiskCorruptAndTruncatedEntries(t *testing.T) {
 	for _, tc := range []struct {
-		name  string
-		path  string
+		name   string
+		path   string
 		break_ func(p string, b []byte)
 	}{
 		{"body byte flipped (small)", "/small", func(p string, b []byte) { b[10] ^= 0xff; os.WriteFile(p, b, 0o600) }},
