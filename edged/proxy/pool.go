@@ -201,6 +201,17 @@ func (p *Pool) Start() {
 			p.m.forget(p.name, addr)
 		}
 		if p.cfg.Health.Path == "" {
+			// Checks were turned off: what they last said no longer holds.
+			for _, s := range p.servers {
+				st := s.st
+				st.mu.Lock()
+				wasSick := st.sick.Swap(false)
+				st.rises, st.fall, st.checkReason = 0, 0, ""
+				st.mu.Unlock()
+				if wasSick {
+					p.log.Info("active health checks are off; upstream server takes requests again", "server", st.addr)
+				}
+			}
 			return
 		}
 		for _, s := range p.servers {

@@ -290,6 +290,26 @@ func TestActiveHealthRiseFall(t *testing.T) {
 	if c := f.log.Count("passed its health checks"); c != 1 {
 		t.Fatalf("up logged %d times:\n%s", c, f.log)
 	}
+	// A reload that turns checks off puts a server they took out back.
+	status.Store(500)
+	waitFor(t, "a to go down again", func() bool { return statusOf(f.pool, a.Addr).State == "down" })
+	cfg := f.pool.cfg
+	cfg.Health = HealthConfig{}
+	p2, err := NewPool(cfg, f.pool, f.m, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if statusOf(p2, a.Addr).State != "down" {
+		t.Fatal("state not carried over")
+	}
+	p2.Start()
+	if s := statusOf(p2, a.Addr); s.State != "up" {
+		t.Fatalf("checks off, a still %+v", s)
+	}
+	p2.Close()
+	status.Store(200)
+	waitFor(t, "a to come back", func() bool { return statusOf(f.pool, a.Addr).State == "up" })
+
 	// Active health off the request path: a dead server is found without traffic.
 	b.Close()
 	waitFor(t, "b to go down without traffic", func() bool { return statusOf(f.pool, b.Addr).State == "down" })
