@@ -375,3 +375,66 @@ func TestExpiryWarning(t *testing.T) {
 		t.Errorf("expiry metric %v", v)
 	}
 }
+
+// TestApplyChanges: reloads add, remove and re-mode hosts while handshakes
+// go on; removed hosts stop being served and leave Status.
+func TestApplyChanges(t *testing.T) {
+	m := newTestManager(t, Options{Storage: t.TempDir()}, prometheus.NewRegistry())
+	e := startEdge(t, m, listen(t), listen(t))
+	ctx := context.Background()
+	if err := m.Apply(ctx, []Site{{Hosts: []string{"a.lan", "b.lan"}, Mode: ModeInternal}}); err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, m, "a.lan", "valid", 30*time.Second)
+	waitState(t, m, "b.lan", "valid", 30*time.Second)
+	roots := poolFromFile(t, m.InternalRoot())
+
+	// Handshakes for b.lan keep going through every reload below.
+	done := make(chan error, 1)
+	stop := make(chan struct{})
+	go func() {
+		for i := 0; i < 2000; i++ {
+			select {
+			case <-stop:
+				done <- nil
+				return
+			default:
+			}
+			if _, _, err := httpsGet(e.tlsPort, "b.lan", roots); err != nil {
+				done <- err
+				return
+			}
+		}
+		done <- nil
+	}()
+
+	certFile, keyFile, manualRoots := writeSelfSigned(t, t.TempDir(), "a.lan")
+	for i := 0; i < 5; i++ {
+		if err := m.Apply(ctx, []Site{{Hosts: []string{"b.lan", "c.lan"}, Mode: ModeInternal}}); err != nil {
+			t.Fatal(err)
+		}
+		if err := m.Apply(ctx, []Site{
+			{Hosts: []string{"b.lan"}, Mode: ModeInternal},
+			{Hosts: []string{"a.lan"}, Mode: ModeManual, CertFile: certFile, KeyFile: keyFile},
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	close(stop)
+	if err := <-done; err != nil {
+		t.Fatalf("b.lan failed during reloads: %v", err)
+	}
+	if _, _, err := httpsGet(e.tlsPort, "a.lan", manualRoots); err != nil {
+		t.Errorf("a.lan after switching to a manual certificate: %v", err)
+	}
+	if _, _, err := httpsGet(e.tlsPort, "c.lan", roots); err == nil {
+		t.Error("c.lan is still served after it left the config")
+	}
+	hosts := map[string]string{}
+	for _, s := range m.Status() {
+		hosts[s.Host] = s.Mode
+	}
+	if len(hosts) != 2 || hosts["a.lan"] != ModeManual || hosts["b.lan"] != ModeInternal {
+		t.Errorf("status hosts %v", hosts)
+	}
+}

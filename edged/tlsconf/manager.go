@@ -44,11 +44,19 @@ type Manager struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
+	internalCA atomic.Pointer[internalState] // set once, by the first Apply that needs it
+
 	mu       sync.Mutex // serialises Apply; guards the fields below
 	internal *certmagic.Config
 	ca       *internalCA
 	managed  map[string]*managedHost
+	lastDone map[string]chan struct{} // host -> done of its latest manage goroutine
 	closed   bool
+}
+
+type internalState struct {
+	ca  *internalCA
+	cfg *certmagic.Config
 }
 
 type managedHost struct {
@@ -93,11 +101,12 @@ func New(o Options, met *Metrics) (*Manager, error) {
 		return nil, fmt.Errorf("tls options: %w", err)
 	}
 	mgr := &Manager{
-		o:       n,
-		log:     n.Log,
-		met:     met,
-		storage: &certmagic.FileStorage{Path: n.storageDir},
-		managed: map[string]*managedHost{},
+		o:        n,
+		log:      n.Log,
+		met:      met,
+		storage:  &certmagic.FileStorage{Path: n.storageDir},
+		managed:  map[string]*managedHost{},
+		lastDone: map[string]chan struct{}{},
 	}
 	mgr.status = newStatusTracker(mgr)
 	mgr.ctx, mgr.cancel = context.WithCancel(context.Background())
@@ -271,11 +280,10 @@ func (m *Manager) configForCert(c certmagic.Certificate) (*certmagic.Config, err
 			return r.cfg, nil
 		}
 	}
-	m.mu.Lock()
-	ca, internal := m.ca, m.internal
-	m.mu.Unlock()
-	if ca != nil && c.Leaf != nil && bytes.Equal(c.Leaf.RawIssuer, ca.inter.RawSubject) {
-		return internal, nil
+	// No m.mu here: certmagic calls this with its cache lock held, and
+	// Apply holds m.mu while it calls into the cache.
+	if in := m.internalCA.Load(); in != nil && c.Leaf != nil && bytes.Equal(c.Leaf.RawIssuer, in.ca.inter.RawSubject) {
+		return in.cfg, nil
 	}
 	return m.acme, nil
 }
@@ -317,6 +325,7 @@ func (m *Manager) Apply(ctx context.Context, sites []Site) error {
 		cfg.Issuers = []certmagic.Issuer{ca}
 		m.internal = certmagic.New(m.cache, cfg)
 		m.ca = ca
+		m.internalCA.Store(&internalState{ca: ca, cfg: m.internal})
 		m.log.Info("tls: internal CA ready; trust its root to trust internal sites", "root", ca.RootFile())
 	}
 
@@ -391,8 +400,11 @@ func (m *Manager) Apply(ctx context.Context, sites []Site) error {
 		if mode == ModeInternal {
 			cfg, obtainCfg = m.internal, m.internal
 		}
+		done := make(chan struct{})
+		prev := m.lastDone[h]
+		m.lastDone[h] = done
 		m.wg.Add(1)
-		go m.manage(hctx, cfg, obtainCfg, h, mode)
+		go m.manage(hctx, cfg, obtainCfg, h, mode, prev, done)
 		started = append(started, h)
 	}
 	m.log.Info("tls: sites applied", "managed", len(m.managed), "new", len(started), "manual", len(manualStatus), "on_demand", m.onDemandPatterns(t))
@@ -404,8 +416,24 @@ func (m *Manager) Apply(ctx context.Context, sites []Site) error {
 // on certmagic's maintenance renews it. The goroutine is ours (not
 // certmagic's ManageAsync) so Close can wait for it, and the backoff is
 // Options.RetryMin doubling.
-func (m *Manager) manage(ctx context.Context, cfg, obtainCfg *certmagic.Config, host, mode string) {
+func (m *Manager) manage(ctx context.Context, cfg, obtainCfg *certmagic.Config, host, mode string, prev <-chan struct{}, done chan<- struct{}) {
 	defer m.wg.Done()
+	defer close(done)
+	// A previous goroutine for this host (removed, then added back) must
+	// finish its clean-up before this one caches anything.
+	if prev != nil {
+		select {
+		case <-prev:
+		case <-ctx.Done():
+			return
+		}
+	}
+	defer func() {
+		if ctx.Err() != nil {
+			// Removed while obtaining: what was cached meanwhile goes.
+			m.cache.RemoveManaged([]certmagic.SubjectIssuer{{Subject: host, IssuerKey: issuerKeyFor(m, mode)}})
+		}
+	}()
 	delay := m.o.RetryMin
 	for {
 		err := m.loadOrObtain(ctx, cfg, obtainCfg, host)

@@ -90,10 +90,14 @@ func (s *statusTracker) setManual(list []CertStatus) {
 }
 
 // get returns the state for host, creating one for names certmagic
-// manages on its own (on-demand).
+// obtains on its own (on-demand); nil for hosts no longer configured
+// (an obtain that was already running when they left).
 func (s *statusTracker) get(host string) *hostState {
 	st := s.hosts[host]
 	if st == nil {
+		if r := s.m.table.Load().lookup(host); r == nil || !r.onDemand {
+			return nil
+		}
 		st = &hostState{mode: ModeACME, onDemand: true, state: "pending", since: time.Now()}
 		s.hosts[host] = st
 	}
@@ -114,6 +118,10 @@ func (s *statusTracker) onEvent(_ context.Context, event string, data map[string
 	case "cert_obtaining":
 		s.mu.Lock()
 		st := s.get(id)
+		if st == nil {
+			s.mu.Unlock()
+			return nil
+		}
 		first := st.state == "pending"
 		if st.state != "failed" {
 			st.state, st.since = "obtaining", time.Now()
@@ -126,6 +134,10 @@ func (s *statusTracker) onEvent(_ context.Context, event string, data map[string
 	case "cert_obtained":
 		s.mu.Lock()
 		st := s.get(id)
+		if st == nil {
+			s.mu.Unlock()
+			return nil
+		}
 		wasFailing := st.state == "failed"
 		st.state, st.lastErr, st.since = "valid", "", time.Now()
 		mode := st.mode
@@ -141,6 +153,10 @@ func (s *statusTracker) onEvent(_ context.Context, event string, data map[string
 		msg := fmt.Sprint(data["error"])
 		s.mu.Lock()
 		st := s.get(id)
+		if st == nil {
+			s.mu.Unlock()
+			return nil
+		}
 		changed := st.state != "failed"
 		st.state, st.lastErr = "failed", msg
 		if changed {
