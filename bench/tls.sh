@@ -13,12 +13,17 @@
 # worker_processes 1, edged GOMAXPROCS=1); wrk and the upstream run on
 # CPU 1, so the servers get the same single core.
 #
-# Env: DURATION (s, default 10), CONNS (default 32), KEEP=1 keeps the temp dir.
+# A third row, keep-alive requests answered by the server itself, separates
+# the TLS/HTTP cost from the proxying cost.
+#
+# Env: DURATION (s per run, default 10), CONNS (default 32), ROUNDS
+# (default 3, alternating servers), KEEP=1 keeps the temp dir.
 # Installs nginx and wrk with apt if missing (needs root).
 set -euo pipefail
 
 DURATION=${DURATION:-10}
 CONNS=${CONNS:-32}
+ROUNDS=${ROUNDS:-3}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 TMP=$(mktemp -d /tmp/bench-tls.XXXXXX)
 PIDS=()
@@ -166,13 +171,29 @@ rps() {
 }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
 
-echo "handshakes/s (new connection per request), ${DURATION}s, $CONNS connections" >&2
-echo "  nginx" >&2; HS_NGX=$(rps "https://127.0.0.1:$P_NGX/hs" -H "Connection: close")
-echo "  edged" >&2; HS_EDGE=$(rps "https://127.0.0.1:$P_EDGE/hs" -H "Connection: close")
-echo "HTTPS keep-alive reverse proxy req/s, ${DURATION}s, $CONNS connections" >&2
-echo "  nginx" >&2; PX_NGX=$(rps "https://127.0.0.1:$P_NGX/")
-echo "  edged" >&2; PX_EDGE=$(rps "https://127.0.0.1:$P_EDGE/")
+median() { sort -n | awk '{a[NR]=$1} END { if (NR == 0) print 0; else if (NR % 2) print a[(NR+1)/2]; else printf "%.2f", (a[NR/2]+a[NR/2+1])/2 }'; }
 
-printf '%-34s %12s %12s %8s\n' "benchmark" "edged" "nginx" "ratio"
-printf '%-34s %12s %12s %8s\n' "tls handshakes/s (new conn/req)" "$HS_EDGE" "$HS_NGX" "$(ratio "$HS_EDGE" "$HS_NGX")"
-printf '%-34s %12s %12s %8s\n' "https keep-alive proxy req/s" "$PX_EDGE" "$PX_NGX" "$(ratio "$PX_EDGE" "$PX_NGX")"
+# Rounds alternate the servers so that load from elsewhere on the machine
+# hits both alike; the median of the rounds is reported.
+declare -A R
+for round in $(seq 1 "$ROUNDS"); do
+	for srv in nginx edged; do
+		port=$P_NGX; [ $srv = edged ] && port=$P_EDGE
+		echo "round $round, $srv: handshakes (new connection per request)" >&2
+		R[hs_$srv]+="$(rps "https://127.0.0.1:$port/hs" -H "Connection: close") "
+		echo "round $round, $srv: HTTPS keep-alive, fixed response" >&2
+		R[ka_$srv]+="$(rps "https://127.0.0.1:$port/hs") "
+		echo "round $round, $srv: HTTPS keep-alive reverse proxy" >&2
+		R[px_$srv]+="$(rps "https://127.0.0.1:$port/") "
+	done
+done
+med() { echo "${R[$1]}" | tr ' ' '\n' | grep . | median; }
+
+echo
+echo "edged vs nginx $(nginx -v 2>&1 | sed 's/.*\///'), ECDSA P-256, loopback, 1 core each, wrk -c $CONNS, ${DURATION}s x $ROUNDS rounds (median)"
+printf '%-40s %12s %12s %8s\n' "benchmark" "edged" "nginx" "ratio"
+for row in "hs:tls handshakes/s (new conn per req)" "px:https keep-alive proxy req/s" "ka:https keep-alive fixed response req/s"; do
+	k=${row%%:*}
+	e=$(med "${k}_edged"); n=$(med "${k}_nginx")
+	printf '%-40s %12s %12s %8s\n' "${row#*:}" "$e" "$n" "$(ratio "$e" "$n")"
+done
