@@ -200,6 +200,16 @@ func (p *Pool) Start() {
 		for _, addr := range p.removed {
 			p.m.forget(p.name, addr)
 		}
+		if p.cfg.MaxFails == 0 || len(p.servers) == 1 {
+			// Passive health is off now; a time-out it set no longer holds.
+			for _, s := range p.servers {
+				s.st.mu.Lock()
+				s.st.downEnd.Store(0)
+				s.st.fails.Store(0)
+				s.st.passiveDown = false
+				s.st.mu.Unlock()
+			}
+		}
 		if p.cfg.Health.Path == "" {
 			// Checks were turned off: what they last said no longer holds.
 			for _, s := range p.servers {

@@ -87,6 +87,19 @@ func TestStateCarriesOverReload(t *testing.T) {
 	if p2.servers[1].tr != p1.servers[1].tr {
 		t.Fatal("b's connection pool was not kept though its settings did not change")
 	}
+	// Passive health turned off: a server it took out is back at once.
+	cfg5 := cfg2
+	cfg5.MaxFails = 0
+	p5, err := NewPool(cfg5, p2, m, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p5.Start()
+	if s := statusOf(p5, dead); s.State != "up" {
+		t.Fatalf("max_fails 0, dead server still %+v", s)
+	}
+	p5.Close()
+
 	p1.Close()
 	h2 := httptest.NewServer(NewHandler(p2, HandlerOptions{}))
 	defer h2.Close()
