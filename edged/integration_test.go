@@ -539,3 +539,46 @@ func TestAdminStatusAndMetrics(t *testing.T) {
 		t.Fatalf("edged_requests_total for the request not in /metrics:\n%s", strings.Join(reqLines, "\n"))
 	}
 }
+
+// TestAccessLogReopen: requests are logged in the combined format, and
+// SIGUSR1 after a rotation makes edged write to a new file.
+func TestAccessLogReopen(t *testing.T) {
+	e := startEdged(t, "[server]\nadmin = \"{{ADMIN}}\"\n[access_log]\noutput = \"{{DIR}}/access.log\"\n[[site]]\n[[site.route]]\npath = \"/\"\nrespond = \"logged\"\n")
+	dir := filepath.Dir(e.config)
+	logPath := filepath.Join(dir, "access.log")
+	c := &http.Client{Timeout: 10 * time.Second}
+	get(t, c, e.httpURL+"/first")
+	waitFileContains(t, logPath, `"GET /first HTTP/1.1" 200 6`)
+	if err := os.Rename(logPath, logPath+".1"); err != nil {
+		t.Fatal(err)
+	}
+	e.cmd.Process.Signal(syscall.SIGUSR1)
+	// The reopen is logged after it happened; wait for that line.
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(e.stderr.String(), "access log reopened"); {
+		if time.Now().After(deadline) {
+			t.Fatal("edged did not reopen the access log after SIGUSR1")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	get(t, c, e.httpURL+"/second")
+	waitFileContains(t, logPath, `"GET /second HTTP/1.1" 200 6`)
+	if b, _ := os.ReadFile(logPath + ".1"); strings.Contains(string(b), "/second") {
+		t.Error("a request after the reopen went to the rotated file")
+	}
+}
+
+// waitFileContains polls a file edged flushes about once a second.
+func waitFileContains(t *testing.T, path, want string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		b, _ := os.ReadFile(path)
+		if strings.Contains(string(b), want) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s does not contain %q after 10s:\n%s", path, want, b)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
