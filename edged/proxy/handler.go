@@ -26,11 +26,15 @@ type HandlerOptions struct {
 	// responses of unknown length), negative = flush after every write,
 	// positive = at most this long between a write and its flush.
 	FlushInterval time.Duration
-	Log           *slog.Logger
+	// RequestIDHeader names the request ID put in failure log lines;
+	// default "X-Request-Id".
+	RequestIDHeader string
+	Log             *slog.Logger
 }
 
 type handler struct {
 	p       *Pool
+	ridKey  string
 	trusted []netip.Prefix
 	strip   string // without a trailing slash
 	flush   time.Duration
@@ -46,6 +50,10 @@ func NewHandler(p *Pool, o HandlerOptions) http.Handler {
 		h.log = h.log.With("upstream", p.name)
 	}
 	h.strip = strings.TrimSuffix(o.StripPrefix, "/")
+	h.ridKey = http.CanonicalHeaderKey(o.RequestIDHeader)
+	if h.ridKey == "" {
+		h.ridKey = "X-Request-Id"
+	}
 	return h
 }
 
@@ -309,7 +317,7 @@ func (h *handler) serveResponse(w http.ResponseWriter, r *http.Request, res *htt
 		h.p.recordFailure(s, causeBody, rerr)
 		h.log.Warn("upstream server died while sending the response body; aborting the client connection so it sees the truncation",
 			"server", s.cfg.Addr, "cause", rerr.Error(), "status", res.StatusCode,
-			"method", r.Method, "path", r.URL.Path, "request_id", r.Header.Get("X-Request-Id"))
+			"method", r.Method, "path", r.URL.Path, "request_id", h.requestID(r))
 		s.release()
 		panic(http.ErrAbortHandler)
 	}
@@ -362,7 +370,7 @@ func (h *handler) fail(w http.ResponseWriter, r *http.Request, s *server, cause 
 		addr = s.cfg.Addr
 	}
 	h.log.Warn("upstream request failed", "status", code, "server", addr, "cause", err.Error(),
-		"attempts", attempts, "method", r.Method, "path", r.URL.Path, "request_id", r.Header.Get("X-Request-Id"))
+		"attempts", attempts, "method", r.Method, "path", r.URL.Path, "request_id", h.requestID(r))
 	writeError(w, code, text)
 }
 
@@ -370,7 +378,7 @@ func (h *handler) fail(w http.ResponseWriter, r *http.Request, s *server, cause 
 func (h *handler) unavailable(w http.ResponseWriter, r *http.Request) {
 	h.p.m.unavailable.WithLabelValues(h.p.name).Inc()
 	h.log.Warn("no upstream server available, answered 503", "servers", h.p.summary(),
-		"method", r.Method, "path", r.URL.Path, "request_id", r.Header.Get("X-Request-Id"))
+		"method", r.Method, "path", r.URL.Path, "request_id", h.requestID(r))
 	writeError(w, http.StatusServiceUnavailable, "503 Service Unavailable: no upstream server is available\n")
 }
 
@@ -447,3 +455,10 @@ func (b *countingBody) Read(p []byte) (int, error) {
 }
 
 func (b *countingBody) Close() error { return nil }
+
+func (h *handler) requestID(r *http.Request) string {
+	if v := r.Header[h.ridKey]; len(v) > 0 {
+		return v[0]
+	}
+	return ""
+}

@@ -87,12 +87,12 @@ func TestSlowUpstreamIs504(t *testing.T) {
 		}
 	}))
 	f := newFront(t, UpstreamConfig{Servers: servers(up.Addr), MaxFails: 1, ResponseHeaderTimeout: 200 * time.Millisecond}, HandlerOptions{})
-	res, body := get(t, f.URL()+"/slow")
+	res, body := get(t, f.URL()+"/slow", "X-Request-Id", "rid-504")
 	if res.StatusCode != http.StatusGatewayTimeout || !strings.Contains(body, "did not answer in time") {
 		t.Fatalf("got %d %q", res.StatusCode, body)
 	}
 	logs := f.log.String()
-	if !strings.Contains(logs, "upstream request failed") || !strings.Contains(logs, "upstream=app") ||
+	if !strings.Contains(logs, "upstream request failed") || !strings.Contains(logs, "upstream=app") || !strings.Contains(logs, "request_id=rid-504") ||
 		!strings.Contains(logs, "server="+up.Addr) || !strings.Contains(logs, "timeout awaiting response headers") {
 		t.Fatalf("log line does not name upstream, server and cause:\n%s", logs)
 	}
