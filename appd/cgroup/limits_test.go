@@ -244,8 +244,8 @@ func cpuShare(t *testing.T, tr *Tree, name string, lim Limits, window time.Durat
 func TestCPUMax(t *testing.T) {
 	tr := testTree(t)
 	needControllers(t, tr, "cpu")
-	capped, throttled := cpuShare(t, tr, "capped", Limits{CPUMax: 0.2}, 5*time.Second)
-	free, _ := cpuShare(t, tr, "free", Limits{}, 5*time.Second)
+	capped, throttled := cpuShare(t, tr, "capped", Limits{CPUMax: 0.2}, 3*time.Second)
+	free, _ := cpuShare(t, tr, "free", Limits{}, 3*time.Second)
 	t.Logf("spinner with cpu.max 0.2: %.3f CPU (throttled %d times); without: %.3f CPU", capped, throttled, free)
 	// Generous margins: under emulation the guest is slow and noisy.
 	if capped > 0.35 || capped < 0.02 {
