@@ -13,18 +13,18 @@ import (
 // CertStatus is one host's certificate as `edged` STATUS and the admin
 // endpoint show it.
 type CertStatus struct {
-	Host     string
-	Mode     string // acme, internal, manual
-	OnDemand bool
+	Host     string `json:"host"`
+	Mode     string `json:"mode"` // acme, internal, manual
+	OnDemand bool   `json:"on_demand,omitempty"`
 	// State: "pending" (nothing tried yet), "obtaining", "valid",
 	// "expired", or "failed: <the CA's error>" (the last attempt failed;
 	// NotAfter non-zero means an older certificate is still served).
-	State          string
-	NotAfter       time.Time
-	Issuer         string
-	LastError      string
-	Since          time.Time // of the current state
-	RenewalOverdue bool      // close to expiry and not renewed
+	State          string    `json:"state"`
+	NotAfter       time.Time `json:"not_after,omitzero"`
+	Issuer         string    `json:"issuer,omitempty"`
+	LastError      string    `json:"last_error,omitempty"`
+	Since          time.Time `json:"since,omitzero"`            // of the current state
+	RenewalOverdue bool      `json:"renewal_overdue,omitempty"` // close to expiry and not renewed
 }
 
 // manualWarnLeft: a manual certificate closer than this to expiry is
