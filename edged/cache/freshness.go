@@ -2,6 +2,7 @@ package cache
 
 import (
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -176,6 +177,11 @@ func storedHeader(h http.Header, cc *respCC, respTime time.Time) http.Header {
 // stored header. bodyLen < 0 means not yet known.
 func (c *Cache) newMeta(status int, h http.Header, ageValue int64, reqTime, respTime time.Time, bodyLen int64) *meta {
 	cc := parseRespCC(h)
+	// Stored values are handed to many responses; with cap == len an
+	// Add on a response header can never write into them.
+	for k, v := range h {
+		h[k] = slices.Clip(v)
+	}
 	m := &meta{status: status, header: h, reqTime: reqTime, respTime: respTime, ageValue: ageValue}
 	m.vary, _ = parseVary(h)
 	m.etag = h.Get("Etag")
