@@ -14,7 +14,7 @@
 #                             warm every target, then ROUNDS rounds that each run
 #                             every target once in turn (a, b, a, b, ...); one
 #                             line per run appended to $BENCH_RESULTS
-#   bench_cpu_us PGID         CPU µs used so far by process group PGID
+#   bench_cpu_us PGID [user|sys]  CPU µs used so far by process group PGID
 #   BENCH_PGID[LABEL]=PGID    makes bench_interleave report CPU µs per request
 #   bench_table BASELINE      medians per scenario and target, with ratios to
 #                             the BASELINE target, as a Markdown table
@@ -135,16 +135,18 @@ bench_wrk() {
 	rm -f "$out"
 }
 
-# bench_cpu_us PGID: CPU time (user+system, µs) used so far by the processes
-# of process group PGID (a server started with setsid: nginx's master and
-# workers, or edged alone). Exited processes are not counted, so measure
-# servers whose processes live through the run.
+# bench_cpu_us PGID [user|sys]: CPU time (µs; user+system unless one is
+# named) used so far by the processes of process group PGID (a server
+# started with setsid: nginx's master and workers, or edged alone). Exited
+# processes are not counted, so measure servers whose processes live
+# through the run.
 bench_cpu_us() {
 	local hz
 	hz=$(getconf CLK_TCK)
 	# /proc/PID/stat: field 2 (comm) may hold spaces, so cut at the last ")".
-	{ cat /proc/[0-9]*/stat 2>/dev/null || true; } | awk -v g="$1" -v hz="$hz" '{
-		sub(/^.*\) /, ""); if ($3 == g) t += $12 + $13 }
+	{ cat /proc/[0-9]*/stat 2>/dev/null || true; } | awk -v g="$1" -v hz="$hz" -v which="${2:-all}" '{
+		sub(/^.*\) /, "")
+		if ($3 == g) t += (which == "sys" ? 0 : $12) + (which == "user" ? 0 : $13) }
 		END { printf "%.0f", t * 1000000 / hz }'
 }
 

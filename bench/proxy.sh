@@ -13,7 +13,8 @@
 #
 # Environment: EDGED (binary; default: built from the tree, unstripped),
 # BENCH_ROUNDS, BENCH_DURATION, BENCH_WARMUP, BENCH_CONNS, BENCH_THREADS
-# (see bench/lib.sh), BENCH_PORT_BASE (default 18280: +0 edged, +10 nginx,
+# (see bench/lib.sh), EDGED_ENV (extra environment for edged, e.g.
+# "GOGC=400" for experiments), BENCH_PORT_BASE (default 18280: +0 edged, +10 nginx,
 # +1 upstream), BENCH_KEEP=1 keeps the temp dir, BENCH_VERBOSE=1 shows wrk.
 set -euo pipefail
 
@@ -182,7 +183,8 @@ bench_wait_http "http://127.0.0.1:$nginx_port/" ||
 
 "$edged_bin" -t -config "$BENCH_TMP/edged.toml" >/dev/null ||
 	bench_die "edged rejects the benchmark configuration ($BENCH_TMP/edged.toml)"
-GOMAXPROCS=2 setsid "$edged_bin" -config "$BENCH_TMP/edged.toml" >"$BENCH_TMP/edged.log" 2>&1 &
+# shellcheck disable=SC2086 # EDGED_ENV is a list of VAR=value words
+env GOMAXPROCS=2 ${EDGED_ENV:-} setsid "$edged_bin" -config "$BENCH_TMP/edged.toml" >"$BENCH_TMP/edged.log" 2>&1 &
 edged_pid=$!
 bench_track "$edged_pid"
 bench_wait_http "http://127.0.0.1:$edged_port/" ||
@@ -209,7 +211,7 @@ machine=$(bench_machine)
 load0=$(bench_load)
 conns=$BENCH_CONNS threads=$BENCH_THREADS dur=$BENCH_DURATION rounds=$BENCH_ROUNDS
 bench_log "machine: $machine"
-bench_log "edged $("$edged_bin" -version 2>/dev/null || true) (GOMAXPROCS=2), $("$nginx_bin" -v 2>&1 | sed 's/.*: //') (worker_processes 2), upstream nginx (1 worker)"
+bench_log "edged $("$edged_bin" -version 2>/dev/null || true) (GOMAXPROCS=2 ${EDGED_ENV:-}), $("$nginx_bin" -v 2>&1 | sed 's/.*: //') (worker_processes 2), upstream nginx (1 worker)"
 bench_log "wrk -t$threads -c$conns -d$dur --latency, $rounds interleaved rounds after a $BENCH_WARMUP warm-up"
 
 bench_interleave "proxy" "$rounds" "$dur" "$conns" "$threads" \
@@ -251,24 +253,26 @@ if [ "$mode" = profile ]; then
 	# Syscalls and context switches per request, both servers: where the
 	# kernel share of the CPU comes from.
 	percount() { # LABEL PGID URL
-		local out=$BENCH_TMP/perfstat-$1 res n
+		local out=$BENCH_TMP/perfstat-$1 res n u0 s0 u1 s1
 		perf stat -x, -e raw_syscalls:sys_enter,context-switches,task-clock \
 			-p "$(pgrep -d, -g "$2")" -o "$out" -- sleep 6 >/dev/null 2>&1 &
 		local perf_pid=$!
 		sleep 0.5
+		u0=$(bench_cpu_us "$2" user) s0=$(bench_cpu_us "$2" sys)
 		res=$(bench_wrk "$3" 5s "$conns" "$threads")
+		u1=$(bench_cpu_us "$2" user) s1=$(bench_cpu_us "$2" sys)
 		wait "$perf_pid" || true
 		n=${res##* }
-		awk -F, -v n="$n" -v l="$1" '
-			$3 ~ /sys_enter/ { sc = $1 } $3 ~ /context-switches/ { cs = $1 } $3 ~ /task-clock/ { tc = $1 }
-			END { if (n > 0) printf "| %s | %.2f | %.3f | %.1f µs |\n", l, sc / n, cs / n, tc * 1000 / n }' "$out"
+		awk -F, -v n="$n" -v l="$1" -v u="$((u1 - u0))" -v k="$((s1 - s0))" '
+			$3 ~ /sys_enter/ { sc = $1 } $3 ~ /context-switches/ { cs = $1 }
+			END { if (n > 0) printf "| %s | %.2f | %.3f | %.1f µs | %.1f µs | %.1f µs |\n", l, sc / n, cs / n, (u + k) / n, u / n, k / n }' "$out"
 	}
 	prof proxy "http://127.0.0.1:$edged_port/"
 	prof static "http://127.0.0.1:$edged_port/static/1k.bin"
 	echo
 	echo "== per request, perf stat over a 5s wrk run (all threads of the server) =="
-	echo "| server, scenario | syscalls | context switches | CPU (task-clock) |"
-	echo "|---|---:|---:|---:|"
+	echo "| server, scenario | syscalls | context switches | CPU | user | kernel |"
+	echo "|---|---:|---:|---:|---:|---:|"
 	percount "edged, proxy" "$edged_pid" "http://127.0.0.1:$edged_port/"
 	percount "nginx, proxy" "$nginx_pid" "http://127.0.0.1:$nginx_port/"
 	percount "edged, static-1KiB" "$edged_pid" "http://127.0.0.1:$edged_port/static/1k.bin"
