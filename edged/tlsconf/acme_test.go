@@ -309,6 +309,11 @@ func TestCADownAtStart(t *testing.T) {
 	if v := value(m.met.failing.WithLabelValues("acme.edged.test", ModeACME)); v != 1 {
 		t.Errorf("failing metric = %v", v)
 	}
+	waitState(t, m, "127.0.0.1", "valid", 30*time.Second)
+	waitState(t, m, "localhost", "valid", 30*time.Second)
+	if s := m.Summary(); s != "certificates: 3 valid, 1 failed (acme.edged.test)" {
+		t.Errorf("summary %q", s)
+	}
 	waitState(t, m, "localhost", "valid", 30*time.Second)
 	internalRoots := poolFromFile(t, m.InternalRoot())
 	if _, _, err := httpsGet(e.tlsPort, "localhost", internalRoots); err != nil {

@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"fmt"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 )
@@ -344,4 +345,37 @@ func (s *statusTracker) check(now time.Time) {
 			s.m.log.Warn("tls: manual certificate expires soon; replace the file and reload", "host", c.Host, "not_after", c.NotAfter.UTC().Format(time.RFC3339))
 		}
 	}
+}
+
+// Summary is a short line for systemd's STATUS=, e.g. "certificates: 3
+// valid, 1 failed (acme.example.com)".
+func (m *Manager) Summary() string {
+	var valid, pending, failed, expired int
+	var firstFailed string
+	for _, s := range m.Status() {
+		switch {
+		case s.State == "valid":
+			valid++
+		case s.State == "expired":
+			expired++
+		case strings.HasPrefix(s.State, "failed"):
+			if failed == 0 {
+				firstFailed = s.Host
+			}
+			failed++
+		default:
+			pending++
+		}
+	}
+	out := fmt.Sprintf("certificates: %d valid", valid)
+	if pending > 0 {
+		out += fmt.Sprintf(", %d obtaining", pending)
+	}
+	if expired > 0 {
+		out += fmt.Sprintf(", %d expired", expired)
+	}
+	if failed > 0 {
+		out += fmt.Sprintf(", %d failed (%s)", failed, firstFailed)
+	}
+	return out
 }
