@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/edgeapp/edgeapp/edged/compress"
 )
 
 // BenchmarkStatic fetches one file per op over a kept-alive loopback
@@ -121,15 +123,25 @@ func BenchmarkHandler(b *testing.B) {
 	os.MkdirAll(filepath.Join(dir, "a", "b"), 0o755)
 	os.WriteFile(filepath.Join(dir, "a", "b", "app.js"), make([]byte, 1024), 0o644)
 	os.WriteFile(filepath.Join(dir, "a", "b", "app.js.gz"), make([]byte, 100), 0o644)
-	h, err := New(Options{Root: dir})
+	sh, err := New(Options{Root: dir})
 	if err != nil {
 		b.Fatal(err)
 	}
-	for _, c := range []struct{ name, path, ae string }{
-		{"1KiB", "/one.txt", ""},
-		{"1KiB-browserAE-nosidecar", "/one.txt", "gzip, deflate, br, zstd"},
-		{"sidecar-gzip", "/a/b/app.js", "gzip, deflate, br, zstd"},
+	mw, err := compress.New(compress.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, c := range []struct {
+		name, path, ae string
+		h              http.Handler
+	}{
+		{"1KiB", "/one.txt", "", sh},
+		{"1KiB-browserAE-nosidecar", "/one.txt", "gzip, deflate, br, zstd", sh},
+		{"sidecar-gzip", "/a/b/app.js", "gzip, deflate, br, zstd", sh},
+		{"1KiB-via-compress-noAE", "/one.txt", "", mw(sh)},
+		{"sidecar-gzip-via-compress", "/a/b/app.js", "gzip, deflate, br, zstd", mw(sh)},
 	} {
+		h := c.h
 		b.Run(c.name, func(b *testing.B) {
 			req, _ := http.NewRequest("GET", c.path, nil)
 			if c.ae != "" {
