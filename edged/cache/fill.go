@@ -396,12 +396,15 @@ func (fw *fetchWriter) finish(aborted bool) {
 	} else if n := f.body.size(); fw.cl >= 0 && n != fw.cl && bodyAllowed(f.m.status) {
 		err = errShortBody
 	}
-	f.body.finish(err)
 	if err != nil {
+		f.body.finish(err)
 		f.c.unregister(f)
 		return
 	}
+	// Store before the readers see the end, so that a client that got the
+	// whole body and asks again finds it stored, not this finished fill.
 	f.c.commit(f)
+	f.body.finish(nil)
 }
 
 func bodyAllowed(status int) bool {
