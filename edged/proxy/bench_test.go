@@ -152,9 +152,13 @@ func BenchmarkProxyKeepAliveHTTP(b *testing.B) {
 }
 
 func BenchmarkSelect(b *testing.B) {
-	for _, pol := range []string{"round_robin", "least_conn", "random_two", "hash", "first"} {
-		b.Run(pol, func(b *testing.B) {
+	for _, name := range []string{"round_robin", "least_conn", "random_two", "hash", "hash_equal_weights", "first"} {
+		b.Run(name, func(b *testing.B) {
+			pol := name
 			ws := []int{1, 2, 1, 3, 1, 1, 2, 1}
+			if name == "hash_equal_weights" {
+				pol, ws = "hash", []int{1, 1, 1, 1, 1, 1, 1, 1}
+			}
 			key := ""
 			if pol == "hash" {
 				key = "header:X-User"

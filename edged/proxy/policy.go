@@ -24,7 +24,11 @@ func newPolicy(name string, servers []*server) policy {
 	case "random_two":
 		return randomTwo{}
 	case "hash":
-		return rendezvous{}
+		uniform := true
+		for _, s := range servers {
+			uniform = uniform && s.cfg.Weight == servers[0].cfg.Weight
+		}
+		return rendezvous{uniform: uniform}
 	case "first":
 		return first{}
 	default:
@@ -146,9 +150,24 @@ func (first) pick(g *group, sel selection) *server {
 // server scores the key, the highest available score wins. When a server
 // leaves only its own keys move, each to its next-best server; weights scale
 // the share of keys.
-type rendezvous struct{}
+type rendezvous struct{ uniform bool }
 
-func (rendezvous) pick(g *group, sel selection) *server {
+func (p rendezvous) pick(g *group, sel selection) *server {
+	if p.uniform {
+		// Equal weights: the raw hash orders servers the same way as the
+		// weighted score, without a logarithm per server.
+		var best *server
+		var bestH uint64
+		for _, s := range g.servers {
+			if !s.available(&sel) {
+				continue
+			}
+			if h := mix64(sel.keyHash ^ s.hash); best == nil || h > bestH {
+				best, bestH = s, h
+			}
+		}
+		return best
+	}
 	var best *server
 	bestScore := -1.0
 	for _, s := range g.servers {
