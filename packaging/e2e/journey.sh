@@ -1,0 +1,309 @@
+#!/bin/bash
+# journey.sh — the user's journey with the edged and appd packages, run as
+# root inside the e2e VM (Debian 12, systemd as PID 1) by packaging/e2e/run.sh.
+# The share (cwd) holds edged_*.deb, appd_*.deb, demoapp (the demo worker)
+# and load (the load generator). Each step prints what it runs; the first
+# failing step prints why and the journal of the units involved, and the
+# script exits 1. A summary of the steps closes the output.
+set -u
+cd "$(dirname "$0")"
+SHARE=$PWD
+export SYSTEMD_PAGER= SYSTEMD_COLORS=0 LC_ALL=C.UTF-8
+
+N=0 CUR="" UNITS="" T0=$SECONDS
+DONE=()
+step() {
+	N=$((N + 1)) CUR=$1 UNITS=${2:-} T0=$SECONDS
+	printf '\n=== %d. %s\n' "$N" "$CUR"
+}
+pass() {
+	DONE+=("PASS  $N. $CUR ($((SECONDS - T0)) s)")
+	printf -- '--- PASS %d. %s (%d s)\n' "$N" "$CUR" $((SECONDS - T0))
+}
+summary() {
+	printf '\n=== summary (%d s in the VM)\n' "$SECONDS"
+	printf '%s\n' "${DONE[@]}"
+}
+fail() {
+	printf '\n!!! FAILED at step %d (%s): %s\n' "$N" "$CUR" "$*"
+	local u
+	for u in $UNITS; do
+		printf '\n--- systemctl status %s\n' "$u"
+		systemctl status --no-pager --lines=0 "$u" 2>&1 | sed 's/^/    /'
+		printf -- '--- journalctl -u %s\n' "$u"
+		journalctl -u "$u" --no-pager -n 80 -o short-monotonic 2>&1 | sed 's/^/    /'
+	done
+	DONE+=("FAIL  $N. $CUR: $*")
+	summary
+	exit 1
+}
+# run CMD...: show it, run it, fail the step if it fails.
+run() {
+	printf '+ %s\n' "$*"
+	"$@" || fail "exit $?: $*"
+}
+# waitfor SECONDS DESCRIPTION CMD...: poll CMD until it succeeds.
+waitfor() {
+	local limit=$1 what=$2 t=$SECONDS
+	shift 2
+	until "$@" >/dev/null 2>&1; do
+		[ $((SECONDS - t)) -lt "$limit" ] || fail "$what: not true after ${limit}s: $*"
+		sleep 0.5
+	done
+	printf '  ok after %ds: %s\n' $((SECONDS - t)) "$what"
+}
+body_has() { # body_has STRING CURL-ARGS...
+	local s=$1
+	shift
+	curl -fsS --max-time 20 "$@" | grep -qF -- "$s"
+}
+# What is on the disk, outside the places dpkg, apt, logs and the kernel own:
+# compared before install and after purge.
+snapshot() {
+	find / -xdev \( -path /proc -o -path /sys -o -path /dev -o -path /run -o -path /tmp -o -path /mnt \
+		-o -path /var/log -o -path /var/lib/apt -o -path /var/cache/apt -o -path /var/lib/dpkg \
+		-o -path /var/cache/debconf -o -path /var/cache/man -o -path /var/tmp -o -path /root \
+		-o -path /var/lib/systemd/timers -o -path /var/lib/systemd/coredump \) -prune -o -print | sort
+}
+appd_json() { appd status -json -name demo 2>/dev/null; }
+appd_field() { # appd_field KEY: a top-level number of appd's JSON status
+	appd_json | sed -n "s/^  \"$1\": \([0-9]*\),*$/\1/p" | head -n1
+}
+appd_all_ready() {
+	local want ready
+	want=$(appd_field workers) ready=$(appd_field ready)
+	[ -n "$want" ] && [ "$want" -gt 0 ] && [ "$ready" = "$want" ]
+}
+edged_metric() { # edged_metric NAME{LABELS}: a value from edged's /metrics
+	curl -fsS --max-time 10 --unix-socket /run/edged/admin.sock http://edged/metrics | grep -F "$1" | awk '{print $2}' | head -n1
+}
+
+step "boot: systemd is running"
+state=$(systemctl is-system-running --wait 2>&1)
+echo "  system state: $state; $(systemd --version | head -n1); kernel $(uname -r)"
+[ "$state" = running ] || systemctl --failed --no-pager
+cat /sys/fs/cgroup/cgroup.controllers | grep -qw memory || fail "no memory controller in cgroup v2"
+snapshot >/tmp/before.list
+pass
+
+step "apt install ./edged_*.deb ./appd_*.deb" "edged.socket edged-https.socket edged.service"
+ls -l ./*.deb
+run env DEBIAN_FRONTEND=noninteractive apt install -y ./edged_*.deb ./appd_*.deb
+for p in edged appd; do
+	st=$(dpkg-query -W -f='${Package} ${Version} ${Status}' $p 2>&1)
+	echo "  $st"
+	case $st in *"install ok installed") ;; *) fail "$p is not installed" ;; esac
+done
+for f in /usr/bin/edged /usr/bin/appd /etc/edged/edged.toml /etc/appd/example.toml \
+	/usr/lib/systemd/system/edged.service /usr/lib/systemd/system/appd@.service \
+	/usr/share/man/man8/edged.8.gz /usr/share/man/man5/edged.toml.5.gz \
+	/usr/share/man/man8/appd.8.gz /usr/share/man/man5/appd.toml.5.gz; do
+	[ -e "$f" ] || fail "$f is not installed"
+done
+edged -version
+appd -version
+pass
+
+step "right after install: edged.socket enabled and the welcome page served on :80" "edged.socket edged-https.socket edged.service"
+for u in edged.socket edged-https.socket edged.service; do
+	printf '  %s: %s, %s\n' "$u" "$(systemctl is-enabled $u)" "$(systemctl is-active $u)"
+	systemctl is-enabled -q $u || fail "$u is not enabled"
+done
+systemctl is-active -q edged.socket edged-https.socket || fail "edged's sockets are not listening"
+ss -ltnp | grep -E ':(80|443)\b' | sed 's/^/  /'
+waitfor 60 "welcome page on http://127.0.0.1/" body_has "edged is running" http://127.0.0.1/
+systemctl is-active -q edged.service || fail "edged.service is not running"
+systemctl status --no-pager --lines=0 edged.service | sed 's/^/  /'
+pass
+
+step "write /etc/appd/demo.toml; appd -t -name demo" "appd@demo.service"
+run install -m 0755 "$SHARE/demoapp" /usr/local/bin/demoapp
+cat >/etc/appd/demo.toml <<'EOF'
+# The e2e test's demo application.
+[app]
+command = ["/usr/local/bin/demoapp"]
+user = "nobody"
+readiness = "notify"
+
+[workers]
+count = 2
+graceful_timeout = "10s"
+start_timeout = "120s"
+
+[limits]
+memory_max = "96MiB"
+pids_max = 64
+EOF
+sed 's/^/  /' /etc/appd/demo.toml
+run appd -t -name demo
+pass
+
+step "systemctl enable --now appd@demo.socket edged.socket" "appd@demo.socket appd@demo.service"
+run systemctl enable --now appd@demo.socket edged.socket
+systemctl is-active -q appd@demo.socket || fail "appd@demo.socket is not listening"
+[ -S /run/appd/demo.sock ] || fail "/run/appd/demo.sock is not a socket"
+ls -l /run/appd/ | sed 's/^/  /'
+# The first connection starts appd@demo.service.
+waitfor 120 "the demo app answers on /run/appd/demo.sock" body_has "edgeapp demo" --unix-socket /run/appd/demo.sock http://demo/
+waitfor 120 "appd reports every worker ready" appd_all_ready
+run appd status demo
+systemd-cgls --no-pager -u appd@demo.service | sed 's/^/  /'
+pass
+
+step "systemd-analyze security (exposure scores)" "edged.service"
+for u in edged.service appd@demo.service appd.service; do
+	systemd-analyze security --no-pager "$u" | tail -n1 | sed 's/^/  /'
+done
+score=$(systemd-analyze security --no-pager edged.service | sed -n 's/.*Overall exposure level for edged.service: \([0-9.]*\).*/\1/p')
+awk -v s="$score" 'BEGIN { exit !(s != "" && s < 2.0) }' || fail "edged.service exposure $score, want below 2.0"
+pass
+
+step "a broken edit: edged -t refuses it and a reload keeps the old configuration" "edged.service"
+cp /etc/edged/edged.toml /tmp/edged.toml.good
+printf '\n[[site]]\nhosts = ["broken.test"]\n  [[site.route]]\n  path = "/"\n  upstream = "nosuch"\n' >>/etc/edged/edged.toml
+if edged -t 2>/tmp/t.err; then fail "edged -t accepted a route to an undefined upstream"; fi
+sed 's/^/  edged -t: /' /tmp/t.err
+grep -q 'edged.toml:[0-9]' /tmp/t.err || fail "edged -t's error names no file:line"
+failed0=$(edged_metric 'result="failed"')
+run systemctl reload edged
+waitfor 30 "edged counts the failed reload" sh -c "[ \"\$(curl -fsS --unix-socket /run/edged/admin.sock http://edged/metrics | grep -F 'result=\"failed\"' | awk '{print \$2}')\" != \"${failed0:-0}\" ]"
+systemctl is-active -q edged.service || fail "edged stopped after a bad reload"
+waitfor 10 "the welcome page is still served" body_has "edged is running" http://127.0.0.1/
+cp /tmp/edged.toml.good /etc/edged/edged.toml
+pass
+
+step "edit edged.toml: demo.test -> unix:/run/appd/demo.sock; edged -t" "edged.service"
+cat >>/etc/edged/edged.toml <<'EOF'
+
+# Added by the e2e test: the demo app under appd, on plain HTTP and on HTTPS
+# with a certificate from edged's internal CA.
+[[site]]
+hosts = ["demo.test"]
+tls = "off"
+  [[site.route]]
+  path = "/"
+  upstream = "demo"
+
+[[site]]
+hosts = ["secure.test"]
+tls = "internal"
+  [[site.route]]
+  path = "/"
+  upstream = "demo"
+
+[upstream.demo]
+servers = ["unix:/run/appd/demo.sock"]
+health = { path = "/healthz", interval = "2s" }
+EOF
+run edged -t
+pass
+
+step "systemctl reload edged: the site proxies to appd, over HTTP and HTTPS" "edged.service appd@demo.service"
+ok0=$(edged_metric 'result="ok"')
+run systemctl reload edged
+waitfor 60 "http://demo.test/ answered by the demo app" body_has "edgeapp demo" -H "Host: demo.test" http://127.0.0.1/
+waitfor 60 "https://secure.test/ answered by the demo app" body_has "edgeapp demo" -k --resolve secure.test:443:127.0.0.1 https://secure.test/
+curl -sS -o /dev/null -w '  https://secure.test/ -> %{http_code} over HTTP/%{http_version}\n' -k \
+	--resolve secure.test:443:127.0.0.1 https://secure.test/
+echo "  reloads ok: before ${ok0:-0}, now $(edged_metric 'result="ok"')"
+waitfor 10 "the welcome page is still the default site" body_has "edged is running" http://127.0.0.1/
+pass
+
+step "systemctl reload edged under load: zero failed requests" "edged.service appd@demo.service"
+rm -f /tmp/stop
+ok0=$(edged_metric 'result="ok"')
+"$SHARE/load" -url http://127.0.0.1/ -host demo.test -contains "edgeapp demo" -c 4 -d 180s -n 200000 -stop /tmp/stop >/tmp/load.out 2>&1 &
+lpid=$!
+sleep 3
+for i in 1 2 3; do
+	run systemctl reload edged
+	sleep 3
+done
+touch /tmp/stop
+wait $lpid
+lrc=$?
+sed 's/^/  /' /tmp/load.out
+ok1=$(edged_metric 'result="ok"')
+echo "  successful reloads: ${ok0:-?} -> ${ok1:-?}"
+[ "$lrc" = 0 ] || fail "the load saw failed requests during edged reloads"
+[ -n "$ok1" ] && [ "$(printf '%.0f' "$ok1")" -ge $(($(printf '%.0f' "${ok0:-0}") + 3)) ] || fail "edged did not count 3 successful reloads"
+pass
+
+step "systemctl reload appd@demo under load: zero failed requests" "appd@demo.service edged.service"
+rm -f /tmp/stop
+gen0=$(appd_field generation)
+"$SHARE/load" -url http://127.0.0.1/ -host demo.test -contains "edgeapp demo" -c 4 -d 300s -n 200000 -stop /tmp/stop >/tmp/load.out 2>&1 &
+lpid=$!
+sleep 3
+for i in 1 2; do
+	want=$((gen0 + i))
+	run systemctl reload appd@demo
+	waitfor 120 "generation $want serving with every worker ready" \
+		sh -c "appd status -json -name demo | grep -q '\"serving_generation\": $want,' && [ \"\$(appd status -json -name demo | sed -n 's/^  \"ready\": \([0-9]*\),/\1/p')\" = 2 ]"
+done
+sleep 2
+touch /tmp/stop
+wait $lpid
+lrc=$?
+sed 's/^/  /' /tmp/load.out
+run appd status demo
+[ "$lrc" = 0 ] || fail "the load saw failed requests during appd reloads"
+pass
+
+step "a worker that allocates past limits.memory_max is OOM-killed and replaced" "appd@demo.service"
+appd status demo | sed 's/^/  before: /'
+since=$(date '+%Y-%m-%d %H:%M:%S')
+# The request itself dies with its worker (through edged it is a 502).
+curl -sS --max-time 60 --unix-socket /run/appd/demo.sock 'http://demo/alloc?mb=400' 2>&1 | sed 's/^/  alloc: /'
+waitfor 60 "appd's journal reports the OOM kill" sh -c "journalctl -u appd@demo.service --since '$since' --no-pager | grep -qi 'oom'"
+journalctl -u appd@demo.service --since "$since" --no-pager | grep -i oom | sed 's/^/  journal: /'
+waitfor 60 "appd status shows the OOM exit" sh -c "appd status -json -name demo | grep -q '\"last_exit\": \".*OOM'"
+waitfor 120 "the replacement worker is ready" appd_all_ready
+appd status demo | sed 's/^/  after: /'
+waitfor 30 "the app answers through edged again" body_has "edgeapp demo" -H "Host: demo.test" http://127.0.0.1/
+pass
+
+step "systemctl stop leaves no process behind" "edged.service appd@demo.service"
+run systemctl stop edged.socket edged-https.socket edged.service appd@demo.socket appd@demo.service
+for u in edged.service appd@demo.service edged.socket appd@demo.socket; do
+	systemctl is-active -q "$u" && fail "$u is still active"
+done
+left=$(ps -eo pid,user,args | grep -E '[/]usr/bin/(edged|appd)|[d]emoapp' || true)
+[ -z "$left" ] || fail "processes left: $left"
+for cg in /sys/fs/cgroup/system.slice/edged.service /sys/fs/cgroup/system.slice/system-appd.slice/appd@demo.service; do
+	[ ! -d "$cg" ] || [ -z "$(find "$cg" -name cgroup.procs -exec cat {} + 2>/dev/null)" ] || fail "processes left in $cg"
+done
+ss -ltn | grep -E ':(80|443)\b' && fail "ports 80/443 still listening"
+[ ! -e /run/appd/demo.sock ] || fail "/run/appd/demo.sock still exists"
+echo "  no edged, appd or demoapp process; no cgroup with processes; ports closed"
+pass
+
+step "apt purge leaves no files behind but what policy keeps" "edged.service"
+run env DEBIAN_FRONTEND=noninteractive apt purge -y edged appd
+for p in edged appd; do
+	st=$(dpkg-query -W -f='${Status}' $p 2>/dev/null || true)
+	case $st in "" | *not-installed*) ;; *) fail "$p is still known to dpkg: $st" ;; esac
+done
+snapshot >/tmp/after.list
+# Kept on purpose: the administrator's own /etc/appd/demo.toml (not a
+# conffile: dpkg never removes it) and the test's demo worker; systemd's
+# empty parents of DynamicUser directories.
+diff /tmp/before.list /tmp/after.list | sed -n 's/^> //p' | grep -vxE '/etc/appd|/etc/appd/demo.toml|/usr/local/bin/demoapp|/var/lib/private|/var/cache/private' >/tmp/left.list || true
+diff /tmp/before.list /tmp/after.list | sed -n 's/^< //p' >/tmp/gone.list || true
+[ -s /tmp/gone.list ] && { echo "  removed by the journey:"; sed 's/^/    /' /tmp/gone.list; }
+if [ -s /tmp/left.list ]; then
+	echo "  left behind:"
+	sed 's/^/    /' /tmp/left.list
+	fail "files left after purge"
+fi
+for d in /var/lib/private /var/cache/private; do
+	[ ! -d $d ] || [ -z "$(ls -A $d)" ] || fail "$d is not empty: $(ls -A $d)"
+done
+for d in /run/edged /run/appd; do [ ! -e $d ] || fail "$d still exists"; done
+units=$(systemctl list-unit-files --no-legend 'edged*' 'appd*' 2>/dev/null)
+[ -z "$units" ] || fail "unit files still known: $units"
+echo "  kept: /etc/appd/demo.toml (the administrator's file); nothing else"
+pass
+
+summary
+exit 0

@@ -1,0 +1,148 @@
+// Command load is the end-to-end test's load generator: a few clients send
+// GET requests in a loop, half over kept-alive connections and half over a
+// new connection each, until a duration or a request count runs out, or a
+// stop file appears. Every request must be answered 200 with a body;
+// anything else (refused or reset connection, 5xx, timeout) is a failure.
+// It prints a one-line summary and exits 1 on any failure or if no request
+// succeeded.
+//
+//	load -url http://127.0.0.1/ -host demo.test -c 4 -d 30s -n 100000 [-stop FILE]
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+func main() {
+	target := flag.String("url", "http://127.0.0.1/", "URL to GET")
+	host := flag.String("host", "", "Host header (default: the URL's)")
+	unixSock := flag.String("unix", "", "connect to this unix socket instead of the URL's host")
+	conc := flag.Int("c", 4, "concurrent clients")
+	dur := flag.Duration("d", 30*time.Second, "how long to run at most")
+	maxReq := flag.Int64("n", 100000, "requests to send at most")
+	stop := flag.String("stop", "", "stop as soon as this file exists")
+	timeout := flag.Duration("timeout", 30*time.Second, "per-request timeout")
+	contains := flag.String("contains", "", "the body must contain this string")
+	flag.Parse()
+
+	ctx, cancel := context.WithTimeout(context.Background(), *dur)
+	defer cancel()
+	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
+		var d net.Dialer
+		if *unixSock != "" {
+			return d.DialContext(ctx, "unix", *unixSock)
+		}
+		return d.DialContext(ctx, network, addr)
+	}
+	newClient := func(keepAlive bool) *http.Client {
+		return &http.Client{
+			Timeout: *timeout,
+			Transport: &http.Transport{
+				DialContext:       dial,
+				DisableKeepAlives: !keepAlive,
+				MaxIdleConns:      1,
+				// The e2e test's HTTPS sites use edged's internal CA.
+				TLSClientConfig: &tls.Config{InsecureSkipVerify: true},
+			},
+		}
+	}
+
+	var sent, ok, failed atomic.Int64
+	var mu sync.Mutex
+	samples := map[string]int{}
+	var latencies []time.Duration
+	var wg sync.WaitGroup
+	for i := 0; i < *conc; i++ {
+		wg.Add(1)
+		go func(keepAlive bool) {
+			defer wg.Done()
+			c := newClient(keepAlive)
+			var mine []time.Duration
+			defer func() {
+				mu.Lock()
+				latencies = append(latencies, mine...)
+				mu.Unlock()
+			}()
+			for ctx.Err() == nil {
+				if sent.Add(1) > *maxReq {
+					return
+				}
+				if *stop != "" {
+					if _, err := os.Stat(*stop); err == nil {
+						return
+					}
+				}
+				t0 := time.Now()
+				err := get(c, *target, *host, *contains)
+				mine = append(mine, time.Since(t0))
+				if err == nil {
+					ok.Add(1)
+					continue
+				}
+				failed.Add(1)
+				mu.Lock()
+				samples[err.Error()]++
+				mu.Unlock()
+			}
+		}(i%2 == 0)
+	}
+	wg.Wait()
+
+	sort.Slice(latencies, func(i, j int) bool { return latencies[i] < latencies[j] })
+	pct := func(p float64) time.Duration {
+		if len(latencies) == 0 {
+			return 0
+		}
+		return latencies[int(p*float64(len(latencies)-1))].Round(time.Millisecond)
+	}
+	fmt.Printf("load: %d ok, %d failed; latency p50 %v p99 %v max %v\n",
+		ok.Load(), failed.Load(), pct(0.5), pct(0.99), pct(1))
+	for msg, n := range samples {
+		fmt.Printf("load: failure x%d: %s\n", n, msg)
+	}
+	if failed.Load() > 0 || ok.Load() == 0 {
+		os.Exit(1)
+	}
+}
+
+func get(c *http.Client, target, host, contains string) error {
+	req, err := http.NewRequest(http.MethodGet, target, nil)
+	if err != nil {
+		return err
+	}
+	if host != "" {
+		req.Host = host
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return fmt.Errorf("reading the body: %w", err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("status %d: %.80s", resp.StatusCode, strings.TrimSpace(string(body)))
+	}
+	if len(body) == 0 {
+		return errors.New("empty body")
+	}
+	if contains != "" && !strings.Contains(string(body), contains) {
+		return fmt.Errorf("body lacks %q: %.80s", contains, body)
+	}
+	return nil
+}
