@@ -1001,3 +1001,50 @@ func TestRealWebSocketThroughProxy(t *testing.T) {
 		}
 	}
 }
+
+func TestExpectContinue(t *testing.T) {
+	up := startTCP(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/reject" {
+			http.Error(w, "too large", http.StatusRequestEntityTooLarge)
+			return
+		}
+		n, _ := io.Copy(io.Discard, r.Body)
+		fmt.Fprintf(w, "%d %s", n, r.Header.Get("Expect"))
+	}))
+	f := newFront(t, UpstreamConfig{Servers: servers(up.Addr)}, HandlerOptions{})
+	client := &http.Client{Transport: &http.Transport{ExpectContinueTimeout: 30 * time.Second}}
+	var sent atomic.Int64
+	send := func(path string) (*http.Response, string) {
+		t.Helper()
+		body := io.TeeReader(strings.NewReader(strings.Repeat("x", 2<<20)), writerFunc(func(p []byte) (int, error) {
+			sent.Add(int64(len(p)))
+			return len(p), nil
+		}))
+		req, _ := http.NewRequest("PUT", f.URL()+path, body)
+		req.ContentLength = 2 << 20
+		req.Header.Set("Expect", "100-continue")
+		res, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		return res, string(b)
+	}
+	if res, body := send("/"); res.StatusCode != 200 || body != "2097152 100-continue" {
+		t.Fatalf("got %d %q", res.StatusCode, body)
+	}
+	sent.Store(0)
+	// The upstream refuses without reading: the client is told so before
+	// it sends the body.
+	if res, _ := send("/reject"); res.StatusCode != http.StatusRequestEntityTooLarge {
+		t.Fatalf("got %d", res.StatusCode)
+	}
+	if n := sent.Load(); n != 0 {
+		t.Fatalf("client sent %d body bytes to a request the upstream refused", n)
+	}
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
