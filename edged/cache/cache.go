@@ -65,6 +65,7 @@ type object struct {
 	mem      atomic.Pointer[[]byte]
 	disk     atomic.Pointer[diskFile]
 	gone     atomic.Bool // removed from the index
+	hh       atomic.Pointer[hitHdr]
 
 	// memory tier state, guarded by memTier.mu; freq is bumped lock-free.
 	freq         atomic.Int32
@@ -133,9 +134,15 @@ func (c *Cache) objHash(key string, varyVals []string) uint64 {
 // lookup returns the newest stored variant of key that matches r, and
 // whether the URL had variants at all (to tell a vary-miss from a uri-miss).
 func (c *Cache) lookup(key string, h http.Header) (*object, bool) {
-	sh := c.shard(key)
+	return c.lookupBytes([]byte(key), h)
+}
+
+// lookupBytes is lookup for a key still in a buffer: the map lookup with
+// string(key) does not allocate.
+func (c *Cache) lookupBytes(key []byte, h http.Header) (*object, bool) {
+	sh := &c.sh[maphash.Bytes(c.seed, key)%nShards]
 	sh.mu.RLock()
-	n := sh.nodes[key]
+	n := sh.nodes[string(key)]
 	var vs []*object
 	if n != nil {
 		vs = n.variants

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -15,6 +16,8 @@ import (
 func (c *Cache) Handler(origin http.Handler) http.Handler {
 	return &handler{c: c, origin: origin}
 }
+
+var keyPool = sync.Pool{New: func() any { b := make([]byte, 0, 256); return &b }}
 
 type handler struct {
 	c      *Cache
@@ -36,13 +39,20 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	c := h.c
-	key := c.requestKey(r)
+	kb := keyPool.Get().(*[]byte)
+	kbuf := c.appendRequestKey((*kb)[:0], r)
+	defer func() {
+		if cap(kbuf) <= 4096 {
+			*kb = kbuf
+			keyPool.Put(kb)
+		}
+	}()
 	rcc := reqCC{maxAge: -1, maxStale: -1, minFresh: -1}
 	if len(r.Header["Cache-Control"]) > 0 {
 		rcc = parseReqCC(r.Header)
 	}
 	now := c.o.Now()
-	o, hadVariants := c.lookup(key, r.Header)
+	o, hadVariants := c.lookupBytes(kbuf, r.Header)
 	fwd := "uri-miss"
 	if hadVariants {
 		fwd = "vary-miss"
@@ -74,7 +84,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			if !rcc.noCache && m.staleOK(stale, m.swr) {
 				if h.serveObject(w, r, o, m, age, "detail=stale-while-revalidate", true) {
 					c.met.stale.Inc()
-					h.revalidateInBackground(r, key, &rcc, o)
+					h.revalidateInBackground(r, string(kbuf), &rcc, o)
 					return
 				}
 				break
@@ -97,7 +107,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.origin.ServeHTTP(w, r)
 		return
 	}
-	h.fetch(w, r, key, &rcc, o, fwd)
+	h.fetch(w, r, string(kbuf), &rcc, o, fwd)
 }
 
 // reqAccepts applies the request's max-age and min-fresh (RFC 9111

@@ -12,11 +12,17 @@ import (
 // dropped, and the query normalised as configured. Keys are compared whole;
 // hashes only pick a shard.
 func (c *Cache) requestKey(r *http.Request) string {
+	return string(c.appendRequestKey(nil, r))
+}
+
+// appendRequestKey appends the request's key to dst (no allocation on the
+// hit path when dst has room).
+func (c *Cache) appendRequestKey(dst []byte, r *http.Request) []byte {
 	scheme := "http"
 	if r.TLS != nil {
 		scheme = "https"
 	}
-	return c.makeKey(scheme, r.Host, r.URL.EscapedPath(), r.URL.RawQuery)
+	return c.appendKey(dst, scheme, r.Host, r.URL.EscapedPath(), r.URL.RawQuery)
 }
 
 // urlKey is the primary key for a URL given to a purge.
@@ -25,6 +31,10 @@ func (c *Cache) urlKey(u *url.URL) string {
 }
 
 func (c *Cache) makeKey(scheme, host, path, query string) string {
+	return string(c.appendKey(nil, scheme, host, path, query))
+}
+
+func (c *Cache) appendKey(b []byte, scheme, host, path, query string) []byte {
 	host = normHost(scheme, host)
 	if path == "" {
 		path = "/"
@@ -32,17 +42,15 @@ func (c *Cache) makeKey(scheme, host, path, query string) string {
 	if query != "" && (c.o.SortQuery || len(c.o.IgnoreQuery) > 0) {
 		query = c.normQuery(query)
 	}
-	var b strings.Builder
-	b.Grow(len(scheme) + 3 + len(host) + len(path) + 1 + len(query))
-	b.WriteString(scheme)
-	b.WriteString("://")
-	b.WriteString(host)
-	b.WriteString(path)
+	b = append(b, scheme...)
+	b = append(b, "://"...)
+	b = append(b, host...)
+	b = append(b, path...)
 	if query != "" {
-		b.WriteByte('?')
-		b.WriteString(query)
+		b = append(b, '?')
+		b = append(b, query...)
 	}
-	return b.String()
+	return b
 }
 
 func normHost(scheme, host string) string {

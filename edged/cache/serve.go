@@ -62,24 +62,9 @@ func (h *handler) serveObject(w http.ResponseWriter, r *http.Request, o *object,
 	for k, v := range m.header {
 		hdr[k] = v
 	}
-	secs := int64(age / time.Second)
-	hdr["Age"] = []string{strconv.FormatInt(secs, 10)}
-	ttl := int64((m.lifetime - age) / time.Second)
-	var b strings.Builder
-	b.Grow(48)
-	if hit {
-		b.WriteString("edged; hit; ttl=")
-		b.WriteString(strconv.FormatInt(ttl, 10))
-		if cs != "" {
-			b.WriteString("; ")
-			b.WriteString(cs)
-		}
-	} else {
-		b.WriteString(cs)
-		b.WriteString("; ttl=")
-		b.WriteString(strconv.FormatInt(ttl, 10))
-	}
-	hdr["Cache-Status"] = append(slices.Clip(m.header["Cache-Status"]), b.String())
+	hh := o.hitHeaders(m, age, cs, hit)
+	hdr["Age"] = hh.age
+	hdr["Cache-Status"] = hh.cs
 
 	if notModified(r, m) {
 		writeNotModified(w)
@@ -275,4 +260,45 @@ func parseRange(v string, size int64) (start, end int64, ok, unsat bool) {
 		return 0, 0, false, true
 	}
 	return s, e, true, false
+}
+
+// hitHdr holds the Age and Cache-Status values of an object for one second
+// of its age, so that hits within that second share them.
+type hitHdr struct {
+	m     *meta
+	secs  int64
+	extra string
+	age   []string
+	cs    []string
+}
+
+func (o *object) hitHeaders(m *meta, age time.Duration, cs string, hit bool) *hitHdr {
+	secs := int64(age / time.Second)
+	if hit {
+		if p := o.hh.Load(); p != nil && p.m == m && p.secs == secs && p.extra == cs {
+			return p
+		}
+	}
+	ttl := int64((m.lifetime - age) / time.Second)
+	var b strings.Builder
+	b.Grow(48)
+	if hit {
+		b.WriteString("edged; hit; ttl=")
+		b.WriteString(strconv.FormatInt(ttl, 10))
+		if cs != "" {
+			b.WriteString("; ")
+			b.WriteString(cs)
+		}
+	} else {
+		b.WriteString(cs)
+		b.WriteString("; ttl=")
+		b.WriteString(strconv.FormatInt(ttl, 10))
+	}
+	p := &hitHdr{m: m, secs: secs, extra: cs,
+		age: []string{strconv.FormatInt(secs, 10)},
+		cs:  slices.Clip(append(slices.Clip(m.header["Cache-Status"]), b.String()))}
+	if hit {
+		o.hh.Store(p)
+	}
+	return p
 }
