@@ -52,7 +52,7 @@ const (
 
 // ServerConfig is one upstream server.
 type ServerConfig struct {
-	Addr     string // "host:port" or "unix:/path"
+	Addr     string // "host:port", "unix:/path" or "unix:@abstract"
 	Weight   int    // default 1
 	Backup   bool   // used only when every primary server is unavailable
 	MaxConns int    // in-flight requests at most; 0 = unlimited
@@ -190,7 +190,7 @@ func checkAddr(a string) error {
 		return errors.New("empty address")
 	}
 	if p, ok := strings.CutPrefix(a, "unix:"); ok {
-		if !strings.HasPrefix(p, "/") {
+		if !strings.HasPrefix(p, "/") && !strings.HasPrefix(p, "@") { // @: Linux abstract socket
 			return fmt.Errorf("%q: a unix socket path must be absolute (unix:/run/app.sock)", a)
 		}
 		return nil

@@ -77,6 +77,19 @@ func TestUnixSocketUpstream(t *testing.T) {
 	}
 }
 
+func TestAbstractUnixSocketUpstream(t *testing.T) {
+	name := fmt.Sprintf("@edged-proxy-test-%d", time.Now().UnixNano())
+	ln, err := net.Listen("unix", name)
+	if err != nil {
+		t.Skip("no abstract sockets here:", err)
+	}
+	up := serveOn(t, ln, "unix:"+name, named("abstract"))
+	f := newFront(t, UpstreamConfig{Servers: servers(up.Addr)}, HandlerOptions{})
+	if _, body := get(t, f.URL()+"/"); body != "abstract" {
+		t.Fatalf("body %q", body)
+	}
+}
+
 func TestSlowUpstreamIs504(t *testing.T) {
 	release := make(chan struct{})
 	defer close(release)
