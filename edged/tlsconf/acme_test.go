@@ -2,10 +2,13 @@ package tlsconf
 
 import (
 	"context"
+	"encoding/json"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"os/exec"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -340,5 +343,77 @@ func TestCADownAtStart(t *testing.T) {
 	}
 	if v := value(m.met.failing.WithLabelValues("acme.edged.test", ModeACME)); v != 0 {
 		t.Errorf("failing metric = %v after recovery", v)
+	}
+}
+
+// TestSharedStorage: two edged on one storage order one certificate for a
+// name between them (certmagic's lock), and the CA's HTTP-01 validation
+// may reach either of them (challenges are written to the storage).
+func TestSharedStorage(t *testing.T) {
+	httpLn, tlsLn := listen(t), listen(t)
+	e1 := &edge{httpPort: httpLn.Addr().(*net.TCPAddr).Port, tlsPort: tlsLn.Addr().(*net.TCPAddr).Port}
+	p := startPebble(t, pebbleOpts{httpPort: e1.httpPort, tlsPort: e1.tlsPort})
+	storage := t.TempDir()
+	o := acmeOptions(p, storage, ChallengeHTTP01, e1)
+	o.Log = nil // each manager its own test log
+	m1 := newTestManager(t, o, nil)
+	m2 := newTestManager(t, o, nil) // reachable by the CA only through m1's listener
+	startEdge(t, m1, httpLn, tlsLn)
+	e2 := startEdge(t, m2, listen(t), listen(t))
+
+	// Another process on the same storage orders; the CA validates
+	// through m1, which never saw the order: the challenge reaches m1
+	// through the storage. m1 then serves the stored certificate.
+	solo := "solo.edged.test"
+	spec, _ := json.Marshal(peerConfig{Options: o, Host: solo})
+	peer := exec.Command(os.Args[0], "-test.run=^$")
+	peer.Env = append(os.Environ(), "TLSCONF_PEER="+string(spec))
+	var peerErr strings.Builder
+	peer.Stderr = &peerErr
+	out, err := peer.Output()
+	if err != nil {
+		t.Fatalf("peer process: %v\n%s", err, peerErr.String())
+	}
+	if err := m1.Apply(context.Background(), []Site{{Hosts: []string{solo}}}); err != nil {
+		t.Fatal(err)
+	}
+	st := waitState(t, m1, solo, "valid", 60*time.Second)
+	if got := st.NotAfter.UTC().Format(time.RFC3339Nano); got != strings.TrimSpace(string(out)) {
+		t.Errorf("m1 serves a certificate expiring %s, the peer obtained one expiring %s", got, out)
+	}
+	if n := p.orders(); n != 1 {
+		t.Fatalf("pebble saw %d orders, want the peer's 1", n)
+	}
+
+	// Both apply the same name at once: one order between them.
+	host := "shared.edged.test"
+	sites := []Site{{Hosts: []string{solo, host}}}
+	errs := make(chan error, 2)
+	for _, m := range []*Manager{m2, m1} {
+		go func() { errs <- m.Apply(context.Background(), sites) }()
+	}
+	for range 2 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitState(t, m1, host, "valid", 60*time.Second)
+	waitState(t, m2, host, "valid", 60*time.Second)
+	_, l1, err := httpsGet(e1.tlsPort, host, p.roots)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, l2, err := httpsGet(e2.tlsPort, host, p.roots)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l1.SerialNumber.Cmp(l2.SerialNumber) != 0 {
+		t.Error("the two instances serve different certificates")
+	}
+	if _, _, err := httpsGet(e1.tlsPort, solo, p.roots); err != nil {
+		t.Fatal(err)
+	}
+	if n := p.orders(); n != 2 {
+		t.Errorf("pebble saw %d orders for two names from two instances on one storage, want 2", n)
 	}
 }

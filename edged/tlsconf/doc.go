@@ -23,7 +23,8 @@
 // orders a certificate for a name and all of them serve it: certmagic takes
 // a lock file in the storage before ordering or renewing, and HTTP-01 and
 // TLS-ALPN-01 challenges are written to the storage too, so whichever
-// instance the CA reaches can answer them. The locks are files created with
+// instance the CA reaches can answer them (TestSharedStorage checks both
+// with two processes and Pebble). The locks are files created with
 // O_EXCL and refreshed while held; that is only as safe as the shared file
 // system's create-exclusive and its cache coherence.
 //

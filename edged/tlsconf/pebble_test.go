@@ -32,6 +32,9 @@ var (
 )
 
 func TestMain(m *testing.M) {
+	if peer := os.Getenv("TLSCONF_PEER"); peer != "" {
+		os.Exit(runPeer(peer))
+	}
 	code := m.Run()
 	if pebbleBinDir != "" {
 		os.RemoveAll(pebbleBinDir)
@@ -292,4 +295,47 @@ func waitState(t testing.TB, m *Manager, host, want string, timeout time.Duratio
 	}
 	t.Fatalf("%s did not reach state %q within %s; last status %+v", host, want, timeout, last)
 	return last
+}
+
+// peerConfig is what a peer process (another edged on the same storage)
+// is told through TLSCONF_PEER.
+type peerConfig struct {
+	Options Options
+	Host    string
+}
+
+// runPeer is the body of a peer process: it obtains a certificate for one
+// host, serving nothing itself, and prints its serial number.
+func runPeer(spec string) int {
+	var pc peerConfig
+	if err := json.Unmarshal([]byte(spec), &pc); err != nil {
+		fmt.Fprintln(os.Stderr, "peer:", err)
+		return 2
+	}
+	m, err := New(pc.Options, nil)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "peer:", err)
+		return 2
+	}
+	defer m.Close()
+	if err := m.Apply(context.Background(), []Site{{Hosts: []string{pc.Host}}}); err != nil {
+		fmt.Fprintln(os.Stderr, "peer:", err)
+		return 2
+	}
+	deadline := time.Now().Add(90 * time.Second)
+	for time.Now().Before(deadline) {
+		for _, s := range m.Status() {
+			if s.Host == pc.Host && s.State == "valid" {
+				fmt.Println(s.NotAfter.UTC().Format(time.RFC3339Nano))
+				return 0
+			}
+			if s.Host == pc.Host && strings.HasPrefix(s.State, "failed") {
+				fmt.Fprintln(os.Stderr, "peer:", s.State)
+				return 1
+			}
+		}
+		time.Sleep(20 * time.Millisecond) // polling background issuance
+	}
+	fmt.Fprintln(os.Stderr, "peer: no certificate in time")
+	return 1
 }
