@@ -35,13 +35,17 @@ func (u *upstream) Hits() int {
 func (u *upstream) Close() { u.srv.Close() }
 
 func serveOn(t testing.TB, ln net.Listener, addr string, h http.Handler) *upstream {
+	return serveOnState(t, ln, addr, h, nil)
+}
+
+func serveOnState(t testing.TB, ln net.Listener, addr string, h http.Handler, cs func(net.Conn, http.ConnState)) *upstream {
 	u := &upstream{Addr: addr, ln: ln}
 	u.srv = &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		u.mu.Lock()
 		u.hits++
 		u.mu.Unlock()
 		h.ServeHTTP(w, r)
-	}), ErrorLog: nil}
+	}), ConnState: cs}
 	go func() { _ = u.srv.Serve(ln) }()
 	t.Cleanup(u.Close)
 	return u

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -414,4 +415,48 @@ func TestReloadUnderLoad(t *testing.T) {
 			t.Fatalf("%s still counts %d in flight", s.Addr, s.Active)
 		}
 	}
+}
+
+func TestCloseReleasesIdleConnections(t *testing.T) {
+	var open atomic.Int32
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	up := serveOnState(t, ln, ln.Addr().String(), named("a"), func(c net.Conn, s http.ConnState) {
+		switch s {
+		case http.StateNew:
+			open.Add(1)
+		case http.StateClosed, http.StateHijacked:
+			open.Add(-1)
+		}
+	})
+	cfg := UpstreamConfig{Name: "app", Servers: servers(up.Addr)}
+	p1, err := NewPool(cfg, nil, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p1.Start()
+	fr := httptest.NewServer(NewHandler(p1, HandlerOptions{}))
+	defer fr.Close()
+	get(t, fr.URL+"/")
+	if open.Load() != 1 {
+		t.Fatalf("%d upstream connections, want 1 kept alive", open.Load())
+	}
+	// Replaced by a pool with the same settings: the connection is kept.
+	p2, err := NewPool(cfg, p1, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p2.Start()
+	p1.Close()
+	fr2 := httptest.NewServer(NewHandler(p2, HandlerOptions{}))
+	defer fr2.Close()
+	get(t, fr2.URL+"/")
+	if open.Load() != 1 {
+		t.Fatalf("%d upstream connections after the reload, want the same 1", open.Load())
+	}
+	// The upstream leaves the configuration: its idle connection goes.
+	p2.Close()
+	waitFor(t, "the idle connection to close", func() bool { return open.Load() == 0 })
 }
