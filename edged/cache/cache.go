@@ -252,6 +252,11 @@ func (c *Cache) removeKeys(match func(key string) bool) int {
 				delete(sh.nodes, k)
 			}
 		}
+		for _, f := range sh.fills {
+			if match(f.key) {
+				f.purged.Store(true)
+			}
+		}
 		sh.mu.Unlock()
 	}
 	for _, o := range victims {
@@ -267,6 +272,13 @@ func (c *Cache) removeKey(key string) int {
 	sh.mu.Lock()
 	n := sh.nodes[key]
 	delete(sh.nodes, key)
+	// A response being fetched now may predate the purge or the unsafe
+	// request that invalidated it: serve it, but do not store it.
+	for _, f := range sh.fills {
+		if f.key == key {
+			f.purged.Store(true)
+		}
+	}
 	sh.mu.Unlock()
 	if n == nil {
 		return 0

@@ -9,6 +9,7 @@ import (
 	"os"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -66,8 +67,9 @@ type fill struct {
 	passing   bool                // the fetch writes straight to leaderW
 	followers int
 
-	body growBuf
-	done chan struct{}
+	body   growBuf
+	done   chan struct{}
+	purged atomic.Bool // its URL was purged or invalidated meanwhile: do not store
 }
 
 func (c *Cache) newFill(key, ck string, r *http.Request, rcc *reqCC, stale *object, fwd string) *fill {
@@ -417,7 +419,7 @@ func (c *Cache) commit(f *fill) {
 	b.mu.Lock()
 	size, file, tmpPath, spillFailed, crc, mem := b.n, b.file, b.tmpPath, b.spillFailed, b.crc, b.mem
 	b.mu.Unlock()
-	if size > c.o.MaxObjectSize {
+	if size > c.o.MaxObjectSize || f.purged.Load() {
 		c.unregister(f)
 		return
 	}
