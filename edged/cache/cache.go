@@ -1,7 +1,3 @@
-// Package cache is edged's shared HTTP cache (RFC 9111): a byte-bounded
-// memory tier under S3-FIFO, an optional disk tier, request coalescing,
-// revalidation, stale serving and purge. A Cache lives for the whole
-// process; every route that names it wraps its origin with Handler.
 package cache
 
 import (

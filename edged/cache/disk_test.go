@@ -82,6 +82,11 @@ func TestDiskWarmRestart(t *testing.T) {
 	if e.hits() != 3 {
 		t.Fatalf("origin hits %d", e.hits())
 	}
+	// A body above MemoryObjectMax went to disk without being kept in memory.
+	host := strings.TrimPrefix(e.front.URL, "http://")
+	if o, _ := e.cache.lookup(e.cache.makeKey("http", host, "/big", ""), http.Header{}); o == nil || o.mem.Load() != nil || o.disk.Load() == nil {
+		t.Fatal("the big body is not a disk-only entry")
+	}
 	e.restart(diskOpts(dir))
 	if n := len(diskFiles(t, dir)); n != 3 {
 		t.Fatalf("%d entries on disk, want 3", n)

@@ -1,0 +1,57 @@
+// Package cache is edged's shared HTTP cache (RFC 9111): a byte-bounded
+// memory tier under S3-FIFO, an optional disk tier, request coalescing,
+// revalidation, stale serving and purge. A Cache lives for the whole
+// process; every route that names it wraps its origin with Handler.
+//
+// Where RFC 9111 leaves a choice, this cache does the following:
+//
+//   - Only GET responses are stored. HEAD is answered from a stored GET
+//     response; a HEAD miss is forwarded as it is and not stored.
+//   - Storable status codes: those with explicit freshness among 200, 203,
+//     204, 300, 301, 302, 303, 307, 308, 404, 405, 410, 414, 501; without
+//     explicit freshness only the heuristically cacheable ones (or
+//     "public"). 206 is never stored: the cache asks the origin for the whole
+//     response (dropping Range and the client's conditionals) and cuts single
+//     ranges from it; several ranges get the whole body (200).
+//   - A response that is stale on arrival and has no validator is not
+//     stored: it could never be reused.
+//   - Heuristic freshness only with Options.Heuristic: 10% of the time since
+//     Last-Modified, at most a day.
+//   - private="F" and no-cache="F": the response is stored with the fields F
+//     removed, so F is never sent from the cache (only to the client whose
+//     request fetched it).
+//   - Authorization: the response is stored only with public, s-maxage or
+//     must-revalidate (RFC 9111 3.5).
+//   - Set-Cookie: a response carrying it is stored only when it is marked
+//     public (or names Set-Cookie in no-cache="..." / private="..."), and
+//     Set-Cookie is never replayed from the cache: it goes only to the client
+//     whose request fetched the response.
+//   - must-understand: with a status code listed above, no-store is ignored;
+//     with any other status the response is not stored.
+//   - immutable: while fresh, a request's no-cache or max-age=0 does not
+//     force revalidation.
+//   - must-revalidate, proxy-revalidate and s-maxage: never served stale, not
+//     even under max-stale, stale-while-revalidate or stale-if-error; an
+//     origin error is passed on.
+//   - stale-if-error applies to 500, 502, 503 and 504 answers and to an
+//     origin handler that fails before sending a header (the proxy answers
+//     502/504 for refused connections and timeouts).
+//   - Vary: several variants per URL (at most 16, the oldest goes first);
+//     request fields are compared after trimming and joining their lines
+//     with ", "; "Vary: *" is never stored. Pragma is ignored.
+//   - Unsafe methods (anything but GET, HEAD, OPTIONS, TRACE) with a 2xx or
+//     3xx answer invalidate (remove) the target URI and the same-origin
+//     Location and Content-Location. A fetch in flight for such a URL is
+//     still delivered but not stored; the same holds for purges.
+//   - Coalescing: concurrent misses for one key (URL plus, when its variants
+//     are known, the Vary'd request fields) share one origin request, which
+//     runs detached from the client that started it. A response that may not
+//     be stored releases the waiters, and the key then skips coalescing for
+//     30s (hit-for-miss) so uncacheable URLs are not serialised.
+//   - Storage: bodies up to MemoryObjectMax live in memory (and are written
+//     to disk in the background); larger bodies stream to a file in
+//     DiskDir/tmp as they arrive and are renamed into place when complete.
+//     Disk entries carry CRC-32C checksums of metadata and body; a bad entry
+//     is deleted, never served. A 304 rewrites a disk entry's metadata only
+//     for bodies up to 8 MiB; larger ones keep the old metadata on disk.
+package cache
