@@ -16,6 +16,7 @@ import (
 	"math/big"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/caddyserver/certmagic"
@@ -39,7 +40,14 @@ const (
 type internalCA struct {
 	dir      string
 	lifetime time.Duration
+	st       certmagic.Storage
 	root     *x509.Certificate
+	rootKey  crypto.Signer
+	// interSubject is the same for every intermediate (renewed yearly),
+	// so leaves can be recognised without a lock.
+	interSubject []byte
+
+	mu       sync.Mutex // guards the intermediate, replaced while running
 	inter    *x509.Certificate
 	interKey crypto.Signer
 	interPEM []byte
@@ -59,7 +67,7 @@ func loadOrCreateInternalCA(ctx context.Context, st certmagic.Storage, storageDi
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("creating internal CA directory: %w", err)
 	}
-	ca := &internalCA{dir: dir, lifetime: lifetime}
+	ca := &internalCA{dir: dir, lifetime: lifetime, st: st}
 
 	root, rootKey, err := readPair(dir, "root")
 	if errors.Is(err, fs.ErrNotExist) {
@@ -71,22 +79,57 @@ func loadOrCreateInternalCA(ctx context.Context, st certmagic.Storage, storageDi
 	if err != nil {
 		return nil, fmt.Errorf("internal CA root in %s: %w", dir, err)
 	}
-	inter, interKey, err := readPair(dir, "intermediate")
-	if err == nil && (time.Until(inter.NotAfter) < intermediateRenewLeft || inter.CheckSignatureFrom(root) != nil) {
+	ca.root, ca.rootKey = root, rootKey
+	if err := ca.loadIntermediate(); err != nil {
+		return nil, err
+	}
+	ca.interSubject = ca.inter.RawSubject
+	return ca, nil
+}
+
+// loadIntermediate reads the intermediate, replacing it when it is near
+// its end or not signed by the root. Callers hold the storage lock.
+func (ca *internalCA) loadIntermediate() error {
+	inter, interKey, err := readPair(ca.dir, "intermediate")
+	if err == nil && (time.Until(inter.NotAfter) < intermediateRenewLeft || inter.CheckSignatureFrom(ca.root) != nil) {
 		err = fs.ErrNotExist // replace it
 	}
 	if errors.Is(err, fs.ErrNotExist) {
-		inter, interKey, err = newCACert(root, rootKey, "edged internal intermediate CA", intermediateLifetime, 0)
+		inter, interKey, err = newCACert(ca.root, ca.rootKey, "edged internal intermediate CA", intermediateLifetime, 0)
 		if err == nil {
-			err = writePair(dir, "intermediate", inter, interKey)
+			err = writePair(ca.dir, "intermediate", inter, interKey)
 		}
 	}
 	if err != nil {
-		return nil, fmt.Errorf("internal CA intermediate in %s: %w", dir, err)
+		return fmt.Errorf("internal CA intermediate in %s: %w", ca.dir, err)
 	}
-	ca.root, ca.inter, ca.interKey = root, inter, interKey
+	ca.mu.Lock()
+	ca.inter, ca.interKey = inter, interKey
 	ca.interPEM = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: inter.Raw})
-	return ca, nil
+	ca.mu.Unlock()
+	return nil
+}
+
+// intermediate returns the current intermediate, replacing it first if a
+// long-running process has brought it near its end.
+func (ca *internalCA) intermediate(ctx context.Context) (*x509.Certificate, crypto.Signer, []byte, error) {
+	ca.mu.Lock()
+	inter, key, pemBytes := ca.inter, ca.interKey, ca.interPEM
+	ca.mu.Unlock()
+	if time.Until(inter.NotAfter) >= intermediateRenewLeft {
+		return inter, key, pemBytes, nil
+	}
+	if err := ca.st.Lock(ctx, "internal-ca"); err != nil {
+		return nil, nil, nil, fmt.Errorf("locking the internal CA: %w", err)
+	}
+	err := ca.loadIntermediate()
+	ca.st.Unlock(context.WithoutCancel(ctx), "internal-ca")
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	ca.mu.Lock()
+	defer ca.mu.Unlock()
+	return ca.inter, ca.interKey, ca.interPEM, nil
 }
 
 // RootFile is the path of the root certificate users may trust.
@@ -95,9 +138,13 @@ func (ca *internalCA) RootFile() string { return filepath.Join(ca.dir, "root.crt
 func (ca *internalCA) IssuerKey() string { return internalIssuerKey }
 
 // Issue signs the CSR's names for ca.lifetime, capped by the intermediate.
-func (ca *internalCA) Issue(_ context.Context, csr *x509.CertificateRequest) (*certmagic.IssuedCertificate, error) {
+func (ca *internalCA) Issue(ctx context.Context, csr *x509.CertificateRequest) (*certmagic.IssuedCertificate, error) {
 	if err := csr.CheckSignature(); err != nil {
 		return nil, fmt.Errorf("internal CA: checking CSR signature: %w", err)
+	}
+	inter, interKey, interPEM, err := ca.intermediate(ctx)
+	if err != nil {
+		return nil, err
 	}
 	serial, err := randSerial()
 	if err != nil {
@@ -105,8 +152,8 @@ func (ca *internalCA) Issue(_ context.Context, csr *x509.CertificateRequest) (*c
 	}
 	now := time.Now()
 	notAfter := now.Add(ca.lifetime)
-	if notAfter.After(ca.inter.NotAfter) {
-		notAfter = ca.inter.NotAfter
+	if notAfter.After(inter.NotAfter) {
+		notAfter = inter.NotAfter
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber:          serial,
@@ -121,12 +168,12 @@ func (ca *internalCA) Issue(_ context.Context, csr *x509.CertificateRequest) (*c
 	if _, ok := csr.PublicKey.(*rsa.PublicKey); ok {
 		tmpl.KeyUsage |= x509.KeyUsageKeyEncipherment
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.inter, csr.PublicKey, ca.interKey)
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, inter, csr.PublicKey, interKey)
 	if err != nil {
 		return nil, fmt.Errorf("internal CA: signing certificate for %v: %w", csr.DNSNames, err)
 	}
 	chain := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
-	chain = append(chain, ca.interPEM...)
+	chain = append(chain, interPEM...)
 	return &certmagic.IssuedCertificate{Certificate: chain}, nil
 }
 

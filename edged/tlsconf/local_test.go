@@ -3,7 +3,12 @@ package tlsconf
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"os"
 	"path/filepath"
@@ -437,4 +442,90 @@ func TestApplyChanges(t *testing.T) {
 	if len(hosts) != 2 || hosts["a.lan"] != ModeManual || hosts["b.lan"] != ModeInternal {
 		t.Errorf("status hosts %v", hosts)
 	}
+}
+
+// TestInternalRenewal: certmagic's maintenance renews internal leaves like
+// ACME ones, and handshakes go on meanwhile.
+func TestInternalRenewal(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	// A 5 s leaf (backdated 1 min) is always inside a 0.5 renewal window.
+	m := newTestManager(t, Options{Storage: t.TempDir(), InternalLifetime: 5 * time.Second, RenewCheckInterval: 500 * time.Millisecond, RenewalWindowRatio: 0.5}, reg)
+	e := startEdge(t, m, listen(t), listen(t))
+	if err := m.Apply(context.Background(), []Site{{Hosts: []string{"renew.lan"}, Mode: ModeInternal}}); err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, m, "renew.lan", "valid", 30*time.Second)
+	roots := poolFromFile(t, m.InternalRoot())
+	seen := map[string]bool{}
+	deadline := time.Now().Add(30 * time.Second)
+	for len(seen) < 2 && time.Now().Before(deadline) {
+		_, leaf, err := httpsGet(e.tlsPort, "renew.lan", roots)
+		if err != nil {
+			t.Fatalf("handshake during internal renewal: %v", err)
+		}
+		seen[leaf.SerialNumber.String()] = true
+	}
+	if len(seen) < 2 {
+		t.Fatal("the internal certificate was not renewed")
+	}
+	if v := value(m.met.issuance.WithLabelValues("renew", "success")); v < 1 {
+		t.Errorf("renew success metric %v", v)
+	}
+}
+
+// TestInternalIntermediateRefresh: an intermediate near its end is
+// replaced at the next issuance, under the same root.
+func TestInternalIntermediateRefresh(t *testing.T) {
+	storage := t.TempDir()
+	m := newTestManager(t, Options{Storage: storage}, nil)
+	if err := m.Apply(context.Background(), []Site{{Hosts: []string{"a.lan"}, Mode: ModeInternal}}); err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, m, "a.lan", "valid", 30*time.Second)
+	ca := m.internalCA.Load().ca
+	// Pretend a year went by: an intermediate with a week left.
+	old, oldKey, err := newCACert(ca.root, ca.rootKey, "edged internal intermediate CA", 7*24*time.Hour, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca.mu.Lock()
+	ca.inter, ca.interKey = old, oldKey
+	ca.mu.Unlock()
+	if err := writePair(ca.dir, "intermediate", old, oldKey); err != nil {
+		t.Fatal(err)
+	}
+	csrKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	csrDER, _ := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{DNSNames: []string{"b.lan"}}, csrKey)
+	csr, _ := x509.ParseCertificateRequest(csrDER)
+	issued, err := ca.Issue(context.Background(), csr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	chain, err := tls.X509KeyPair(issued.Certificate, mustECKeyPEM(t, csrKey))
+	if err != nil {
+		t.Fatal(err)
+	}
+	inter, _ := x509.ParseCertificate(chain.Certificate[1])
+	if time.Until(inter.NotAfter) < 300*24*time.Hour {
+		t.Errorf("intermediate not replaced: ends %s", inter.NotAfter)
+	}
+	leaf, _ := x509.ParseCertificate(chain.Certificate[0])
+	pool := poolFromFile(t, m.InternalRoot())
+	inters := x509.NewCertPool()
+	inters.AddCert(inter)
+	if _, err := leaf.Verify(x509.VerifyOptions{Roots: pool, Intermediates: inters, DNSName: "b.lan"}); err != nil {
+		t.Errorf("leaf from the new intermediate does not verify: %v", err)
+	}
+	onDisk, _, err := readPair(ca.dir, "intermediate")
+	if err != nil || !onDisk.Equal(inter) {
+		t.Errorf("new intermediate not stored: %v", err)
+	}
+}
+
+func mustECKeyPEM(t *testing.T, k *ecdsa.PrivateKey) []byte {
+	der, err := x509.MarshalECPrivateKey(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: der})
 }

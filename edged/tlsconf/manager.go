@@ -282,7 +282,7 @@ func (m *Manager) configForCert(c certmagic.Certificate) (*certmagic.Config, err
 	}
 	// No m.mu here: certmagic calls this with its cache lock held, and
 	// Apply holds m.mu while it calls into the cache.
-	if in := m.internalCA.Load(); in != nil && c.Leaf != nil && bytes.Equal(c.Leaf.RawIssuer, in.ca.inter.RawSubject) {
+	if in := m.internalCA.Load(); in != nil && c.Leaf != nil && bytes.Equal(c.Leaf.RawIssuer, in.ca.interSubject) {
 		return in.cfg, nil
 	}
 	return m.acme, nil
