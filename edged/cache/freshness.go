@@ -237,7 +237,8 @@ func (c *Cache) newMeta(status int, h http.Header, ageValue int64, reqTime, resp
 
 // age is the current_age of RFC 9111 4.2.3.
 func (m *meta) age(now time.Time) time.Duration {
-	return m.initialAge + now.Sub(m.respTime)
+	// Never negative, even if the clock stepped back since it was stored.
+	return max(m.initialAge+now.Sub(m.respTime), 0)
 }
 
 // worthStoring: a response that is stale on arrival and has no validator
