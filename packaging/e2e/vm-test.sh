@@ -5,11 +5,11 @@
 # unit, as appd@.service is) with APPD_CGROUP_TESTS=1, which makes the
 # tests that need memory/cpu/pids fail instead of skip when those are absent.
 #
-# The cgroup tests run three times: as root; as an unprivileged service
-# user (DynamicUser=yes: systemd chowns the tree instead); and inside the
-# sandbox of the shipped units/appd@.service (its capability bounding set,
-# seccomp filter and Protect*= settings), so a unit change that breaks
-# appd's cgroup handling fails here.
+# Each binary runs as root, and again inside the sandbox of the shipped
+# units/appd@.service (its capability bounding set, seccomp filter and
+# Protect*= settings), so a unit change that breaks appd's cgroup handling
+# fails here; the cgroup tests also run as an unprivileged service user
+# (DynamicUser=yes: systemd chowns the tree to it instead).
 #
 # Usage: packaging/e2e/vm-test.sh [go test flags for the binaries, e.g. -test.run OOM]
 # Environment: VM_TEST_TIMEOUT=15m (go test -timeout inside the VM),
@@ -96,7 +96,9 @@ run cgroup "unprivileged" -p DynamicUser=yes
 if [ -s unit.props ]; then
 	props=()
 	while IFS= read -r p; do props+=(-p "$p"); done <unit.props
-	run cgroup "appd@.service sandbox" "${props[@]}"
+	for t in "${tests[@]}"; do
+		run "$t" "appd@.service sandbox" "${props[@]}"
+	done
 fi
 # Nothing the tests made may be left under the units' cgroups.
 left=$(find /sys/fs/cgroup -type d -name 'appd-cgtest-*' 2>/dev/null)
