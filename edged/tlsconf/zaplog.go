@@ -24,6 +24,11 @@ func (c *slogCore) Enabled(zapcore.Level) bool {
 }
 
 func (c *slogCore) With(fields []zapcore.Field) zapcore.Core {
+	if !c.Enabled(zapcore.DebugLevel) {
+		// certmagic derives loggers on every handshake; with debug off
+		// their fields are never printed, so keep the hot path free.
+		return c
+	}
 	f := make([]zapcore.Field, 0, len(c.fields)+len(fields))
 	f = append(append(f, c.fields...), fields...)
 	return &slogCore{l: c.l, fields: f}
