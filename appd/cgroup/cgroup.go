@@ -28,6 +28,11 @@ import (
 // cgroup that is not writable or not delegated (no Delegate=yes).
 var ErrNotDelegated = errors.New("no delegated cgroup v2 tree")
 
+// DelegatedEnv, set to "1" in a unit that has Delegate=yes, makes Open
+// accept its cgroup without systemd's delegate mark, which systemd before
+// 251 (Debian 11, Ubuntu 22.04) does not set.
+const DelegatedEnv = "APPD_CGROUP_DELEGATED"
+
 // SupervisorLeaf is the leaf appd moves itself into.
 const SupervisorLeaf = "supervisor"
 
@@ -36,8 +41,9 @@ var wanted = []string{"memory", "cpu", "pids"}
 
 // delegateXattrs are set to "1" by systemd on a cgroup it delegated
 // (Delegate=yes). Debian 12's systemd 252 sets both (measured in the VM);
-// only user.* is readable by an unprivileged appd. systemd before 251 sets
-// neither: there a root appd is refused, a non-root one accepted by owner.
+// only user.* is readable by an unprivileged appd (or one without
+// CAP_SYS_ADMIN). systemd before 251 sets neither: there a non-root appd is
+// accepted by owner, a root one needs DelegatedEnv.
 var delegateXattrs = []string{"trusted.delegate", "user.delegate"}
 
 // Tree is appd's delegated cgroup: its leaves are the supervisor leaf and one
@@ -322,7 +328,11 @@ func checkDelegated(dir string) error {
 	if euid := os.Geteuid(); euid != 0 && int(st.Uid) == euid {
 		return nil
 	}
-	return fmt.Errorf("%w: cgroup %s was not delegated to appd (no trusted.delegate or user.delegate mark, owner uid %d); set Delegate=yes in the unit (or systemd-run -p Delegate=yes)", ErrNotDelegated, dir, st.Uid)
+	if os.Getenv(DelegatedEnv) == "1" {
+		// systemd before 251 marks nothing: the unit vouches for itself.
+		return nil
+	}
+	return fmt.Errorf("%w: cgroup %s was not delegated to appd (no trusted.delegate or user.delegate mark, owner uid %d); set Delegate=yes in the unit (or systemd-run -p Delegate=yes; with systemd before 251 also %s=1)", ErrNotDelegated, dir, st.Uid, DelegatedEnv)
 }
 
 func writeFile(path, s string) error {

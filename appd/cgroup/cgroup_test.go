@@ -155,7 +155,8 @@ type child struct {
 func startChild(t *testing.T, role string, cgfd int, env ...string) *child {
 	t.Helper()
 	cmd := exec.Command(os.Args[0])
-	cmd.Env = append(append(os.Environ(), childEnv+"="+role), env...)
+	// DelegatedEnv only where a test sets it (later entries win).
+	cmd.Env = append(append(os.Environ(), childEnv+"="+role, DelegatedEnv+"="), env...)
 	cmd.Stderr = tWriter{t}
 	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: cgfd >= 0, CgroupFD: cgfd}
 	if slices.Contains(env, "APPD_CGROUP_RO=1") {
@@ -317,6 +318,11 @@ func TestOpenNotDelegated(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, SupervisorLeaf)); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("a refused Open left a supervisor leaf behind: %v", err)
+	}
+	// A unit on systemd < 251 vouches for its Delegate=yes itself.
+	_, r, _ = runOpenChild(t, dir, DelegatedEnv+"=1")
+	if r.Err != "" || r.Path != dir {
+		t.Fatalf("Open with %s=1: %+v", DelegatedEnv, r)
 	}
 }
 
@@ -697,4 +703,44 @@ func benchLeaf(b *testing.B) *Leaf {
 		unix.Rmdir(dir)
 	})
 	return l
+}
+
+// Stats parses the interface files; on kernels without memory.peak the
+// highest memory.current seen stands in. Plain files in a directory laid
+// out like a cgroup exercise the parsing and the fallback.
+func TestStatsFiles(t *testing.T) {
+	dir := t.TempDir()
+	put := func(name, v string) {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(v), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put("cpu.stat", "usage_usec 2500000\nuser_usec 2000000\nsystem_usec 500000\nnr_throttled 3\n")
+	put("memory.current", "1000\n")
+	put("pids.current", "7\n")
+	put("memory.events", "low 1\nhigh 2\nmax 3\noom 4\noom_kill 5\noom_group_kill 1\n")
+	l := &Leaf{dir: dir, fd: -1}
+	st, err := l.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := (Stats{MemoryCurrent: 1000, MemoryPeak: 1000, CPUUsage: 2500 * time.Millisecond, PidsCurrent: 7}); st != want {
+		t.Errorf("Stats() = %+v, want %+v", st, want)
+	}
+	put("memory.current", "400\n")
+	if st, _ = l.Stats(); st.MemoryPeak != 1000 || st.MemoryCurrent != 400 {
+		t.Errorf("without memory.peak: %+v, want the highest current seen (1000) as peak", st)
+	}
+	put("memory.peak", "4096\n")
+	if st, _ = l.Stats(); st.MemoryPeak != 4096 {
+		t.Errorf("with memory.peak: %+v", st)
+	}
+	ev, err := l.Events()
+	if want := (Events{Low: 1, High: 2, Max: 3, OOM: 4, OOMKill: 5}); err != nil || ev != want {
+		t.Errorf("Events() = %+v, %v; want %+v", ev, err, want)
+	}
+	put("memory.current", "junk\n")
+	if _, err := l.Stats(); err == nil {
+		t.Error("Stats accepted a malformed memory.current")
+	}
 }

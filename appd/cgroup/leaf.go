@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -42,6 +43,8 @@ type Leaf struct {
 	mu       sync.Mutex
 	fd       int      // -1 once closed
 	watchers []func() // stop the WaitEvents watches; called by Remove
+
+	seenPeak atomic.Int64 // highest memory.current seen, where there is no memory.peak
 }
 
 // NewLeaf creates <tree>/<name> with the given limits and memory.oom.group=1

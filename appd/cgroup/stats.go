@@ -18,7 +18,7 @@ import (
 // Stats is a leaf's resource use. A figure whose controller is absent is 0.
 type Stats struct {
 	MemoryCurrent int64         // memory.current, bytes
-	MemoryPeak    int64         // memory.peak, bytes (kernel 5.19+)
+	MemoryPeak    int64         // memory.peak, bytes (before 5.19: the highest MemoryCurrent seen)
 	CPUUsage      time.Duration // cpu.stat usage_usec
 	PidsCurrent   int64         // pids.current
 }
@@ -32,8 +32,19 @@ func (l *Leaf) Stats() (Stats, error) {
 	if s.MemoryCurrent, err = readInt(filepath.Join(l.dir, "memory.current")); err != nil {
 		return s, err
 	}
-	if s.MemoryPeak, err = readInt(filepath.Join(l.dir, "memory.peak")); err != nil {
-		return s, err
+	peak, err := os.ReadFile(filepath.Join(l.dir, "memory.peak"))
+	switch {
+	case err == nil:
+		if s.MemoryPeak, err = strconv.ParseInt(strings.TrimSpace(string(peak)), 10, 64); err != nil {
+			return s, fmt.Errorf("reading memory.peak of %s: %w", l.dir, err)
+		}
+	case errors.Is(err, os.ErrNotExist):
+		// Kernels before 5.19 have no memory.peak: the highest
+		// memory.current seen by Stats stands in for it.
+		s.MemoryPeak = max(l.seenPeak.Load(), s.MemoryCurrent)
+		l.seenPeak.Store(s.MemoryPeak)
+	default:
+		return s, fmt.Errorf("reading memory.peak of %s: %w", l.dir, err)
 	}
 	if s.PidsCurrent, err = readInt(filepath.Join(l.dir, "pids.current")); err != nil {
 		return s, err
