@@ -84,7 +84,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if replayAfterSend && r.ContentLength <= p.cfg.RetryBodyMax {
 			b, whole, err := readUpTo(r.Body, p.cfg.RetryBodyMax)
 			if err != nil {
-				h.clientGone(w, r, "reading the request body", err)
+				h.badBody(w, r, err)
 				return
 			}
 			if whole {
@@ -168,13 +168,14 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			h.clientGone(w, r, "waiting for the upstream response", lastErr)
 			return
 		}
-		var tooLarge *http.MaxBytesError
-		if errors.As(lastErr, &tooLarge) {
-			// The client's body passed the route's limit while it was
-			// being forwarded: the client's fault, not the server's.
-			w.Header().Set("Connection", "close")
-			writeError(w, http.StatusRequestEntityTooLarge, "413 Content Too Large: the request body is larger than this route allows\n")
-			return
+		if body != nil {
+			if cerr := body.clientErr(); cerr != nil {
+				// Reading the client's body failed (over the route's limit,
+				// cut short, bad chunking): the client's fault, not the
+				// server's.
+				h.badBody(w, r, cerr)
+				return
+			}
 		}
 		lastCause = classify(lastErr)
 		p.recordFailure(s, lastCause, lastErr)
@@ -415,6 +416,23 @@ func writeError(w http.ResponseWriter, code int, text string) {
 	_, _ = io.WriteString(w, text)
 }
 
+// badBody answers a request whose body could not be read from the client:
+// 413 over the route's limit, 400 otherwise (499 if the client is gone).
+func (h *handler) badBody(w http.ResponseWriter, r *http.Request, err error) {
+	if r.Context().Err() != nil {
+		h.clientGone(w, r, "reading the request body", err)
+		return
+	}
+	w.Header().Set("Connection", "close")
+	var tooLarge *http.MaxBytesError
+	if errors.As(err, &tooLarge) {
+		writeError(w, http.StatusRequestEntityTooLarge, "413 Content Too Large: the request body is larger than this route allows\n")
+		return
+	}
+	h.log.Debug("could not read the request body", "cause", err.Error(), "path", r.URL.Path)
+	writeError(w, http.StatusBadRequest, "400 Bad Request: the request body could not be read\n")
+}
+
 // clientGone records that the client left before the response began; 499 is
 // nginx's status for it, seen only by the access log.
 func (h *handler) clientGone(w http.ResponseWriter, r *http.Request, doing string, err error) {
@@ -444,14 +462,26 @@ func readUpTo(r io.Reader, max int64) (b []byte, whole bool, err error) {
 // it was read, and ignores Close so a failed attempt does not close the
 // client's body under the next one.
 type countingBody struct {
-	r io.Reader
-	n atomic.Int64
+	r   io.Reader
+	n   atomic.Int64
+	err atomic.Pointer[error] // a failure reading the client's body
 }
 
 func (b *countingBody) Read(p []byte) (int, error) {
 	n, err := b.r.Read(p)
 	b.n.Add(int64(n))
+	if err != nil && err != io.EOF {
+		e := err // only this copy escapes, and only on failure
+		b.err.CompareAndSwap(nil, &e)
+	}
 	return n, err
+}
+
+func (b *countingBody) clientErr() error {
+	if e := b.err.Load(); e != nil {
+		return *e
+	}
+	return nil
 }
 
 func (b *countingBody) Close() error { return nil }

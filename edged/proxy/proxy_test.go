@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/netip"
 	"strings"
 	"sync/atomic"
@@ -1061,3 +1062,44 @@ func TestExpectContinue(t *testing.T) {
 type writerFunc func([]byte) (int, error)
 
 func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+
+func TestClientBodyFailuresAreNotUpstreamFailures(t *testing.T) {
+	up := startTCP(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n, err := io.Copy(io.Discard, r.Body)
+		fmt.Fprintf(w, "%d %v", n, err)
+	}))
+	other := startTCP(t, named("other"))
+	log, lb := newLog()
+	p, err := NewPool(UpstreamConfig{Name: "app", Servers: servers(up.Addr, other.Addr), Policy: "first", MaxFails: 1}, nil, nil, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	// The route's body limit, as edged's server layer sets it.
+	fr := httptest.NewServer(http.MaxBytesHandler(NewHandler(p, HandlerOptions{Log: log}), 1000))
+	defer fr.Close()
+
+	req, _ := http.NewRequest("POST", fr.URL+"/", io.MultiReader(strings.NewReader(strings.Repeat("x", 5000))))
+	res, body := do(t, req)
+	if res.StatusCode != http.StatusRequestEntityTooLarge {
+		t.Fatalf("over the limit: %d %q", res.StatusCode, body)
+	}
+
+	// A client that sends less than it announced, then stops sending.
+	c, err := net.Dial("tcp", strings.TrimPrefix(fr.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	io.WriteString(c, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 500\r\n\r\nonly a little")
+	c.(*net.TCPConn).CloseWrite()
+	io.Copy(io.Discard, c)
+
+	waitFor(t, "requests to end", func() bool { return statusOf(p, up.Addr).Active == 0 })
+	if s := statusOf(p, up.Addr); s.State != "up" || s.Fails != 0 {
+		t.Fatalf("the client's broken body was counted against the server: %+v\n%s", s, lb)
+	}
+	if other.Hits() != 0 {
+		t.Fatal("a request with a broken body was retried")
+	}
+}
