@@ -80,7 +80,7 @@ func (s *Server) compile(cfg *config.Config, prev *runtime) (*runtime, error) {
 		if prev != nil {
 			old = prev.pools[name]
 		}
-		pool, err := proxy.NewPool(pc, old, s.proxyMetrics, s.log.With("upstream", name))
+		pool, err := proxy.NewPool(pc, old, s.proxyMetrics, s.log)
 		if err != nil {
 			fail("upstream."+name, err)
 			continue
@@ -172,10 +172,11 @@ func (s *Server) routeHandler(cfg *config.Config, rt *runtime, rc config.Route, 
 			strip = strings.TrimSuffix(rc.Path, "/")
 		}
 		h = proxy.NewHandler(pool, proxy.HandlerOptions{
-			TrustedProxies: rt.trusted,
-			StripPrefix:    strip,
-			FlushInterval:  cfg.Upstreams[rc.Upstream].FlushInterval.D(),
-			Log:            s.log.With("upstream", rc.Upstream),
+			TrustedProxies:  rt.trusted,
+			StripPrefix:     strip,
+			FlushInterval:   cfg.Upstreams[rc.Upstream].FlushInterval.D(),
+			RequestIDHeader: rt.requestID,
+			Log:             s.log,
 		})
 		if rc.Cache != "" {
 			c, err := s.cacheFor(rc.Cache, cfg.Caches[rc.Cache])
