@@ -41,12 +41,13 @@ for m in edged.8 edged.toml.5 appd.8 appd.toml.5; do
 	[ -f "$STAGE/$m.gz" ] || { echo "build.sh: man/$m missing" >&2; exit 1; }
 done
 
-# One changelog entry per build, from the last commit (nfpm writes it as
+# One changelog entry per build (VERSION-RELEASE, RELEASE being 1 in the
+# nfpm files), from the last commit (nfpm writes it as
 # changelog.Debian.gz and as the rpm %changelog).
 date=$(git log -1 --format=%cI 2>/dev/null || date -u +%Y-%m-%dT%H:%M:%SZ)
 commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 cat >"$STAGE/changelog.yml" <<YML
-- semver: "$VERSION"
+- semver: "$VERSION-1"
   date: $date
   packager: edgeapp developers <edgeapp@example.org>
   deb:

@@ -150,7 +150,10 @@ run appd status demo
 systemd-cgls --no-pager -u appd@demo.service | sed 's/^/  /'
 pass
 
-step "systemd-analyze security (exposure scores)" "edged.service"
+step "systemd-analyze verify and security (exposure scores)" "edged.service"
+out=$(systemd-analyze verify --man=no edged.socket edged-https.socket edged.service appd.socket appd.service appd@demo.socket appd@demo.service 2>&1)
+[ -z "$out" ] || fail "systemd-analyze verify: $out"
+echo "  systemd-analyze verify: no warnings for the 7 units"
 for u in edged.service appd@demo.service appd.service; do
 	systemd-analyze security --no-pager "$u" | tail -n1 | sed 's/^/  /'
 done
