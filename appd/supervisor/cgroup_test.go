@@ -191,6 +191,9 @@ func TestCgroupLeavesOnThisHost(t *testing.T) {
 	if os.Getenv("APPD_SUPERVISOR_CGROUP_CHILD") == "1" {
 		t.Skip("already the child")
 	}
+	if os.Getenv("APPD_CGROUP_TESTS") == "1" {
+		t.Skip("in the VM the tests above run in a real delegated tree")
+	}
 	mnt := ""
 	for _, m := range []string{"/sys/fs/cgroup", "/sys/fs/cgroup/unified"} {
 		var st unix.Statfs_t
