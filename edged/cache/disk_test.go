@@ -238,9 +238,9 @@ func TestDiskFull(t *testing.T) {
 func TestDiskBounded(t *testing.T) {
 	dir := t.TempDir()
 	o := diskOpts(dir)
-	o.DiskMaxBytes = 1 << 20 // about 3 big bodies
+	o.DiskMaxBytes = 2 << 20 // about 6 big bodies; at most a quarter each
 	e := newEnv(t, o, diskOrigin)
-	for i := range 8 {
+	for i := range 14 {
 		e.get("/big?i=" + string(rune('a'+i)))
 	}
 	waitFor(t, "disk bound", func() bool { b, _ := e.cache.disk.usage(); return b <= o.DiskMaxBytes })

@@ -435,7 +435,7 @@ func (c *Cache) commit(f *fill) {
 	case file == nil && size <= c.o.MemoryObjectMax:
 		body := mem[:size:size]
 		o.mem.Store(&body)
-	case file != nil && !spillFailed && tmpPath != "" && c.disk != nil && !c.closed.Load():
+	case file != nil && !spillFailed && tmpPath != "" && c.disk != nil && !c.closed.Load() && size <= c.disk.max/4:
 		df, err := c.disk.finishSpill(file, tmpPath, size, crc, o, m)
 		b.mu.Lock()
 		b.tmpPath = "" // placed, or removed by place
@@ -455,7 +455,7 @@ func (c *Cache) commit(f *fill) {
 	c.insert(o, f.req.Header, f)
 	if p := o.mem.Load(); p != nil {
 		c.addToMemory(o)
-		if c.disk != nil && !c.closed.Load() {
+		if c.disk != nil && !c.closed.Load() && size <= c.disk.max/4 {
 			c.disk.enqueue(diskJob{o: o, m: m, body: *p})
 		}
 	} else {
