@@ -267,3 +267,47 @@ func TestOriginAbortMidBody(t *testing.T) {
 		t.Fatalf("got %q", r.body)
 	}
 }
+
+// A range asked for while the body is still arriving is cut from it.
+func TestRangeWhileFilling(t *testing.T) {
+	body := strings.Repeat("0123456789", 10000)
+	release := make(chan struct{})
+	e := newEnv(t, Options{}, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "max-age=60")
+		w.Header().Set("Content-Length", "100000")
+		w.Write([]byte(body[:50000]))
+		w.(http.Flusher).Flush()
+		<-release
+		w.Write([]byte(body[50000:]))
+	})
+	first := make(chan []resp)
+	go func() { first <- parallelGets(e, 1, "/g") }()
+	waitFor(t, "the fetch", func() bool { return e.hits() == 1 })
+	ranged := make(chan resp)
+	for _, rg := range []string{"bytes=10-19", "bytes=49990-50009"} {
+		go func() {
+			req, _ := http.NewRequest("GET", e.front.URL+"/g", nil)
+			req.Header.Set("Range", rg)
+			res, err := e.client.Do(req)
+			if err != nil {
+				ranged <- resp{status: -1}
+				return
+			}
+			b, _ := io.ReadAll(res.Body)
+			res.Body.Close()
+			ranged <- resp{res.StatusCode, res.Header, string(b)}
+		}()
+	}
+	r1 := <-ranged // bytes 10-19 are there already: no need to wait for the rest
+	if r1.status != 206 || r1.body != "0123456789" {
+		t.Fatalf("range within the arrived part: %d %q", r1.status, r1.body)
+	}
+	close(release)
+	r2 := <-ranged
+	if r2.status != 206 || r2.body != body[49990:50010] || r2.header.Get("Content-Range") != "bytes 49990-50009/100000" {
+		t.Fatalf("range across the arrival point: %d %q %q", r2.status, r2.body, r2.header.Get("Content-Range"))
+	}
+	if r := (<-first)[0]; r.body != body || e.hits() != 1 {
+		t.Fatalf("first: %d bytes, origin hits %d", len(r.body), e.hits())
+	}
+}

@@ -57,6 +57,7 @@ type fill struct {
 	m        *meta       // stream: the response being stored
 	vals     []string    // stream: the starting request's values for m.vary
 	lhdr     http.Header // stream: the full header, for the request that started it
+	cl       int64       // stream: the announced Content-Length, -1 if none
 	obj      *object     // object: what to serve
 	objM     *meta
 	objCS    string // object: Cache-Status
@@ -288,6 +289,7 @@ func (fw *fetchWriter) WriteHeader(code int) {
 		f.vals[i] = varyValue(f.req.Header, name)
 	}
 	f.lhdr = h.Clone()
+	f.cl = fw.cl
 	if fw.cl > 0 && fw.cl <= f.body.spillAt {
 		f.body.mem = make([]byte, 0, fw.cl)
 	}

@@ -249,8 +249,9 @@ var rfcCases = []rfcCase{
 		}
 		w.Write([]byte("0123456789"))
 	}, steps: []step{
-		{hdr: []string{"Range: bytes=0-3"}, origin: 1},
-		{hdr: []string{"Range: bytes=0-3"}, origin: 0, status: 206, body: "0123"},
+		{hdr: []string{"Range: bytes=0-3"}, origin: 1, status: 206, body: "0123"},
+		{hdr: []string{"Range: bytes=5-"}, origin: 0, status: 206, body: "56789"},
+		{origin: 0, body: "0123456789"},
 	}},
 	// --- 4.4: invalidation ---
 	{name: "4.4/POST invalidates the target", origin: std("Cache-Control: max-age=60"), steps: []step{

@@ -135,7 +135,21 @@ func (h *handler) stream(w http.ResponseWriter, r *http.Request, f *fill, leader
 		writeNotModified(w)
 		return
 	}
-	w.WriteHeader(m.status)
+	// A single range is cut from the arriving body when its length is known.
+	status, off, end := m.status, int64(0), int64(-1)
+	if m.status == http.StatusOK && f.cl >= 0 && len(r.Header["Range"]) > 0 && ifRangeOK(r, m) {
+		if s, e, ok, unsat := parseRange(r.Header.Get("Range"), f.cl); unsat {
+			hdr["Content-Range"] = []string{"bytes */" + strconv.FormatInt(f.cl, 10)}
+			delete(hdr, "Content-Length")
+			w.WriteHeader(http.StatusRequestedRangeNotSatisfiable)
+			return
+		} else if ok {
+			status, off, end = http.StatusPartialContent, s, e+1
+			hdr["Content-Range"] = []string{"bytes " + strconv.FormatInt(s, 10) + "-" + strconv.FormatInt(e, 10) + "/" + strconv.FormatInt(f.cl, 10)}
+			hdr["Content-Length"] = []string{strconv.FormatInt(end-off, 10)}
+		}
+	}
+	w.WriteHeader(status)
 	if r.Method == http.MethodHead || !bodyAllowed(m.status) {
 		return
 	}
@@ -143,16 +157,18 @@ func (h *handler) stream(w http.ResponseWriter, r *http.Request, f *fill, leader
 	defer bufPool.Put(bp)
 	rc := http.NewResponseController(w)
 	flush := func() { rc.Flush() }
-	var off int64
 	for {
 		p, err := f.body.next(r.Context(), off, *bp, flush)
+		if end >= 0 && int64(len(p)) > end-off {
+			p, err = p[:end-off], io.EOF
+		}
 		if len(p) > 0 {
 			if _, werr := w.Write(p); werr != nil {
 				return
 			}
 			off += int64(len(p))
 		}
-		if err == io.EOF {
+		if err == io.EOF || (end >= 0 && off >= end) {
 			return
 		}
 		if err != nil {
