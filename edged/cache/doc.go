@@ -12,7 +12,8 @@
 //     explicit freshness only the heuristically cacheable ones (or
 //     "public"). 206 is never stored: the cache asks the origin for the whole
 //     response (dropping Range and the client's conditionals) and cuts single
-//     ranges from it; several ranges get the whole body (200).
+//     ranges from it, even while it arrives if its length is announced;
+//     several ranges get the whole body (200).
 //   - A response that is stale on arrival and has no validator is not
 //     stored: it could never be reused.
 //   - Heuristic freshness only with Options.Heuristic: 10% of the time since
