@@ -53,6 +53,9 @@ bench_init() {
 }
 
 _bench_cleanup() {
+	# Runs from the EXIT trap, where errexit still applies: every command
+	# here must succeed, or the temp dir and the servers would be left over.
+	set +e
 	local pid
 	for pid in "${_bench_pids[@]}"; do
 		# A process started with setsid leads its own group: end the group,
@@ -60,15 +63,24 @@ _bench_cleanup() {
 		kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null
 	done
 	for pid in "${_bench_pids[@]}"; do
-		for _ in 1 2 3 4 5 6 7 8 9 10; do
-			kill -0 "$pid" 2>/dev/null || break
-			sleep 0.2
+		# Up to 5s to drain; a zombie (our unreaped child) counts as gone.
+		for _ in $(seq 50); do
+			_bench_gone "$pid" && break
+			sleep 0.1
 		done
 		kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null
+		wait "$pid" 2>/dev/null
 	done
 	if [ -n "${BENCH_TMP:-}" ] && [ -z "${BENCH_KEEP:-}" ]; then
 		rm -rf "$BENCH_TMP"
 	fi
+	return 0
+}
+
+_bench_gone() {
+	local st
+	st=$(awk '{ sub(/^.*\) /, ""); print $1 }' "/proc/$1/stat" 2>/dev/null)
+	[ -z "$st" ] || [ "$st" = Z ]
 }
 
 bench_track() { _bench_pids+=("$1"); }

@@ -126,6 +126,7 @@ ${nginx_http_common//PREFIX/$BENCH_TMP/nginx}
 		listen 127.0.0.1:$nginx_port default_server backlog=4096;
 		location /static/ {
 			alias $BENCH_TMP/static/;
+			add_header X-Request-ID \$request_id always;
 		}
 		location / {
 			proxy_pass http://app;
