@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"io/fs"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -486,6 +487,9 @@ func (d *diskTier) load() {
 			}
 			path := filepath.Join(sub, e.Name())
 			o, err := d.readEntry(path)
+			if errors.Is(err, fs.ErrNotExist) {
+				continue // evicted or replaced since the directory was read
+			}
 			if err != nil {
 				bad++
 				d.c.log.Warn("discarding a broken disk cache entry", "path", path, "err", err)
@@ -520,6 +524,10 @@ func (c *Cache) indexLoaded(o *object) {
 	}
 	var older *object
 	for _, v := range n.variants {
+		if vd := v.disk.Load(); vd != nil && vd.path == df.path {
+			sh.mu.Unlock() // stored by this process while the index loaded
+			return
+		}
 		if slices.Equal(v.varyVals, o.varyVals) && slices.Equal(v.m.Load().vary, m.vary) {
 			if !v.m.Load().respTime.Before(m.respTime) {
 				sh.mu.Unlock()
