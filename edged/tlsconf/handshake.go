@@ -104,4 +104,3 @@ func (m *Manager) configForCert(c certmagic.Certificate) (*certmagic.Config, err
 	}
 	return m.acme, nil
 }
-
