@@ -49,7 +49,10 @@ type App struct {
 	// minus systemd's LISTEN_*, NOTIFY_SOCKET and WATCHDOG_* variables).
 	Environment map[string]string `toml:"environment"`
 	// User and Group the workers run as; only when appd runs as root.
-	// Default: appd's own. Group defaults to the user's primary group.
+	// Default: appd's own. Group defaults to the user's primary group;
+	// the user's supplementary groups apply too. The worker starts through
+	// appd's own binary (a trampoline that sets LISTEN_PID), so that user
+	// must be able to execute it, as anyone can /usr/bin/appd.
 	User  string `toml:"user"`
 	Group string `toml:"group"`
 	// Readiness says when a new worker counts as serving:

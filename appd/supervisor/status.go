@@ -6,10 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -35,6 +37,10 @@ type Status struct {
 	Cgroup     string    `json:"cgroup,omitempty"` // the delegated tree; "" = no limits
 	Started    time.Time `json:"started"`
 	Slots      []Worker  `json:"slots"`
+	// Reloads counts reload outcomes: started, done, rolled_back, invalid.
+	Reloads map[string]int `json:"reloads"`
+	// Exits counts worker exits: planned (drained), failed, oom.
+	Exits map[string]int `json:"exits"`
 }
 
 // Worker is one row of the status: a worker, or a slot waiting for one.
@@ -61,7 +67,8 @@ type statusRequest struct{ reply chan Status }
 func (s *Supervisor) snapshot(now time.Time) Status {
 	st := Status{Name: s.opts.Name, PID: os.Getpid(), Message: s.statusLine(), Generation: s.gen, Serving: s.stableGen,
 		Workers: s.count, Min: s.cfg.Workers.Min, Max: s.cfg.Workers.Max, Ready: s.readyCount(),
-		Reloading: s.rollout && s.stableGen != 0, Stopping: s.stopping, Started: s.started}
+		Reloading: s.rollout && s.stableGen != 0, Stopping: s.stopping, Started: s.started,
+		Reloads: maps.Clone(s.reloads), Exits: maps.Clone(s.exits)}
 	if s.tree != nil {
 		st.Cgroup = s.tree.Path()
 	}
@@ -252,6 +259,15 @@ func writeMetrics(w io.Writer, st Status) {
 			fmt.Fprintf(w, "appd_worker_restarts_total{slot=\"%d\"} %d\n", slot, n)
 		}
 	}
+	counters := func(name, help, label string, m map[string]int) {
+		p(help, "counter", name)
+		keys := slices.Sorted(maps.Keys(m))
+		for _, k := range keys {
+			fmt.Fprintf(w, "%s{%s=%q} %d\n", name, label, k, m[k])
+		}
+	}
+	counters("appd_reloads_total", "Reloads by outcome (started, done, rolled_back, invalid).", "result", st.Reloads)
+	counters("appd_worker_exits_total", "Worker exits: planned (drained), failed (restarted), oom (OOM-killed).", "kind", st.Exits)
 	p("Worker memory (cgroup memory.current, or RSS without cgroups).", "gauge", "appd_worker_memory_bytes")
 	for _, r := range st.Slots {
 		if r.PID != 0 {

@@ -515,3 +515,39 @@ func TestEnvironmentAndDirectory(t *testing.T) {
 }
 
 var _ = config.PathFor
+
+func TestWorkersRunAsConfiguredUser(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root")
+	}
+	// The trampoline runs as the worker's user: it must be able to execute
+	// appd's binary (/usr/bin/appd is), so the test binary is copied to a
+	// directory everybody may enter.
+	dir, err := os.MkdirTemp("", "appd-user-test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	os.Chmod(dir, 0o755)
+	self, _ := os.ReadFile(os.Args[0])
+	tramp := dir + "/trampoline"
+	if err := os.WriteFile(tramp, self, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	h := start(t, "[app]\ncommand = [\"/bin/sh\", \"-c\", \"echo uid=$(id -u) gid=$(id -g); exec sleep 1000\"]\ncontrol = \"-\"\ndirectory = \"/\"\nreadiness = \"exec\"\nuser = \"nobody\"\ngroup = \"nogroup\"\n[workers]\ncount = 1\n",
+		func(o *Options) { o.Trampoline = tramp })
+	h.waitFor("ready", 30*time.Second, allReady(1, 1))
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(h.out.String(), "uid=65534 gid=65534"); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("worker identity: %s", h.out.String())
+		}
+	}
+}
+
+func TestOutputInherit(t *testing.T) {
+	h := start(t, conf(t, "output = \"inherit\"\n[workers]\ncount = 1\n"))
+	h.waitFor("ready", 30*time.Second, allReady(1, 1))
+	if strings.Contains(h.out.String(), "[w0 pid") {
+		t.Errorf("output was prefixed although output = inherit: %q", h.out.String())
+	}
+}
