@@ -78,7 +78,7 @@ done
 for prog in edged appd; do
 	keys=$(grep -ho 'toml:"[a-z0-9_]*"' $prog/config/*.go | sed 's/toml:"\(.*\)"/\1/' | sort -u)
 	for k in $keys; do
-		grep -qE "Cm $k( |$)|Cm \"?$k\"?( |$)|^$k( |=)|Ic $k( |$)" "man/$prog.toml.5" ||
+		grep -qE "Cm $k( |$)|\[\[?([a-z_]+\.)?$k(\.|\]| NAME\])" "man/$prog.toml.5" ||
 			bad "$prog.toml(5) does not document key $k"
 	done
 	# Inline-table keys decoded by hand (servers = { addr, weight, ... }, tls = { cert, key }).
