@@ -185,7 +185,7 @@ func TestRunReloadStatusStop(t *testing.T) {
 	stderr := &lockedBuf{}
 	// LISTEN_PID must be appd's own pid: set it in a shell that execs appd.
 	cmd := exec.Command("/bin/sh", "-c", `LISTEN_PID=$$ exec "$0" -name myapp -config "$1"`, appdBin, p)
-	cmd.Env = append(os.Environ(), "LISTEN_FDS=1", "LISTEN_FDNAMES=app", "NOTIFY_SOCKET="+notifyPath)
+	cmd.Env = append(os.Environ(), "LISTEN_FDS=1", "LISTEN_FDNAMES=app", "NOTIFY_SOCKET="+notifyPath, "WATCHDOG_USEC=400000")
 	cmd.ExtraFiles = []*os.File{lf}
 	cmd.Stderr = stderr
 	if err := cmd.Start(); err != nil {
@@ -208,6 +208,7 @@ func TestRunReloadStatusStop(t *testing.T) {
 	if !strings.Contains(ready, "STATUS=2/2 ready, gen 1, 0 restarting") {
 		t.Errorf("READY message %q", ready)
 	}
+	expect("WATCHDOG=1") // from the event loop, every WATCHDOG_USEC/2
 	if !strings.Contains(stderr.String(), "using the socket passed by systemd") {
 		t.Errorf("appd did not use the passed socket:\n%s", stderr.String())
 	}
