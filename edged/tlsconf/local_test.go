@@ -529,3 +529,21 @@ func mustECKeyPEM(t *testing.T, k *ecdsa.PrivateKey) []byte {
 	}
 	return pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: der})
 }
+
+// TestStorageNotWritable: Apply says where certificates cannot be stored
+// and what to do, before anything is ordered.
+func TestStorageNotWritable(t *testing.T) {
+	// A regular file where the directory should be stops root too.
+	file := filepath.Join(t.TempDir(), "file")
+	os.WriteFile(file, nil, 0o600)
+	m := newTestManager(t, Options{Storage: filepath.Join(file, "state")}, nil)
+	err := m.Apply(context.Background(), []Site{{Hosts: []string{"a.lan"}, Mode: ModeInternal}})
+	if err == nil || !strings.Contains(err.Error(), "[tls] storage") {
+		t.Fatalf("Apply with unusable storage: %v", err)
+	}
+	// Manual certificates need no storage.
+	cert, key, _ := writeSelfSigned(t, t.TempDir(), "m.test")
+	if err := m.Apply(context.Background(), []Site{{Hosts: []string{"m.test"}, Mode: ModeManual, CertFile: cert, KeyFile: key}}); err != nil {
+		t.Fatalf("manual site with unusable storage: %v", err)
+	}
+}

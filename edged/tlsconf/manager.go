@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -220,9 +221,15 @@ func (m *Manager) Apply(ctx context.Context, sites []Site) error {
 	if m.closed {
 		return errors.New("tls: manager is closed")
 	}
-	needInternal := false
+	needInternal, needStorage := false, false
 	for _, s := range sites {
 		needInternal = needInternal || s.Mode == ModeInternal
+		needStorage = needStorage || (s.Mode != ModeOff && s.Mode != ModeManual)
+	}
+	if needStorage {
+		if err := checkStorageDir(m.o.storageDir); err != nil {
+			return fmt.Errorf("tls: sites not applied, the previous ones stay: %w", err)
+		}
 	}
 	if needInternal && m.ca == nil {
 		ca, err := loadOrCreateInternalCA(ctx, m.storage, m.o.storageDir, m.o.InternalLifetime)
@@ -398,6 +405,23 @@ func (p promptless) PreCheck(ctx context.Context, names []string, _ bool) error 
 
 // maxRetryDelay caps the backoff between attempts to obtain a certificate.
 const maxRetryDelay = 6 * time.Hour
+
+// checkStorageDir makes sure certificates can be stored before any is
+// ordered (an order whose certificate cannot be saved is wasted against
+// the CA's rate limits).
+func checkStorageDir(dir string) error {
+	hint := "run edged under systemd (StateDirectory=edged) or set [tls] storage to a writable directory"
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("certificate storage %s: %w; %s", dir, err, hint)
+	}
+	f, err := os.CreateTemp(dir, ".probe-*")
+	if err != nil {
+		return fmt.Errorf("certificate storage %s is not writable: %w; %s", dir, err, hint)
+	}
+	f.Close()
+	os.Remove(f.Name())
+	return nil
+}
 
 func (m *Manager) onDemandPatterns(t *table) int {
 	n := 0
