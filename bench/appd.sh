@@ -53,6 +53,12 @@ now_ms() { date +%s%3N; }
 # children PID: the child pids of PID, sorted.
 children() { pgrep -P "$1" | sort -n; }
 
+# grandchildren PID: the grandchild pids of PID, sorted (one ps call, so
+# polling it costs what polling children costs).
+grandchildren() {
+	ps -e -o pid=,ppid= | awk -v top="$1" '{pp[$1] = $2} END {for (p in pp) if (pp[pp[p]] == top) print p}' | sort -n
+}
+
 # wait_until TIMEOUT_S CMD...: poll CMD every 5ms until it succeeds.
 wait_until() {
 	local end=$(( $(now_ms) + $1 * 1000 )); shift
@@ -167,7 +173,7 @@ sys.exit(0 if len(slots) == n else 1)' "$1" "$WORKERS"
 wait_until 60 a_gen_serving 1 || { say "appd did not start"; cat "$work/appd.log" >&2; exit 1; }
 wait_http "$PORT_A"
 # Every slot's gunicorn has its worker.
-a_grandchildren() { for m in $(children "$apid"); do children "$m"; done | sort -n; }
+a_grandchildren() { grandchildren "$apid"; }
 wait_until 30 bash -c "[ \$(for m in \$(pgrep -P $apid); do pgrep -P \$m; done | wc -l) -eq $WORKERS ]"
 
 run_wrk "$PORT_A" "$work/wrk-a.txt"
