@@ -16,12 +16,14 @@ func (c *Cache) PurgeURL(u *url.URL) int {
 }
 
 // PurgePrefix removes every URL of scheme and host whose path starts with
-// pathPrefix.
+// pathPrefix, a decoded path as in url.URL.Path.
 func (c *Cache) PurgePrefix(scheme, host, pathPrefix string) int {
 	if pathPrefix == "" {
 		pathPrefix = "/"
 	}
 	scheme = strings.ToLower(scheme)
+	// Keys hold the path as sent (escaped).
+	pathPrefix = (&url.URL{Path: pathPrefix}).EscapedPath()
 	prefix := scheme + "://" + normHost(scheme, host) + pathPrefix
 	c.notePurge(prefix, true)
 	return c.removeKeys(func(k string) bool { return strings.HasPrefix(k, prefix) })
@@ -91,7 +93,7 @@ func AdminHandler(caches func() []*Cache) http.Handler {
 				http.Error(w, "prefix must be an absolute http or https URL", http.StatusBadRequest)
 				return
 			}
-			purge = func(c *Cache) int { return c.PurgePrefix(u.Scheme, u.Host, u.EscapedPath()) }
+			purge = func(c *Cache) int { return c.PurgePrefix(u.Scheme, u.Host, u.Path) }
 		case q.Get("all") != "":
 			purge = (*Cache).PurgeAll
 		default:

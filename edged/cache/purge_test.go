@@ -49,6 +49,10 @@ func TestPurge(t *testing.T) {
 	if e.hits() != 7 {
 		t.Fatal("PurgePrefix removed more than the prefix")
 	}
+	e.get("/my%20files/x", "Accept-Language: en")
+	if n := e.cache.PurgePrefix("http", host, "/my files/"); n != 1 {
+		t.Fatalf("PurgePrefix with a decoded path removed %d, want 1", n)
+	}
 	if n := e.cache.PurgeAll(); n != 2 {
 		t.Fatalf("PurgeAll removed %d, want 2", n)
 	}
