@@ -223,6 +223,13 @@ func defaultTLSMode(hosts []string) string {
 	return "off"
 }
 
+// publicCA reports whether the ACME CA is a public one (Let's Encrypt),
+// which can only validate public names; a private CA (step-ca, Pebble)
+// may well issue for .internal or .test names.
+func publicCA(t TLS) bool {
+	return t.CARoot == "" && strings.Contains(t.CA, "api.letsencrypt.org")
+}
+
 func isLocalName(h string) bool {
 	if _, err := netip.ParseAddr(h); err == nil {
 		return true
@@ -363,7 +370,7 @@ func (c *Config) validateSites(bad func(string, string, ...any)) {
 			for j, h := range site.Hosts {
 				if strings.HasPrefix(h, "*.") && !site.OnDemand {
 					bad(fmt.Sprintf("%s.hosts[%d]", key, j), "wildcard %q cannot get an ACME certificate without the DNS-01 challenge, which is not built in yet; list the names, use on_demand = true, or tls = { cert, key }", h)
-				} else if h != "*" && isLocalName(h) {
+				} else if h != "*" && isLocalName(h) && publicCA(c.TLS) {
 					bad(fmt.Sprintf("%s.hosts[%d]", key, j), "%q is not a public name a CA can validate; use tls = \"internal\" or \"off\" for it", h)
 				}
 			}

@@ -1,7 +1,9 @@
 package server
 
 import (
+	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"net/netip"
 	"path/filepath"
@@ -276,25 +278,53 @@ func cacheOptions(name string, cc *config.Cache) cache.Options {
 	}
 }
 
-// tlsSites maps the config's sites to what the certificate manager needs.
+// tlsSites maps the config's sites to what the certificate manager needs,
+// one for one ("off" sites included, as no-ops) so that an error's site
+// index is the config's.
 func tlsSites(cfg *config.Config) []tlsconf.Site {
-	var out []tlsconf.Site
+	out := make([]tlsconf.Site, 0, len(cfg.Sites))
 	for _, sc := range cfg.Sites {
-		mode := sc.TLS.Mode
-		if mode == "off" {
-			continue
-		}
-		out = append(out, tlsconf.Site{Hosts: sc.Hosts, Mode: mode, CertFile: sc.TLS.Cert, KeyFile: sc.TLS.Key, OnDemand: sc.OnDemand})
+		out = append(out, tlsconf.Site{Hosts: sc.Hosts, Mode: sc.TLS.Mode, CertFile: sc.TLS.Cert, KeyFile: sc.TLS.Key, OnDemand: sc.OnDemand})
 	}
 	return out
 }
 
-func tlsOptions(cfg *config.Config, s *Server) tlsconf.Options {
+// checkTLS validates the TLS options and sites without side effects, and
+// places each problem at its site's line.
+func checkTLS(cfg *config.Config, log *slog.Logger) error {
+	err := tlsconf.Validate(tlsOptions(cfg, log), tlsSites(cfg))
+	if err == nil {
+		return nil
+	}
+	var errs tomlconf.Errors
+	for _, e := range unjoin(err) {
+		var se *tlsconf.SiteError
+		if errors.As(e, &se) {
+			errs = append(errs, cfg.Doc.Errorf(fmt.Sprintf("site[%d].%s", se.Index, se.Field), "%v", se.Err))
+		} else {
+			errs = append(errs, cfg.Doc.Errorf("tls", "%v", e))
+		}
+	}
+	return errs.Err()
+}
+
+func unjoin(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		var out []error
+		for _, e := range j.Unwrap() {
+			out = append(out, unjoin(e)...)
+		}
+		return out
+	}
+	return []error{err}
+}
+
+func tlsOptions(cfg *config.Config, log *slog.Logger) tlsconf.Options {
 	t := cfg.TLS
 	o := tlsconf.Options{
 		Email: t.Email, CA: t.CA, CARoot: t.CARoot, Challenges: t.Challenges, Storage: t.Storage,
 		KeyType: t.KeyType, RenewalWindowRatio: t.RenewalRatio, Profile: t.Profile,
-		AltHTTPPort: t.AltHTTPPort, AltTLSALPNPort: t.AltTLSPort, Log: s.log.With("component", "tls"),
+		AltHTTPPort: t.AltHTTPPort, AltTLSALPNPort: t.AltTLSPort, Log: log,
 	}
 	if t.OnDemand.Ask != "" {
 		o.OnDemand = &tlsconf.OnDemand{Ask: t.OnDemand.Ask, RateLimit: t.OnDemand.Rate, RateInterval: t.OnDemand.Interval.D(), RefuseCacheFor: time.Minute}

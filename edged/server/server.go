@@ -108,7 +108,7 @@ func New(opts Options) (*Server, error) {
 	if err := s.openListeners(cfg); err != nil {
 		return nil, err
 	}
-	s.tls, err = tlsconf.New(tlsOptions(cfg, s), s.tlsMetrics)
+	s.tls, err = tlsconf.New(tlsOptions(cfg, s.log), s.tlsMetrics)
 	if err != nil {
 		s.closeListeners()
 		return nil, fmt.Errorf("setting up TLS: %w", err)
@@ -143,8 +143,8 @@ func Check(path string) error {
 			errs = append(errs, cfg.Doc.Errorf("upstream."+name, "%v", err))
 		}
 	}
-	if err := tlsconf.ValidateSites(tlsSites(cfg)); err != nil {
-		errs = append(errs, fmt.Errorf("%s: tls: %w", path, err))
+	if err := checkTLS(cfg, slog.New(slog.DiscardHandler)); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }
@@ -261,7 +261,7 @@ func (s *Server) Serve(ctx context.Context) error {
 		s.adminSrv = &http.Server{Handler: s.adminHandler(), ReadHeaderTimeout: 10 * time.Second}
 		go s.runServer(s.adminSrv, s.adminLn)
 	}
-	go s.flushAccessLog()
+	go s.housekeeping()
 	s.notifier.Ready(s.statusLine())
 	s.log.Info("edged started", "version", s.opts.Version, "config", s.opts.ConfigPath, "sites", len(cfg.Sites))
 
@@ -319,15 +319,24 @@ func (s *Server) shutdown() {
 	s.log.Info("edged stopped")
 }
 
-func (s *Server) flushAccessLog() {
+// housekeeping flushes the access log every second and keeps systemd's
+// STATUS= line current as certificates are obtained or fail.
+func (s *Server) housekeeping() {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
-	for {
+	lastStatus := s.statusLine()
+	for i := 1; ; i++ {
 		select {
 		case <-s.stopFlush:
 			return
 		case <-t.C:
 			s.accessLog.Load().Flush()
+			if i%5 == 0 {
+				if st := s.statusLine(); st != lastStatus {
+					s.notifier.Status(st)
+					lastStatus = st
+				}
+			}
 		}
 	}
 }
@@ -357,7 +366,7 @@ func (s *Server) reload() error {
 		return err
 	}
 	old := s.current.Load()
-	if err := tlsconf.ValidateSites(tlsSites(cfg)); err != nil {
+	if err := checkTLS(cfg, s.log); err != nil {
 		return err
 	}
 	rt, err := s.compile(cfg, old)
@@ -428,6 +437,9 @@ func (s *Server) ReopenLogs() {
 func (s *Server) statusLine() string {
 	rt := s.current.Load()
 	st := fmt.Sprintf("serving %d sites, %d upstreams; config generation %d", len(rt.cfg.Sites), len(rt.pools), rt.generation)
+	if sum := s.tls.Summary(); sum != "" {
+		st += "; " + sum
+	}
 	if le := s.lastError.Load(); le != nil {
 		st += "; LAST RELOAD FAILED at " + le.At.Format(time.TimeOnly) + ": " + firstLine(le.Err)
 	}

@@ -304,6 +304,7 @@ func (m *Manager) Apply(ctx context.Context, sites []Site) error {
 		delete(m.managed, h)
 	}
 	var started []string
+	var internalDone []chan struct{}
 	for h, mode := range want {
 		if _, ok := m.managed[h]; ok {
 			continue
@@ -321,6 +322,26 @@ func (m *Manager) Apply(ctx context.Context, sites []Site) error {
 		m.wg.Add(1)
 		go m.manage(hctx, cfg, obtainCfg, h, mode, prev, done)
 		started = append(started, h)
+		if mode == ModeInternal {
+			internalDone = append(internalDone, done)
+		}
+	}
+	// The internal CA signs locally in milliseconds: wait for it, so an
+	// internal site answers its very first handshake. ACME orders stay in
+	// the background.
+	wait := time.NewTimer(10 * time.Second)
+	defer wait.Stop()
+	for _, done := range internalDone {
+		select {
+		case <-done:
+		case <-wait.C:
+			m.log.Warn("tls: internal certificates are taking long; continuing without waiting")
+			internalDone = nil
+		case <-ctx.Done():
+		}
+		if internalDone == nil || ctx.Err() != nil {
+			break
+		}
 	}
 	m.log.Info("tls: sites applied", "managed", len(m.managed), "new", len(started), "manual", len(manualStatus), "on_demand", m.onDemandPatterns(t))
 	return nil
