@@ -12,7 +12,7 @@ VERSION ?= $(shell v=$$(git describe --tags --always --dirty 2>/dev/null | sed '
 LDFLAGS := -s -w -X main.version=$(VERSION)
 GOFLAGS_BUILD := -trimpath -ldflags "$(LDFLAGS)"
 
-.PHONY: all build test test-short lint bench deb rpm packages e2e vm-test install demo deps clean FORCE
+.PHONY: all build test test-short lint bench deb rpm packages e2e vm-test install demo deps testssl clean FORCE
 
 all: build
 
@@ -59,6 +59,11 @@ packages: deb rpm
 
 e2e: packages
 	packaging/e2e/run.sh
+
+# testssl.sh against edged's https listener (about 3 minutes); fails on a
+# HIGH or CRITICAL finding.
+testssl:
+	edged/tlsconf/testdata/testssl.sh
 
 # appd's cgroup tests need a real delegated cgroup v2 tree: run them in the VM.
 vm-test:
