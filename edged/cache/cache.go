@@ -23,7 +23,8 @@ type Cache struct {
 	met  cacheMetrics
 	mets *Metrics
 
-	closed atomic.Bool
+	closed     atomic.Bool
+	spillFails failLog // spill files cannot be written: logged once
 	// purges made while the disk index is still loading, so the loader
 	// does not bring back what was purged.
 	loadMu     sync.Mutex

@@ -509,8 +509,9 @@ func (b *growBuf) write(p []byte, c *Cache) {
 		b.mu.Lock()
 		if err != nil {
 			b.spillFailed = true
-			c.log.Warn("cannot spill a large response to a file; buffering it in memory and not storing it", "err", err)
+			c.spillLog().fail(c.log, "cannot spill large responses to a file; serving them from memory without storing them", "err", err)
 		} else {
+			c.spillLog().ok(c.log, "large responses spill to files again")
 			b.file, b.tmpPath, b.fileN = f, path, b.n
 			b.crc = crc32.Update(0, crcTable, mem)
 			b.mem = nil // readers may still hold the old array; never reuse it
@@ -531,7 +532,7 @@ func (b *growBuf) write(p []byte, c *Cache) {
 		}
 		b.spillFailed = true
 		c.met.diskErr.Inc()
-		c.log.Warn("cannot write a large response to its spill file; buffering the rest in memory and not storing it", "err", err)
+		c.spillLog().fail(c.log, "cannot write large responses to their spill files; serving them from memory without storing them", "err", err)
 	}
 	b.mem = append(b.mem, p...)
 	b.n += int64(len(p))
@@ -633,4 +634,13 @@ func (b *growBuf) release() {
 	if path != "" {
 		os.Remove(path)
 	}
+}
+
+// spillLog: with a disk tier, a spill failure is a disk failure, logged
+// once together with the others.
+func (c *Cache) spillLog() *failLog {
+	if c.disk != nil {
+		return &c.disk.fails
+	}
+	return &c.spillFails
 }
