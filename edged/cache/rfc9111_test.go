@@ -341,6 +341,16 @@ var rfcCases = []rfcCase{
 	}, steps: []step{
 		{origin: 1}, {advance: 20 * time.Second, origin: 1, status: 503},
 	}},
+	{name: "5.2.2.10/s-maxage: stale never served on error", opts: func(o *Options) { o.StaleIfError = time.Hour; o.StaleWhileRevalidate = time.Hour }, origin: func(n int64, w http.ResponseWriter, r *http.Request) {
+		if n > 1 {
+			w.WriteHeader(503)
+			return
+		}
+		w.Header().Set("Cache-Control", "s-maxage=10")
+		fmt.Fprintf(w, "v%d", n)
+	}, steps: []step{
+		{origin: 1}, {advance: 20 * time.Second, origin: 1, status: 503},
+	}},
 	{name: "5.2.2.4/no-cache stored but always revalidated", origin: validating(nil, "Cache-Control: no-cache", `ETag: "e1"`), steps: []step{
 		{origin: 1}, {origin: 1, body: "v1", cs: "fwd-status=304"}, {origin: 1, body: "v1"},
 	}},
