@@ -69,7 +69,7 @@ wait_until() {
 }
 
 # wait_http PORT: until the app answers.
-wait_http() { wait_until 30 curl -fsS -o /dev/null "http://127.0.0.1:$1/"; }
+wait_http() { wait_until 30 curl -fs -o /dev/null "http://127.0.0.1:$1/"; }
 
 # run_wrk PORT OUT: wrk in the background for LOAD_SECS.
 run_wrk() {

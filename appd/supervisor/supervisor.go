@@ -82,6 +82,7 @@ type Supervisor struct {
 	stableCfg   *config.Config
 	stableCount int
 	rollout     bool // the current generation is not fully serving yet
+	rolledBack  bool // ... and it is the stable one again, after a rollback
 	reloadStart time.Time
 	reloadNote  string // shown in STATUS after a failed reload
 
@@ -390,6 +391,7 @@ func (s *Supervisor) reload() {
 	s.cfg = c
 	s.count = c.Workers.N
 	s.rollout = true
+	s.rolledBack = false
 	s.reloadNote = ""
 	s.reloads["started"]++
 	s.log.Info("reloading: starting a new generation beside the old", "gen", s.gen, "workers", s.count)
@@ -406,6 +408,7 @@ func (s *Supervisor) rollback(cause string) {
 	s.gen = s.stableGen
 	s.cfg = s.stableCfg
 	s.count = s.stableCount
+	s.rolledBack = true
 	s.reloadNote = fmt.Sprintf("reload to gen %d rolled back: %s", failed, cause)
 	for _, w := range s.workers {
 		if w.gen != failed || w.state == Draining {
@@ -462,9 +465,13 @@ func (s *Supervisor) manage(now time.Time) {
 		s.rollout = false
 		first := s.stableGen == 0
 		s.stableGen, s.stableCfg, s.stableCount = s.gen, s.cfg, s.count
-		if first {
+		switch {
+		case first:
 			s.log.Info("all workers ready", "workers", s.count, "took", now.Sub(s.started).Round(time.Millisecond))
-		} else {
+		case s.rolledBack:
+			s.rolledBack = false
+			s.log.Info("rollback done: the previous generation serves alone again", "gen", s.gen, "workers", s.count)
+		default:
 			s.reloads["done"]++
 			s.log.Info("reload done: new generation serving", "gen", s.gen, "workers", s.count, "took", now.Sub(s.reloadStart).Round(time.Millisecond))
 		}

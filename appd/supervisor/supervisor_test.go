@@ -282,7 +282,7 @@ func TestNeverReadyGenerationIsRolledBack(t *testing.T) {
 			if res.failed.Load() != 0 {
 				t.Errorf("%d of %d requests failed during the rollback: %v", res.failed.Load(), res.total.Load(), res.errs)
 			}
-			if !strings.Contains(h.logs.String(), "new generation failed, rolling back") {
+			if !strings.Contains(h.logs.String(), "new generation failed, rolling back") || !strings.Contains(h.logs.String(), "rollback done") {
 				t.Error("rollback not logged")
 			}
 			// The next reload gets a fresh generation number and works.
