@@ -50,6 +50,7 @@ type shard struct {
 type node struct {
 	variants  []*object
 	passUntil time.Time // hit-for-miss: recently uncacheable, skip coalescing
+	tooBig    bool      // ... because it outgrew MaxObjectSize: pass straight through
 }
 
 // object is one stored response (one variant of one URL).
@@ -195,7 +196,7 @@ func (c *Cache) insert(o *object, reqHeader http.Header, f *fill) (replaced []*o
 		vs = vs[1:]
 	}
 	n.variants = append(vs, o)
-	n.passUntil = time.Time{}
+	n.passUntil, n.tooBig = time.Time{}, false
 	sh.mu.Unlock()
 	for _, v := range replaced {
 		c.drop(v)

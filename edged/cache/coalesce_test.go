@@ -311,3 +311,31 @@ func TestRangeWhileFilling(t *testing.T) {
 		t.Fatalf("first: %d bytes, origin hits %d", len(r.body), e.hits())
 	}
 }
+
+// A body without Content-Length that outgrows MaxObjectSize is delivered
+// whole, not stored, and the key then passes straight through for a while.
+func TestChunkedBodyOutgrowsMaxObjectSize(t *testing.T) {
+	chunk := strings.Repeat("c", 16<<10)
+	e := newEnv(t, Options{MaxObjectSize: 64 << 10, MemoryObjectMax: 16 << 10}, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "max-age=60")
+		for range 12 {
+			w.Write([]byte(chunk))
+			w.(http.Flusher).Flush()
+		}
+	})
+	want := strings.Repeat(chunk, 12)
+	if r := e.get("/big"); r.body != want {
+		t.Fatalf("first: %d bytes", len(r.body))
+	}
+	r := e.get("/big")
+	if r.body != want || !strings.Contains(r.header.Get("Cache-Status"), "too-large") {
+		t.Fatalf("second: %d bytes, %q", len(r.body), r.header.Get("Cache-Status"))
+	}
+	if e.hits() != 2 {
+		t.Fatalf("origin hits %d, want 2", e.hits())
+	}
+	e.clock.Advance(hitForMissTTL + time.Second)
+	if r := e.get("/big"); r.body != want || e.hits() != 3 {
+		t.Fatalf("after the pass period: %d bytes, hits %d", len(r.body), e.hits())
+	}
+}

@@ -209,6 +209,7 @@ type fetchWriter struct {
 	mode   int
 	client http.ResponseWriter
 	cl     int64
+	tooBig bool
 }
 
 const (
@@ -226,6 +227,10 @@ func (fw *fetchWriter) Write(p []byte) (int, error) {
 	switch fw.mode {
 	case modeStream:
 		fw.f.body.write(p, fw.f.c)
+		if !fw.tooBig && fw.f.body.size() > fw.f.c.o.MaxObjectSize {
+			fw.tooBig = true
+			fw.f.outgrown()
+		}
 		return len(p), nil
 	case modePass:
 		return fw.client.Write(p)
@@ -643,4 +648,23 @@ func (c *Cache) spillLog() *failLog {
 		return &c.disk.fails
 	}
 	return &c.spillFails
+}
+
+// outgrown is called when a body without Content-Length passes
+// MaxObjectSize: it will not be stored, so nobody else joins this fetch and
+// for a while the key passes straight through instead of buffering again.
+func (f *fill) outgrown() {
+	c := f.c
+	sh := c.shard(f.key)
+	sh.mu.Lock()
+	if f.ck != "" && sh.fills[f.ck] == f {
+		delete(sh.fills, f.ck)
+	}
+	n := sh.nodes[f.key]
+	if n == nil {
+		n = &node{}
+		sh.nodes[f.key] = n
+	}
+	n.passUntil, n.tooBig = c.o.Now().Add(hitForMissTTL), true
+	sh.mu.Unlock()
 }

@@ -164,7 +164,15 @@ func (h *handler) fetch(w http.ResponseWriter, r *http.Request, key string, rcc 
 		n = nil
 	}
 	if n != nil && now.Before(n.passUntil) {
+		tooBig := n.tooBig
 		sh.mu.Unlock()
+		if tooBig {
+			// A body without Content-Length outgrew MaxObjectSize
+			// recently: no buffering, no store.
+			w.Header().Set("Cache-Status", "edged; fwd="+fwd+"; detail=too-large")
+			h.origin.ServeHTTP(w, r)
+			return
+		}
 		h.solo(w, r, key, rcc, stale, fwd)
 		return
 	}
