@@ -48,7 +48,10 @@
 //     are known, the Vary'd request fields) share one origin request, which
 //     runs detached from the client that started it. A response that may not
 //     be stored releases the waiters, and the key then skips coalescing for
-//     30s (hit-for-miss) so uncacheable URLs are not serialised.
+//     30s (hit-for-miss) so uncacheable URLs are not serialised. A body
+//     over MaxObjectSize with Content-Length passes straight through; one
+//     without it is still delivered to everyone waiting, but nobody new joins
+//     and the key passes straight through for 30s.
 //   - Storage: bodies up to MemoryObjectMax live in memory (and are written
 //     to disk in the background); larger bodies stream to a file in
 //     DiskDir/tmp as they arrive and are renamed into place when complete.
