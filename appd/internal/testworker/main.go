@@ -134,6 +134,7 @@ func main() {
 	})
 	mux.HandleFunc("/slow", func(w http.ResponseWriter, r *http.Request) {
 		ms, _ := strconv.Atoi(r.URL.Query().Get("ms"))
+		fmt.Println("slow request started")
 		time.Sleep(time.Duration(ms) * time.Millisecond)
 		fmt.Fprintf(w, "pid=%d slot=%s gen=%s slow\n", os.Getpid(), slot, gen)
 	})
