@@ -576,3 +576,37 @@ func TestOutputInherit(t *testing.T) {
 		t.Errorf("output was prefixed although output = inherit: %q", h.out.String())
 	}
 }
+
+func TestReloadSupersedesUnfinishedReload(t *testing.T) {
+	h := start(t, conf(t, "[workers]\ncount = 2\n"))
+	st := h.waitFor("2 ready", 30*time.Second, allReady(2, 1))
+	before := pidsOf(st)
+	h.reload(conf(t, "environment = { TW_READY = \"never\" }\n[workers]\ncount = 2\nstart_timeout = \"1m\"\n"))
+	h.waitFor("gen 2 starting", 30*time.Second, func(st Status) bool { return st.Generation == 2 && len(st.Slots) == 4 })
+	h.reload(conf(t, "[workers]\ncount = 2\n"))
+	st = h.waitFor("gen 3 serving", 30*time.Second, allReady(2, 3))
+	for slot, pid := range before {
+		if alive(pid) {
+			t.Errorf("gen 1 worker of slot %d still alive", slot)
+		}
+	}
+	if !strings.Contains(h.logs.String(), `reason="superseded by a newer reload"`) {
+		t.Error("the unfinished generation's workers were not ended as superseded")
+	}
+}
+
+func TestFastStopDoesNotWaitForGracefulTimeout(t *testing.T) {
+	h := start(t, conf(t, "environment = { TW_IGNORE_TERM = \"1\" }\n[workers]\ncount = 1\ngraceful_timeout = \"1m\"\n"))
+	h.waitFor("ready", 30*time.Second, allReady(1, 1))
+	h.sigs <- syscall.SIGINT
+	began := time.Now()
+	if err := h.wait(30 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(began); took > 20*time.Second {
+		t.Errorf("SIGINT took %v: it waited for graceful_timeout", took)
+	}
+	if !strings.Contains(h.logs.String(), "graceful_timeout=1s") {
+		t.Error("fast stop did not shorten the grace")
+	}
+}
