@@ -406,8 +406,8 @@ func (fw *fetchWriter) finish(aborted bool) {
 		err = errShortBody
 	}
 	if err != nil {
+		f.c.unregister(f) // first, so that nobody joins a broken body
 		f.body.finish(err)
-		f.c.unregister(f)
 		return
 	}
 	// Store before the readers see the end, so that a client that got the
@@ -606,6 +606,28 @@ func (b *growBuf) next(ctx context.Context, off int64, buf []byte, beforeWait fu
 		case <-w:
 		case <-ctx.Done():
 			return nil, ctx.Err()
+		}
+	}
+}
+
+// waitDone waits until the body is complete and returns its error.
+func (b *growBuf) waitDone(ctx context.Context) error {
+	for {
+		b.mu.Lock()
+		if b.done {
+			err := b.err
+			b.mu.Unlock()
+			return err
+		}
+		if b.wake == nil {
+			b.wake = make(chan struct{})
+		}
+		w := b.wake
+		b.mu.Unlock()
+		select {
+		case <-w:
+		case <-ctx.Done():
+			return ctx.Err()
 		}
 	}
 }

@@ -162,6 +162,14 @@ func (h *handler) stream(w http.ResponseWriter, r *http.Request, f *fill, leader
 		if end >= 0 && int64(len(p)) > end-off {
 			p, err = p[:end-off], io.EOF
 		}
+		if end < 0 && f.cl >= 0 && off+int64(len(p)) >= f.cl && err == nil {
+			// The last bytes wait until the response is stored: a client
+			// that has the whole body and asks again finds it in the cache.
+			err = f.body.waitDone(r.Context())
+			if err == nil {
+				err = io.EOF
+			}
+		}
 		if len(p) > 0 {
 			if _, werr := w.Write(p); werr != nil {
 				return
