@@ -19,6 +19,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 
 	"github.com/edgeapp/edgeapp/appd/cgroup"
@@ -74,6 +75,10 @@ func run(args []string) int {
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(os.Stderr, "appd: unexpected argument %q (see appd -h)\n", fs.Arg(0))
+		return 2
+	}
+	if strings.ContainsAny(*name, "/\x00") || *name == "." || *name == ".." {
+		fmt.Fprintf(os.Stderr, "appd: -name %q: want a plain instance name (it names /etc/appd/NAME.toml and the sockets)\n", *name)
 		return 2
 	}
 	if *showVersion {
