@@ -120,8 +120,8 @@ type Workers struct {
 	// tenth of max_lifetime.
 	LifetimeJitter tomlconf.Duration `toml:"lifetime_jitter"`
 	// MaxMemory recycles a worker gracefully once its memory passes this
-	// (the cgroup's memory.current; without a cgroup tree, the RSS of the
-	// worker's main process). Set it below limits.memory_max so the
+	// (the cgroup's memory.current; without a cgroup tree, the summed RSS
+	// of the worker's process group, sampled every second). Set it below limits.memory_max so the
 	// recycle happens before the OOM killer. Default 0 = never.
 	MaxMemory tomlconf.Size `toml:"max_memory"`
 	// RestartDelay is the first delay before restarting a worker that

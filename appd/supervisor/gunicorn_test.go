@@ -77,6 +77,11 @@ func TestGunicornCrashKillsItsWorkersAndRestarts(t *testing.T) {
 			t.Fatal("gunicorn started no worker")
 		}
 	}
+	// Without cgroups a slot's memory is its process group's: gunicorn's
+	// master and its worker.
+	h.waitFor("memory of master and worker", 30*time.Second, func(st Status) bool {
+		return len(st.Slots) == 1 && st.Slots[0].MemoryCurrent > rssOf(master) && st.Slots[0].Pids >= 2
+	})
 	syscall.Kill(master, syscall.SIGKILL)
 	h.waitFor("restarted", 60*time.Second, func(st Status) bool {
 		p := pidsOf(st)[0]
@@ -99,6 +104,18 @@ func childOf(pid int) int {
 		}
 		if parentPid(p) == pid {
 			return p
+		}
+	}
+	return 0
+}
+
+func rssOf(pid int) int64 {
+	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			var kb int64
+			fmt.Sscan(v, &kb)
+			return kb << 10
 		}
 	}
 	return 0

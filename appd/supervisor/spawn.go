@@ -365,52 +365,53 @@ func sizeString(n int64) string {
 	return strconv.FormatInt(n, 10) + "B"
 }
 
-// procStats samples a worker without a cgroup leaf from /proc: the RSS and
-// peak RSS and CPU time of its main process.
-func procStats(pid int) (cgroupStats, error) {
-	var st cgroupStats
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+// groupStats samples workers without a cgroup leaf from /proc, in one
+// pass: per process group (each worker leads its own), the summed RSS,
+// CPU time and task count of its processes, so a pre-forking program's
+// own workers count too.
+func groupStats() map[int]cgroupStats {
+	out := map[int]cgroupStats{}
+	entries, err := os.ReadDir("/proc")
 	if err != nil {
-		return st, err
+		return out
 	}
-	for _, line := range bytes.Split(b, []byte("\n")) {
-		k, v, ok := bytes.Cut(line, []byte(":"))
-		if !ok {
+	page := int64(os.Getpagesize())
+	for _, e := range entries {
+		name := e.Name()
+		if name[0] < '0' || name[0] > '9' {
 			continue
 		}
-		switch string(k) {
-		case "VmRSS", "VmHWM":
-			f := strings.Fields(string(v))
-			if len(f) > 0 {
-				n, _ := strconv.ParseInt(f[0], 10, 64)
-				if string(k) == "VmRSS" {
-					st.memCurrent = n << 10
-				} else {
-					st.memPeak = n << 10
-				}
-			}
-		case "Threads":
-			st.pids, _ = strconv.ParseInt(strings.TrimSpace(string(v)), 10, 64)
+		b, err := os.ReadFile("/proc/" + name + "/stat")
+		if err != nil {
+			continue
 		}
-	}
-	b, err = os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err == nil {
-		if i := bytes.LastIndexByte(b, ')'); i > 0 {
-			f := strings.Fields(string(b[i+1:]))
-			if len(f) > 13 {
-				ut, _ := strconv.ParseInt(f[11], 10, 64)
-				stt, _ := strconv.ParseInt(f[12], 10, 64)
-				st.cpu = time.Duration(ut+stt) * (time.Second / 100) // USER_HZ is 100 on Linux
-			}
+		i := bytes.LastIndexByte(b, ')')
+		if i < 0 {
+			continue
 		}
+		f := strings.Fields(string(b[i+1:]))
+		if len(f) < 22 {
+			continue
+		}
+		pgrp, _ := strconv.Atoi(f[2])
+		ut, _ := strconv.ParseInt(f[11], 10, 64)
+		st, _ := strconv.ParseInt(f[12], 10, 64)
+		threads, _ := strconv.ParseInt(f[17], 10, 64)
+		rss, _ := strconv.ParseInt(f[21], 10, 64)
+		g := out[pgrp]
+		g.memCurrent += rss * page
+		g.cpu += time.Duration(ut+st) * (time.Second / 100) // USER_HZ is 100 on Linux
+		g.pids += threads
+		out[pgrp] = g
 	}
-	return st, nil
+	return out
 }
 
 // sample reads every worker's resource use and recycles one that passed
 // max_memory.
 func (s *Supervisor) sample(now time.Time) {
 	recycling := s.recycling()
+	var groups map[int]cgroupStats
 	for _, w := range s.workers {
 		var st cgroupStats
 		if w.leaf != nil {
@@ -420,10 +421,14 @@ func (s *Supervisor) sample(now time.Time) {
 			}
 			st = cgroupStats{memCurrent: cs.MemoryCurrent, memPeak: cs.MemoryPeak, cpu: cs.CPUUsage, pids: cs.PidsCurrent}
 		} else {
-			var err error
-			if st, err = procStats(w.pid); err != nil {
+			if groups == nil {
+				groups = groupStats()
+			}
+			var ok bool
+			if st, ok = groups[w.pid]; !ok {
 				continue
 			}
+			st.memPeak = max(w.stats.memPeak, st.memCurrent) // as sampled
 		}
 		st.at = now
 		w.stats = st
