@@ -1,5 +1,6 @@
 #!/bin/sh
-# build.sh deb|rpm [...] — build the edged and appd packages into dist/ with
+# build.sh deb|rpm [...] — build the edged and appd packages into dist/ (or
+# $DIST) with
 # nfpm (a go.mod tool: `go tool nfpm`). Called by `make deb` / `make rpm`,
 # which build bin/edged and bin/appd first and set VERSION (from git
 # describe). Stages gzipped man pages and a changelog in dist/.stage.
@@ -31,8 +32,9 @@ else
 	export LIBC_DEB="base-files" LIBC_RPM="/bin/sh"
 fi
 
+DIST=${DIST:-$top/dist}
 rm -rf "$STAGE"
-mkdir -p "$STAGE" dist
+mkdir -p "$STAGE" "$DIST"
 for m in man/*.[58]; do
 	[ -f "$m" ] || continue
 	gzip -9n <"$m" >"$STAGE/$(basename "$m").gz"
@@ -61,8 +63,8 @@ YML
 for fmt in "$@"; do
 	case $fmt in deb | rpm) ;; *) echo "build.sh: unknown format $fmt (deb or rpm)" >&2; exit 2 ;; esac
 	for pkg in edged appd; do
-		rm -f dist/${pkg}_*."$fmt" dist/${pkg}-[0-9]*."$fmt"
-		go tool nfpm package --config "packaging/$pkg.yaml" --packager "$fmt" --target dist/ >/dev/null
+		rm -f "$DIST"/${pkg}_*."$fmt" "$DIST"/${pkg}-[0-9]*."$fmt"
+		go tool nfpm package --config "packaging/$pkg.yaml" --packager "$fmt" --target "$DIST/" >/dev/null
 	done
 done
-ls -1 dist/*.deb dist/*.rpm 2>/dev/null || true
+ls -1 "$DIST"/*.deb "$DIST"/*.rpm 2>/dev/null || true

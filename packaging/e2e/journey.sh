@@ -1,8 +1,9 @@
 #!/bin/bash
 # journey.sh — the user's journey with the edged and appd packages, run as
 # root inside the e2e VM (Debian 12, systemd as PID 1) by packaging/e2e/run.sh.
-# The share (cwd) holds edged_*.deb, appd_*.deb, demoapp (the demo worker)
-# and load (the load generator). Each step prints what it runs; the first
+# The share (cwd) holds edged_*.deb, appd_*.deb, the same packages as
+# version 99.0.0 in upgrade/, demoapp (the demo worker) and load (the load
+# generator). Each step prints what it runs; the first
 # failing step prints why and the journal of the units involved, and the
 # script exits 1. A summary of the steps closes the output.
 set -u
@@ -251,6 +252,37 @@ lrc=$?
 sed 's/^/  /' /tmp/load.out
 run appd status demo
 [ "$lrc" = 0 ] || fail "the load saw failed requests during appd reloads"
+pass
+
+step "apt upgrade to a newer version under load: edits kept, zero failed requests" "edged.service appd@demo.service"
+sum0=$(md5sum /etc/edged/edged.toml)
+rm -f /tmp/stop
+"$SHARE/load" -url http://127.0.0.1/ -host demo.test -contains "edgeapp demo" -c 4 -d 400s -n 200000 -stop /tmp/stop >/tmp/load.out 2>&1 &
+lpid=$!
+sleep 3
+pid0=$(systemctl show -p MainPID --value edged.service)
+apid0=$(systemctl show -p MainPID --value appd@demo.service)
+run env DEBIAN_FRONTEND=noninteractive apt install -y -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
+	./upgrade/edged_99.0.0*.deb ./upgrade/appd_99.0.0*.deb
+waitfor 120 "appd@demo serving again with every worker ready" appd_all_ready
+sleep 3
+touch /tmp/stop
+wait $lpid
+lrc=$?
+sed 's/^/  /' /tmp/load.out
+for p in edged appd; do
+	v=$(dpkg-query -W -f='${Version}' $p)
+	echo "  $p $v"
+	[ "$v" = 99.0.0-1 ] || fail "$p is at $v, not 99.0.0-1"
+done
+pid1=$(systemctl show -p MainPID --value edged.service)
+apid1=$(systemctl show -p MainPID --value appd@demo.service)
+echo "  edged.service pid $pid0 -> $pid1, appd@demo.service pid $apid0 -> $apid1 (restarted on the new binaries)"
+[ "$pid0" != "$pid1" ] || fail "edged.service was not restarted on upgrade"
+[ "$apid0" != "$apid1" ] || fail "appd@demo.service was not restarted on upgrade"
+[ "$(md5sum /etc/edged/edged.toml)" = "$sum0" ] || fail "the edited /etc/edged/edged.toml changed on upgrade"
+ls /etc/edged/ | sed 's/^/  \/etc\/edged\//'
+[ "$lrc" = 0 ] || fail "the load saw failed requests during the upgrade"
 pass
 
 step "a worker that allocates past limits.memory_max is OOM-killed and replaced" "appd@demo.service"

@@ -23,6 +23,8 @@ mkdir -p "$share"
 for p in edged appd; do
 	cp "$(ls -t dist/${p}_*.deb | head -n1)" "$share/"
 done
+# The same tree as a later version, to test an upgrade in place.
+DIST="$share/upgrade" VERSION=99.0.0 packaging/build.sh deb >/dev/null
 if [ -d demo/app ]; then
 	CGO_ENABLED=0 $GO build -trimpath -o "$share/demoapp" ./demo/app
 else
