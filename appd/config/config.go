@@ -124,10 +124,11 @@ type Workers struct {
 	// of the worker's process group, sampled every second). Set it below limits.memory_max so the
 	// recycle happens before the OOM killer. Default 0 = never.
 	MaxMemory tomlconf.Size `toml:"max_memory"`
-	// RestartDelay is the first delay before restarting a worker that
-	// exited unexpectedly; it doubles (with +-25% jitter) for each further
-	// failure, up to RestartDelayMax. A worker that stayed up 10s resets it.
-	// Defaults 100ms and 30s.
+	// RestartDelay is the delay before restarting a worker that exited
+	// unexpectedly; it doubles (with +-25% jitter) for each further failure
+	// of the slot, up to RestartDelayMax. A worker that had become ready is
+	// replaced at once the first time; one that stayed up 10s resets the
+	// count. Defaults 100ms and 30s.
 	RestartDelay    tomlconf.Duration `toml:"restart_delay"`
 	RestartDelayMax tomlconf.Duration `toml:"restart_delay_max"`
 	// CrashLoopRestarts failures of one slot within CrashLoopWindow mark it

@@ -275,6 +275,9 @@ func (s *Supervisor) failed(w *worker, why string, now time.Time) {
 	if j := int64(delay) / jitterPart; j > 0 {
 		delay += time.Duration(rand.Int64N(2*j) - j)
 	}
+	if sl.failures == 1 && !w.readyAt.IsZero() {
+		delay = 0 // a worker that served and then died: capacity back at once
+	}
 	sl.nextStart = now.Add(delay)
 	window := wc.CrashLoopWindow.D()
 	keep := sl.history[:0]
