@@ -144,7 +144,7 @@ func New(opts Options) (*Supervisor, error) {
 		if opts.Config.Limits.Any() {
 			s.log.Warn("workers run WITHOUT the configured [limits]: no delegated cgroup v2 tree (run under systemd with Delegate=yes, or set limits.required = true to refuse)", "reason", why)
 		} else {
-			s.log.Warn("no delegated cgroup v2 tree: workers get no cgroup leaves (no per-worker limits, memory from RSS)", "reason", why)
+			s.log.Warn("no delegated cgroup v2 tree: workers get no cgroup leaves (no per-worker limits; memory and CPU read from /proc)", "reason", why)
 		}
 	}
 	if os.Geteuid() != 0 && (opts.Config.App.User != "" || opts.Config.App.Group != "") {
