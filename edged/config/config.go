@@ -65,9 +65,11 @@ type AccessLog struct {
 
 // Compress configures dynamic compression for routes that allow it.
 type Compress struct {
-	Types     []string      `toml:"types"`     // MIME type prefixes; default text/*, JSON, JavaScript, XML, SVG, wasm
-	MinSize   tomlconf.Size `toml:"min_size"`  // default 1KiB
-	Encodings []string      `toml:"encodings"` // preference order; default ["zstd", "gzip"]
+	Types     []string      `toml:"types"`      // MIME type prefixes; default text/*, JSON, JavaScript, XML, SVG, wasm
+	MinSize   tomlconf.Size `toml:"min_size"`   // default 1KiB
+	Encodings []string      `toml:"encodings"`  // preference order; default ["zstd", "gzip"]
+	GzipLevel int           `toml:"gzip_level"` // 1 (fast) to 9 (small); default 5
+	ZstdLevel int           `toml:"zstd_level"` // 1 to 22; default 3
 }
 
 // TLS is the ACME account and certificate policy shared by all sites.
@@ -165,6 +167,7 @@ type Route struct {
 	Precompressed []string `toml:"precompressed"`   // sidecars to look for; default ["br", "zstd", "gzip"]; [] disables
 	FollowSymlink bool     `toml:"follow_symlinks"` // allow symlinks that lead outside the root; default false
 	CacheControl  string   `toml:"cache_control"`   // Cache-Control for static responses
+	ServeHidden   bool     `toml:"serve_hidden"`    // serve dotfiles (.env, .git); default false: 404
 
 	Redirect string `toml:"redirect"` // target; "{path}" and "{query}" are replaced, "{uri}" is both
 	Respond  string `toml:"respond"`  // fixed body

@@ -283,6 +283,12 @@ func (c *Config) Validate() error {
 	if o := c.AccessLog.Output; o != "off" && o != "stdout" && o != "stderr" && !filepath.IsAbs(o) {
 		bad("access_log.output", "%q: want \"off\", \"stdout\", \"stderr\" or an absolute file path", o)
 	}
+	if l := c.Compress.GzipLevel; l != 0 && (l < 1 || l > 9) {
+		bad("compress.gzip_level", "%d: want 1 to 9", l)
+	}
+	if l := c.Compress.ZstdLevel; l != 0 && (l < 1 || l > 22) {
+		bad("compress.zstd_level", "%d: want 1 to 22", l)
+	}
 	for i, e := range c.Compress.Encodings {
 		if e != "gzip" && e != "zstd" {
 			bad(fmt.Sprintf("compress.encodings[%d]", i), "%q: want \"zstd\" or \"gzip\"", e)

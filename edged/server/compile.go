@@ -90,7 +90,7 @@ func (s *Server) compile(cfg *config.Config, prev *runtime) (*runtime, error) {
 		rt.pools[name] = pool
 	}
 	var compressMW func(http.Handler) http.Handler
-	if mw, err := compress.New(compress.Options{Types: cfg.Compress.Types, MinSize: int64(cfg.Compress.MinSize), Encodings: cfg.Compress.Encodings}); err != nil {
+	if mw, err := compress.New(compress.Options{Types: cfg.Compress.Types, MinSize: int64(cfg.Compress.MinSize), Encodings: cfg.Compress.Encodings, GzipLevel: cfg.Compress.GzipLevel, ZstdLevel: cfg.Compress.ZstdLevel}); err != nil {
 		fail("compress", err)
 	} else {
 		compressMW = mw
@@ -195,7 +195,7 @@ func (s *Server) routeHandler(cfg *config.Config, rt *runtime, rc config.Route, 
 		sh, err := static.New(static.Options{
 			Root: rc.Static, Prefix: prefix, Index: rc.Index, Browse: rc.Browse, Fallback: rc.Fallback,
 			Precompressed: rc.Precompressed, AllowSymlinksOutsideRoot: rc.FollowSymlink,
-			CacheControl: rc.CacheControl, Log: s.log,
+			CacheControl: rc.CacheControl, ServeHidden: rc.ServeHidden, Log: s.log,
 		})
 		if err != nil {
 			return nil, err
