@@ -11,6 +11,11 @@
 # (edged, nginx, edged, nginx, ...) after a warm-up; the table shows medians.
 # It never fails because a number is low, only when a server cannot start.
 #
+# Also measured in the proxy scenario, unless BENCH_REFERENCE=0: two
+# reference proxies in Go from bench/upstream (go-nethttp: bare net/http
+# server + Transport; go-raw: bare HTTP/1.1 on net.Conn), which tell the
+# cost of the HTTP engine from the cost of edged's own code.
+#
 # Environment: EDGED (binary; default: built from the tree, unstripped),
 # BENCH_ROUNDS, BENCH_DURATION, BENCH_WARMUP, BENCH_CONNS, BENCH_THREADS
 # (see bench/lib.sh), EDGED_ENV (extra environment for edged, e.g.
@@ -40,7 +45,7 @@ base=${BENCH_PORT_BASE:-18280}
 edged_port=$base
 upstream_port=$((base + 1))
 nginx_port=$((base + 10))
-for p in "$edged_port" "$upstream_port" "$nginx_port"; do
+for p in "$edged_port" "$upstream_port" "$((base + 2))" "$((base + 3))" "$nginx_port"; do
 	if ss -Htln "sport = :$p" 2>/dev/null | grep -q .; then
 		bench_die "port 127.0.0.1:$p is taken; set BENCH_PORT_BASE to a free range"
 	fi
@@ -194,6 +199,27 @@ bench_wait_http "http://127.0.0.1:$edged_port/" ||
 BENCH_PGID[edged]=$edged_pid
 BENCH_PGID[nginx]=$nginx_pid
 
+# Reference proxies in Go (bench/upstream): a bare net/http reverse proxy and
+# a bare HTTP/1.1 proxy on net.Conn. They split edged's cost into the HTTP
+# engine's and its own.
+ref_targets=()
+if [ "${BENCH_REFERENCE:-1}" != 0 ]; then
+	if (cd "$root" && go build -o "$BENCH_TMP/refproxy" ./bench/upstream); then
+		for m in nethttp raw; do
+			[ $m = nethttp ] && p=$((base + 2)) || p=$((base + 3))
+			env GOMAXPROCS=2 setsid "$BENCH_TMP/refproxy" -mode $m -listen "127.0.0.1:$p" \
+				-upstream "127.0.0.1:$upstream_port" >"$BENCH_TMP/ref-$m.log" 2>&1 &
+			bench_track $!
+			BENCH_PGID[go-$m]=$!
+			bench_wait_http "http://127.0.0.1:$p/" ||
+				bench_die "the reference proxy ($m) did not start: $(cat "$BENCH_TMP/ref-$m.log")"
+			ref_targets+=("go-$m=http://127.0.0.1:$p/")
+		done
+	else
+		bench_log "WARNING: building bench/upstream failed; no reference proxies"
+	fi
+fi
+
 # A wrong answer is not a performance result: say so before measuring it.
 check() { # LABEL URL WANT_BYTES
 	local got
@@ -216,7 +242,7 @@ bench_log "edged $("$edged_bin" -version 2>/dev/null || true) (GOMAXPROCS=2 ${ED
 bench_log "wrk -t$threads -c$conns -d$dur --latency, $rounds interleaved rounds after a $BENCH_WARMUP warm-up"
 
 bench_interleave "proxy" "$rounds" "$dur" "$conns" "$threads" \
-	"edged=http://127.0.0.1:$edged_port/" "nginx=http://127.0.0.1:$nginx_port/"
+	"edged=http://127.0.0.1:$edged_port/" "nginx=http://127.0.0.1:$nginx_port/" ${ref_targets[@]+"${ref_targets[@]}"}
 bench_interleave "static-1KiB" "$rounds" "$dur" "$conns" "$threads" \
 	"edged=http://127.0.0.1:$edged_port/static/1k.bin" "nginx=http://127.0.0.1:$nginx_port/static/1k.bin"
 
@@ -224,7 +250,8 @@ echo
 echo "edged vs nginx on loopback: $machine"
 echo "load average before: $load0, after: $(bench_load) (anything above ~0.1 before means other work shared the cores)"
 echo "wrk -t$threads -c$conns -d$dur, median of $rounds interleaved runs each; edged GOMAXPROCS=2, nginx worker_processes 2;"
-echo "upstream: nginx, 1 worker, fixed 99-byte body, kept alive by both proxies (pool 256). CPU/req = the server's user+sys CPU / requests."
+echo "upstream: nginx, 1 worker, fixed 99-byte body, kept alive by every proxy (pool 256). CPU/req = the server's user+sys CPU / requests."
+[ ${#ref_targets[@]} -gt 0 ] && echo "go-nethttp, go-raw: reference proxies from bench/upstream (bare net/http; bare HTTP/1.1 on net.Conn), GOMAXPROCS=2."
 echo
 bench_table nginx
 
@@ -276,6 +303,9 @@ if [ "$mode" = profile ]; then
 	echo "|---|---:|---:|---:|---:|---:|"
 	percount "edged, proxy" "$edged_pid" "http://127.0.0.1:$edged_port/"
 	percount "nginx, proxy" "$nginx_pid" "http://127.0.0.1:$nginx_port/"
+	for t in ${ref_targets[@]+"${ref_targets[@]}"}; do
+		percount "${t%%=*}, proxy" "${BENCH_PGID[${t%%=*}]}" "${t#*=}"
+	done
 	percount "edged, static-1KiB" "$edged_pid" "http://127.0.0.1:$edged_port/static/1k.bin"
 	percount "nginx, static-1KiB" "$nginx_pid" "http://127.0.0.1:$nginx_port/static/1k.bin"
 fi

@@ -1,0 +1,214 @@
+// Command upstream holds the reference proxies that bench/proxy.sh measures
+// beside edged, to tell the cost of Go's HTTP engine from the cost of edged's
+// own code:
+//
+//	upstream -mode nethttp -listen 127.0.0.1:P -upstream 127.0.0.1:U
+//	upstream -mode raw     -listen 127.0.0.1:P -upstream 127.0.0.1:U
+//
+// nethttp is the least a net/http reverse proxy does: http.Server, one
+// http.Transport with a keep-alive pool, headers copied, body streamed.
+// raw is a bare HTTP/1.1 keep-alive proxy on net.Conn, one goroutine per
+// client connection that also does the upstream exchange: no per-request
+// goroutines, channels, contexts or header maps. It handles only what the
+// benchmark sends (GET without a body, upstream answers with
+// Content-Length) and is not a product: it measures what a lean engine in
+// Go could cost per request on this machine.
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+)
+
+func main() {
+	mode := flag.String("mode", "raw", "nethttp or raw")
+	listen := flag.String("listen", "127.0.0.1:18282", "address to serve on")
+	upstream := flag.String("upstream", "127.0.0.1:18281", "upstream host:port")
+	flag.Parse()
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		log.Fatalf("listening on %s: %v", *listen, err)
+	}
+	switch *mode {
+	case "nethttp":
+		err = serveNetHTTP(ln, *upstream)
+	case "raw":
+		err = serveRaw(ln, *upstream)
+	default:
+		err = fmt.Errorf("unknown -mode %q (want nethttp or raw)", *mode)
+	}
+	log.Fatal(err)
+}
+
+var hopByHop = []string{"Connection", "Keep-Alive", "Proxy-Connection", "Te", "Trailer", "Transfer-Encoding", "Upgrade"}
+
+func serveNetHTTP(ln net.Listener, upstream string) error {
+	tr := &http.Transport{MaxIdleConnsPerHost: 256, IdleConnTimeout: 90 * time.Second, DisableCompression: true}
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		out := r.Clone(r.Context())
+		out.URL.Scheme, out.URL.Host, out.RequestURI = "http", upstream, ""
+		for _, k := range hopByHop {
+			out.Header.Del(k)
+		}
+		if host, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
+			out.Header.Set("X-Forwarded-For", host)
+		}
+		res, err := tr.RoundTrip(out)
+		if err != nil {
+			http.Error(w, "502 Bad Gateway", http.StatusBadGateway)
+			return
+		}
+		defer res.Body.Close()
+		for _, k := range hopByHop {
+			res.Header.Del(k)
+		}
+		for k, v := range res.Header {
+			w.Header()[k] = v
+		}
+		w.WriteHeader(res.StatusCode)
+		io.Copy(w, res.Body)
+	})
+	return (&http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}).Serve(ln)
+}
+
+// upConn is a kept-alive upstream connection with its reader.
+type upConn struct {
+	c net.Conn
+	r *bufio.Reader
+}
+
+type pool struct {
+	addr string
+	mu   sync.Mutex
+	idle []*upConn
+}
+
+func (p *pool) get() (*upConn, error) {
+	p.mu.Lock()
+	if n := len(p.idle); n > 0 {
+		u := p.idle[n-1]
+		p.idle = p.idle[:n-1]
+		p.mu.Unlock()
+		return u, nil
+	}
+	p.mu.Unlock()
+	c, err := net.Dial("tcp", p.addr)
+	if err != nil {
+		return nil, fmt.Errorf("connecting to %s: %w", p.addr, err)
+	}
+	return &upConn{c: c, r: bufio.NewReaderSize(c, 16<<10)}, nil
+}
+
+func (p *pool) put(u *upConn) {
+	p.mu.Lock()
+	if len(p.idle) < 256 {
+		p.idle = append(p.idle, u)
+		u = nil
+	}
+	p.mu.Unlock()
+	if u != nil {
+		u.c.Close()
+	}
+}
+
+func serveRaw(ln net.Listener, upstream string) error {
+	p := &pool{addr: upstream}
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return fmt.Errorf("accepting: %w", err)
+		}
+		go rawConn(c, p)
+	}
+}
+
+var (
+	hdrCL     = []byte("content-length:")
+	hdrConn   = []byte("connection:")
+	errFormat = errors.New("malformed message")
+)
+
+// readHead reads a message head into buf (request or response), returning
+// it and the Content-Length (-1 if absent).
+func readHead(r *bufio.Reader, buf []byte) ([]byte, int64, error) {
+	buf = buf[:0]
+	cl := int64(-1)
+	for first := true; ; first = false {
+		line, err := r.ReadSlice('\n')
+		if err != nil {
+			return nil, 0, err
+		}
+		if len(line) <= 2 && !first {
+			buf = append(buf, line...)
+			return buf, cl, nil
+		}
+		if len(line) > len(hdrCL) && bytes.EqualFold(line[:len(hdrCL)], hdrCL) {
+			n, err := strconv.ParseInt(string(bytes.TrimSpace(line[len(hdrCL):])), 10, 64)
+			if err != nil {
+				return nil, 0, errFormat
+			}
+			cl = n
+		}
+		if len(line) > len(hdrConn) && bytes.EqualFold(line[:len(hdrConn)], hdrConn) {
+			continue // hop-by-hop: the proxy keeps both sides alive itself
+		}
+		buf = append(buf, line...)
+	}
+}
+
+func rawConn(c net.Conn, p *pool) {
+	defer c.Close()
+	cr := bufio.NewReaderSize(c, 4<<10)
+	cw := bufio.NewWriterSize(c, 16<<10)
+	host, _, _ := net.SplitHostPort(c.RemoteAddr().String())
+	xff := []byte("X-Forwarded-For: " + host + "\r\n\r\n")
+	req := make([]byte, 0, 4<<10)
+	res := make([]byte, 0, 4<<10)
+	for {
+		head, _, err := readHead(cr, req)
+		if err != nil {
+			return
+		}
+		req = head
+		u, err := p.get()
+		if err != nil {
+			cw.WriteString("HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n")
+			cw.Flush()
+			return
+		}
+		// The head without its blank line, then our header and the blank line.
+		out := append(head[:len(head)-2], xff...)
+		if _, err := u.c.Write(out); err != nil {
+			u.c.Close()
+			return
+		}
+		rh, cl, err := readHead(u.r, res)
+		if err != nil || cl < 0 {
+			u.c.Close()
+			return
+		}
+		res = rh
+		cw.Write(rh)
+		if _, err := io.CopyN(cw, u.r, cl); err != nil {
+			u.c.Close()
+			return
+		}
+		p.put(u)
+		// Flush only when no further pipelined request is already buffered.
+		if cr.Buffered() == 0 {
+			if err := cw.Flush(); err != nil {
+				return
+			}
+		}
+	}
+}
