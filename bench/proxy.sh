@@ -11,7 +11,7 @@
 # (edged, nginx, edged, nginx, ...) after a warm-up; the table shows medians.
 # It never fails because a number is low, only when a server cannot start.
 #
-# Also measured in the proxy scenario, unless BENCH_REFERENCE=0: two
+# Also measured in both scenarios, unless BENCH_REFERENCE=0: two
 # reference proxies in Go from bench/upstream (go-nethttp: bare net/http
 # server + Transport; go-raw: bare HTTP/1.1 on net.Conn), which tell the
 # cost of the HTTP engine from the cost of edged's own code.
@@ -202,18 +202,19 @@ BENCH_PGID[nginx]=$nginx_pid
 # Reference proxies in Go (bench/upstream): a bare net/http reverse proxy and
 # a bare HTTP/1.1 proxy on net.Conn. They split edged's cost into the HTTP
 # engine's and its own.
-ref_targets=()
+ref_targets=() ref_static=()
 if [ "${BENCH_REFERENCE:-1}" != 0 ]; then
 	if (cd "$root" && go build -o "$BENCH_TMP/refproxy" ./bench/upstream); then
 		for m in nethttp raw; do
 			[ $m = nethttp ] && p=$((base + 2)) || p=$((base + 3))
 			env GOMAXPROCS=2 setsid "$BENCH_TMP/refproxy" -mode $m -listen "127.0.0.1:$p" \
-				-upstream "127.0.0.1:$upstream_port" >"$BENCH_TMP/ref-$m.log" 2>&1 &
+				-upstream "127.0.0.1:$upstream_port" -static "$BENCH_TMP/static" >"$BENCH_TMP/ref-$m.log" 2>&1 &
 			bench_track $!
 			BENCH_PGID[go-$m]=$!
 			bench_wait_http "http://127.0.0.1:$p/" ||
 				bench_die "the reference proxy ($m) did not start: $(cat "$BENCH_TMP/ref-$m.log")"
 			ref_targets+=("go-$m=http://127.0.0.1:$p/")
+			ref_static+=("go-$m=http://127.0.0.1:$p/static/1k.bin")
 		done
 	else
 		bench_log "WARNING: building bench/upstream failed; no reference proxies"
@@ -233,6 +234,8 @@ check edged "http://127.0.0.1:$edged_port/" 99
 check nginx "http://127.0.0.1:$nginx_port/" 99
 check edged "http://127.0.0.1:$edged_port/static/1k.bin" 1024
 check nginx "http://127.0.0.1:$nginx_port/static/1k.bin" 1024
+for t in ${ref_targets[@]+"${ref_targets[@]}"}; do check "${t%%=*}" "${t#*=}" 99; done
+for t in ${ref_static[@]+"${ref_static[@]}"}; do check "${t%%=*}" "${t#*=}" 1024; done
 
 machine=$(bench_machine)
 load0=$(bench_load)
@@ -244,14 +247,15 @@ bench_log "wrk -t$threads -c$conns -d$dur --latency, $rounds interleaved rounds 
 bench_interleave "proxy" "$rounds" "$dur" "$conns" "$threads" \
 	"edged=http://127.0.0.1:$edged_port/" "nginx=http://127.0.0.1:$nginx_port/" ${ref_targets[@]+"${ref_targets[@]}"}
 bench_interleave "static-1KiB" "$rounds" "$dur" "$conns" "$threads" \
-	"edged=http://127.0.0.1:$edged_port/static/1k.bin" "nginx=http://127.0.0.1:$nginx_port/static/1k.bin"
+	"edged=http://127.0.0.1:$edged_port/static/1k.bin" "nginx=http://127.0.0.1:$nginx_port/static/1k.bin" \
+	${ref_static[@]+"${ref_static[@]}"}
 
 echo
 echo "edged vs nginx on loopback: $machine"
 echo "load average before: $load0, after: $(bench_load) (anything above ~0.1 before means other work shared the cores)"
 echo "wrk -t$threads -c$conns -d$dur, median of $rounds interleaved runs each; edged GOMAXPROCS=2, nginx worker_processes 2;"
 echo "upstream: nginx, 1 worker, fixed 99-byte body, kept alive by every proxy (pool 256). CPU/req = the server's user+sys CPU / requests."
-[ ${#ref_targets[@]} -gt 0 ] && echo "go-nethttp, go-raw: reference proxies from bench/upstream (bare net/http; bare HTTP/1.1 on net.Conn), GOMAXPROCS=2."
+[ ${#ref_targets[@]} -gt 0 ] && echo "go-nethttp, go-raw: references from bench/upstream (bare net/http with http.FileServer; bare HTTP/1.1 on net.Conn), GOMAXPROCS=2."
 echo
 bench_table nginx
 
@@ -308,4 +312,7 @@ if [ "$mode" = profile ]; then
 	done
 	percount "edged, static-1KiB" "$edged_pid" "http://127.0.0.1:$edged_port/static/1k.bin"
 	percount "nginx, static-1KiB" "$nginx_pid" "http://127.0.0.1:$nginx_port/static/1k.bin"
+	for t in ${ref_static[@]+"${ref_static[@]}"}; do
+		percount "${t%%=*}, static-1KiB" "${BENCH_PGID[${t%%=*}]}" "${t#*=}"
+	done
 fi

@@ -2,17 +2,21 @@
 // beside edged, to tell the cost of Go's HTTP engine from the cost of edged's
 // own code:
 //
-//	upstream -mode nethttp -listen 127.0.0.1:P -upstream 127.0.0.1:U
-//	upstream -mode raw     -listen 127.0.0.1:P -upstream 127.0.0.1:U
+//	upstream -mode nethttp -listen 127.0.0.1:P -upstream 127.0.0.1:U [-static DIR]
+//	upstream -mode raw     -listen 127.0.0.1:P -upstream 127.0.0.1:U [-static DIR]
 //
+// Both serve /static/NAME from DIR (when given) and proxy everything else.
 // nethttp is the least a net/http reverse proxy does: http.Server, one
-// http.Transport with a keep-alive pool, headers copied, body streamed.
+// http.Transport with a keep-alive pool, headers copied, body streamed;
+// files through http.FileServer.
 // raw is a bare HTTP/1.1 keep-alive proxy on net.Conn, one goroutine per
 // client connection that also does the upstream exchange: no per-request
 // goroutines, channels, contexts or header maps. It handles only what the
 // benchmark sends (GET without a body, upstream answers with
 // Content-Length) and is not a product: it measures what a lean engine in
-// Go could cost per request on this machine.
+// Go could cost per request on this machine. Its files are opened, stat'ed,
+// read and closed per request, as edged and nginx (without open_file_cache)
+// do, and sent with Content-Length, Last-Modified and ETag.
 package main
 
 import (
@@ -25,6 +29,7 @@ import (
 	"log"
 	"net"
 	"net/http"
+	"os"
 	"strconv"
 	"sync"
 	"time"
@@ -34,6 +39,7 @@ func main() {
 	mode := flag.String("mode", "raw", "nethttp or raw")
 	listen := flag.String("listen", "127.0.0.1:18282", "address to serve on")
 	upstream := flag.String("upstream", "127.0.0.1:18281", "upstream host:port")
+	static := flag.String("static", "", "directory served under /static/")
 	flag.Parse()
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
@@ -41,9 +47,9 @@ func main() {
 	}
 	switch *mode {
 	case "nethttp":
-		err = serveNetHTTP(ln, *upstream)
+		err = serveNetHTTP(ln, *upstream, *static)
 	case "raw":
-		err = serveRaw(ln, *upstream)
+		err = serveRaw(ln, *upstream, *static)
 	default:
 		err = fmt.Errorf("unknown -mode %q (want nethttp or raw)", *mode)
 	}
@@ -52,7 +58,7 @@ func main() {
 
 var hopByHop = []string{"Connection", "Keep-Alive", "Proxy-Connection", "Te", "Trailer", "Transfer-Encoding", "Upgrade"}
 
-func serveNetHTTP(ln net.Listener, upstream string) error {
+func serveNetHTTP(ln net.Listener, upstream, static string) error {
 	tr := &http.Transport{MaxIdleConnsPerHost: 256, IdleConnTimeout: 90 * time.Second, DisableCompression: true}
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		out := r.Clone(r.Context())
@@ -78,7 +84,12 @@ func serveNetHTTP(ln net.Listener, upstream string) error {
 		w.WriteHeader(res.StatusCode)
 		io.Copy(w, res.Body)
 	})
-	return (&http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}).Serve(ln)
+	mux := http.NewServeMux()
+	mux.Handle("/", h)
+	if static != "" {
+		mux.Handle("/static/", http.StripPrefix("/static/", http.FileServer(http.Dir(static))))
+	}
+	return (&http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}).Serve(ln)
 }
 
 // upConn is a kept-alive upstream connection with its reader.
@@ -121,15 +132,55 @@ func (p *pool) put(u *upConn) {
 	}
 }
 
-func serveRaw(ln net.Listener, upstream string) error {
+func serveRaw(ln net.Listener, upstream, static string) error {
 	p := &pool{addr: upstream}
 	for {
 		c, err := ln.Accept()
 		if err != nil {
 			return fmt.Errorf("accepting: %w", err)
 		}
-		go rawConn(c, p)
+		go rawConn(c, p, static)
 	}
+}
+
+var staticPrefix = []byte("GET /static/")
+
+// rawFile answers a GET /static/NAME request head; false if it is not one.
+func rawFile(cw *bufio.Writer, head []byte, dir string, buf []byte) bool {
+	if dir == "" || !bytes.HasPrefix(head, staticPrefix) {
+		return false
+	}
+	rest := head[len(staticPrefix):]
+	sp := bytes.IndexByte(rest, ' ')
+	if sp < 0 || bytes.Contains(rest[:sp], []byte("..")) {
+		return false
+	}
+	f, err := os.Open(dir + "/" + string(rest[:sp]))
+	if err != nil {
+		cw.WriteString("HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
+		return true
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil || st.Size() > int64(len(buf)) {
+		cw.WriteString("HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n\r\n")
+		return true
+	}
+	n, _ := io.ReadFull(f, buf[:st.Size()])
+	mt := st.ModTime()
+	var h [256]byte
+	b := append(h[:0], "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: "...)
+	b = strconv.AppendInt(b, int64(n), 10)
+	b = append(b, "\r\nLast-Modified: "...)
+	b = mt.UTC().AppendFormat(b, http.TimeFormat)
+	b = append(b, "\r\nETag: \""...)
+	b = strconv.AppendInt(b, mt.Unix(), 16)
+	b = append(b, '-')
+	b = strconv.AppendInt(b, int64(n), 16)
+	b = append(b, "\"\r\nAccept-Ranges: bytes\r\n\r\n"...)
+	cw.Write(b)
+	cw.Write(buf[:n])
+	return true
 }
 
 var (
@@ -166,7 +217,7 @@ func readHead(r *bufio.Reader, buf []byte) ([]byte, int64, error) {
 	}
 }
 
-func rawConn(c net.Conn, p *pool) {
+func rawConn(c net.Conn, p *pool, static string) {
 	defer c.Close()
 	cr := bufio.NewReaderSize(c, 4<<10)
 	cw := bufio.NewWriterSize(c, 16<<10)
@@ -174,12 +225,24 @@ func rawConn(c net.Conn, p *pool) {
 	xff := []byte("X-Forwarded-For: " + host + "\r\n\r\n")
 	req := make([]byte, 0, 4<<10)
 	res := make([]byte, 0, 4<<10)
+	var file []byte
+	if static != "" {
+		file = make([]byte, 64<<10)
+	}
 	for {
 		head, _, err := readHead(cr, req)
 		if err != nil {
 			return
 		}
 		req = head
+		if rawFile(cw, head, static, file) {
+			if cr.Buffered() == 0 {
+				if err := cw.Flush(); err != nil {
+					return
+				}
+			}
+			continue
+		}
 		u, err := p.get()
 		if err != nil {
 			cw.WriteString("HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n")
