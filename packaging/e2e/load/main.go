@@ -1,7 +1,7 @@
 // Command load is the end-to-end test's load generator: a few clients send
 // GET requests in a loop, half over kept-alive connections and half over a
-// new connection each, until a duration or a request count runs out, or a
-// stop file appears. Every request must be answered 200 with a body;
+// new connection each (or all of one kind: -keepalive on|off), until a
+// duration or a request count runs out, or a stop file appears. Every request must be answered 200 with a body;
 // anything else (refused or reset connection, 5xx, timeout) is a failure.
 // It prints a one-line summary and exits 1 on any failure or if no request
 // succeeded.
@@ -36,7 +36,14 @@ func main() {
 	stop := flag.String("stop", "", "stop as soon as this file exists")
 	timeout := flag.Duration("timeout", 30*time.Second, "per-request timeout")
 	contains := flag.String("contains", "", "the body must contain this string")
+	keepAlive := flag.String("keepalive", "mixed", "mixed: half the clients keep connections alive; on; off")
 	flag.Parse()
+	switch *keepAlive {
+	case "mixed", "on", "off":
+	default:
+		fmt.Fprintln(os.Stderr, "load: -keepalive wants mixed, on or off")
+		os.Exit(2)
+	}
 
 	ctx, cancel := context.WithTimeout(context.Background(), *dur)
 	defer cancel()
@@ -97,7 +104,7 @@ func main() {
 				samples[err.Error()]++
 				mu.Unlock()
 			}
-		}(i%2 == 0)
+		}(*keepAlive == "on" || *keepAlive == "mixed" && i%2 == 0)
 	}
 	wg.Wait()
 
@@ -108,8 +115,8 @@ func main() {
 		}
 		return latencies[int(p*float64(len(latencies)-1))].Round(time.Millisecond)
 	}
-	fmt.Printf("load: %d ok, %d failed; latency p50 %v p99 %v max %v\n",
-		ok.Load(), failed.Load(), pct(0.5), pct(0.99), pct(1))
+	fmt.Printf("load: %d ok, %d failed (%d clients, keep-alive %s); latency p50 %v p99 %v max %v\n",
+		ok.Load(), failed.Load(), *conc, *keepAlive, pct(0.5), pct(0.99), pct(1))
 	for msg, n := range samples {
 		fmt.Printf("load: failure x%d: %s\n", n, msg)
 	}
