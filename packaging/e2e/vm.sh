@@ -14,7 +14,8 @@
 #       image (qemu -snapshot), so runs never see each other's changes.
 #       Exit codes of vm.sh itself: 124 = hard timeout (the VM is killed),
 #       125 = the VM never reported an exit code (boot failure: the tail of
-#       the console log is printed).
+#       the console log is printed), 2 = the VM could not be built or
+#       started (missing tools, no apt source, mmdebstrap failed).
 #   packaging/e2e/vm.sh build     build (or find) the cached image; print its dir
 #   packaging/e2e/vm.sh clean     delete every cached image
 #
@@ -58,7 +59,7 @@ VM_CPUS=${VM_CPUS:-2}
 INITRD_MODULES="virtio_pci virtio_blk virtio_console ext4 9p 9pnet_virtio virtio_rng"
 
 log() { printf 'vm.sh: %s\n' "$*" >&2; }
-die() { log "$*"; exit 2; }
+die() { log "CANNOT RUN THE VM: $*"; exit 2; }
 
 need_tools() {
 	local missing=() t
