@@ -11,22 +11,39 @@ cd "$(dirname "$0")"
 SHARE=$PWD
 export SYSTEMD_PAGER= SYSTEMD_COLORS=0 LC_ALL=C.UTF-8
 
-N=0 CUR="" UNITS="" T0=$SECONDS
+N=0 CUR="" UNITS="" CRITICAL="" T0=$SECONDS FAILED=0
 DONE=()
-step() {
-	N=$((N + 1)) CUR=$1 UNITS=${2:-} T0=$SECONDS
+# Each step's body runs in a subshell between begin and end: a failing check
+# (fail) prints why and the journal of the step's units, and ends the step.
+# After a failed critical step (the rest depends on it) the journey stops;
+# after any other it goes on, and the script exits 1 at the end.
+begin() { # begin NAME [UNITS] [critical]
+	N=$((N + 1)) CUR=$1 UNITS=${2:-} CRITICAL=${3:-} T0=$SECONDS
+	rm -f /tmp/step.reason
 	printf '\n=== %d. %s\n' "$N" "$CUR"
 }
-pass() {
-	DONE+=("PASS  $N. $CUR ($((SECONDS - T0)) s)")
-	printf -- '--- PASS %d. %s (%d s)\n' "$N" "$CUR" $((SECONDS - T0))
+end() { # end RC
+	if [ "$1" = 0 ]; then
+		DONE+=("PASS  $N. $CUR ($((SECONDS - T0)) s)")
+		printf -- '--- PASS %d. %s (%d s)\n' "$N" "$CUR" $((SECONDS - T0))
+		return
+	fi
+	FAILED=$((FAILED + 1))
+	DONE+=("FAIL  $N. $CUR: $(cat /tmp/step.reason 2>/dev/null || echo "exit $1")")
+	if [ -n "$CRITICAL" ]; then
+		DONE+=("STOP  the steps after $N need it")
+		summary
+		exit 1
+	fi
 }
 summary() {
 	printf '\n=== summary (%d s in the VM)\n' "$SECONDS"
 	printf '%s\n' "${DONE[@]}"
 }
 fail() {
+	touch /tmp/stop # a load running in the background ends
 	printf '\n!!! FAILED at step %d (%s): %s\n' "$N" "$CUR" "$*"
+	echo "$*" >/tmp/step.reason
 	local u
 	for u in $UNITS; do
 		printf '\n--- systemctl status %s\n' "$u"
@@ -34,8 +51,6 @@ fail() {
 		printf -- '--- journalctl -u %s\n' "$u"
 		journalctl -u "$u" --no-pager -n 80 -o short-monotonic 2>&1 | sed 's/^/    /'
 	done
-	DONE+=("FAIL  $N. $CUR: $*")
-	summary
 	exit 1
 }
 # run CMD...: show it, run it, fail the step if it fails.
@@ -79,15 +94,18 @@ edged_metric() { # edged_metric NAME{LABELS}: a value from edged's /metrics
 	curl -fsS --max-time 10 --unix-socket /run/edged/admin.sock http://edged/metrics | grep -F "$1" | awk '{print $2}' | head -n1
 }
 
-step "boot: systemd is running"
+begin "boot: systemd is running" "" critical
+(
 state=$(systemctl is-system-running --wait 2>&1)
 echo "  system state: $state; $(systemd --version | head -n1); kernel $(uname -r)"
 [ "$state" = running ] || systemctl --failed --no-pager
 cat /sys/fs/cgroup/cgroup.controllers | grep -qw memory || fail "no memory controller in cgroup v2"
 snapshot >/tmp/before.list
-pass
+)
+end $?
 
-step "apt install ./edged_*.deb ./appd_*.deb" "edged.socket edged-https.socket edged.service"
+begin "apt install ./edged_*.deb ./appd_*.deb" "edged.socket edged-https.socket edged.service" critical
+(
 ls -l ./*.deb
 run env DEBIAN_FRONTEND=noninteractive apt install -y ./edged_*.deb ./appd_*.deb
 for p in edged appd; do
@@ -103,9 +121,11 @@ for f in /usr/bin/edged /usr/bin/appd /etc/edged/edged.toml /etc/appd/example.to
 done
 edged -version
 appd -version
-pass
+)
+end $?
 
-step "right after install: edged.socket enabled and the welcome page served on :80" "edged.socket edged-https.socket edged.service"
+begin "right after install: edged.socket enabled and the welcome page served on :80" "edged.socket edged-https.socket edged.service" critical
+(
 for u in edged.socket edged-https.socket edged.service; do
 	printf '  %s: %s, %s\n' "$u" "$(systemctl is-enabled $u)" "$(systemctl is-active $u)"
 	systemctl is-enabled -q $u || fail "$u is not enabled"
@@ -115,9 +135,11 @@ ss -ltnp | grep -E ':(80|443)\b' | sed 's/^/  /'
 waitfor 60 "welcome page on http://127.0.0.1/" body_has "edged is running" http://127.0.0.1/
 systemctl is-active -q edged.service || fail "edged.service is not running"
 systemctl status --no-pager --lines=0 edged.service | sed 's/^/  /'
-pass
+)
+end $?
 
-step "write /etc/appd/demo.toml; appd -t -name demo" "appd@demo.service"
+begin "write /etc/appd/demo.toml; appd -t -name demo" "appd@demo.service" critical
+(
 run install -m 0755 "$SHARE/demoapp" /usr/local/bin/demoapp
 cat >/etc/appd/demo.toml <<'EOF'
 # The e2e test's demo application.
@@ -137,9 +159,11 @@ pids_max = 64
 EOF
 sed 's/^/  /' /etc/appd/demo.toml
 run appd -t -name demo
-pass
+)
+end $?
 
-step "systemctl enable --now appd@demo.socket edged.socket" "appd@demo.socket appd@demo.service"
+begin "systemctl enable --now appd@demo.socket edged.socket" "appd@demo.socket appd@demo.service" critical
+(
 run systemctl enable --now appd@demo.socket edged.socket
 systemctl is-active -q appd@demo.socket || fail "appd@demo.socket is not listening"
 [ -S /run/appd/demo.sock ] || fail "/run/appd/demo.sock is not a socket"
@@ -149,9 +173,11 @@ waitfor 120 "the demo app answers on /run/appd/demo.sock" body_has "edgeapp demo
 waitfor 120 "appd reports every worker ready" appd_all_ready
 run appd status demo
 systemd-cgls --no-pager -u appd@demo.service | sed 's/^/  /'
-pass
+)
+end $?
 
-step "systemd-analyze verify and security (exposure scores)" "edged.service"
+begin "systemd-analyze verify and security (exposure scores)" "edged.service"
+(
 out=$(systemd-analyze verify --man=no edged.socket edged-https.socket edged.service appd.socket appd.service appd@demo.socket appd@demo.service 2>&1)
 [ -z "$out" ] || fail "systemd-analyze verify: $out"
 echo "  systemd-analyze verify: no warnings for the 7 units"
@@ -160,9 +186,11 @@ for u in edged.service appd@demo.service appd.service; do
 done
 score=$(systemd-analyze security --no-pager edged.service | sed -n 's/.*Overall exposure level for edged.service: \([0-9.]*\).*/\1/p')
 awk -v s="$score" 'BEGIN { exit !(s != "" && s < 2.0) }' || fail "edged.service exposure $score, want below 2.0"
-pass
+)
+end $?
 
-step "a broken edit: edged -t refuses it and a reload keeps the old configuration" "edged.service"
+begin "a broken edit: edged -t refuses it and a reload keeps the old configuration" "edged.service"
+(
 cp /etc/edged/edged.toml /tmp/edged.toml.good
 printf '\n[[site]]\nhosts = ["broken.test"]\n  [[site.route]]\n  path = "/"\n  upstream = "nosuch"\n' >>/etc/edged/edged.toml
 if edged -t 2>/tmp/t.err; then fail "edged -t accepted a route to an undefined upstream"; fi
@@ -174,9 +202,12 @@ waitfor 30 "edged counts the failed reload" sh -c "[ \"\$(curl -fsS --unix-socke
 systemctl is-active -q edged.service || fail "edged stopped after a bad reload"
 waitfor 10 "the welcome page is still served" body_has "edged is running" http://127.0.0.1/
 cp /tmp/edged.toml.good /etc/edged/edged.toml
-pass
+)
+end $?
 
-step "edit edged.toml: demo.test -> unix:/run/appd/demo.sock; edged -t" "edged.service"
+begin "edit edged.toml: demo.test -> unix:/run/appd/demo.sock; edged -t" "edged.service" critical
+(
+[ -f /tmp/edged.toml.good ] && cp /tmp/edged.toml.good /etc/edged/edged.toml
 cat >>/etc/edged/edged.toml <<'EOF'
 
 # Added by the e2e test: the demo app under appd, on plain HTTP and on HTTPS
@@ -200,9 +231,11 @@ servers = ["unix:/run/appd/demo.sock"]
 health = { path = "/healthz", interval = "2s" }
 EOF
 run edged -t
-pass
+)
+end $?
 
-step "systemctl reload edged: the site proxies to appd, over HTTP and HTTPS" "edged.service appd@demo.service"
+begin "systemctl reload edged: the site proxies to appd, over HTTP and HTTPS" "edged.service appd@demo.service" critical
+(
 ok0=$(edged_metric 'result="ok"')
 run systemctl reload edged
 waitfor 60 "http://demo.test/ answered by the demo app" body_has "edgeapp demo" -H "Host: demo.test" http://127.0.0.1/
@@ -211,9 +244,11 @@ curl -sS -o /dev/null -w '  https://secure.test/ -> %{http_code} over HTTP/%{htt
 	--resolve secure.test:443:127.0.0.1 https://secure.test/
 echo "  reloads ok: before ${ok0:-0}, now $(edged_metric 'result="ok"')"
 waitfor 10 "the welcome page is still the default site" body_has "edged is running" http://127.0.0.1/
-pass
+)
+end $?
 
-step "systemctl reload edged under load: zero failed requests" "edged.service appd@demo.service"
+begin "systemctl reload edged under load: zero failed requests" "edged.service appd@demo.service"
+(
 rm -f /tmp/stop
 ok0=$(edged_metric 'result="ok"')
 "$SHARE/load" -url http://127.0.0.1/ -host demo.test -contains "edgeapp demo" -c 4 -d 180s -n 200000 -stop /tmp/stop >/tmp/load.out 2>&1 &
@@ -231,9 +266,11 @@ ok1=$(edged_metric 'result="ok"')
 echo "  successful reloads: ${ok0:-?} -> ${ok1:-?}"
 [ "$lrc" = 0 ] || fail "the load saw failed requests during edged reloads"
 [ -n "$ok1" ] && [ "$(printf '%.0f' "$ok1")" -ge $(($(printf '%.0f' "${ok0:-0}") + 3)) ] || fail "edged did not count 3 successful reloads"
-pass
+)
+end $?
 
-step "systemctl reload appd@demo under load: zero failed requests" "appd@demo.service edged.service"
+begin "systemctl reload appd@demo under load: zero failed requests" "appd@demo.service edged.service"
+(
 rm -f /tmp/stop
 gen0=$(appd_field generation)
 "$SHARE/load" -url http://127.0.0.1/ -host demo.test -contains "edgeapp demo" -c 4 -d 300s -n 200000 -stop /tmp/stop >/tmp/load.out 2>&1 &
@@ -252,14 +289,16 @@ lrc=$?
 sed 's/^/  /' /tmp/load.out
 run appd status demo
 [ "$lrc" = 0 ] || fail "the load saw failed requests during appd reloads"
-pass
+)
+end $?
 
 # An upgrade restarts edged and appd on the new binaries. systemd keeps the
 # sockets, so no new connection is refused and requests in flight finish;
 # but a restart, unlike a reload, closes idle kept-alive connections, and a
 # client that sends on one at that instant sees EOF (as with any server).
 # So this load opens a new connection per request.
-step "apt upgrade to a newer version under load: edits kept, zero failed requests on new connections" "edged.service appd@demo.service"
+begin "apt upgrade to a newer version under load: edits kept, zero failed requests on new connections" "edged.service appd@demo.service"
+(
 sum0=$(md5sum /etc/edged/edged.toml)
 rm -f /tmp/stop
 "$SHARE/load" -url http://127.0.0.1/ -host demo.test -contains "edgeapp demo" -keepalive off -c 4 -d 400s -n 200000 -stop /tmp/stop >/tmp/load.out 2>&1 &
@@ -288,9 +327,11 @@ echo "  edged.service pid $pid0 -> $pid1, appd@demo.service pid $apid0 -> $apid1
 [ "$(md5sum /etc/edged/edged.toml)" = "$sum0" ] || fail "the edited /etc/edged/edged.toml changed on upgrade"
 ls /etc/edged/ | sed 's/^/  \/etc\/edged\//'
 [ "$lrc" = 0 ] || fail "the load saw failed requests during the upgrade"
-pass
+)
+end $?
 
-step "a worker that allocates past limits.memory_max is OOM-killed and replaced" "appd@demo.service"
+begin "a worker that allocates past limits.memory_max is OOM-killed and replaced" "appd@demo.service"
+(
 appd status demo | sed 's/^/  before: /'
 since=$(date '+%Y-%m-%d %H:%M:%S')
 # The request itself dies with its worker (through edged it is a 502).
@@ -301,9 +342,11 @@ waitfor 60 "appd status shows the OOM exit" sh -c "appd status -json -name demo 
 waitfor 120 "the replacement worker is ready" appd_all_ready
 appd status demo | sed 's/^/  after: /'
 waitfor 30 "the app answers through edged again" body_has "edgeapp demo" -H "Host: demo.test" http://127.0.0.1/
-pass
+)
+end $?
 
-step "systemctl stop leaves no process behind" "edged.service appd@demo.service"
+begin "systemctl stop leaves no process behind" "edged.service appd@demo.service"
+(
 run systemctl stop edged.socket edged-https.socket edged.service appd@demo.socket appd@demo.service
 for u in edged.service appd@demo.service edged.socket appd@demo.socket; do
 	systemctl is-active -q "$u" && fail "$u is still active"
@@ -316,9 +359,11 @@ done
 ss -ltn | grep -E ':(80|443)\b' && fail "ports 80/443 still listening"
 [ ! -e /run/appd/demo.sock ] || fail "/run/appd/demo.sock still exists"
 echo "  no edged, appd or demoapp process; no cgroup with processes; ports closed"
-pass
+)
+end $?
 
-step "apt purge leaves no files behind but what policy keeps" "edged.service"
+begin "apt purge leaves no files behind but what policy keeps" "edged.service"
+(
 run env DEBIAN_FRONTEND=noninteractive apt purge -y edged appd
 for p in edged appd; do
 	st=$(dpkg-query -W -f='${Status}' $p 2>/dev/null || true)
@@ -343,7 +388,10 @@ for d in /run/edged /run/appd; do [ ! -e $d ] || fail "$d still exists"; done
 units=$(systemctl list-unit-files --no-legend 'edged*' 'appd*' 2>/dev/null)
 [ -z "$units" ] || fail "unit files still known: $units"
 echo "  kept: /etc/appd/demo.toml (the administrator's file); nothing else"
-pass
+)
+end $?
 
 summary
+[ "$FAILED" = 0 ] || { echo "$FAILED step(s) failed"; exit 1; }
+echo "every step passed"
 exit 0
