@@ -7,7 +7,7 @@
 # worker, and appd's own memory. Prints a table; never fails on speed.
 #
 # Loopback only, bounded (each load run lasts at most LOAD_SECS).
-# Environment: WORKERS=4 RELOADS=10 LOAD_SECS=30 CONNS=32 PORT_G=18401 PORT_A=18402
+# Environment: WORKERS=4 RELOADS=10 LOAD_SECS=30 CONNS=32 PORT_G=18401 PORT_A=18402 PORT_GO=18403
 set -uo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -17,6 +17,7 @@ LOAD_SECS=${LOAD_SECS:-30}
 CONNS=${CONNS:-32}
 PORT_G=${PORT_G:-18401}
 PORT_A=${PORT_A:-18402}
+PORT_GO=${PORT_GO:-18403}
 app_dir="$root/appd/supervisor/testdata" # wsgiapp.py
 
 say() { printf 'bench/appd: %s\n' "$*" >&2; }
@@ -134,112 +135,119 @@ done
 kill -TERM "$gmaster"; wait "$gmaster" 2>/dev/null
 
 # -------------------------------------------------------------------- appd
-say "appd with $WORKERS x gunicorn -w 1 on :$PORT_A"
-cat >"$work/appd.toml" <<EOF
-[app]
-command = ["/usr/bin/gunicorn", "-w", "1", "--graceful-timeout", "30", "--log-level", "warning", "wsgiapp:app"]
-listen = ["127.0.0.1:$PORT_A"]
-directory = "$app_dir"
-control = "$work/appd.ctl"
-[workers]
-count = $WORKERS
-graceful_timeout = "30s"
-EOF
-"$appd" -t -config "$work/appd.toml" >/dev/null || exit 1
-"$appd" -config "$work/appd.toml" -name bench >"$work/appd.log" 2>&1 &
-apid=$!
-pids+=("$apid")
-
-astatus() { "$appd" status -json -socket "$work/appd.ctl" 2>/dev/null || echo '{}'; }
-# a_gen_serving GEN: generation GEN serving in every slot, nothing else left.
-a_gen_serving() {
-	astatus | python3 -c '
-import json, sys
-st = json.load(sys.stdin)
-gen, n = int(sys.argv[1]), int(sys.argv[2])
-ok = st.get("serving_generation") == gen and st["ready"] == n and len(st["slots"]) == n and all(
-    w["generation"] == gen and w["state"] == "ready" for w in st["slots"])
-sys.exit(0 if ok else 1)' "$1" "$WORKERS"
+# bench_appd KEY PORT COMMAND-TOML: appd with WORKERS workers of COMMAND;
+# results in R[KEY.*]. Reload and restart times come from appd's own log
+# (grep is cheap to poll; appd stamps each event to the millisecond).
+declare -A R
+log_ms() { # the millisecond timestamp of a log line, since midnight
+	awk '{split(substr($1, 12, 12), t, ":"); print int((t[1] * 3600 + t[2] * 60 + t[3]) * 1000)}'
 }
-# a_gen_ready GEN: every slot has a ready worker of generation GEN.
-a_gen_ready() {
-	astatus | python3 -c '
-import json, sys
-st = json.load(sys.stdin)
-gen, n = int(sys.argv[1]), int(sys.argv[2])
-slots = {w["slot"] for w in st.get("slots", []) if w["generation"] == gen and w["state"] == "ready"}
-sys.exit(0 if len(slots) == n else 1)' "$1" "$WORKERS"
-}
-wait_until 60 a_gen_serving 1 || { say "appd did not start"; cat "$work/appd.log" >&2; exit 1; }
-wait_http "$PORT_A"
-# Every slot's gunicorn has its worker.
-a_grandchildren() { grandchildren "$apid"; }
-wait_until 30 bash -c "[ \$(for m in \$(pgrep -P $apid); do pgrep -P \$m; done | wc -l) -eq $WORKERS ]"
-
-run_wrk "$PORT_A" "$work/wrk-a.txt"
-sleep 1
-a_reload=()
-a_ready=()
-gen=1
-for i in $(seq "$RELOADS"); do
-	gen=$((gen + 1))
-	t0=$(now_ms)
-	kill -HUP "$apid"
-	if wait_until 60 a_gen_ready "$gen"; then a_ready+=($(( $(now_ms) - t0 ))); else a_ready+=(timeout); fi
-	if wait_until 60 a_gen_serving "$gen"; then a_reload+=($(( $(now_ms) - t0 ))); else a_reload+=(timeout); fi
-	sleep 0.5
-done
-wait "$wrk_pid"
-read -r a_reqs a_fail a_p99 < <(wrk_summary "$work/wrk-a.txt")
-
-# A crashed worker process (the Python worker that serves): the slot's
-# gunicorn replaces it, as gunicorn alone does.
-a_crash=()
-for i in 1 2 3; do
-	victim=$(a_grandchildren | head -n1)
-	t0=$(now_ms)
-	kill -KILL "$victim"
-	a_one_new() { [ "$(a_grandchildren | wc -l)" -eq "$WORKERS" ] && ! a_grandchildren | grep -qx "$victim"; }
-	if wait_until 30 a_one_new; then a_crash+=($(( $(now_ms) - t0 ))); else a_crash+=(timeout); fi
-	sleep 0.5
-done
-# A crashed slot (its gunicorn master killed): appd restarts the slot
-# (restart_delay 100ms +-25% first) and counts it ready at READY=1.
-a_slot=()
-for i in 1 2 3; do
-	victim=$(children "$apid" | head -n1)
-	t0=$(now_ms)
-	kill -KILL "$victim"
-	a_slot_new() {
-		astatus | python3 -c '
-import json, sys
-st = json.load(sys.stdin)
-victim, n = int(sys.argv[1]), int(sys.argv[2])
-pids = [w["pid"] for w in st["slots"] if w["state"] == "ready"]
-sys.exit(0 if st["ready"] == n and victim not in pids else 1)' "$victim" "$WORKERS"
-	}
-	if wait_until 30 a_slot_new; then a_slot+=($(( $(now_ms) - t0 ))); else a_slot+=(timeout); fi
+bench_appd() {
+	local key=$1 port=$2 command=$3 dir=$work/$1
+	mkdir -p "$dir"
+	say "appd with $WORKERS x $key on :$port"
+	{
+		echo "[app]"
+		echo "command = $command"
+		echo "listen = [\"127.0.0.1:$port\"]"
+		echo "directory = \"$app_dir\""
+		echo "control = \"$dir/appd.ctl\""
+		echo "[workers]"
+		echo "count = $WORKERS"
+		echo "graceful_timeout = \"30s\""
+	} >"$dir/appd.toml"
+	"$appd" -t -config "$dir/appd.toml" >/dev/null || exit 1
+	"$appd" -config "$dir/appd.toml" -name bench >"$dir/appd.log" 2>&1 &
+	local apid=$! log=$dir/appd.log
+	pids+=("$apid")
+	wait_until 60 grep -q "all workers ready" "$log" || { say "appd did not start"; cat "$log" >&2; exit 1; }
+	wait_http "$port"
 	sleep 1
-done
-rss=$(awk '/VmRSS/ {print $2}' "/proc/$apid/status")
-hwm=$(awk '/VmHWM/ {print $2}' "/proc/$apid/status")
-kill -TERM "$apid"
-wait "$apid"; a_exit=$?
+
+	run_wrk "$port" "$dir/wrk.txt"
+	sleep 1
+	local gen=1 i t0 ready=() gone=() start_ms done_ms last_ms
+	for i in $(seq "$RELOADS"); do
+		gen=$((gen + 1))
+		kill -HUP "$apid"
+		if wait_until 60 grep -q "reload done: new generation serving gen=$gen " "$log" &&
+			wait_until 60 bash -c "[ \$(grep -c 'worker exited .* gen=$((gen - 1)) ' '$log') -ge $WORKERS ]"; then
+			start_ms=$(grep "reloading: starting a new generation beside the old gen=$gen " "$log" | log_ms)
+			done_ms=$(grep "reload done: new generation serving gen=$gen " "$log" | log_ms)
+			last_ms=$(grep "worker exited .* gen=$((gen - 1)) " "$log" | log_ms | sort -n | tail -n1)
+			ready+=($((done_ms - start_ms)))
+			gone+=($((last_ms - start_ms)))
+		else
+			ready+=(timeout)
+			gone+=(timeout)
+		fi
+		sleep 0.5
+	done
+	wait "$wrk_pid"
+	read -r "R[$key.reqs]" "R[$key.fail]" "R[$key.p99]" < <(wrk_summary "$dir/wrk.txt")
+	R[$key.ready]=$(printf '%s\n' "${ready[@]}" | median)
+	R[$key.gone]=$(printf '%s\n' "${gone[@]}" | median)
+
+	# A crashed worker process that serves: for gunicorn, the Python worker
+	# (the slot's gunicorn master replaces it, as gunicorn alone does); for
+	# a Go worker, the slot's process itself (appd replaces it).
+	local crash=() slot=() victim n
+	for i in 1 2 3; do
+		if [ "$key" = gunicorn ]; then
+			victim=$(grandchildren "$apid" | head -n1)
+			t0=$(now_ms)
+			kill -KILL "$victim"
+			one_new() { [ "$(grandchildren "$apid" | wc -l)" -eq "$WORKERS" ] && ! grandchildren "$apid" | grep -qx "$victim"; }
+			if wait_until 30 one_new; then crash+=($(($(now_ms) - t0))); else crash+=(timeout); fi
+			sleep 0.5
+		fi
+	done
+	# A crashed slot: its main process killed. appd replaces a worker that
+	# had served at once the first time and counts it ready at READY=1.
+	for i in 1 2 3; do
+		victim=$(children "$apid" | head -n1)
+		n=$(grep -c "worker ready" "$log")
+		kill -KILL "$victim"
+		if wait_until 30 bash -c "[ \$(grep -c 'worker ready' '$log') -gt $n ]"; then
+			start_ms=$(grep "worker exited unexpectedly.* pid=$victim " "$log" | log_ms)
+			done_ms=$(grep "worker ready" "$log" | tail -n1 | log_ms)
+			slot+=($((done_ms - start_ms)))
+		else
+			slot+=(timeout)
+		fi
+		sleep 11 # past the 10s after which a failure is a first failure again
+	done
+	[ "$key" = gunicorn ] || crash=("${slot[@]}")
+	R[$key.crash]=$(printf '%s\n' "${crash[@]}" | median)
+	R[$key.slot]=$(echo "${slot[*]}" | tr ' ' ,)
+	R[$key.rss]=$(($(awk '/VmRSS/ {print $2}' "/proc/$apid/status") / 1024))
+	R[$key.hwm]=$(($(awk '/VmHWM/ {print $2}' "/proc/$apid/status") / 1024))
+	kill -TERM "$apid"
+	wait "$apid"
+	R[$key.exit]=$?
+}
+
+bench_appd gunicorn "$PORT_A" '["/usr/bin/gunicorn", "-w", "1", "--graceful-timeout", "30", "--log-level", "warning", "wsgiapp:app"]'
+if (cd "$root" && go build -o "$work/goworker" ./appd/internal/testworker); then
+	bench_appd go "$PORT_GO" "[\"$work/goworker\"]"
+fi
 
 # ------------------------------------------------------------------- table
+row() { printf '%-42s %20s %24s %20s\n' "$@"; }
 printf '\nappd vs gunicorn: %d workers, %d reloads under wrk -c%d for %ss, loopback, %d CPUs\n' \
 	"$WORKERS" "$RELOADS" "$CONNS" "$LOAD_SECS" "$(nproc)"
-printf '%-44s %22s %26s\n' "" "gunicorn -w $WORKERS (HUP)" "appd + ${WORKERS}x gunicorn -w 1"
-printf '%-44s %22s %26s\n' "requests during the reloads" "$g_reqs" "$a_reqs"
-printf '%-44s %22s %26s\n' "failed requests (socket errors + non-2xx)" "$g_fail" "$a_fail"
-printf '%-44s %22s %26s\n' "p99 latency during the reloads" "$g_p99" "$a_p99"
-printf '%-44s %22s %26s\n' "SIGHUP -> new generation serving, median ms" "$(printf '%s\n' "${g_reload[@]}" | median)" "$(printf '%s\n' "${a_ready[@]}" | median)"
-printf '%-44s %22s %26s\n' "SIGHUP -> old generation gone, median ms" "$(printf '%s\n' "${g_reload[@]}" | median)" "$(printf '%s\n' "${a_reload[@]}" | median)"
-printf '%-44s %22s %26s\n' "  (all, ms)" "$(echo "${g_reload[*]}" | tr ' ' ,)" "$(echo "${a_reload[*]}" | tr ' ' ,)"
-printf '%-44s %22s %26s\n' "crashed worker process replaced, median ms" "$(printf '%s\n' "${g_crash[@]}" | median)" "$(printf '%s\n' "${a_crash[@]}" | median)"
-printf '%-44s %22s %26s\n' "crashed appd slot (its master) ready, ms" "-" "$(echo "${a_slot[*]}" | tr ' ' ,)"
-printf '%-44s %22s %26s\n' "appd RSS now / peak" "-" "$((rss / 1024)) MiB / $((hwm / 1024)) MiB"
-printf '%-44s %22s %26s\n' "appd exit status on SIGTERM" "-" "$a_exit"
-echo "gunicorn's HUP forks new workers from its master and stops the old ones at once, ready or not;"
-echo "appd starts a fresh gunicorn per slot (new code, new interpreter) and drains an old one only after"
-echo "its slot's new one sent READY=1 (gunicorn sends it from its master, before its worker has booted)."
+row "" "gunicorn -w $WORKERS (HUP)" "appd: ${WORKERS}x gunicorn -w 1" "appd: ${WORKERS}x Go worker"
+row "requests during the reloads" "$g_reqs" "${R[gunicorn.reqs]}" "${R[go.reqs]:-}"
+row "failed requests (socket errors + non-2xx)" "$g_fail" "${R[gunicorn.fail]}" "${R[go.fail]:-}"
+row "p99 latency during the reloads" "$g_p99" "${R[gunicorn.p99]}" "${R[go.p99]:-}"
+row "SIGHUP -> new generation ready, median ms" "$(printf '%s\n' "${g_reload[@]}" | median)" "${R[gunicorn.ready]}" "${R[go.ready]:-}"
+row "SIGHUP -> old generation gone, median ms" "$(printf '%s\n' "${g_reload[@]}" | median)" "${R[gunicorn.gone]}" "${R[go.gone]:-}"
+row "crashed serving process replaced, median ms" "$(printf '%s\n' "${g_crash[@]}" | median)" "${R[gunicorn.crash]}" "${R[go.crash]:-}"
+row "crashed appd slot (main process) ready, ms" "-" "${R[gunicorn.slot]}" "${R[go.slot]:-}"
+row "appd RSS at the end / peak, MiB" "-" "${R[gunicorn.rss]} / ${R[gunicorn.hwm]}" "${R[go.rss]:-} / ${R[go.hwm]:-}"
+row "appd exit status on SIGTERM" "-" "${R[gunicorn.exit]}" "${R[go.exit]:-}"
+echo "gunicorn's HUP forks new workers from its master and stops the old ones at once, ready or"
+echo "not (its times: all $WORKERS worker pids new). appd starts a fresh process per slot (new code,"
+echo "new interpreter) and drains an old one only once its slot's new one sent READY=1 (gunicorn"
+echo "sends it from its master, before its worker has booted); appd's times are from its own log."
+echo "The Go worker column is appd's own cost with a program that starts in milliseconds."

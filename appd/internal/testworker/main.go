@@ -154,18 +154,26 @@ func main() {
 		notify("STATUS=" + r.URL.Query().Get("msg"))
 		fmt.Fprintf(w, "pid=%d\n", os.Getpid())
 	})
-	// busy counts connections that were accepted and not yet idle or
-	// closed, for the drain below.
-	var busy sync.Map
-	srv := &http.Server{Handler: mux, ConnState: func(c net.Conn, st http.ConnState) {
-		switch st {
-		case http.StateNew:
-			busy.Store(c, time.Now())
-		case http.StateActive:
-			busy.Store(c, time.Time{})
-		default:
-			busy.Delete(c)
+	// conns tracks every connection's state and since when, for the
+	// drain below; draining makes every answer close its connection.
+	type connState struct {
+		st    http.ConnState
+		since time.Time
+	}
+	var conns sync.Map
+	var draining atomic.Bool
+	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if draining.Load() {
+			w.Header().Set("Connection", "close")
 		}
+		mux.ServeHTTP(w, r)
+	})
+	srv := &http.Server{Handler: handler, ConnState: func(c net.Conn, st http.ConnState) {
+		if st == http.StateClosed || st == http.StateHijacked {
+			conns.Delete(c)
+			return
+		}
+		conns.Store(c, connState{st, time.Now()})
 	}}
 	for _, ln := range lns[1:] {
 		go srv.Serve(ln)
@@ -204,22 +212,30 @@ func main() {
 	signal.Notify(term, syscall.SIGTERM)
 	<-term
 	notify("STOPPING=1")
-	// http.Server.Shutdown drops a request it reads after shutdown began,
-	// even on a connection accepted just before. So: stop accepting, let
-	// every accepted connection get its answer (with Connection: close),
-	// then shut down.
+	// A graceful drain that loses nothing, even for clients that do not
+	// retry (wrk): stop accepting; answer every request still coming on
+	// open connections with "Connection: close" (closing an idle
+	// keep-alive connection could cross a request already on its way);
+	// close only connections that stay silent (a spare dialed ahead, a
+	// client that went idle) for a while. http.Server.Shutdown alone
+	// would close idle connections at once and drop a request it reads
+	// after shutdown began.
+	draining.Store(true)
 	for _, ln := range lns {
 		ln.Close()
 	}
-	srv.SetKeepAlivesEnabled(false)
 	began, said := time.Now(), false
 	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
-		// A connection with no request a second after it was accepted
-		// is a client's spare (Go's transport dials ahead): idle.
 		n := 0
-		busy.Range(func(_, v any) bool {
-			if t := v.(time.Time); t.IsZero() || time.Since(t) < time.Second {
+		conns.Range(func(c, v any) bool {
+			cs := v.(connState)
+			switch {
+			case cs.st == http.StateActive:
 				n++
+			case time.Since(cs.since) < 500*time.Millisecond:
+				n++ // new or idle, but a request may still come
+			default:
+				c.(net.Conn).Close() // silent: nobody is using it
 			}
 			return true
 		})
@@ -232,12 +248,6 @@ func main() {
 		}
 	}
 	fmt.Printf("drain: connections done after %v\n", time.Since(began).Round(time.Millisecond))
-	busy.Range(func(c, v any) bool {
-		if t := v.(time.Time); !t.IsZero() {
-			c.(net.Conn).Close() // a spare that never sent a request
-		}
-		return true
-	})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	srv.Shutdown(ctx)
