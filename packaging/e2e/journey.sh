@@ -3,9 +3,10 @@
 # root inside the e2e VM (Debian 12, systemd as PID 1) by packaging/e2e/run.sh.
 # The share (cwd) holds edged_*.deb, appd_*.deb, the same packages as
 # version 99.0.0 in upgrade/, demoapp (the demo worker) and load (the load
-# generator). Each step prints what it runs; the first
-# failing step prints why and the journal of the units involved, and the
-# script exits 1. A summary of the steps closes the output.
+# generator). Each step prints what it runs; a failing step prints why and
+# the journal of the units involved. The journey stops after a failed step
+# the rest depends on, and goes on after others; a summary of the steps
+# closes the output, and any failure makes it exit 1.
 set -u
 cd "$(dirname "$0")"
 SHARE=$PWD
