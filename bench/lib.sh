@@ -187,6 +187,7 @@ bench_interleave() {
 			res=$(bench_wrk "$url" "$dur" "$conns" "$threads")
 			[ -n "$pg" ] && c1=$(bench_cpu_us "$pg")
 			cpu=$(awk -v c="$((c1 - c0))" -v n="${res##* }" 'BEGIN { printf "%.1f", (n > 0 ? c / n : 0) }')
+			# shellcheck disable=SC2086 # $res is the list of fields
 			bench_log "$scen: round $r/$rounds $label: $(_bench_fmt_run $res), $cpu µs CPU/request"
 			echo "$scen $label $r $res $cpu" >>"$BENCH_RESULTS"
 		done
