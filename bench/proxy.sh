@@ -13,14 +13,15 @@
 #
 # Also measured in both scenarios, unless BENCH_REFERENCE=0: two
 # reference proxies in Go from bench/upstream (go-nethttp: bare net/http
-# server + Transport; go-raw: bare HTTP/1.1 on net.Conn), which tell the
+# server + Transport; go-raw: bare HTTP/1.1 on net.Conn; go-hybrid, proxy
+# only: net/http's server with go-raw's upstream exchange), which tell the
 # cost of the HTTP engine from the cost of edged's own code.
 #
 # Environment: EDGED (binary; default: built from the tree, unstripped),
 # BENCH_ROUNDS, BENCH_DURATION, BENCH_WARMUP, BENCH_CONNS, BENCH_THREADS
-# (see bench/lib.sh), EDGED_ENV (extra environment for edged, e.g.
-# "GOGC=400" for experiments), BENCH_PORT_BASE (default 18280: +0 edged, +10 nginx,
-# +1 upstream), BENCH_KEEP=1 keeps the temp dir, BENCH_VERBOSE=1 shows wrk.
+# (see bench/lib.sh), BENCH_SCENARIOS ("proxy static-1KiB"), EDGED_ENV (extra environment for edged, e.g.
+# "GOGC=400" for experiments), BENCH_PORT_BASE (default 18280: +0 edged, +1 upstream,
+# +2..+4 references, +10 nginx), BENCH_KEEP=1 keeps the temp dir, BENCH_VERBOSE=1 shows wrk.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -45,7 +46,7 @@ base=${BENCH_PORT_BASE:-18280}
 edged_port=$base
 upstream_port=$((base + 1))
 nginx_port=$((base + 10))
-for p in "$edged_port" "$upstream_port" "$((base + 2))" "$((base + 3))" "$nginx_port"; do
+for p in "$edged_port" "$upstream_port" "$((base + 2))" "$((base + 3))" "$((base + 4))" "$nginx_port"; do
 	if ss -Htln "sport = :$p" 2>/dev/null | grep -q .; then
 		bench_die "port 127.0.0.1:$p is taken; set BENCH_PORT_BASE to a free range"
 	fi
@@ -205,8 +206,8 @@ BENCH_PGID[nginx]=$nginx_pid
 ref_targets=() ref_static=()
 if [ "${BENCH_REFERENCE:-1}" != 0 ]; then
 	if (cd "$root" && go build -o "$BENCH_TMP/refproxy" ./bench/upstream); then
-		for m in nethttp raw; do
-			[ $m = nethttp ] && p=$((base + 2)) || p=$((base + 3))
+		for m in nethttp raw hybrid; do
+			case $m in nethttp) p=$((base + 2)) ;; raw) p=$((base + 3)) ;; hybrid) p=$((base + 4)) ;; esac
 			env GOMAXPROCS=2 setsid "$BENCH_TMP/refproxy" -mode $m -listen "127.0.0.1:$p" \
 				-upstream "127.0.0.1:$upstream_port" -static "$BENCH_TMP/static" >"$BENCH_TMP/ref-$m.log" 2>&1 &
 			bench_track $!
@@ -214,7 +215,8 @@ if [ "${BENCH_REFERENCE:-1}" != 0 ]; then
 			bench_wait_http "http://127.0.0.1:$p/" ||
 				bench_die "the reference proxy ($m) did not start: $(cat "$BENCH_TMP/ref-$m.log")"
 			ref_targets+=("go-$m=http://127.0.0.1:$p/")
-			ref_static+=("go-$m=http://127.0.0.1:$p/static/1k.bin")
+			# hybrid differs from nethttp only on the upstream side.
+			[ $m = hybrid ] || ref_static+=("go-$m=http://127.0.0.1:$p/static/1k.bin")
 		done
 	else
 		bench_log "WARNING: building bench/upstream failed; no reference proxies"
@@ -244,18 +246,25 @@ bench_log "machine: $machine"
 bench_log "edged $("$edged_bin" -version 2>/dev/null || true) (GOMAXPROCS=2 ${EDGED_ENV:-}), $("$nginx_bin" -v 2>&1 | sed 's/.*: //') (worker_processes 2), upstream nginx (1 worker)"
 bench_log "wrk -t$threads -c$conns -d$dur --latency, $rounds interleaved rounds after a $BENCH_WARMUP warm-up"
 
-bench_interleave "proxy" "$rounds" "$dur" "$conns" "$threads" \
-	"edged=http://127.0.0.1:$edged_port/" "nginx=http://127.0.0.1:$nginx_port/" ${ref_targets[@]+"${ref_targets[@]}"}
-bench_interleave "static-1KiB" "$rounds" "$dur" "$conns" "$threads" \
-	"edged=http://127.0.0.1:$edged_port/static/1k.bin" "nginx=http://127.0.0.1:$nginx_port/static/1k.bin" \
-	${ref_static[@]+"${ref_static[@]}"}
+scenarios=${BENCH_SCENARIOS:-proxy static-1KiB}
+case " $scenarios " in *" proxy "*)
+	bench_interleave "proxy" "$rounds" "$dur" "$conns" "$threads" \
+		"edged=http://127.0.0.1:$edged_port/" "nginx=http://127.0.0.1:$nginx_port/" ${ref_targets[@]+"${ref_targets[@]}"}
+	;;
+esac
+case " $scenarios " in *" static-1KiB "*)
+	bench_interleave "static-1KiB" "$rounds" "$dur" "$conns" "$threads" \
+		"edged=http://127.0.0.1:$edged_port/static/1k.bin" "nginx=http://127.0.0.1:$nginx_port/static/1k.bin" \
+		${ref_static[@]+"${ref_static[@]}"}
+	;;
+esac
 
 echo
 echo "edged vs nginx on loopback: $machine"
 echo "load average before: $load0, after: $(bench_load) (anything above ~0.1 before means other work shared the cores)"
 echo "wrk -t$threads -c$conns -d$dur, median of $rounds interleaved runs each; edged GOMAXPROCS=2, nginx worker_processes 2;"
 echo "upstream: nginx, 1 worker, fixed 99-byte body, kept alive by every proxy (pool 256). CPU/req = the server's user+sys CPU / requests."
-[ ${#ref_targets[@]} -gt 0 ] && echo "go-nethttp, go-raw: references from bench/upstream (bare net/http with http.FileServer; bare HTTP/1.1 on net.Conn), GOMAXPROCS=2."
+[ ${#ref_targets[@]} -gt 0 ] && echo "go-*: references from bench/upstream, GOMAXPROCS=2: nethttp = bare net/http (Transport; http.FileServer), raw = bare HTTP/1.1 on net.Conn, hybrid = net/http server + raw upstream exchange."
 echo
 bench_table nginx
 

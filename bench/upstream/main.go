@@ -17,6 +17,8 @@
 // Go could cost per request on this machine. Its files are opened, stat'ed,
 // read and closed per request, as edged and nginx (without open_file_cache)
 // do, and sent with Content-Length, Last-Modified and ETag.
+// hybrid is net/http's server with raw's upstream exchange done in the
+// handler goroutine: it splits the engine's cost into server and client.
 package main
 
 import (
@@ -36,7 +38,7 @@ import (
 )
 
 func main() {
-	mode := flag.String("mode", "raw", "nethttp or raw")
+	mode := flag.String("mode", "raw", "nethttp, raw or hybrid")
 	listen := flag.String("listen", "127.0.0.1:18282", "address to serve on")
 	upstream := flag.String("upstream", "127.0.0.1:18281", "upstream host:port")
 	static := flag.String("static", "", "directory served under /static/")
@@ -50,8 +52,10 @@ func main() {
 		err = serveNetHTTP(ln, *upstream, *static)
 	case "raw":
 		err = serveRaw(ln, *upstream, *static)
+	case "hybrid":
+		err = serveHybrid(ln, *upstream)
 	default:
-		err = fmt.Errorf("unknown -mode %q (want nethttp or raw)", *mode)
+		err = fmt.Errorf("unknown -mode %q (want nethttp, raw or hybrid)", *mode)
 	}
 	log.Fatal(err)
 }
@@ -273,5 +277,104 @@ func rawConn(c net.Conn, p *pool, static string) {
 				return
 			}
 		}
+	}
+}
+
+// serveHybrid proxies with net/http's server and the raw upstream exchange.
+func serveHybrid(ln net.Listener, upstream string) error {
+	p := &pool{addr: upstream}
+	bufs := sync.Pool{New: func() any { b := make([]byte, 0, 4<<10); return &b }}
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		bp := bufs.Get().(*[]byte)
+		defer bufs.Put(bp)
+		b := append((*bp)[:0], r.Method...)
+		b = append(b, ' ')
+		b = append(b, r.RequestURI...)
+		b = append(b, " HTTP/1.1\r\nHost: "...)
+		b = append(b, r.Host...)
+		b = append(b, "\r\n"...)
+		for k, vs := range r.Header {
+			if k == "Connection" || k == "Keep-Alive" || k == "Te" || k == "Upgrade" {
+				continue
+			}
+			for _, v := range vs {
+				b = append(b, k...)
+				b = append(b, ": "...)
+				b = append(b, v...)
+				b = append(b, "\r\n"...)
+			}
+		}
+		if host, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
+			b = append(b, "X-Forwarded-For: "...)
+			b = append(b, host...)
+			b = append(b, "\r\n"...)
+		}
+		b = append(b, "\r\n"...)
+		*bp = b
+		u, err := p.get()
+		if err != nil {
+			http.Error(w, "502 Bad Gateway", http.StatusBadGateway)
+			return
+		}
+		if _, err := u.c.Write(b); err != nil {
+			u.c.Close()
+			http.Error(w, "502 Bad Gateway", http.StatusBadGateway)
+			return
+		}
+		status, cl, err := readHeadInto(u.r, w.Header())
+		if err != nil || cl < 0 {
+			u.c.Close()
+			http.Error(w, "502 Bad Gateway", http.StatusBadGateway)
+			return
+		}
+		w.WriteHeader(status)
+		if _, err := io.CopyN(w, u.r, cl); err != nil {
+			u.c.Close()
+			return
+		}
+		p.put(u)
+	})
+	return (&http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}).Serve(ln)
+}
+
+// readHeadInto reads a response head into h: status, Content-Length (-1
+// if absent). Hop-by-hop headers are dropped.
+func readHeadInto(r *bufio.Reader, h http.Header) (int, int64, error) {
+	line, err := r.ReadSlice('\n')
+	if err != nil {
+		return 0, 0, err
+	}
+	if len(line) < 12 {
+		return 0, 0, errFormat
+	}
+	status, err := strconv.Atoi(string(line[9:12]))
+	if err != nil {
+		return 0, 0, errFormat
+	}
+	cl := int64(-1)
+	for {
+		line, err := r.ReadSlice('\n')
+		if err != nil {
+			return 0, 0, err
+		}
+		line = bytes.TrimRight(line, "\r\n")
+		if len(line) == 0 {
+			return status, cl, nil
+		}
+		k, v, ok := bytes.Cut(line, []byte(":"))
+		if !ok {
+			return 0, 0, errFormat
+		}
+		key := http.CanonicalHeaderKey(string(k))
+		val := string(bytes.TrimSpace(v))
+		switch key {
+		case "Content-Length":
+			if cl, err = strconv.ParseInt(val, 10, 64); err != nil {
+				return 0, 0, errFormat
+			}
+		case "Connection", "Keep-Alive", "Transfer-Encoding":
+			continue
+		}
+		h[key] = append(h[key], val)
 	}
 }
