@@ -50,7 +50,7 @@ fail() {
 		printf '\n--- systemctl status %s\n' "$u"
 		systemctl status --no-pager --lines=0 "$u" 2>&1 | sed 's/^/    /'
 		printf -- '--- journalctl -u %s\n' "$u"
-		journalctl -u "$u" --no-pager -n 80 -o short-monotonic 2>&1 | sed 's/^/    /'
+		journalctl -u "$u" --no-pager -n 80 -o short-precise 2>&1 | sed 's/^/    /'
 	done
 	exit 1
 }

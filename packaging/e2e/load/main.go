@@ -70,6 +70,7 @@ func main() {
 	var sent, ok, failed atomic.Int64
 	var mu sync.Mutex
 	samples := map[string]int{}
+	var when []string
 	var latencies []time.Duration
 	var wg sync.WaitGroup
 	for i := 0; i < *conc; i++ {
@@ -102,6 +103,10 @@ func main() {
 				failed.Add(1)
 				mu.Lock()
 				samples[err.Error()]++
+				if len(when) < 10 {
+					// Wall-clock times, to find the moment in the journal.
+					when = append(when, fmt.Sprintf("%s (keep-alive %v): %v", t0.Format("15:04:05.000000"), keepAlive, err))
+				}
 				mu.Unlock()
 			}
 		}(*keepAlive == "on" || *keepAlive == "mixed" && i%2 == 0)
@@ -119,6 +124,9 @@ func main() {
 		ok.Load(), failed.Load(), *conc, *keepAlive, pct(0.5), pct(0.99), pct(1))
 	for msg, n := range samples {
 		fmt.Printf("load: failure x%d: %s\n", n, msg)
+	}
+	for _, w := range when {
+		fmt.Printf("load: failed request sent at %s\n", w)
 	}
 	if failed.Load() > 0 || ok.Load() == 0 {
 		os.Exit(1)
