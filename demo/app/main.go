@@ -43,7 +43,7 @@ func main() {
 		w.Header().Set("Content-Type", "application/json")
 		json.NewEncoder(w).Encode(map[string]any{
 			"app": "edgeapp demo", "worker": worker, "generation": gen, "pid": os.Getpid(),
-			"uptime": time.Since(started).Round(time.Millisecond).String(),
+			"uptime":        time.Since(started).Round(time.Millisecond).String(),
 			"forwarded_for": r.Header.Get("X-Forwarded-For"), "request_id": r.Header.Get("X-Request-ID"),
 		})
 	})
