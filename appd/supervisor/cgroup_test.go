@@ -107,7 +107,7 @@ func TestCgroupCPUMaxCapsSpinningWorker(t *testing.T) {
 	used := last.Slots[0].CPU - first.Slots[0].CPU
 	wall := last.Slots[0].Uptime - first.Slots[0].Uptime
 	t.Logf("spinning worker used %.2fs CPU in %.2fs with cpu_max 20%%", used, wall)
-	if wall <= 0 || used/wall > 0.35 {
+	if wall <= 0 || used/wall > 0.5 { // uncapped, the spinning goroutine takes a whole CPU
 		t.Errorf("cpu_max 20%% not enforced: %.2fs CPU in %.2fs", used, wall)
 	}
 }
