@@ -218,7 +218,7 @@ func TestCgroupLeavesOnThisHost(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer unix.Close(fd)
-	cmd := exec.Command(os.Args[0], "-test.run=^TestCgroupLeafPerWorkerKilledAndRemoved$", "-test.v")
+	cmd := exec.Command(os.Args[0], "-test.run=^(TestCgroupLeafPerWorkerKilledAndRemoved|TestCgroupReloadAndDrainThroughLeaves)$", "-test.v")
 	cmd.Env = append(os.Environ(), "APPD_SUPERVISOR_CGROUP_CHILD=1")
 	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: fd}
 	out, err := cmd.CombinedOutput()
@@ -226,8 +226,10 @@ func TestCgroupLeavesOnThisHost(t *testing.T) {
 	if err != nil {
 		t.Fatalf("leaf test in a delegated cgroup failed: %v", err)
 	}
-	if !strings.Contains(string(out), "--- PASS: TestCgroupLeafPerWorkerKilledAndRemoved") {
-		t.Fatal("the leaf test did not pass in the child")
+	for _, name := range []string{"TestCgroupLeafPerWorkerKilledAndRemoved", "TestCgroupReloadAndDrainThroughLeaves"} {
+		if !strings.Contains(string(out), "--- PASS: "+name) {
+			t.Errorf("%s did not pass in the child", name)
+		}
 	}
 }
 
@@ -248,6 +250,65 @@ func removeCgroup(t *testing.T, dir string) {
 		if time.Now().After(deadline) {
 			t.Errorf("removing test cgroup %s: %v", dir, err)
 			return
+		}
+	}
+}
+
+// TestCgroupReloadAndDrainThroughLeaves: reloads under load with every
+// worker in its own leaf, then a stop whose workers ignore SIGTERM and
+// leave grandchildren: cgroup.kill ends them all and every leaf goes.
+func TestCgroupReloadAndDrainThroughLeaves(t *testing.T) {
+	tree := delegatedTree(t)
+	text := func(env string) string {
+		return conf(t, "environment = { TW_CHILD = \"1\""+env+" }\n[workers]\ncount = 2\ngraceful_timeout = \"1s\"\n")
+	}
+	h := start(t, text(""), withTree(tree))
+	h.waitFor("2 ready", 60*time.Second, allReady(2, 1))
+	stop := make(chan struct{})
+	res, wg := h.load(4, 1000000, stop)
+	for gen := 2; gen <= 4; gen++ {
+		env := ""
+		if gen == 4 {
+			env = ", TW_IGNORE_TERM = \"1\""
+		}
+		h.reload(text(env))
+		h.waitFor(fmt.Sprintf("gen %d", gen), 60*time.Second, allReady(2, gen))
+	}
+	close(stop)
+	wg.Wait()
+	if res.failed.Load() != 0 {
+		t.Errorf("%d of %d requests failed during reloads: %v", res.failed.Load(), res.total.Load(), res.errs)
+	}
+	var children []int
+	for _, m := range regexp.MustCompile(`grandchild pid=(\d+)`).FindAllStringSubmatch(h.out.String(), -1) {
+		var p int
+		fmt.Sscan(m[1], &p)
+		children = append(children, p)
+	}
+	if len(children) < 8 {
+		t.Fatalf("%d grandchildren reported", len(children))
+	}
+	h.sigs <- syscall.SIGTERM
+	if err := h.wait(60 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range children {
+		if alive(p) {
+			t.Errorf("grandchild %d survived", p)
+		}
+	}
+	entries, _ := os.ReadDir(tree.Path())
+	for _, e := range entries {
+		if e.IsDir() && strings.HasPrefix(e.Name(), "w") {
+			for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+				if _, err := os.Stat(filepath.Join(tree.Path(), e.Name())); os.IsNotExist(err) {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Errorf("leaf %s left behind", e.Name())
+					break
+				}
+			}
 		}
 	}
 }
