@@ -39,10 +39,7 @@ func TestMain(m *testing.M) {
 		panic(err)
 	}
 	testWorker = filepath.Join(dir, "testworker")
-	if prebuilt := os.Getenv("APPD_TESTWORKER"); prebuilt != "" {
-		// make vm-test: the VM has no Go toolchain; vm-test.sh builds it.
-		testWorker = prebuilt
-	} else if out, err := exec.Command("go", "build", "-o", testWorker, "../internal/testworker").CombinedOutput(); err != nil {
+	if out, err := exec.Command("go", "build", "-o", testWorker, "../internal/testworker").CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "building the test worker: %v\n%s", err, out)
 		os.Exit(1)
 	}
