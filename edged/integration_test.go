@@ -582,3 +582,58 @@ func waitFileContains(t *testing.T, path, want string) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// TestStopLosesNoRequestOnKeptAliveConnection: a request sent on a
+// kept-alive connection just as SIGTERM arrives is answered (with
+// "Connection: close" once the drain began), never dropped; then edged
+// closes the connection and exits 0.
+func TestStopLosesNoRequestOnKeptAliveConnection(t *testing.T) {
+	e := startEdged(t, "[server]\nadmin = \"{{ADMIN}}\"\n[[site]]\n[[site.route]]\npath = \"/\"\nrespond = \"ok\"\n")
+	conn, err := net.Dial("tcp", strings.TrimPrefix(e.httpURL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	br := bufio.NewReader(conn)
+	roundTrip := func() *http.Response {
+		t.Helper()
+		conn.SetDeadline(time.Now().Add(20 * time.Second))
+		if _, err := io.WriteString(conn, "GET / HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+			t.Fatalf("writing request: %v", err)
+		}
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("request on a kept-alive connection during stop was dropped: %v", err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != 200 || string(b) != "ok" {
+			t.Fatalf("response %d %q", resp.StatusCode, b)
+		}
+		return resp
+	}
+	if resp := roundTrip(); resp.Close {
+		t.Fatal("first response closed the connection")
+	}
+	e.cmd.Process.Signal(syscall.SIGTERM)
+	resp := roundTrip()
+	if !resp.Close {
+		// The request beat the signal; the next one must see the drain.
+		e.waitNotify("STOPPING=1", 10*time.Second)
+		resp = roundTrip()
+		if !resp.Close {
+			t.Fatal("a response during the drain did not close the connection")
+		}
+	}
+	if _, err := br.ReadByte(); err != io.EOF {
+		t.Fatalf("connection not closed after a Connection: close response: %v", err)
+	}
+	select {
+	case err := <-e.done:
+		if err != nil {
+			t.Fatalf("edged exited with %v", err)
+		}
+		e.done <- nil
+	case <-time.After(30 * time.Second):
+		t.Fatal("edged did not exit")
+	}
+}

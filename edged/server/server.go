@@ -72,6 +72,8 @@ type Server struct {
 	idPrefix          string
 	idSeq             atomic.Uint64
 	startCfg          *config.Config
+	conns             conns
+	stopping          atomic.Bool
 	stopFlush         chan struct{}
 }
 
@@ -217,13 +219,14 @@ func (s *Server) newHTTPServer(cfg *config.Config, kind string, h http.Handler) 
 		IdleTimeout:       sc.IdleTimeout.D(),
 		MaxHeaderBytes:    int(sc.MaxHeaderBytes),
 		ErrorLog:          slog.NewLogLogger(s.log.With("listener", kind).Handler(), slog.LevelDebug),
-		ConnState: func(_ net.Conn, st http.ConnState) {
+		ConnState: func(c net.Conn, st http.ConnState) {
 			switch st {
 			case http.StateNew:
 				gauge.Inc()
 			case http.StateClosed, http.StateHijacked:
 				gauge.Dec()
 			}
+			s.conns.connState(c, st)
 		},
 	}
 	var p http.Protocols
@@ -252,10 +255,10 @@ func (s *Server) Serve(ctx context.Context) error {
 		pool.Start()
 	}
 	for _, ln := range s.httpLns {
-		go s.runServer(s.httpSrv, ln)
+		go s.runServer(s.httpSrv, trackingListener{ln})
 	}
 	for _, ln := range s.httpsLns {
-		go s.runServer(s.httpsSrv, tls.NewListener(ln, s.httpsSrv.TLSConfig))
+		go s.runServer(s.httpsSrv, tls.NewListener(trackingListener{ln}, s.httpsSrv.TLSConfig))
 	}
 	if s.adminLn != nil {
 		s.adminSrv = &http.Server{Handler: s.adminHandler(), ReadHeaderTimeout: 10 * time.Second}
@@ -276,7 +279,7 @@ func (s *Server) Serve(ctx context.Context) error {
 }
 
 func (s *Server) runServer(srv *http.Server, ln net.Listener) {
-	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) && !s.stopping.Load() {
 		s.serveErr <- fmt.Errorf("serving %s: %w", ln.Addr(), err)
 	}
 }
@@ -286,7 +289,19 @@ func (s *Server) shutdown() {
 	timeout := rt.cfg.Server.ShutdownTimeout.D()
 	s.notifier.Stopping(fmt.Sprintf("draining connections (up to %v)", timeout))
 	s.log.Info("shutting down: no new connections, finishing requests in flight", "timeout", timeout)
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	// Stop accepting (systemd keeps its copy of the sockets, so new
+	// connections wait in the backlog for the next edged), tell every
+	// response to close its connection, and let requests already on their
+	// way arrive before net/http's Shutdown, which would drop them.
+	s.stopping.Store(true)
+	for _, ln := range append(append([]net.Listener{}, s.httpLns...), s.httpsLns...) {
+		ln.Close()
+	}
+	deadline := time.Now().Add(timeout)
+	if busy := s.conns.drain(deadline, 500*time.Millisecond); busy > 0 {
+		s.log.Warn("shutdown deadline passed with connections still busy; closing them", "connections", busy)
+	}
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
 	defer cancel()
 	var wg sync.WaitGroup
 	for _, srv := range []*http.Server{s.httpSrv, s.httpsSrv} {
@@ -460,6 +475,9 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, secure bool) {
 	rt := s.current.Load()
 	rw := getWriter(w)
 	defer putWriter(rw)
+	if s.stopping.Load() {
+		w.Header()["Connection"] = []string{"close"}
+	}
 	reqID := ""
 	if rt.requestID != "" {
 		reqID = s.requestID(rt, r)
