@@ -15,6 +15,8 @@ import (
 	"os"
 	"os/signal"
 	"strconv"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -78,7 +80,23 @@ func main() {
 		}
 		fmt.Fprintf(w, "holding %d MiB\n", len(hoard))
 	})
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	// conns and draining implement a stop that loses no request, see below.
+	var conns sync.Map // net.Conn -> connInfo
+	var draining atomic.Bool
+	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if draining.Load() {
+			w.Header().Set("Connection", "close")
+		}
+		mux.ServeHTTP(w, r)
+	})
+	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second,
+		ConnState: func(c net.Conn, st http.ConnState) {
+			if st == http.StateClosed || st == http.StateHijacked {
+				conns.Delete(c)
+				return
+			}
+			conns.Store(c, connInfo{st, time.Now()})
+		}}
 	for _, ln := range lns {
 		go srv.Serve(ln)
 	}
@@ -95,7 +113,37 @@ func main() {
 	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
 	<-sig
 	daemon.SdNotify(false, "STOPPING=1")
-	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Second)
+	// The listening socket is shared with the other workers: stop
+	// accepting, answer what still arrives on open connections with
+	// "Connection: close", and close connections only once they have been
+	// silent a while. http.Server.Shutdown alone would close idle
+	// kept-alive connections at once and drop a request read after it
+	// began, and the proxy in front would answer that request 502.
+	draining.Store(true)
+	for _, ln := range lns {
+		ln.Close()
+	}
+	for deadline := time.Now().Add(25 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		busy := 0
+		conns.Range(func(c, v any) bool {
+			ci := v.(connInfo)
+			if ci.state == http.StateActive || time.Since(ci.since) < 500*time.Millisecond {
+				busy++
+			} else {
+				c.(net.Conn).Close()
+			}
+			return true
+		})
+		if busy == 0 {
+			break
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	srv.Shutdown(ctx)
+}
+
+type connInfo struct {
+	state http.ConnState
+	since time.Time
 }
