@@ -96,7 +96,7 @@ func newOpener(path string, allowOutside bool, log *slog.Logger) (*opener, error
 	case errors.Is(err, unix.ENOSYS) || errors.Is(err, unix.EPERM):
 		o.useOpenat2 = false
 		if o.beneath {
-			log.Info("static: openat2 unavailable, checking symlinks with os.Root instead", "root", path, "error", err)
+			log.Debug("static: openat2 unavailable, checking symlinks with os.Root instead", "root", path, "error", err)
 			if rd, err = o.openRoot(); err != nil {
 				return nil, err
 			}
