@@ -69,20 +69,34 @@ func (l *lockedBuffer) String() string {
 	return l.b.String()
 }
 
-// startEdged writes config (with {{ADMIN}} replaced), hands edged a
-// listening socket named "http" the way systemd does, and waits for READY=1.
+// startEdged writes config (with {{ADMIN}} and {{DIR}} replaced), hands
+// edged a listening socket named "http" the way systemd does, and waits
+// for READY=1.
 func startEdged(t *testing.T, config string) *edged {
+	t.Helper()
+	e, _ := startEdgedWith(t, config, "http")
+	return e
+}
+
+// startEdgedWith passes one loopback socket per name (LISTEN_FDNAMES) and
+// returns their addresses in that order.
+func startEdgedWith(t *testing.T, config string, names ...string) (*edged, []string) {
 	t.Helper()
 	dir := t.TempDir()
 	cfgPath := filepath.Join(dir, "edged.toml")
 	writeConfig(t, cfgPath, config, dir)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	var files []*os.File
+	var addrs []string
+	for range names {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		f, _ := ln.(*net.TCPListener).File()
+		addrs = append(addrs, ln.Addr().String())
+		ln.Close() // f keeps the socket listening
+		files = append(files, f)
 	}
-	lnFile, _ := ln.(*net.TCPListener).File()
-	addr := ln.Addr().String()
-	ln.Close() // lnFile keeps the socket listening
 	notifyPath := filepath.Join(dir, "notify.sock")
 	notify, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: notifyPath, Net: "unixgram"})
 	if err != nil {
@@ -90,15 +104,17 @@ func startEdged(t *testing.T, config string) *edged {
 	}
 	// sh execs edged in place, so $$ is edged's pid: LISTEN_PID is right.
 	cmd := exec.Command("/bin/sh", "-c", `LISTEN_PID=$$ exec "$0" -config "$1"`, edgedBin, cfgPath)
-	cmd.ExtraFiles = []*os.File{lnFile}
-	cmd.Env = append(os.Environ(), "LISTEN_FDS=1", "LISTEN_FDNAMES=http", "NOTIFY_SOCKET="+notifyPath)
-	e := &edged{t: t, cmd: cmd, config: cfgPath, httpURL: "http://" + addr, notify: notify, stderr: &lockedBuffer{}, done: make(chan error, 1)}
+	cmd.ExtraFiles = files
+	cmd.Env = append(os.Environ(), fmt.Sprintf("LISTEN_FDS=%d", len(names)), "LISTEN_FDNAMES="+strings.Join(names, ":"), "NOTIFY_SOCKET="+notifyPath)
+	e := &edged{t: t, cmd: cmd, config: cfgPath, httpURL: "http://" + addrs[0], notify: notify, stderr: &lockedBuffer{}, done: make(chan error, 1)}
 	cmd.Stderr = e.stderr
 	cmd.Stdout = e.stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	lnFile.Close()
+	for _, f := range files {
+		f.Close()
+	}
 	go func() { e.done <- cmd.Wait() }()
 	t.Cleanup(func() {
 		cmd.Process.Signal(syscall.SIGKILL)
@@ -109,7 +125,7 @@ func startEdged(t *testing.T, config string) *edged {
 		}
 	})
 	e.waitNotify("READY=1", 30*time.Second)
-	return e
+	return e, addrs
 }
 
 func writeConfig(t *testing.T, path, config, dir string) {

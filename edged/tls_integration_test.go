@@ -15,10 +15,8 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -47,50 +45,11 @@ func selfSigned(t *testing.T, dir string, names ...string) (certFile, keyFile st
 	return certFile, keyFile, pool
 }
 
-// startEdgedTLS passes both an http and an https socket, as edged.socket does.
+// startEdgedTLS passes both an http and an https socket, as edged.socket
+// and edged-https.socket do.
 func startEdgedTLS(t *testing.T, config string) (e *edged, httpsAddr string) {
 	t.Helper()
-	dir := t.TempDir()
-	cfgPath := filepath.Join(dir, "edged.toml")
-	writeConfig(t, cfgPath, config, dir)
-	var files []*os.File
-	var addrs []string
-	for i := 0; i < 2; i++ {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		f, _ := ln.(*net.TCPListener).File()
-		addrs = append(addrs, ln.Addr().String())
-		ln.Close()
-		files = append(files, f)
-	}
-	notifyPath := filepath.Join(dir, "notify.sock")
-	notify, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: notifyPath, Net: "unixgram"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command("/bin/sh", "-c", `LISTEN_PID=$$ exec "$0" -config "$1"`, edgedBin, cfgPath)
-	cmd.ExtraFiles = files
-	cmd.Env = append(os.Environ(), "LISTEN_FDS=2", "LISTEN_FDNAMES=http:https", "NOTIFY_SOCKET="+notifyPath)
-	e = &edged{t: t, cmd: cmd, config: cfgPath, httpURL: "http://" + addrs[0], notify: notify, stderr: &lockedBuffer{}, done: make(chan error, 1)}
-	cmd.Stderr, cmd.Stdout = e.stderr, e.stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	for _, f := range files {
-		f.Close()
-	}
-	go func() { e.done <- cmd.Wait() }()
-	t.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGKILL)
-		<-e.done
-		notify.Close()
-		if t.Failed() {
-			t.Logf("edged output:\n%s", e.stderr.String())
-		}
-	})
-	e.waitNotify("READY=1", 30*time.Second)
+	e, addrs := startEdgedWith(t, config, "http", "https")
 	return e, addrs[1]
 }
 
