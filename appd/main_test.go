@@ -1,10 +1,10 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/edgeapp/edgeapp/internal/syncbuf"
 	"io"
 	"net"
 	"net/http"
@@ -12,7 +12,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -38,23 +37,6 @@ func TestMain(m *testing.M) {
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
-}
-
-type lockedBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 func writeConf(t *testing.T, body string) string {
@@ -182,7 +164,7 @@ func TestRunReloadStatusStop(t *testing.T) {
 	ln.Close()
 	defer lf.Close()
 
-	stderr := &lockedBuf{}
+	stderr := &syncbuf.Buffer{}
 	// LISTEN_PID must be appd's own pid: set it in a shell that execs appd.
 	cmd := exec.Command("/bin/sh", "-c", `LISTEN_PID=$$ exec "$0" -name myapp -config "$1"`, appdBin, p)
 	cmd.Env = append(os.Environ(), "LISTEN_FDS=1", "LISTEN_FDNAMES=app", "NOTIFY_SOCKET="+notifyPath, "WATCHDOG_USEC=400000")
@@ -294,7 +276,7 @@ func TestBindsConfiguredUnixSocket(t *testing.T) {
 	sock := filepath.Join(dir, "run", "app.sock")
 	p := writeConf(t, fmt.Sprintf("[app]\ncommand = [%q]\nlisten = [\"unix:%s\"]\ncontrol = \"-\"\n[workers]\ncount = 1\n", workerBin, sock))
 	cmd := exec.Command(appdBin, "-config", p)
-	stderr := &lockedBuf{}
+	stderr := &syncbuf.Buffer{}
 	cmd.Stderr = stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

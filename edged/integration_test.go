@@ -8,6 +8,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"github.com/edgeapp/edgeapp/internal/syncbuf"
 	"io"
 	"net"
 	"net/http"
@@ -48,25 +49,8 @@ type edged struct {
 	config  string
 	httpURL string
 	notify  *net.UnixConn
-	stderr  *lockedBuffer
+	stderr  *syncbuf.Buffer
 	done    chan error
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // startEdged writes config (with {{ADMIN}} and {{DIR}} replaced), hands
@@ -106,7 +90,7 @@ func startEdgedWith(t *testing.T, config string, names ...string) (*edged, []str
 	cmd := exec.Command("/bin/sh", "-c", `LISTEN_PID=$$ exec "$0" -config "$1"`, edgedBin, cfgPath)
 	cmd.ExtraFiles = files
 	cmd.Env = append(os.Environ(), fmt.Sprintf("LISTEN_FDS=%d", len(names)), "LISTEN_FDNAMES="+strings.Join(names, ":"), "NOTIFY_SOCKET="+notifyPath)
-	e := &edged{t: t, cmd: cmd, config: cfgPath, httpURL: "http://" + addrs[0], notify: notify, stderr: &lockedBuffer{}, done: make(chan error, 1)}
+	e := &edged{t: t, cmd: cmd, config: cfgPath, httpURL: "http://" + addrs[0], notify: notify, stderr: &syncbuf.Buffer{}, done: make(chan error, 1)}
 	cmd.Stderr = e.stderr
 	cmd.Stdout = e.stderr
 	if err := cmd.Start(); err != nil {

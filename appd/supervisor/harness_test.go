@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"github.com/edgeapp/edgeapp/internal/syncbuf"
 	"io"
 	"log/slog"
 	"net"
@@ -48,31 +49,13 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// syncBuffer collects log and output lines from several goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 type harness struct {
 	t      *testing.T
 	sup    *Supervisor
 	sigs   chan os.Signal
 	addr   string
-	logs   *syncBuffer
-	out    *syncBuffer
+	logs   *syncbuf.Buffer
+	out    *syncbuf.Buffer
 	done   chan error
 	next   atomic.Pointer[string] // config text for the next reload
 	client *http.Client
@@ -114,7 +97,7 @@ func start(t *testing.T, text string, opts ...hopt) *harness {
 	}
 	addr := ln.Addr().String()
 	ln.Close() // f keeps the socket listening
-	h := &harness{t: t, sigs: make(chan os.Signal, 4), addr: addr, logs: &syncBuffer{}, out: &syncBuffer{}, done: make(chan error, 1), ln: f}
+	h := &harness{t: t, sigs: make(chan os.Signal, 4), addr: addr, logs: &syncbuf.Buffer{}, out: &syncbuf.Buffer{}, done: make(chan error, 1), ln: f}
 	h.next.Store(&text)
 	h.client = &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
 	o := Options{

@@ -1,6 +1,7 @@
 package supervisor
 
 import (
+	"github.com/edgeapp/edgeapp/internal/syncbuf"
 	"io"
 	"os"
 	"strings"
@@ -12,7 +13,7 @@ func TestCopyLinesPrefixesAndKeepsPriority(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var out syncBuffer
+	var out syncbuf.Buffer
 	done := make(chan struct{})
 	go func() { copyLines(&out, r, "[w1 pid 7] "); close(done) }()
 	io.WriteString(w, "hello\n<3>broken thing\npartial")
@@ -24,7 +25,7 @@ func TestCopyLinesPrefixesAndKeepsPriority(t *testing.T) {
 	}
 	long := strings.Repeat("x", 10000)
 	r, w, _ = os.Pipe()
-	out = syncBuffer{}
+	out = syncbuf.Buffer{}
 	done = make(chan struct{})
 	go func() { copyLines(&out, r, "> "); close(done) }()
 	io.WriteString(w, long+"\n")

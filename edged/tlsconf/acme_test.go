@@ -3,6 +3,7 @@ package tlsconf
 import (
 	"context"
 	"encoding/json"
+	"github.com/edgeapp/edgeapp/internal/syncbuf"
 	"log/slog"
 	"net"
 	"net/http"
@@ -20,8 +21,8 @@ import (
 // testLog collects a Manager's log; it is printed when a test fails
 // (logging to t after the test ends would panic, and certmagic's
 // background work may outlive a test by a moment).
-func testLog(t testing.TB) (*slog.Logger, *syncBuffer) {
-	buf := &syncBuffer{}
+func testLog(t testing.TB) (*slog.Logger, *syncbuf.Buffer) {
+	buf := &syncbuf.Buffer{}
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("manager log:\n%s", buf.String())

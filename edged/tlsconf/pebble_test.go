@@ -1,12 +1,12 @@
 package tlsconf
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
 	"fmt"
+	"github.com/edgeapp/edgeapp/internal/syncbuf"
 	"io"
 	"log"
 	"net"
@@ -83,25 +83,8 @@ type pebble struct {
 	caRoot  string // PEM file trusting pebble's own HTTPS (Options.CARoot)
 	roots   *x509.CertPool
 	rootPEM []byte
-	out     *syncBuffer
+	out     *syncbuf.Buffer
 	cmds    []*exec.Cmd
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // orders counts the orders pebble created.
@@ -131,7 +114,7 @@ func startPebble(t testing.TB, o pebbleOpts) *pebble {
 	p := &pebble{
 		dir:    fmt.Sprintf("https://127.0.0.1:%d/dir", o.listenPort),
 		caRoot: filepath.Join(mod, "test/certs/pebble.minica.pem"),
-		out:    &syncBuffer{},
+		out:    &syncbuf.Buffer{},
 	}
 	cfg := map[string]any{"pebble": map[string]any{
 		"listenAddress":                  fmt.Sprintf("127.0.0.1:%d", o.listenPort),
