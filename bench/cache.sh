@@ -59,22 +59,6 @@ head -c 1024 /dev/urandom >"$BENCH_TMP/objects/1k.bin"
 head -c 65536 /dev/urandom >"$BENCH_TMP/objects/64k.bin"
 chmod 644 "$BENCH_TMP"/objects/*
 
-nginx_common="
-pid PREFIX/nginx.pid;
-error_log PREFIX/error.log warn;
-events { worker_connections 4096; }
-"
-nginx_http_common="
-	access_log off;
-	client_body_temp_path PREFIX/client_body;
-	proxy_temp_path PREFIX/proxy;
-	fastcgi_temp_path PREFIX/fastcgi;
-	uwsgi_temp_path PREFIX/uwsgi;
-	scgi_temp_path PREFIX/scgi;
-	keepalive_requests 1000000;
-	keepalive_timeout 75s;
-"
-
 # The upstream: the objects, marked cacheable for a day.
 cat >"$BENCH_TMP/upstream/nginx.conf" <<EOF
 worker_processes 1;

@@ -245,3 +245,25 @@ bench_machine() {
 
 # bench_load: the 1/5/15-minute load averages, to show how busy the machine was.
 bench_load() { cut -d' ' -f1-3 /proc/loadavg; }
+
+# nginx settings every benchmark shares (none of them under test); PREFIX
+# stands for the instance's own directory: ${nginx_common//PREFIX/$dir}.
+# shellcheck disable=SC2034 # used by the scripts that source this file
+nginx_common="
+pid PREFIX/nginx.pid;
+error_log PREFIX/error.log warn;
+events { worker_connections 4096; }
+"
+# shellcheck disable=SC2034
+nginx_http_common="
+	access_log off;
+	client_body_temp_path PREFIX/client_body;
+	proxy_temp_path PREFIX/proxy;
+	fastcgi_temp_path PREFIX/fastcgi;
+	uwsgi_temp_path PREFIX/uwsgi;
+	scgi_temp_path PREFIX/scgi;
+	# edged keeps a client connection for any number of requests; nginx's
+	# default (1000) would make wrk reconnect, which edged never asks for.
+	keepalive_requests 1000000;
+	keepalive_timeout 75s;
+"

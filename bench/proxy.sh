@@ -74,25 +74,6 @@ head -c 1024 /dev/urandom >"$BENCH_TMP/static/1k.bin"
 chmod 644 "$BENCH_TMP/static/1k.bin"
 body=$(printf "%099d" 0) # a 99-byte body, sent as is by nginx's return
 
-# Both nginx instances share the settings that are not under test.
-nginx_common="
-pid PREFIX/nginx.pid;
-error_log PREFIX/error.log warn;
-events { worker_connections 4096; }
-"
-nginx_http_common="
-	access_log off;
-	client_body_temp_path PREFIX/client_body;
-	proxy_temp_path PREFIX/proxy;
-	fastcgi_temp_path PREFIX/fastcgi;
-	uwsgi_temp_path PREFIX/uwsgi;
-	scgi_temp_path PREFIX/scgi;
-	# edged keeps a client connection for any number of requests; nginx's
-	# default (1000) would make wrk reconnect, which edged never asks for.
-	keepalive_requests 1000000;
-	keepalive_timeout 75s;
-"
-
 # The upstream: one nginx worker answering a fixed body from memory.
 cat >"$BENCH_TMP/upstream/nginx.conf" <<EOF
 worker_processes 1;
