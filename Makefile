@@ -12,7 +12,7 @@ VERSION ?= $(shell v=$$(git describe --tags --always --dirty 2>/dev/null | sed '
 LDFLAGS := -s -w -X main.version=$(VERSION)
 GOFLAGS_BUILD := -trimpath -ldflags "$(LDFLAGS)"
 
-.PHONY: all build test test-short lint bench deb rpm packages e2e vm-test install demo deps testssl clean FORCE
+.PHONY: all build test test-short test-modcache lint bench deb rpm packages e2e vm-test install demo deps testssl clean FORCE
 
 all: build
 
@@ -29,6 +29,19 @@ $(BIN)/appd: FORCE
 # test is `make e2e`.
 test: lint
 	$(GO) test -race -count=1 -timeout 20m ./...
+
+# The tests that take files from the Go module cache (they call `go mod
+# download` or `go list -m`), each package alone with an empty GOMODCACHE, as
+# on a fresh machine: nothing may depend on what an earlier run downloaded.
+MODCACHE_TESTS = $(shell grep -rl --include='*_test.go' -e '"mod", "download"' -e '"list", "-m"' . | xargs -r -n1 dirname | sort -u)
+test-modcache:
+	@set -e; for p in $(MODCACHE_TESTS); do \
+	  d=$$(mktemp -d /tmp/edgeapp-modcache.XXXXXX); \
+	  echo "GOMODCACHE=$$d $(GO) test -short -count=1 $$p"; \
+	  rc=0; GOMODCACHE=$$d $(GO) test -short -count=1 $$p || rc=$$?; \
+	  GOMODCACHE=$$d $(GO) clean -modcache; rm -rf $$d; \
+	  [ $$rc = 0 ] || exit $$rc; \
+	done
 
 test-short: lint
 	$(GO) test -short -count=1 ./...

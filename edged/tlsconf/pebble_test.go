@@ -42,17 +42,17 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// pebbleBinaries builds pebble and pebble-challtestsrv once per test binary;
-// tests skip (with the reason) only if that is impossible.
+// pebbleBinaries builds pebble and pebble-challtestsrv once per test binary.
+// Pebble is a tool pinned in go.mod, not an optional peer: a failure to get
+// or build it fails the tests instead of skipping them.
 func pebbleBinaries(t testing.TB) (bindir, moddir string) {
 	t.Helper()
 	pebbleOnce.Do(func() {
-		out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "github.com/letsencrypt/pebble/v2").Output()
-		if err != nil {
-			pebbleErr = fmt.Errorf("locating the pebble module: %w", err)
+		pebbleModDir, pebbleErr = moduleDir("github.com/letsencrypt/pebble/v2")
+		if pebbleErr != nil {
 			return
 		}
-		pebbleModDir = strings.TrimSpace(string(out))
+		var err error
 		pebbleBinDir, err = os.MkdirTemp("", "tlsconf-pebble-")
 		if err != nil {
 			pebbleErr = err
@@ -67,9 +67,34 @@ func pebbleBinaries(t testing.TB) (bindir, moddir string) {
 		}
 	})
 	if pebbleErr != nil {
-		t.Skipf("Pebble cannot be built, so the ACME tests cannot run: %v", pebbleErr)
+		t.Fatalf("Pebble (pinned in go.mod) cannot be built, so the ACME tests cannot run: %v", pebbleErr)
 	}
 	return pebbleBinDir, pebbleModDir
+}
+
+// moduleDir returns the directory of a module of the build list in the
+// module cache, downloading it first if needed. `go list -m -f {{.Dir}}`
+// would print an empty Dir for a module not downloaded yet (a fresh
+// machine); `go mod download -json` fetches it and prints where it is.
+func moduleDir(module string) (string, error) {
+	cmd := exec.Command("go", "mod", "download", "-json", module)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	var m struct{ Dir, Error string }
+	if jerr := json.Unmarshal(out, &m); jerr == nil && m.Error != "" {
+		return "", fmt.Errorf("go mod download %s: %s", module, m.Error)
+	}
+	if err != nil {
+		return "", fmt.Errorf("go mod download %s: %w\n%s", module, err, stderr.String())
+	}
+	if m.Dir == "" {
+		return "", fmt.Errorf("go mod download %s printed no Dir: %s", module, out)
+	}
+	if _, err := os.Stat(m.Dir); err != nil {
+		return "", fmt.Errorf("module %s: %w", module, err)
+	}
+	return m.Dir, nil
 }
 
 type pebbleOpts struct {
