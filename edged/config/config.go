@@ -159,6 +159,9 @@ type Route struct {
 	Upstream    string `toml:"upstream"`     // name of an [upstream.NAME]
 	StripPrefix bool   `toml:"strip_prefix"` // remove Path from the request path before proxying
 	Cache       string `toml:"cache"`        // name of a [cache.NAME] in front of the upstream
+	// Upgrades lists the protocols a request may switch to (Upgrade
+	// header); default ["websocket"]. Others go upstream without Upgrade.
+	Upgrades []string `toml:"upgrades"`
 
 	Static        string   `toml:"static"`          // directory the Path prefix maps onto (nginx alias)
 	Index         []string `toml:"index"`           // default ["index.html"]

@@ -100,6 +100,8 @@ func TestBadConfigsNameLineAndKey(t *testing.T) {
 		{"duplicate route", site + "  respond = \"x\"\n  [[site.route]]\n  path = \"/\"\n  respond = \"y\"\n", "edged.toml:8: site[0].route[1].path: path \"/\" is already routed by route[0]"},
 		{"bad header", site + "  respond = \"x\"\n  [site.route.response_headers]\n  set = { \"Bad Header\" = \"1\" }\n", "edged.toml:8: site[0].route[0].response_headers.set: \"Bad Header\""},
 		{"bad hash key", site + "  upstream = \"a\"\n[upstream.a]\nservers = [\"127.0.0.1:1\"]\npolicy = \"hash\"\nhash_key = \"ip\"\n", "edged.toml:10: upstream.a.hash_key"},
+		{"bad upgrade", site + "  upstream = \"a\"\n  upgrades = [\"websocket/13\"]\n[upstream.a]\nservers = [\"127.0.0.1:1\"]\n", "edged.toml:7: site[0].route[0].upgrades[0]: \"websocket/13\" is not a protocol name"},
+		{"upgrades without upstream", site + "  respond = \"x\"\n  upgrades = [\"h2c\"]\n", "edged.toml:7: site[0].route[0].upgrades: upgrades goes with an upstream route"},
 		{"bad trusted proxy", "[server]\ntrusted_proxies = [\"10.0.0.0/33\"]\n" + site + "  respond = \"x\"\n", "edged.toml:2: server.trusted_proxies[0]"},
 	}
 	for _, tc := range cases {

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/edgeapp/edgeapp/edged/proxy"
 	"github.com/edgeapp/edgeapp/internal/logging"
 	"github.com/edgeapp/edgeapp/internal/systemd"
 	"github.com/edgeapp/edgeapp/internal/tomlconf"
@@ -441,6 +442,14 @@ func (c *Config) validateRoute(bad func(string, string, ...any), key string, r R
 	}
 	if r.StripPrefix && r.Upstream == "" {
 		bad(key+".strip_prefix", "strip_prefix goes with an upstream route")
+	}
+	if r.Upgrades != nil && r.Upstream == "" {
+		bad(key+".upgrades", "upgrades goes with an upstream route")
+	}
+	for i, u := range r.Upgrades {
+		if err := proxy.CheckUpgrade(u); err != nil {
+			bad(fmt.Sprintf("%s.upgrades[%d]", key, i), "%v", err)
+		}
 	}
 	if r.Static != "" {
 		if !filepath.IsAbs(r.Static) {

@@ -7,12 +7,15 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"net/netip"
 	"net/url"
 	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/edgeapp/edgeapp/edged/reqinfo"
 )
 
 // HandlerOptions are a route's settings for proxying to a pool.
@@ -26,16 +29,20 @@ type HandlerOptions struct {
 	// responses of unknown length), negative = flush after every write,
 	// positive = at most this long between a write and its flush.
 	FlushInterval time.Duration
-	// RequestIDHeader names the request ID put in failure log lines;
-	// default "X-Request-Id".
+	// RequestIDHeader names the request ID put in failure log lines when
+	// the request carries no reqinfo; default "X-Request-Id".
 	RequestIDHeader string
-	Log             *slog.Logger
+	// Upgrades lists the protocols a request may upgrade to (Upgrade
+	// header); nil means DefaultUpgrades, empty means none.
+	Upgrades []string
+	Log      *slog.Logger
 }
 
 type handler struct {
 	p       *Pool
 	ridKey  string
 	trusted []netip.Prefix
+	upgrade []string
 	strip   string // without a trailing slash
 	flush   time.Duration
 	log     *slog.Logger
@@ -43,7 +50,10 @@ type handler struct {
 
 // NewHandler returns the handler that proxies requests to p.
 func NewHandler(p *Pool, o HandlerOptions) http.Handler {
-	h := &handler{p: p, trusted: o.TrustedProxies, flush: o.FlushInterval, log: o.Log}
+	h := &handler{p: p, trusted: o.TrustedProxies, upgrade: o.Upgrades, flush: o.FlushInterval, log: o.Log}
+	if h.upgrade == nil {
+		h.upgrade = DefaultUpgrades
+	}
 	if h.log == nil {
 		h.log = p.log
 	} else {
@@ -62,12 +72,17 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	p.inflight.Add(1)
 	defer p.done()
 
-	peer, peerOK := peerAddr(r.RemoteAddr)
-	trusted := peerOK && h.isTrusted(peer)
-	upgrade := upgradeType(r)
+	info := reqinfo.From(r.Context())
+	if info == nil {
+		// Mounted outside edged's server (tests, embedders): work the
+		// client out here, from the same rule.
+		info = new(reqinfo.Info)
+		info.SetClient(r.RemoteAddr, r.Header["X-Forwarded-For"], h.trusted)
+	}
+	upgrade := upgradeType(r, h.upgrade)
 
 	out := h.outRequest(r)
-	h.setForwarded(out.Header, r, peer, peerOK, trusted)
+	setForwarded(out.Header, r, info)
 	if upgrade != "" {
 		out.Header["Connection"] = []string{"Upgrade"}
 		out.Header["Upgrade"] = []string{upgrade}
@@ -107,7 +122,11 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	sel := selection{r: r, now: nanotime(), key: p.hashKey}
 	if p.cfg.Policy == "hash" {
-		sel.client = h.clientAddr(r, peer, peerOK, trusted)
+		if info.Client.IsValid() {
+			sel.client = info.Client.String()
+		} else {
+			sel.client = r.RemoteAddr
+		}
 		sel.keyHash = sel.hashKey()
 	}
 	var (
@@ -133,11 +152,16 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			req.URL = &u
 		}
 		req.URL.Host = s.urlHost()
+		var trace *attemptTrace
 		switch {
 		case kept != nil:
 			req.Body = io.NopCloser(bytes.NewReader(kept))
 		case body != nil:
 			req.Body = body
+			if upgrade == "" {
+				trace = new(attemptTrace)
+				req = req.WithContext(httptrace.WithClientTrace(req.Context(), trace.clientTrace()))
+			}
 		}
 
 		if upgrade != "" {
@@ -178,11 +202,14 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 		lastCause = classify(lastErr)
+		if trace != nil && trace.sentNothing() {
+			lastCause = causeBroken // the kept-alive connection was closed under it
+		}
 		p.recordFailure(s, lastCause, lastErr)
 		// Not sent: the connection failed, or a kept-alive connection
-		// turned out closed by the server before it read anything.
-		beforeSend := lastCause == causeConnect || lastCause == causeConnectTimeout ||
-			strings.Contains(lastErr.Error(), "server closed idle connection")
+		// turned out closed by the server before anything was written.
+		var de *DialError
+		beforeSend := errors.As(lastErr, &de) || (trace != nil && trace.sentNothing())
 		retry := attempt < p.cfg.Retries &&
 			((beforeSend && (body == nil || body.n.Load() == 0)) || (replayAfterSend && body == nil))
 		if !retry {
@@ -335,9 +362,9 @@ func isEventStream(h http.Header) bool {
 
 // classify names what went wrong with an attempt.
 func classify(err error) int {
-	var op *net.OpError
-	if errors.As(err, &op) && op.Op == "dial" {
-		if op.Timeout() {
+	var de *DialError
+	if errors.As(err, &de) {
+		if de.Timeout() {
 			return causeConnectTimeout
 		}
 		return causeConnect
@@ -348,7 +375,7 @@ func classify(err error) int {
 	}
 	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
 		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) ||
-		strings.Contains(err.Error(), "closed") {
+		errors.Is(err, net.ErrClosed) {
 		return causeBroken
 	}
 	return causeProtocol

@@ -1,11 +1,14 @@
 package proxy
 
 import (
+	"fmt"
 	"net/http"
 	"net/netip"
 	"strings"
 
 	"golang.org/x/net/http/httpguts"
+
+	"github.com/edgeapp/edgeapp/edged/reqinfo"
 )
 
 // hopHeaders apply to one connection only and are never forwarded
@@ -21,6 +24,15 @@ var hopHeaders = map[string]bool{
 	"Transfer-Encoding":   true,
 	"Upgrade":             true,
 }
+
+// hopHeaderNames is hopHeaders as a list, for case-insensitive lookups.
+var hopHeaderNames = func() []string {
+	var out []string
+	for k := range hopHeaders {
+		out = append(out, k)
+	}
+	return out
+}()
 
 // Shared header values; nothing on the way upstream modifies them.
 var (
@@ -52,6 +64,74 @@ func removeHopByHop(h http.Header) {
 	}
 }
 
+// StripConnectionListed removes from a client's request the headers its
+// Connection header names (RFC 9110 7.6.1: they are hop-by-hop), and the
+// names themselves from Connection, before anything of edged's own (the
+// request ID, a route's request_headers) is set: otherwise a client could
+// name those in Connection and have the proxy delete them after edged set
+// them. The standard hop-by-hop fields (Upgrade, TE, Keep-Alive, ...) stay,
+// since the proxy handles each of them itself. The top of the request path
+// calls it once per request; it allocates only when there is something to
+// remove.
+func StripConnectionListed(h http.Header) {
+	cv, ok := h["Connection"]
+	if !ok {
+		return
+	}
+	strip := false
+	for _, v := range cv {
+		forTokens(v, func(tok string) {
+			if !isHopHeader(tok) {
+				strip = true
+			}
+		})
+	}
+	if !strip {
+		return
+	}
+	var kept []string
+	for _, v := range cv {
+		forTokens(v, func(tok string) {
+			if isHopHeader(tok) {
+				kept = append(kept, tok)
+			} else {
+				delete(h, http.CanonicalHeaderKey(tok))
+			}
+		})
+	}
+	if len(kept) == 0 {
+		delete(h, "Connection")
+		return
+	}
+	h["Connection"] = []string{strings.Join(kept, ", ")}
+}
+
+// forTokens calls f for each non-empty token of a comma-separated list.
+func forTokens(v string, f func(string)) {
+	for v != "" {
+		var tok string
+		tok, v, _ = strings.Cut(v, ",")
+		if tok = trimOWS(tok); tok != "" {
+			f(tok)
+		}
+	}
+}
+
+// isHopHeader reports whether a Connection token is one of the standard
+// hop-by-hop fields or the "close" and "keep-alive" options, without
+// allocating.
+func isHopHeader(tok string) bool {
+	if strings.EqualFold(tok, "close") {
+		return true
+	}
+	for _, k := range hopHeaderNames {
+		if strings.EqualFold(tok, k) {
+			return true
+		}
+	}
+	return false
+}
+
 // forwardHeaders makes the header map sent upstream: r's end-to-end headers
 // (value slices shared with r, never appended to), with TE: trailers kept.
 func forwardHeaders(r *http.Request) http.Header {
@@ -73,57 +153,75 @@ func forwardHeaders(r *http.Request) http.Header {
 	return h
 }
 
-// upgradeType returns the protocol an HTTP/1.1 request asks to upgrade to.
-func upgradeType(r *http.Request) string {
+// DefaultUpgrades are the protocols a request may upgrade to when a route
+// lists none: WebSocket only. Others (h2c, a custom protocol) tunnel past
+// whatever inspects HTTP, so a route has to name them.
+var DefaultUpgrades = []string{"websocket"}
+
+// upgradeType returns the protocol an HTTP/1.1 request asks to upgrade to,
+// the first of its Upgrade list that allowed names (case-insensitive,
+// without a version: "websocket" allows "WebSocket" and "websocket/13"), or
+// "" when it asks for none or none is allowed; the request then goes
+// upstream as an ordinary one, without Upgrade, as nginx forwards it.
+func upgradeType(r *http.Request, allowed []string) string {
 	if r.ProtoMajor != 1 || !httpguts.HeaderValuesContainsToken(r.Header["Connection"], "Upgrade") {
 		return ""
 	}
-	return r.Header.Get("Upgrade")
-}
-
-// peerAddr is the address of the connection's other end; ok is false for
-// unix-socket peers.
-func peerAddr(remote string) (netip.Addr, bool) {
-	ap, err := netip.ParseAddrPort(remote)
-	if err != nil {
-		return netip.Addr{}, false
-	}
-	return ap.Addr().Unmap(), true
-}
-
-func (h *handler) isTrusted(a netip.Addr) bool {
-	for _, p := range h.trusted {
-		if p.Contains(a) {
-			return true
+	for _, v := range r.Header["Upgrade"] {
+		for v != "" {
+			var tok string
+			tok, v, _ = strings.Cut(v, ",")
+			tok = trimOWS(tok)
+			name, _, _ := strings.Cut(tok, "/")
+			for _, a := range allowed {
+				if strings.EqualFold(name, a) {
+					return tok
+				}
+			}
 		}
 	}
-	return false
+	return ""
 }
 
-// setForwarded writes X-Forwarded-For/-Proto/-Host and Forwarded. Incoming
-// values are kept (and extended) only from a trusted proxy; from anyone else
-// they are replaced, so a client cannot forge its address.
-func (h *handler) setForwarded(out http.Header, r *http.Request, peer netip.Addr, peerOK, trusted bool) {
+// CheckUpgrade reports whether name can be listed in a route's upgrades:
+// a protocol name token, without a version.
+func CheckUpgrade(name string) error {
+	if name == "" || !httpguts.ValidHeaderFieldName(name) || strings.ContainsRune(name, '/') {
+		return fmt.Errorf("%q is not a protocol name (such as \"websocket\")", name)
+	}
+	return nil
+}
+
+// setForwarded writes X-Forwarded-For/-Proto/-Host, Forwarded and
+// X-Real-IP. Incoming X-Forwarded-* and Forwarded values are kept (and
+// extended) only from a trusted proxy; from anyone else they are replaced,
+// so a client cannot forge its address. X-Real-IP is always edged's: the
+// client address after trusted_proxies, as nginx's
+// `proxy_set_header X-Real-IP $remote_addr` with the realip module.
+func setForwarded(out http.Header, r *http.Request, info *reqinfo.Info) {
 	proto := "http"
 	if r.TLS != nil {
 		proto = "https"
 	}
-	ip := ""
-	if peerOK {
-		ip = peer.String()
-	}
-	if !trusted {
+	if !info.Trusted {
 		delete(out, "X-Forwarded-For")
 		delete(out, "X-Forwarded-Proto")
 		delete(out, "X-Forwarded-Host")
 		delete(out, "Forwarded")
 	}
-	if ip != "" {
+	peerOK := info.Peer.IsValid()
+	if peerOK {
+		ip := info.Peer.String()
 		if prior := out["X-Forwarded-For"]; len(prior) > 0 {
 			out["X-Forwarded-For"] = []string{strings.Join(prior, ", ") + ", " + ip}
 		} else {
 			out["X-Forwarded-For"] = []string{ip}
 		}
+	}
+	if info.Client.IsValid() {
+		out["X-Real-Ip"] = []string{info.Client.String()}
+	} else {
+		delete(out, "X-Real-Ip")
 	}
 	if _, ok := out["X-Forwarded-Proto"]; !ok {
 		out["X-Forwarded-Proto"] = protoValues[proto]
@@ -131,7 +229,7 @@ func (h *handler) setForwarded(out http.Header, r *http.Request, peer netip.Addr
 	if _, ok := out["X-Forwarded-Host"]; !ok && r.Host != "" {
 		out["X-Forwarded-Host"] = []string{r.Host}
 	}
-	el := forwardedElement(peer, peerOK, r.Host, proto)
+	el := forwardedElement(info.Peer, peerOK, r.Host, proto)
 	if prior := out["Forwarded"]; len(prior) > 0 {
 		out["Forwarded"] = []string{strings.Join(prior, ", ") + ", " + el}
 	} else {
@@ -167,28 +265,4 @@ func forwardedElement(peer netip.Addr, peerOK bool, host, proto string) string {
 	b.WriteString(";proto=")
 	b.WriteString(proto)
 	return b.String()
-}
-
-// clientAddr is the client's address for hashing: the socket peer, or, from
-// a trusted proxy, the right-most untrusted X-Forwarded-For entry.
-func (h *handler) clientAddr(r *http.Request, peer netip.Addr, peerOK, trusted bool) string {
-	if trusted {
-		xff := r.Header["X-Forwarded-For"]
-		for i := len(xff) - 1; i >= 0; i-- {
-			parts := strings.Split(xff[i], ",")
-			for j := len(parts) - 1; j >= 0; j-- {
-				a, err := netip.ParseAddr(strings.TrimSpace(parts[j]))
-				if err != nil {
-					return strings.TrimSpace(parts[j])
-				}
-				if !h.isTrusted(a.Unmap()) {
-					return a.Unmap().String()
-				}
-			}
-		}
-	}
-	if peerOK {
-		return peer.String()
-	}
-	return r.RemoteAddr
 }

@@ -95,10 +95,16 @@ func newTransport(k transportKey) *transportRef {
 	if p, ok := strings.CutPrefix(k.addr, "unix:"); ok {
 		network, address = "unix", p
 	}
-	dial := func(ctx context.Context) (net.Conn, error) { return d.DialContext(ctx, network, address) }
+	dial := dialer(d, k.addr, network, address)
 	t := &http.Transport{
-		Proxy:                 nil, // never an environment proxy between edge and app
-		DialContext:           func(ctx context.Context, _, _ string) (net.Conn, error) { return dial(ctx) },
+		Proxy: nil, // never an environment proxy between edge and app
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			c, err := dial(ctx)
+			if err != nil {
+				return nil, err
+			}
+			return &countedConn{Conn: c}, nil
+		},
 		MaxIdleConnsPerHost:   k.maxIdle,
 		IdleConnTimeout:       k.idle,
 		ResponseHeaderTimeout: k.responseHeader,

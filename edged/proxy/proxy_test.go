@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httptrace"
 	"net/netip"
 	"strings"
 	"sync/atomic"
@@ -1101,5 +1102,156 @@ func TestClientBodyFailuresAreNotUpstreamFailures(t *testing.T) {
 	}
 	if other.Hits() != 0 {
 		t.Fatal("a request with a broken body was retried")
+	}
+}
+
+func TestXRealIPIsEdgeds(t *testing.T) {
+	up := startTCP(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "%q", r.Header.Values("X-Real-Ip"))
+	}))
+	t.Run("untrusted", func(t *testing.T) {
+		f := newFront(t, UpstreamConfig{Servers: servers(up.Addr)}, HandlerOptions{})
+		_, body := get(t, f.URL()+"/", "X-Real-IP", "203.0.113.9", "X-Forwarded-For", "203.0.113.9")
+		if body != `["127.0.0.1"]` {
+			t.Fatalf("upstream saw X-Real-IP %s", body)
+		}
+	})
+	t.Run("trusted", func(t *testing.T) {
+		f := newFront(t, UpstreamConfig{Servers: servers(up.Addr)}, HandlerOptions{TrustedProxies: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}})
+		_, body := get(t, f.URL()+"/", "X-Real-IP", "198.51.100.1", "X-Forwarded-For", "203.0.113.9")
+		if body != `["203.0.113.9"]` {
+			t.Fatalf("upstream saw X-Real-IP %s", body)
+		}
+	})
+}
+
+func TestStripConnectionListed(t *testing.T) {
+	for _, c := range []struct {
+		conn     []string
+		wantConn []string
+		gone     []string
+	}{
+		{[]string{"keep-alive"}, []string{"keep-alive"}, nil},
+		{[]string{"X-Request-Id, keep-alive", "x-foo"}, []string{"keep-alive"}, []string{"X-Request-Id", "X-Foo"}},
+		{[]string{"Upgrade, X-Foo"}, []string{"Upgrade"}, []string{"X-Foo"}},
+		{[]string{"X-Foo"}, nil, []string{"X-Foo"}},
+		{[]string{"close, TE"}, []string{"close, TE"}, nil},
+	} {
+		h := http.Header{"Connection": c.conn, "X-Request-Id": {"client"}, "X-Foo": {"1"}, "Te": {"trailers"}, "Upgrade": {"websocket"}, "X-Kept": {"1"}}
+		StripConnectionListed(h)
+		if fmt.Sprint(h["Connection"]) != fmt.Sprint(c.wantConn) {
+			t.Errorf("Connection %q: left %q, want %q", c.conn, h["Connection"], c.wantConn)
+		}
+		for _, g := range c.gone {
+			if _, ok := h[g]; ok {
+				t.Errorf("Connection %q: %s not removed", c.conn, g)
+			}
+		}
+		for _, k := range []string{"X-Kept", "Te", "Upgrade"} {
+			if _, ok := h[k]; !ok {
+				t.Errorf("Connection %q: %s removed", c.conn, k)
+			}
+		}
+	}
+	h := http.Header{"Connection": {"keep-alive"}}
+	if n := testing.AllocsPerRun(100, func() { StripConnectionListed(h) }); n != 0 {
+		t.Fatalf("a plain keep-alive request costs %v allocations", n)
+	}
+}
+
+// TestOnlyAllowedUpgrades: WebSocket upgrades by default; an h2c upgrade
+// (or any other) goes upstream as an ordinary request, without Upgrade,
+// unless the route lists it.
+func TestOnlyAllowedUpgrades(t *testing.T) {
+	up := startTCP(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Upgrade") == "" {
+			fmt.Fprintf(w, "plain conn=%q", r.Header.Get("Connection"))
+			return
+		}
+		c, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer c.Close()
+		brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: " + r.Header.Get("Upgrade") + "\r\nConnection: Upgrade\r\n\r\n")
+		brw.Flush()
+		io.Copy(c, brw.Reader)
+	}))
+	ask := func(t *testing.T, f *front, proto string) (int, string) {
+		c, err := net.Dial("tcp", strings.TrimPrefix(f.URL(), "http://"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(30 * time.Second))
+		io.WriteString(c, "GET / HTTP/1.1\r\nHost: example.com\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: "+proto+"\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n")
+		res, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.StatusCode == 101 {
+			return 101, res.Header.Get("Upgrade")
+		}
+		b, _ := io.ReadAll(res.Body)
+		return res.StatusCode, string(b)
+	}
+	f := newFront(t, UpstreamConfig{Servers: servers(up.Addr)}, HandlerOptions{})
+	if code, got := ask(t, f, "h2c"); code != 200 || got != `plain conn=""` {
+		t.Fatalf("h2c by default: %d %q", code, got)
+	}
+	if code, got := ask(t, f, "foo/2, WebSocket"); code != 101 || got != "WebSocket" {
+		t.Fatalf("websocket by default: %d %q", code, got)
+	}
+	g := newFront(t, UpstreamConfig{Servers: servers(up.Addr)}, HandlerOptions{Upgrades: []string{"h2c"}})
+	if code, got := ask(t, g, "h2c"); code != 101 || got != "h2c" {
+		t.Fatalf("h2c listed: %d %q", code, got)
+	}
+	if code, _ := ask(t, g, "websocket"); code != 200 {
+		t.Fatalf("websocket not listed: %d", code)
+	}
+}
+
+func TestDialErrorIsTyped(t *testing.T) {
+	dead := refusedAddr(t)
+	p, err := NewPool(UpstreamConfig{Name: "x", Servers: servers(dead)}, nil, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	req, _ := http.NewRequest("GET", "http://"+dead+"/", nil)
+	_, err = p.servers[0].tr.t.RoundTrip(req)
+	var de *DialError
+	if !errors.As(err, &de) || de.Addr != dead || de.Timeout() || classify(err) != causeConnect {
+		t.Fatalf("RoundTrip to a refused port: %T %v", err, err)
+	}
+	if _, err := p.servers[0].tr.dial(context.Background()); !errors.As(err, &de) {
+		t.Fatalf("dial for an upgrade: %T %v", err, err)
+	}
+}
+
+// TestSentNothing: the check that lets a streamed body go to another
+// server after a kept-alive connection turned out closed looks at bytes
+// written, not at an error's text.
+func TestSentNothing(t *testing.T) {
+	a, b := net.Pipe()
+	defer a.Close()
+	defer b.Close()
+	go io.Copy(io.Discard, b)
+	c := &countedConn{Conn: a}
+	var at attemptTrace
+	tr := at.clientTrace()
+	tr.GotConn(httptrace.GotConnInfo{Conn: c, Reused: true})
+	if !at.sentNothing() {
+		t.Fatal("nothing written yet, but sentNothing is false")
+	}
+	c.Write([]byte("POST / HTTP/1.1\r\n"))
+	if at.sentNothing() {
+		t.Fatal("bytes were written, but sentNothing is true")
+	}
+	var fresh attemptTrace
+	fresh.clientTrace().GotConn(httptrace.GotConnInfo{Conn: c, Reused: false})
+	if fresh.sentNothing() {
+		t.Fatal("a new connection's failure is not a stale kept-alive one")
 	}
 }

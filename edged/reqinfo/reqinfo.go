@@ -14,6 +14,7 @@ package reqinfo
 import (
 	"context"
 	"net/netip"
+	"strings"
 	"time"
 )
 
@@ -65,4 +66,58 @@ func NewContext(parent context.Context, info *Info) context.Context {
 func From(ctx context.Context) *Info {
 	i, _ := ctx.Value(key{}).(*Info)
 	return i
+}
+
+// SetClient fills Peer, Trusted and Client from the connection's remote
+// address ("ip:port"; anything else, such as a unix socket's, leaves Peer
+// invalid) and, when the peer is trusted, its X-Forwarded-For values. The
+// client is the right-most X-Forwarded-For entry that is not itself a
+// trusted proxy (the left-most if all are), as nginx's real_ip_recursive;
+// an entry that is not an address makes it unknown (invalid), since a
+// trusted proxy vouched for nothing usable.
+func (i *Info) SetClient(remoteAddr string, xff []string, trusted []netip.Prefix) {
+	i.Peer, i.Trusted, i.Client = netip.Addr{}, false, netip.Addr{}
+	ap, err := netip.ParseAddrPort(remoteAddr)
+	if err != nil {
+		return
+	}
+	i.Peer = ap.Addr().Unmap()
+	i.Client = i.Peer
+	i.Trusted = inPrefixes(trusted, i.Peer)
+	if !i.Trusted {
+		return
+	}
+	for k := len(xff) - 1; k >= 0; k-- {
+		v := xff[k]
+		for v != "" {
+			entry := v
+			if j := strings.LastIndexByte(v, ','); j >= 0 {
+				entry, v = v[j+1:], v[:j]
+			} else {
+				v = ""
+			}
+			entry = strings.Trim(entry, " \t")
+			if entry == "" {
+				continue
+			}
+			a, err := netip.ParseAddr(entry)
+			if err != nil {
+				i.Client = netip.Addr{}
+				return
+			}
+			i.Client = a.Unmap()
+			if !inPrefixes(trusted, i.Client) {
+				return
+			}
+		}
+	}
+}
+
+func inPrefixes(nets []netip.Prefix, a netip.Addr) bool {
+	for _, n := range nets {
+		if n.Contains(a) {
+			return true
+		}
+	}
+	return false
 }

@@ -178,6 +178,7 @@ func (s *Server) routeHandler(cfg *config.Config, rt *runtime, rc config.Route, 
 			StripPrefix:     strip,
 			FlushInterval:   cfg.Upstreams[rc.Upstream].FlushInterval.D(),
 			RequestIDHeader: rt.requestID,
+			Upgrades:        rc.Upgrades,
 			Log:             s.log,
 		})
 		if rc.Cache != "" {

@@ -14,7 +14,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/netip"
 	"reflect"
 	"strconv"
 	"strings"
@@ -29,6 +28,7 @@ import (
 	"github.com/edgeapp/edgeapp/edged/cache"
 	"github.com/edgeapp/edgeapp/edged/config"
 	"github.com/edgeapp/edgeapp/edged/proxy"
+	"github.com/edgeapp/edgeapp/edged/reqinfo"
 	"github.com/edgeapp/edgeapp/edged/tlsconf"
 	"github.com/edgeapp/edgeapp/internal/systemd"
 )
@@ -475,16 +475,26 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, secure bool) {
 	rt := s.current.Load()
 	rw := getWriter(w)
 	defer putWriter(rw)
+	info := reqinfo.From(r.Context())
+	if info == nil {
+		// net/http: one record per request (HTTP/2 streams share a
+		// connection, so it cannot be per connection).
+		info = infoPool.Get().(*reqinfo.Info)
+		defer putInfo(info)
+		r = r.WithContext(reqinfo.NewContext(r.Context(), info))
+	}
+	// What the client named in Connection goes before edged sets anything
+	// of its own, so that the client cannot have it removed.
+	proxy.StripConnectionListed(r.Header)
+	info.SetClient(r.RemoteAddr, r.Header["X-Forwarded-For"], rt.trusted)
 	if s.stopping.Load() {
 		w.Header()["Connection"] = []string{"close"}
 	}
-	reqID := ""
 	if rt.requestID != "" {
-		reqID = s.requestID(rt, r)
-		w.Header()[rt.requestID] = []string{reqID}
+		info.RequestID = s.requestID(rt, r, info.Trusted)
+		w.Header()[rt.requestID] = []string{info.RequestID}
 	}
 	var rm *routeMetrics
-	routeName := ""
 	defer func() {
 		if rw.status == 0 {
 			rw.status = http.StatusOK // handler wrote nothing
@@ -493,10 +503,14 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, secure bool) {
 			rm.observe(rw.status, time.Since(start).Seconds())
 		}
 		if al := s.accessLog.Load(); al != nil {
+			remote := hostOnly(r.RemoteAddr)
+			if info.Client.IsValid() {
+				remote = info.Client.String()
+			}
 			al.Log(&accesslog.Entry{
-				Time: start, RemoteIP: hostOnly(r.RemoteAddr), Method: r.Method, URI: r.RequestURI, Proto: r.Proto,
+				Time: start, RemoteIP: remote, Method: r.Method, URI: r.RequestURI, Proto: r.Proto,
 				Status: rw.status, Bytes: rw.bytes, Referer: r.Referer(), UserAgent: r.UserAgent(), Host: r.Host,
-				Duration: time.Since(start), RequestID: reqID, Upstream: routeName,
+				Duration: time.Since(start), RequestID: info.RequestID, Upstream: info.Route,
 			})
 		}
 	}()
@@ -506,6 +520,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, secure bool) {
 		return
 	}
 	sd := site.Data.(*siteData)
+	info.Site = sd.name
 	if !secure && sd.redirectHTTPS {
 		target := "https://" + hostOnly(r.Host)
 		if rt.httpsPort != "" {
@@ -521,7 +536,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, secure bool) {
 		return
 	}
 	rd := route.Data.(*routeData)
-	rm, routeName = rd.metrics, route.Name
+	rm, info.Route = rd.metrics, route.Name
 	if secure && sd.hsts != nil {
 		rw.Header()["Strict-Transport-Security"] = sd.hsts
 	}
@@ -529,11 +544,18 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, secure bool) {
 	rd.handler.ServeHTTP(rw, r)
 }
 
+var infoPool = sync.Pool{New: func() any { return new(reqinfo.Info) }}
+
+func putInfo(i *reqinfo.Info) {
+	i.Reset()
+	infoPool.Put(i)
+}
+
 // requestID keeps an incoming ID from a trusted proxy and otherwise makes
 // one: a random per-process prefix and a counter, unique without a
 // syscall per request.
-func (s *Server) requestID(rt *runtime, r *http.Request) string {
-	if v := r.Header.Get(rt.requestID); v != "" && len(v) <= 128 && trusted(rt.trusted, r.RemoteAddr) {
+func (s *Server) requestID(rt *runtime, r *http.Request, trusted bool) string {
+	if v := r.Header.Get(rt.requestID); v != "" && len(v) <= 128 && trusted {
 		return v
 	}
 	var b [32]byte
@@ -542,21 +564,4 @@ func (s *Server) requestID(rt *runtime, r *http.Request) string {
 	id := string(out)
 	r.Header[rt.requestID] = []string{id}
 	return id
-}
-
-func trusted(nets []netip.Prefix, remote string) bool {
-	if len(nets) == 0 {
-		return false
-	}
-	ap, err := netip.ParseAddrPort(remote)
-	if err != nil {
-		return false
-	}
-	a := ap.Addr().Unmap()
-	for _, n := range nets {
-		if n.Contains(a) {
-			return true
-		}
-	}
-	return false
 }

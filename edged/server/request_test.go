@@ -1,0 +1,93 @@
+package server
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestConnectionCannotStripEdgeHeaders: headers a client names in
+// Connection are removed before edged sets its own, so naming the request
+// ID or a route's request_headers.set in Connection removes the client's
+// copy, not edged's (issue 9, finding 4).
+func TestConnectionCannotStripEdgeHeaders(t *testing.T) {
+	up := echoUpstream(t, "X-Request-Id", "X-Route", "X-Client")
+	ts := startServer(t, `
+[[site]]
+[[site.route]]
+path = "/"
+upstream = "app"
+request_headers.set = { X-Route = "edge" }
+[upstream.app]
+servers = ["`+up+`"]
+`)
+	code, body, hdr := ts.get("/a", "Connection", "X-Request-Id, X-Route, X-Client, keep-alive",
+		"X-Request-Id", "forged", "X-Route", "forged", "X-Client", "hop")
+	id := hdr.Get("X-Request-Id")
+	want := "GET /a\nX-Request-Id=" + id + "\nX-Route=edge\nX-Client=\n"
+	if code != 200 || id == "" || id == "forged" || body != want {
+		t.Fatalf("got %d, id %q, upstream saw\n%s\nwant\n%s", code, id, body, want)
+	}
+}
+
+// TestClientAddressAfterTrustedProxies: server.serve works out the client
+// once; X-Real-IP upstream and the access log both use it.
+func TestClientAddressAfterTrustedProxies(t *testing.T) {
+	up := echoUpstream(t, "X-Real-Ip", "X-Forwarded-For")
+	for _, c := range []struct {
+		trusted, want, xff string
+	}{
+		{`[]`, "127.0.0.1", "127.0.0.1"},
+		{`["127.0.0.0/8"]`, "203.0.113.9", "203.0.113.9, 127.0.0.1"},
+	} {
+		ts := startServer(t, `
+[server]
+http = ["127.0.0.1:0"]
+https = []
+admin = ""
+trusted_proxies = `+c.trusted+`
+[tls]
+storage = "{{DIR}}/tls"
+[access_log]
+output = "{{DIR}}/access.log"
+format = "json"
+[[site]]
+[[site.route]]
+path = "/"
+upstream = "app"
+[upstream.app]
+servers = ["`+up+`"]
+`)
+		_, body, _ := ts.get("/x", "X-Forwarded-For", "203.0.113.9", "X-Real-IP", "198.51.100.1")
+		if want := "GET /x\nX-Real-Ip=" + c.want + "\nX-Forwarded-For=" + c.xff + "\n"; body != want {
+			t.Errorf("trusted %s: upstream saw\n%s\nwant\n%s", c.trusted, body, want)
+		}
+		line := waitForLine(t, filepath.Join(ts.dir, "access.log"))
+		var e struct {
+			RemoteIP string `json:"remote_ip"`
+		}
+		if err := json.Unmarshal([]byte(line), &e); err != nil || e.RemoteIP != c.want {
+			t.Errorf("trusted %s: access log %s (remote %q), want %s", c.trusted, line, e.RemoteIP, c.want)
+		}
+	}
+}
+
+// waitForLine waits for the first line of a file the access log flushes
+// every second.
+func waitForLine(t *testing.T, path string) string {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		b, _ := os.ReadFile(path)
+		if i := strings.IndexByte(string(b), '\n'); i > 0 {
+			return string(b[:i])
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("nothing in %s", path)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
