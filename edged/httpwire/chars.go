@@ -2,10 +2,10 @@ package httpwire
 
 // Byte classes of RFC 9110 §5.6.2 (tchar) and §5.5 (field-vchar, obs-text).
 const (
-	cToken = 1 << iota // tchar
-	cValue             // VCHAR, obs-text, SP, HTAB: allowed inside a field value
-	cTarget            // allowed in a request target: VCHAR and obs-text
-	cHost              // allowed in Host and in an authority
+	cToken  = 1 << iota // tchar
+	cValue              // VCHAR, obs-text, SP, HTAB: allowed inside a field value
+	cTarget             // allowed in a request target: VCHAR and obs-text
+	cHost               // allowed in Host and in an authority
 )
 
 var class = func() (t [256]uint8) {
