@@ -89,7 +89,19 @@ func run(args []string) int {
 	if path == "" {
 		path = config.PathFor(*name)
 	}
-	cfg, err := config.Load(path, *name)
+	// The rules that depend on how appd runs (as root or not) apply to -t,
+	// start and reload alike.
+	load := func() (*config.Config, error) {
+		cfg, err := config.Load(path, *name)
+		if err != nil {
+			return nil, err
+		}
+		if err := cfg.CheckWorkerUser(os.Geteuid()); err != nil {
+			return nil, err
+		}
+		return cfg, nil
+	}
+	cfg, err := load()
 	if *check {
 		if err != nil {
 			fmt.Fprintln(os.Stderr, err)
@@ -106,6 +118,9 @@ func run(args []string) int {
 	if err != nil {
 		log.Error("configuration invalid, not starting: " + err.Error())
 		return 1
+	}
+	if os.Geteuid() == 0 && cfg.App.User == "root" {
+		log.Warn("the workers run as root (app.user = \"root\"): any flaw in the application is a flaw of the whole machine")
 	}
 	instance := *name
 	if instance == "" {
@@ -133,7 +148,7 @@ func run(args []string) int {
 	sup, err := supervisor.New(supervisor.Options{
 		Name:      instance,
 		Config:    cfg,
-		Reload:    func() (*config.Config, error) { return config.Load(path, *name) },
+		Reload:    load,
 		Listeners: files,
 		Tree:      tree,
 		TreeErr:   treeErr,

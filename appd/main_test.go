@@ -21,6 +21,10 @@ import (
 
 var appdBin, workerBin string
 
+// rootUser is the app.user line the tests' configurations need when the
+// tests run as root: appd refuses to run workers as root unless told so.
+var rootUser = map[bool]string{true: "user = \"root\"\n"}[os.Geteuid() == 0]
+
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "appd-main-test")
 	if err != nil {
@@ -59,7 +63,7 @@ func freeAddr(t *testing.T) string {
 }
 
 func TestCheckConfig(t *testing.T) {
-	good := writeConf(t, fmt.Sprintf("[app]\ncommand = [%q]\n[workers]\ncount = 2\n", workerBin))
+	good := writeConf(t, fmt.Sprintf("[app]\n"+rootUser+"command = [%q]\n[workers]\ncount = 2\n", workerBin))
 	out, err := exec.Command(appdBin, "-t", "-config", good).CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "configuration OK") {
 		t.Errorf("good config: %v %s", err, out)
@@ -73,6 +77,27 @@ func TestCheckConfig(t *testing.T) {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("-t output lacks %q:\n%s", want, out)
 		}
+	}
+}
+
+// TestRootWorkersRefused: appd as root refuses a configuration without
+// app.user, at -t and at start, naming the file and line; user = "root"
+// is accepted on purpose.
+func TestRootWorkersRefused(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("appd is not root here, so its workers would not be either")
+	}
+	noUser := writeConf(t, fmt.Sprintf("# no user\n[app]\ncommand = [%q]\n", workerBin))
+	want := noUser + ":2: app.user: not set, and appd runs as root"
+	for _, args := range [][]string{{"-t", "-config", noUser}, {"-config", noUser}} {
+		out, err := exec.Command(appdBin, args...).CombinedOutput()
+		if exitCode(err) != 1 || !strings.Contains(string(out), want) {
+			t.Errorf("appd %v: exit %d, want 1 and %q:\n%s", args, exitCode(err), want, out)
+		}
+	}
+	asRoot := writeConf(t, fmt.Sprintf("[app]\ncommand = [%q]\nuser = \"root\"\n", workerBin))
+	if out, err := exec.Command(appdBin, "-t", "-config", asRoot).CombinedOutput(); err != nil {
+		t.Errorf("user = \"root\" refused: %v\n%s", err, out)
 	}
 }
 
@@ -106,7 +131,7 @@ func TestRequiredLimitsRefusedWithoutCgroupTree(t *testing.T) {
 		t.Skip("in the VM a delegated tree exists")
 	}
 	dir := t.TempDir()
-	p := writeConf(t, fmt.Sprintf("[app]\ncommand = [%q]\nlisten = [\"unix:%s/app.sock\"]\ncontrol = \"%s/app.ctl\"\n[limits]\nmemory_max = \"128MiB\"\nrequired = true\n", workerBin, dir, dir))
+	p := writeConf(t, fmt.Sprintf("[app]\n"+rootUser+"command = [%q]\nlisten = [\"unix:%s/app.sock\"]\ncontrol = \"%s/app.ctl\"\n[limits]\nmemory_max = \"128MiB\"\nrequired = true\n", workerBin, dir, dir))
 	cmd := exec.Command(appdBin, "-config", p)
 	out, err := cmd.CombinedOutput()
 	if exitCode(err) != 1 || !strings.Contains(string(out), "limits.required = true but there is no delegated cgroup v2 tree") {
@@ -120,7 +145,7 @@ func TestRequiredLimitsRefusedWithoutCgroupTree(t *testing.T) {
 func TestRunReloadStatusStop(t *testing.T) {
 	dir := t.TempDir()
 	ctl := filepath.Join(dir, "myapp.ctl")
-	p := writeConf(t, fmt.Sprintf("[app]\ncommand = [%q]\ncontrol = %q\nenvironment = { TW_STATUS = \"serving\" }\n[workers]\ncount = 2\n", workerBin, ctl))
+	p := writeConf(t, fmt.Sprintf("[app]\n"+rootUser+"command = [%q]\ncontrol = %q\nenvironment = { TW_STATUS = \"serving\" }\n[workers]\ncount = 2\n", workerBin, ctl))
 
 	notifyPath := filepath.Join(dir, "notify.sock")
 	notify, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: notifyPath, Net: "unixgram"})
@@ -274,7 +299,7 @@ func TestRunReloadStatusStop(t *testing.T) {
 func TestBindsConfiguredUnixSocket(t *testing.T) {
 	dir := t.TempDir()
 	sock := filepath.Join(dir, "run", "app.sock")
-	p := writeConf(t, fmt.Sprintf("[app]\ncommand = [%q]\nlisten = [\"unix:%s\"]\ncontrol = \"-\"\n[workers]\ncount = 1\n", workerBin, sock))
+	p := writeConf(t, fmt.Sprintf("[app]\n"+rootUser+"command = [%q]\nlisten = [\"unix:%s\"]\ncontrol = \"-\"\n[workers]\ncount = 1\n", workerBin, sock))
 	cmd := exec.Command(appdBin, "-config", p)
 	stderr := &syncbuf.Buffer{}
 	cmd.Stderr = stderr

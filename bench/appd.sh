@@ -148,6 +148,7 @@ bench_appd() {
 	say "appd with $WORKERS x $key on :$port"
 	{
 		echo "[app]"
+		[ "$(id -u)" != 0 ] || echo 'user = "root"' # as gunicorn runs here
 		echo "command = $command"
 		echo "listen = [\"127.0.0.1:$port\"]"
 		echo "directory = \"$app_dir\""

@@ -7,8 +7,12 @@ run="$top/.run"
 bin="$top/bin"
 mkdir -p "$run"
 go build -o "$bin/demoapp" "$top/demo/app"
+# The demo's workers run as whoever runs the demo; appd run as root wants
+# that said explicitly (user = "root").
+user=
+[ "$(id -u)" != 0 ] || user='user = "root"'
 for f in appd.toml edged.toml; do
-	sed -e "s|@RUN@|$run|g" -e "s|@BIN@|$bin|g" -e "s|@DEMO@|$top/demo|g" "$top/demo/$f" >"$run/$f"
+	sed -e "s|@RUN@|$run|g" -e "s|@BIN@|$bin|g" -e "s|@DEMO@|$top/demo|g" -e "s|^@USER@\$|$user|" "$top/demo/$f" >"$run/$f"
 done
 "$bin/edged" -t -config "$run/edged.toml"
 "$bin/appd" -t -config "$run/appd.toml"

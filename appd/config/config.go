@@ -7,6 +7,8 @@
 package config
 
 import (
+	"fmt"
+
 	"github.com/edgeapp/edgeapp/internal/tomlconf"
 )
 
@@ -147,22 +149,59 @@ type Workers struct {
 type Limits struct {
 	MemoryMax  tomlconf.Size `toml:"memory_max"`  // memory.max: OOM kill above it (the whole worker: memory.oom.group=1). Default none.
 	MemoryHigh tomlconf.Size `toml:"memory_high"` // memory.high: reclaim/throttle above it. Default none.
-	// SwapMax is memory.swap.max. Default: left as the kernel has it.
-	SwapMax *tomlconf.Size `toml:"swap_max"`
+	// Swap is swap_max as written: a size, or "max" for no limit. Default:
+	// 0 when memory_max is set (a worker that outgrows memory_max is
+	// OOM-killed and replaced instead of paging), else left as the kernel
+	// has it.
+	Swap SwapSetting `toml:"swap_max"`
 	// CPUMax caps CPU time as a percentage of one CPU: "50%", "100%",
 	// "250%" (two and a half CPUs). Default none.
 	CPUMax    string `toml:"cpu_max"`
 	CPUWeight int    `toml:"cpu_weight"` // cpu.weight 1..10000; default 100 (the kernel's)
-	PidsMax   int    `toml:"pids_max"`   // pids.max: tasks per worker (stops fork bombs). Default none.
+	// PidsMax is pids.max: tasks (processes and threads) per worker, which
+	// stops fork bombs. Default DefaultPidsMax, applied where the cgroup
+	// tree has the pids controller; 0 means no limit. A value written in
+	// the file needs the pids controller.
+	PidsMax int `toml:"pids_max"`
 	// Required refuses to start (and to reload) without a delegated cgroup
 	// v2 tree. Default false: warn once, run without limits.
 	Required bool `toml:"required"`
 
+	// SwapMax is memory.swap.max resolved from Swap and its default: nil
+	// leaves it as the kernel has it ("max").
+	SwapMax *tomlconf.Size `toml:"-"`
+	// PidsMaxDefault says PidsMax is the default, not written in the file.
+	PidsMaxDefault bool `toml:"-"`
 	// CPUFraction is CPUMax parsed (1.0 = one CPU; 0 = none).
 	CPUFraction float64 `toml:"-"`
 }
 
-// Any reports whether any limit is set.
+// DefaultPidsMax is the default pids_max per worker: room for the threads
+// of any runtime (the JVM, Node.js, gthread workers), not for a fork bomb.
+const DefaultPidsMax = 512
+
+// SwapSetting is swap_max: a size, or "max" for no limit.
+type SwapSetting struct {
+	Size tomlconf.Size
+	Max  bool // "max": no limit
+	Set  bool // written in the file
+}
+
+// UnmarshalTOML accepts "max" or a size.
+func (s *SwapSetting) UnmarshalTOML(v any) error {
+	s.Set = true
+	if v == "max" {
+		s.Max = true
+		return nil
+	}
+	if err := s.Size.UnmarshalTOML(v); err != nil {
+		return fmt.Errorf("%w, or \"max\" for no limit", err)
+	}
+	return nil
+}
+
+// Any reports whether any limit is set in the file (memory, swap, CPU, or a
+// pids_max other than the default).
 func (l Limits) Any() bool {
-	return l.MemoryMax > 0 || l.MemoryHigh > 0 || l.SwapMax != nil || l.CPUFraction > 0 || l.CPUWeight > 0 || l.PidsMax > 0
+	return l.MemoryMax > 0 || l.MemoryHigh > 0 || l.Swap.Set || l.CPUFraction > 0 || l.CPUWeight > 0 || (l.PidsMax > 0 && !l.PidsMaxDefault)
 }

@@ -30,8 +30,68 @@ func TestDefaults(t *testing.T) {
 	if a.Listen[0] != "unix:/run/appd/myapp.sock" || a.Control != "/run/appd/myapp.ctl" || a.Readiness != "notify" || a.Output != "journal" {
 		t.Errorf("app defaults %+v", a)
 	}
-	if c.Limits.Any() || c.Limits.Required {
+	if c.Limits.Any() || c.Limits.Required || c.Limits.PidsMax != DefaultPidsMax || !c.Limits.PidsMaxDefault || c.Limits.SwapMax != nil {
 		t.Errorf("limits by default: %+v", c.Limits)
+	}
+}
+
+func TestLimitDefaults(t *testing.T) {
+	for _, tc := range []struct {
+		limits      string
+		pids        int
+		pidsDefault bool
+		swap        string // "" = left alone
+	}{
+		{"", DefaultPidsMax, true, ""},
+		{"memory_max = \"256MiB\"", DefaultPidsMax, true, "0"},
+		{"memory_max = \"256MiB\"\nswap_max = \"max\"", DefaultPidsMax, true, ""},
+		{"memory_max = \"256MiB\"\nswap_max = \"64MiB\"", DefaultPidsMax, true, "64MiB"},
+		{"swap_max = 0", DefaultPidsMax, true, "0"},
+		{"memory_high = \"256MiB\"", DefaultPidsMax, true, ""},
+		{"pids_max = 0", 0, false, ""},
+		{"pids_max = 64", 64, false, ""},
+	} {
+		c, err := Parse("x.toml", "x", []byte("[app]\ncommand = [\"/bin/true\"]\n[limits]\n"+tc.limits+"\n"))
+		if err != nil {
+			t.Errorf("%q: %v", tc.limits, err)
+			continue
+		}
+		l := c.Limits
+		swap := ""
+		if l.SwapMax != nil {
+			swap = l.SwapMax.String()
+		}
+		if l.PidsMax != tc.pids || l.PidsMaxDefault != tc.pidsDefault || swap != tc.swap {
+			t.Errorf("%q: pids_max %d (default %v), swap_max %q; want %d (%v), %q", tc.limits, l.PidsMax, l.PidsMaxDefault, swap, tc.pids, tc.pidsDefault, tc.swap)
+		}
+	}
+	_, err := Parse("x.toml", "x", []byte("[app]\ncommand = [\"/bin/true\"]\n[limits]\nswap_max = \"none\"\n"))
+	if err == nil || !strings.Contains(err.Error(), "x.toml:4: limits.swap_max: invalid size \"none\"") || !strings.Contains(err.Error(), `or "max"`) {
+		t.Errorf("swap_max = \"none\": %v", err)
+	}
+}
+
+func TestCheckWorkerUser(t *testing.T) {
+	parse := func(src string) *Config {
+		c, err := Parse("x.toml", "x", []byte(src))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	noUser := parse("# comment\n[app]\ncommand = [\"/bin/true\"]\ngroup = \"root\"\n")
+	err := noUser.CheckWorkerUser(0)
+	if err == nil || !strings.HasPrefix(err.Error(), "x.toml:2: app.user: not set, and appd runs as root") {
+		t.Errorf("root appd, no user: %v", err)
+	}
+	if err := noUser.CheckWorkerUser(1000); err != nil {
+		t.Errorf("unprivileged appd, no user: %v", err)
+	}
+	if err := parse("[app]\ncommand = [\"/bin/true\"]\nuser = \"root\"\n").CheckWorkerUser(0); err != nil {
+		t.Errorf("user = \"root\" written: %v", err)
+	}
+	if err := parse("[app]\ncommand = [\"/bin/true\"]\nuser = \"nobody\"\n").CheckWorkerUser(0); err != nil {
+		t.Errorf("user = \"nobody\": %v", err)
 	}
 }
 

@@ -130,6 +130,20 @@ func (c *Config) applyDefaults(name string, errs *tomlconf.Errors) {
 	if !c.Doc.IsDefined("workers", "crash_loop_restarts") {
 		w.CrashLoopRestarts = 5
 	}
+
+	l := &c.Limits
+	if !c.Doc.IsDefined("limits", "pids_max") {
+		l.PidsMax, l.PidsMaxDefault = DefaultPidsMax, true
+	}
+	switch {
+	case l.Swap.Max:
+		l.SwapMax = nil
+	case l.Swap.Set:
+		l.SwapMax = &l.Swap.Size
+	case l.MemoryMax > 0:
+		var none tomlconf.Size
+		l.SwapMax = &none
+	}
 }
 
 // CPUs is the number of CPUs appd may run on: the "auto" worker count.
@@ -253,6 +267,18 @@ func (c *Config) validate(errs *tomlconf.Errors) {
 	if w.MaxMemory > 0 && l.MemoryMax > 0 && w.MaxMemory >= l.MemoryMax {
 		bad("workers.max_memory", "%v is not below limits.memory_max %v: the OOM killer would act before the graceful recycle", w.MaxMemory, l.MemoryMax)
 	}
+}
+
+// CheckWorkerUser refuses to run the workers as root by default: when appd
+// runs as root (euid 0), app.user must be set; user = "root" runs them as
+// root on purpose. appd calls it for -t, start and reload.
+func (c *Config) CheckWorkerUser(euid int) error {
+	if euid != 0 || c.App.User != "" {
+		return nil
+	}
+	return tomlconf.Errors{c.Doc.Errorf("app.user",
+		"not set, and appd runs as root: the workers would run as root. Set user = \"NAME\" to a dedicated user "+
+			"(e.g. useradd --system --no-create-home NAME), or user = \"root\" to run them as root on purpose")}
 }
 
 // resolveCommand finds the executable like the shell would, using the PATH

@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -40,7 +41,7 @@ func (s *Supervisor) spawn(i int, now time.Time) {
 	w := &worker{id: s.nextID, slot: i, gen: s.gen, cfg: c, state: Starting, started: now,
 		startDeadline: now.Add(c.Workers.StartTimeout.D()), watchdog: c.Workers.Timeout.D()}
 	if s.tree != nil {
-		leaf, err := s.tree.NewLeaf(fmt.Sprintf("w%d-%d", i, w.id), limitsOf(c))
+		leaf, err := s.tree.NewLeaf(fmt.Sprintf("w%d-%d", i, w.id), limitsOf(c, s.tree.Controllers()))
 		if err != nil {
 			s.spawnFailed(w, fmt.Errorf("creating its cgroup leaf: %w", err), now)
 			return
@@ -66,10 +67,15 @@ func (s *Supervisor) spawnFailed(w *worker, err error, now time.Time) {
 	s.failed(w, "cannot start: "+err.Error(), now)
 }
 
-func limitsOf(c *config.Config) cgroup.Limits {
+// limitsOf is the leaf limits of c; the default pids_max applies only where
+// the tree has the pids controller (a written one is an error without it).
+func limitsOf(c *config.Config, controllers []string) cgroup.Limits {
 	l := c.Limits
 	out := cgroup.Limits{MemoryMax: int64(l.MemoryMax), MemoryHigh: int64(l.MemoryHigh), SwapMax: -1,
 		CPUMax: l.CPUFraction, CPUWeight: l.CPUWeight, PidsMax: l.PidsMax}
+	if l.PidsMaxDefault && !slices.Contains(controllers, "pids") {
+		out.PidsMax = 0
+	}
 	if l.SwapMax != nil {
 		out.SwapMax = int64(*l.SwapMax)
 	}
