@@ -284,8 +284,13 @@ servers = [%q]
 	if code, body := get(t, c, e.httpURL+"/files/hello.txt"); code != 200 || body != "hello from disk\n" {
 		t.Errorf("static: %d %q", code, body)
 	}
-	if code, _ := get(t, c, e.httpURL+"/files/../integration_test.go"); code == 200 {
+	// The path is normalised to /integration_test.go, which is the
+	// upstream's, not a file beside the static root.
+	if _, body := get(t, c, e.httpURL+"/files/../integration_test.go"); strings.Contains(body, "package main") {
 		t.Errorf("static escaped its root")
+	}
+	if code, _ := get(t, c, e.httpURL+"/files/../../integration_test.go"); code != 400 {
+		t.Errorf("a path above the root: %d, want 400", code)
 	}
 	if code, body := get(t, c, e.httpURL+"/dead/x"); code != 502 || body == "" {
 		t.Errorf("refused upstream: %d %q, want 502 with a body", code, body)

@@ -1,7 +1,10 @@
 package server
 
 import (
+	"bufio"
 	"encoding/json"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -90,4 +93,63 @@ func waitForLine(t *testing.T, path string) string {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// TestPathBypassRefused: a stricter route under a proxied prefix cannot be
+// reached around by dot-segments, doubled slashes or their encodings, and
+// the upstream receives the normalised path (issue 9, finding 1).
+func TestPathBypassRefused(t *testing.T) {
+	up := echoUpstream(t)
+	ts := startServer(t, `
+[[site]]
+[[site.route]]
+path = "/app/"
+upstream = "app"
+[[site.route]]
+path = "/app/private/"
+respond = "private"
+status = 403
+[upstream.app]
+servers = ["`+up+`"]
+`)
+	for _, c := range []struct {
+		path string
+		code int
+		body string
+	}{
+		{"/app/x/../private/a", 403, "private"},
+		{"/app/./private/a", 403, "private"},
+		{"/app//private/a", 403, "private"},
+		{"/app/%2e%2e/app/private/a", 403, "private"},
+		{"/app/%2E/private/a", 403, "private"},
+		{"/app/.%2e/app/private/a", 403, "private"},
+		{"//app///private/a", 403, "private"},
+		{"/app/x/%2e%2e/%70rivate/a", 403, "private"},
+		{"/app/..%2fprivate/a", 400, ""},
+		{"/app/..%5Cprivate/a", 400, ""},
+		{"/app/..;/private/a", 400, ""},
+		{"/app/../../etc/passwd", 400, ""},
+		{"/app/%00", 400, ""},
+		// What is not a bypass reaches the upstream, normalised.
+		{"/app/x/../b?q=1", 200, "GET /app/b?q=1\n"},
+		{"/app/a%2fb", 200, "GET /app/a%2Fb\n"},
+		{"/app/Private/a", 200, "GET /app/Private/a\n"}, // case variants stay distinct, as in nginx
+	} {
+		resp := ts.raw("GET " + c.path + " HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+		code, body := splitResponse(t, resp)
+		if code != c.code || (c.body != "" && body != c.body) {
+			t.Errorf("GET %s: %d %q; want %d %q", c.path, code, body, c.code, c.body)
+		}
+	}
+}
+
+// splitResponse parses one raw HTTP/1.1 response.
+func splitResponse(t *testing.T, raw string) (int, string) {
+	t.Helper()
+	res, err := http.ReadResponse(bufio.NewReader(strings.NewReader(raw)), nil)
+	if err != nil {
+		t.Fatalf("reading %q: %v", raw, err)
+	}
+	b, _ := io.ReadAll(res.Body)
+	return res.StatusCode, string(b)
 }

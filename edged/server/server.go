@@ -514,6 +514,10 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, secure bool) {
 			})
 		}
 	}()
+	if !normalizeURL(r.URL) {
+		plainError(rw, http.StatusBadRequest, "400 Bad Request: the path goes above the root or hides a \"..\" behind an encoded slash\n")
+		return
+	}
 	site := rt.router.Site(r.Host)
 	if site == nil {
 		plainError(rw, http.StatusNotFound, "no site is configured for this host\n")
