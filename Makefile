@@ -99,7 +99,7 @@ demo: build
 
 # Debian packages the integration tests, benchmarks and e2e test use (as root).
 DEPS := gunicorn python3 nginx haproxy varnish wrk curl systemd qemu-system-x86 qemu-utils \
-	mmdebstrap e2fsprogs cpio lintian rpm rpmlint mandoc testssl.sh
+	mmdebstrap e2fsprogs cpio lintian rpm rpmlint mandoc testssl.sh knot
 deps:
 	apt-get update
 	DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $(DEPS)

@@ -15,6 +15,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -153,5 +154,53 @@ redirect_http = false
 	resp.Body.Close()
 	if string(b) != "internal hello" {
 		t.Fatalf("body %q", b)
+	}
+}
+
+// TestConfigCheckDNS01: `edged -t` reads the TSIG key file of [tls.dns],
+// accepts wildcard ACME sites with it, and names the line of a bad
+// setting without ever printing the secret.
+func TestConfigCheckDNS01(t *testing.T) {
+	dir := t.TempDir()
+	const secret = "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlYw=="
+	keyFile := filepath.Join(dir, "tsig.key")
+	os.WriteFile(keyFile, []byte("key \"edged-acme\" {\n\talgorithm hmac-sha256;\n\tsecret \""+secret+"\";\n};\n"), 0o600)
+	conf := func(keyFile, alg string) string {
+		return fmt.Sprintf(`[server]
+admin = ""
+[tls]
+storage = %q
+[tls.dns]
+server = "127.0.0.1:53"
+zone = "example.com"
+tsig_algorithm = %q
+tsig_secret_file = %q
+[[site]]
+hosts = ["*.example.com", "example.com"]
+[[site.route]]
+path = "/"
+respond = "hi"
+`, dir, alg, keyFile)
+	}
+	good := filepath.Join(dir, "good.toml")
+	os.WriteFile(good, []byte(conf(keyFile, "hmac-sha256")), 0o644)
+	out, err := exec.Command(edgedBin, "-t", "-config", good).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "OK") {
+		t.Fatalf("edged -t with [tls.dns] and a wildcard: %v\n%s", err, out)
+	}
+	for _, c := range []struct{ keyFile, alg, want string }{
+		{filepath.Join(dir, "missing.key"), "hmac-sha256", ":9: tls.dns.tsig_secret_file: reading TSIG key file"},
+		{keyFile, "hmac-sha512", ":9: tls.dns.tsig_secret_file: TSIG key file " + keyFile + " has key edged-acme for algorithm hmac-sha256, not hmac-sha512"},
+		{keyFile, "md5", ":8: tls.dns.tsig_algorithm"},
+	} {
+		bad := filepath.Join(dir, "bad.toml")
+		os.WriteFile(bad, []byte(conf(c.keyFile, c.alg)), 0o644)
+		out, err := exec.Command(edgedBin, "-t", "-config", bad).CombinedOutput()
+		if err == nil || !strings.Contains(string(out), bad+c.want) {
+			t.Errorf("edged -t: %v, want %q in:\n%s", err, bad+c.want, out)
+		}
+		if strings.Contains(string(out), secret) {
+			t.Errorf("edged -t printed the TSIG secret:\n%s", out)
+		}
 	}
 }

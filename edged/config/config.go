@@ -77,7 +77,7 @@ type TLS struct {
 	Email        string   `toml:"email"`
 	CA           string   `toml:"ca"`            // ACME directory URL, or "letsencrypt" (default) / "letsencrypt-staging"
 	CARoot       string   `toml:"ca_root"`       // PEM file trusted for a private ACME CA
-	Challenges   []string `toml:"challenges"`    // "http-01", "tls-alpn-01"; default both
+	Challenges   []string `toml:"challenges"`    // "http-01", "tls-alpn-01", "dns-01"; default all that are configured
 	Storage      string   `toml:"storage"`       // default $STATE_DIRECTORY, else /var/lib/edged
 	KeyType      string   `toml:"key_type"`      // p256 (default), p384, rsa2048, rsa4096
 	RenewalRatio float64  `toml:"renew_ratio"`   // renew when this fraction of the lifetime is left; default 1/3
@@ -86,6 +86,27 @@ type TLS struct {
 	AltHTTPPort  int      `toml:"alt_http_port"` // port the CA validates HTTP-01 on, if not 80 (tests)
 	AltTLSPort   int      `toml:"alt_tls_port"`  // port the CA validates TLS-ALPN-01 on, if not 443 (tests)
 	OnDemand     OnDemand `toml:"on_demand"`
+	DNS          TLSDNS   `toml:"dns"`
+}
+
+// TLSDNS publishes ACME DNS-01 challenge records by RFC 2136 dynamic
+// update signed with TSIG; wildcard names need it. The secret is only ever
+// in a file (tsig_secret_file), never in edged.toml.
+type TLSDNS struct {
+	Server             string            `toml:"server"`              // primary accepting updates, host:port
+	Zone               string            `toml:"zone"`                // default: found by SOA lookup
+	TSIGKey            string            `toml:"tsig_key"`            // key name; default: as the key file says
+	TSIGAlgorithm      string            `toml:"tsig_algorithm"`      // default: as the key file says, else hmac-sha256
+	TSIGSecretFile     string            `toml:"tsig_secret_file"`    // base64 secret, BIND or Knot key file
+	TTL                tomlconf.Duration `toml:"ttl"`                 // of the TXT records; default 60s
+	Resolvers          []string          `toml:"resolvers"`           // for zone lookup and propagation checks
+	PropagationTimeout tomlconf.Duration `toml:"propagation_timeout"` // default 2m
+	PropagationDelay   tomlconf.Duration `toml:"propagation_delay"`   // default 0
+}
+
+// IsSet reports whether [tls.dns] configures a DNS server.
+func (d *TLSDNS) IsSet() bool {
+	return d.Server != "" || d.TSIGSecretFile != "" || d.TSIGKey != "" || d.Zone != ""
 }
 
 // OnDemand allows certificates for names not known in advance. It is off

@@ -92,7 +92,7 @@ func TestBadConfigsNameLineAndKey(t *testing.T) {
 		{"path without slash", "[[site]]\n[[site.route]]\npath = \"api\"\nrespond = \"x\"\n", "edged.toml:3: site[0].route[0].path"},
 		{"duplicate host", site + "  respond = \"x\"\n" + site + "  respond = \"y\"\n", "edged.toml:8: site[1].hosts[0]: host \"a.example\" is already served by site[0]"},
 		{"two defaults", "[[site]]\n[[site.route]]\npath=\"/\"\nrespond=\"a\"\n[[site]]\nhosts=[\"*\"]\n[[site.route]]\npath=\"/\"\nrespond=\"b\"\n", "edged.toml:6: site[1].hosts: a second default site"},
-		{"acme wildcard", "[[site]]\nhosts = [\"*.example.com\"]\ntls = \"acme\"\n[[site.route]]\npath=\"/\"\nrespond=\"x\"\n", "edged.toml:2: site[0].hosts[0]: wildcard \"*.example.com\" cannot get an ACME certificate without the DNS-01"},
+		{"acme wildcard", "[[site]]\nhosts = [\"*.example.com\"]\ntls = \"acme\"\n[[site.route]]\npath=\"/\"\nrespond=\"x\"\n", "edged.toml:2: site[0].hosts[0]: wildcard \"*.example.com\" can get an ACME certificate only through the DNS-01 challenge: configure [tls.dns]"},
 		{"acme localhost", "[[site]]\nhosts = [\"localhost\"]\ntls = \"acme\"\n[[site.route]]\npath=\"/\"\nrespond=\"x\"\n", "use tls = \"internal\""},
 		{"bad tls mode", "[[site]]\ntls = \"yes\"\n[[site.route]]\npath=\"/\"\nrespond=\"x\"\n", "edged.toml:2: site.tls: tls \"yes\""},
 		{"on demand without ask", "[[site]]\nhosts=[\"*\"]\ntls=\"acme\"\non_demand = true\n[[site.route]]\npath=\"/\"\nrespond=\"x\"\n", "edged.toml:4: site[0].on_demand: on-demand TLS needs [tls.on_demand] ask"},

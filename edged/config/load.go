@@ -99,6 +99,9 @@ func (c *Config) ApplyDefaults() {
 	}
 	if t.Challenges == nil {
 		t.Challenges = []string{"http-01", "tls-alpn-01"}
+		if t.DNS.IsSet() {
+			t.Challenges = append(t.Challenges, "dns-01")
+		}
 	}
 	if t.Storage == "" {
 		t.Storage = "/var/lib/edged"
@@ -316,8 +319,8 @@ func (c *Config) validateTLS(bad func(string, string, ...any)) {
 		}
 	}
 	for i, ch := range t.Challenges {
-		if ch != "http-01" && ch != "tls-alpn-01" {
-			bad(fmt.Sprintf("tls.challenges[%d]", i), "%q: want \"http-01\" or \"tls-alpn-01\" (DNS-01 is not built in yet)", ch)
+		if ch != "http-01" && ch != "tls-alpn-01" && ch != "dns-01" {
+			bad(fmt.Sprintf("tls.challenges[%d]", i), "%q: want \"http-01\", \"tls-alpn-01\" or \"dns-01\"", ch)
 		}
 	}
 	switch t.KeyType {
@@ -375,8 +378,8 @@ func (c *Config) validateSites(bad func(string, string, ...any)) {
 				bad(key+".tls", "tls = \"acme\" needs host names (or on_demand = true for a catch-all site)")
 			}
 			for j, h := range site.Hosts {
-				if strings.HasPrefix(h, "*.") && !site.OnDemand {
-					bad(fmt.Sprintf("%s.hosts[%d]", key, j), "wildcard %q cannot get an ACME certificate without the DNS-01 challenge, which is not built in yet; list the names, use on_demand = true, or tls = { cert, key }", h)
+				if strings.HasPrefix(h, "*.") && !site.OnDemand && !c.TLS.DNS.IsSet() {
+					bad(fmt.Sprintf("%s.hosts[%d]", key, j), "wildcard %q can get an ACME certificate only through the DNS-01 challenge: configure [tls.dns] (an RFC 2136 server and TSIG key), or list the names, use on_demand = true, or tls = { cert, key }", h)
 				} else if h != "*" && isLocalName(h) && publicCA(c.TLS) {
 					bad(fmt.Sprintf("%s.hosts[%d]", key, j), "%q is not a public name a CA can validate; use tls = \"internal\" or \"off\" for it", h)
 				}

@@ -300,8 +300,11 @@ func checkTLS(cfg *config.Config, log *slog.Logger) error {
 	var errs tomlconf.Errors
 	for _, e := range unjoin(err) {
 		var se *tlsconf.SiteError
+		var oe *tlsconf.OptionError
 		if errors.As(e, &se) {
 			errs = append(errs, cfg.Doc.Errorf(fmt.Sprintf("site[%d].%s", se.Index, se.Field), "%v", se.Err))
+		} else if errors.As(e, &oe) {
+			errs = append(errs, cfg.Doc.Errorf("tls."+oe.Field, "%v", oe.Err))
 		} else {
 			errs = append(errs, cfg.Doc.Errorf("tls", "%v", e))
 		}
@@ -326,6 +329,11 @@ func tlsOptions(cfg *config.Config, log *slog.Logger) tlsconf.Options {
 		Email: t.Email, CA: t.CA, CARoot: t.CARoot, Challenges: t.Challenges, Storage: t.Storage,
 		KeyType: t.KeyType, RenewalWindowRatio: t.RenewalRatio, Profile: t.Profile,
 		AltHTTPPort: t.AltHTTPPort, AltTLSALPNPort: t.AltTLSPort, Log: log,
+	}
+	if d := t.DNS; d.IsSet() {
+		o.DNS = &tlsconf.DNS{Server: d.Server, Zone: d.Zone, KeyName: d.TSIGKey, Algorithm: d.TSIGAlgorithm,
+			SecretFile: d.TSIGSecretFile, TTL: d.TTL.D(), Resolvers: d.Resolvers,
+			PropagationTimeout: d.PropagationTimeout.D(), PropagationDelay: d.PropagationDelay.D()}
 	}
 	if t.OnDemand.Ask != "" {
 		o.OnDemand = &tlsconf.OnDemand{Ask: t.OnDemand.Ask, RateLimit: t.OnDemand.Rate, RateInterval: t.OnDemand.Interval.D(), RefuseCacheFor: time.Minute}

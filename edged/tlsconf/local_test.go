@@ -148,7 +148,7 @@ func TestValidateSites(t *testing.T) {
 		{"manual", []Site{{Hosts: []string{"m.test"}, Mode: ModeManual, CertFile: cert, KeyFile: key}}, ""},
 		{"on-demand any", []Site{{Hosts: []string{"*"}, OnDemand: true}}, ""},
 		{"on-demand wildcard", []Site{{Hosts: []string{"*.saas.test"}, OnDemand: true}}, ""},
-		{"acme wildcard", []Site{{Hosts: []string{"*.a.test"}}}, "DNS-01"},
+		{"acme wildcard", []Site{{Hosts: []string{"*.a.test"}}}, "[tls.dns]"},
 		{"star without on-demand", []Site{{Hosts: []string{"*"}, Mode: ModeInternal}}, "on_demand"},
 		{"manual default", []Site{{Mode: ModeManual, CertFile: cert, KeyFile: key}}, ""},
 		{"manual star", []Site{{Hosts: []string{"*"}, Mode: ModeManual, CertFile: cert, KeyFile: key}}, ""},
@@ -164,7 +164,7 @@ func TestValidateSites(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			err := ValidateSites(c.sites)
+			err := Validate(Options{OnDemand: &OnDemand{Ask: "http://127.0.0.1:1/ask"}}, c.sites)
 			if c.want == "" {
 				if err != nil {
 					t.Fatalf("unexpected error: %v", err)
@@ -202,6 +202,40 @@ func TestValidateSites(t *testing.T) {
 	}
 	if err := Validate(Options{CA: CAStaging, KeyType: "p384", Challenges: []string{"http-01"}}, nil); err != nil {
 		t.Errorf("good options: %v", err)
+	}
+
+	// DNS-01: the key file is read at validation; wildcards become valid.
+	keyFile := filepath.Join(dir, "tsig.key")
+	os.WriteFile(keyFile, []byte("key \"edged\" { algorithm hmac-sha256; secret \"c2VjcmV0LXNlY3JldC1zZWNyZXQ=\"; };\n"), 0o600)
+	dnsOK := &DNS{Server: "127.0.0.1:53", SecretFile: keyFile}
+	wild := []Site{{Hosts: []string{"*.a.test", "a.test"}}}
+	if err := Validate(Options{DNS: dnsOK}, wild); err != nil {
+		t.Errorf("wildcard with [tls.dns]: %v", err)
+	}
+	if err := Validate(Options{DNS: dnsOK, Challenges: []string{"dns-01"}}, wild); err != nil {
+		t.Errorf("wildcard with dns-01 only: %v", err)
+	}
+	for _, c := range []struct {
+		o     Options
+		field string
+		want  string
+	}{
+		{Options{Challenges: []string{"dns-01"}}, "challenges", "needs [tls.dns]"},
+		{Options{DNS: dnsOK, Challenges: []string{"http-01"}}, "challenges", "does not list dns-01"},
+		{Options{DNS: &DNS{Server: "127.0.0.1:53", SecretFile: dir + "/nope"}}, "dns.tsig_secret_file", "no such file"},
+		{Options{DNS: &DNS{SecretFile: keyFile}}, "dns.server", "no server"},
+		{Options{DNS: &DNS{Server: "ns:53", SecretFile: keyFile, KeyName: "other"}}, "dns.tsig_secret_file", `no key "other"`},
+		{Options{DNS: &DNS{Server: "ns:53", SecretFile: keyFile, Algorithm: "md5"}}, "dns.tsig_algorithm", "want one of"},
+		{Options{DNS: &DNS{Server: "ns:53", SecretFile: keyFile, Resolvers: []string{"a b"}}}, "dns.resolvers", "host or host:port"},
+	} {
+		err := Validate(c.o, nil)
+		var oe *OptionError
+		if !errors.As(err, &oe) || oe.Field != c.field || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%+v: err = %v, want an OptionError for %s saying %q", c.o, err, c.field, c.want)
+		}
+		if err != nil && strings.Contains(err.Error(), "c2VjcmV0") {
+			t.Errorf("the error shows the secret: %v", err)
+		}
 	}
 
 	// Apply refuses on-demand sites without the ask hook.

@@ -31,8 +31,12 @@ type Manager struct {
 	acme       *certmagic.Config
 	acmeObtain *certmagic.Config // acme, but never prompts on stdin
 	acmeIssuer *certmagic.ACMEIssuer
-	onDemand   *certmagic.Config // nil without Options.OnDemand
-	gate       *onDemandGate
+	// acmeDNS and acmeDNSObtain validate wildcard names by DNS-01 when
+	// other names use HTTP-01/TLS-ALPN-01; nil otherwise (without DNS-01,
+	// or when acme itself uses only DNS-01).
+	acmeDNS, acmeDNSObtain *certmagic.Config
+	onDemand               *certmagic.Config // nil without Options.OnDemand
+	gate                   *onDemandGate
 
 	tlsConfig *tls.Config
 	tickets   *ticketKeys
@@ -107,12 +111,30 @@ func New(o Options, met *Metrics) (*Manager, error) {
 		DisableTLSALPNChallenge: !n.tlsalpn01,
 		Logger:                  zl,
 	}
-	mgr.acme = certmagic.New(mgr.cache, base)
-	mgr.acmeIssuer = certmagic.NewACMEIssuer(mgr.acme, template)
-	mgr.acme.Issuers = []certmagic.Issuer{mgr.acmeIssuer}
-	obtain := base
-	obtain.Issuers = []certmagic.Issuer{promptless{mgr.acmeIssuer}}
-	mgr.acmeObtain = certmagic.New(mgr.cache, obtain)
+	var dnsSolver *certmagic.DNS01Solver
+	if n.dns01 {
+		d := n.DNS
+		dnsSolver = &certmagic.DNS01Solver{DNSManager: certmagic.DNSManager{
+			DNSProvider:        d.provider(),
+			TTL:                d.TTL,
+			PropagationDelay:   d.PropagationDelay,
+			PropagationTimeout: d.PropagationTimeout,
+			Resolvers:          d.Resolvers,
+			Logger:             zl,
+		}}
+		if !n.http01 && !n.tlsalpn01 {
+			template.DNS01Solver = dnsSolver // every name by DNS-01
+		}
+	}
+	mgr.acme, mgr.acmeObtain, mgr.acmeIssuer = newACMEConfigs(mgr.cache, base, template)
+	if dnsSolver != nil && template.DNS01Solver == nil {
+		// Wildcards can only be validated by DNS-01; certmagic uses a
+		// DNS solver exclusively, so they get an issuer of their own (the
+		// same CA and account, so the same storage).
+		dnsTemplate := template
+		dnsTemplate.DNS01Solver = dnsSolver
+		mgr.acmeDNS, mgr.acmeDNSObtain, _ = newACMEConfigs(mgr.cache, base, dnsTemplate)
+	}
 
 	if n.OnDemand != nil && n.OnDemand.Ask != "" {
 		issuerKey := mgr.acmeIssuer.IssuerKey()
@@ -153,6 +175,17 @@ func New(o Options, met *Metrics) (*Manager, error) {
 	go mgr.status.watch(mgr.ctx, &mgr.wg)
 	go mgr.rotateTickets(tickets)
 	return mgr, nil
+}
+
+// newACMEConfigs makes a certmagic config with one ACME issuer, and its
+// twin that never prompts on stdin (for our own obtain calls).
+func newACMEConfigs(cache *certmagic.Cache, base certmagic.Config, template certmagic.ACMEIssuer) (cfg, obtain *certmagic.Config, iss *certmagic.ACMEIssuer) {
+	cfg = certmagic.New(cache, base)
+	iss = certmagic.NewACMEIssuer(cfg, template)
+	cfg.Issuers = []certmagic.Issuer{iss}
+	ob := base
+	ob.Issuers = []certmagic.Issuer{promptless{iss}}
+	return cfg, certmagic.New(cache, ob), iss
 }
 
 func (m *Manager) rotateTickets(k *ticketKeys) {
@@ -209,7 +242,7 @@ func issuerKeyFor(m *Manager, mode string) string {
 // certificate files are read again every time. Certificates to obtain are
 // obtained in the background; Apply never waits for a CA.
 func (m *Manager) Apply(ctx context.Context, sites []Site) error {
-	manual, err := checkSites(sites)
+	manual, err := checkSites(sites, m.o.dns01)
 	errs := []error{err}
 	errs = append(errs, checkOnDemandOptions(m.o.Options, sites)...)
 	if err := errors.Join(errs...); err != nil {
@@ -269,11 +302,19 @@ func (m *Manager) Apply(ctx context.Context, sites []Site) error {
 		default:
 			r.cfg = m.acme
 		}
+		var dnsRoute *route // for this site's wildcards, validated by DNS-01
+		if r.cfg == m.acme && m.acmeDNS != nil {
+			dr := *r
+			dr.cfg = m.acmeDNS
+			dnsRoute = &dr
+		}
 		for _, h := range siteHosts(s, mode) {
 			h = normHost(h)
 			switch {
 			case h == "*":
 				t.any = r
+			case strings.HasPrefix(h, "*.") && dnsRoute != nil:
+				t.wild[h[2:]] = dnsRoute
 			case strings.HasPrefix(h, "*."):
 				t.wild[h[2:]] = r
 			default:
@@ -313,8 +354,11 @@ func (m *Manager) Apply(ctx context.Context, sites []Site) error {
 		m.managed[h] = &managedHost{mode: mode, cancel: cancel}
 		m.status.track(h, mode)
 		cfg, obtainCfg := m.acme, m.acmeObtain
-		if mode == ModeInternal {
+		switch {
+		case mode == ModeInternal:
 			cfg, obtainCfg = m.internal, m.internal
+		case strings.HasPrefix(h, "*.") && m.acmeDNS != nil:
+			cfg, obtainCfg = m.acmeDNS, m.acmeDNSObtain
 		}
 		done := make(chan struct{})
 		prev := m.lastDone[h]

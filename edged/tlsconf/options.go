@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/caddyserver/certmagic"
+	"github.com/edgeapp/edgeapp/edged/tlsconf/rfc2136"
 )
 
 // Modes of a site's TLS.
@@ -27,6 +28,7 @@ const (
 const (
 	ChallengeHTTP01    = "http-01"
 	ChallengeTLSALPN01 = "tls-alpn-01"
+	ChallengeDNS01     = "dns-01"
 )
 
 // CA presets accepted in Options.CA besides a directory URL.
@@ -55,6 +57,82 @@ type OnDemand struct {
 	RefuseCacheFor time.Duration
 }
 
+// DNS configures the DNS-01 challenge: TXT records are added and removed
+// on the zone's primary server through RFC 2136 dynamic updates signed
+// with a TSIG key ([tls.dns] in edged.toml). It is what wildcard names
+// (*.example.com) need.
+type DNS struct {
+	// Server is the primary accepting updates, host:port.
+	Server string
+	// Zone updated; "" = found by an SOA lookup of each name.
+	Zone string
+	// KeyName and Algorithm of the TSIG key ("" = as the key file says;
+	// the algorithm defaults to hmac-sha256). SecretFile holds the secret
+	// (a bare base64 secret, or a BIND or Knot key file); it is read at
+	// every update and never kept in memory, logged or shown.
+	KeyName, Algorithm, SecretFile string
+	// TTL of the challenge records (default 60s).
+	TTL time.Duration
+	// Resolvers used to find the zone and to check that the record is
+	// visible before the CA is asked to look ("host:port"; default: the
+	// system's resolvers, then the zone's authoritative servers).
+	Resolvers []string
+	// PropagationTimeout bounds that check (default 2 min; -1 skips it);
+	// PropagationDelay waits before the first check (default 0).
+	PropagationTimeout, PropagationDelay time.Duration
+}
+
+// provider is the RFC 2136 client for these settings.
+func (d *DNS) provider() *rfc2136.Provider {
+	return &rfc2136.Provider{Server: d.Server, Zone: d.Zone, KeyName: d.KeyName, Algorithm: d.Algorithm,
+		SecretFile: d.SecretFile, TTL: d.TTL}
+}
+
+// dnsKeys are the edged.toml keys under [tls.dns] of the provider's settings.
+var dnsKeys = map[string]string{
+	rfc2136.SettingServer:     "server",
+	rfc2136.SettingZone:       "zone",
+	rfc2136.SettingKeyName:    "tsig_key",
+	rfc2136.SettingAlgorithm:  "tsig_algorithm",
+	rfc2136.SettingSecretFile: "tsig_secret_file",
+	rfc2136.SettingTTL:        "ttl",
+}
+
+func checkDNSProvider(d *DNS) []error {
+	err := d.provider().Check()
+	if err == nil {
+		return nil
+	}
+	var out []error
+	for _, e := range unjoinErr(err) {
+		field := "dns"
+		var ce *rfc2136.CheckError
+		if errors.As(e, &ce) && dnsKeys[ce.Setting] != "" {
+			field = "dns." + dnsKeys[ce.Setting]
+		}
+		out = append(out, &OptionError{field, e})
+	}
+	return out
+}
+
+func unjoinErr(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
+	}
+	return []error{err}
+}
+
+// OptionError is a problem with one [tls] setting; Field is its key under
+// [tls] ("dns.server"), so config can point at its line.
+type OptionError struct {
+	Field string
+	Err   error
+}
+
+func (e *OptionError) Error() string { return "tls." + e.Field + ": " + e.Err.Error() }
+
+func (e *OptionError) Unwrap() error { return e.Err }
+
 // Options are the process-wide TLS settings ([tls] in edged.toml).
 type Options struct {
 	Email string
@@ -64,8 +142,13 @@ type Options struct {
 	// CARoot is a PEM file of roots trusted for the CA's own HTTPS (a
 	// private ACME CA such as step-ca, or Pebble).
 	CARoot string
-	// Challenges enabled: "http-01", "tls-alpn-01". Default both.
+	// Challenges enabled: "http-01", "tls-alpn-01", "dns-01". Default
+	// all that are possible (dns-01 needs DNS). With dns-01 and another,
+	// wildcard names are validated by DNS-01 and the others by HTTP-01
+	// or TLS-ALPN-01; with dns-01 alone every name is.
 	Challenges []string
+	// DNS is how DNS-01 records are published; nil disables DNS-01.
+	DNS *DNS
 	// Storage directory for certificates, keys, locks and the internal CA.
 	// Default $STATE_DIRECTORY, else /var/lib/edged.
 	Storage string
@@ -121,24 +204,19 @@ func (e *SiteError) Error() string {
 
 func (e *SiteError) Unwrap() error { return e.Err }
 
-// ValidateSites checks sites without side effects (for `edged -t`): modes,
-// host names, wildcards (an ACME wildcard needs DNS-01, which edged does
-// not do), duplicate hosts, and that manual files load and match their key.
-// Errors are *SiteError values joined with errors.Join. It cannot check
-// that on-demand sites have an ask URL: use Validate for that.
-func ValidateSites(sites []Site) error {
-	_, err := checkSites(sites)
-	return err
-}
-
 // Validate checks the options and the sites together, without side
-// effects.
+// effects (for `edged -t`): modes, host names, wildcards (an ACME wildcard
+// needs DNS-01), duplicate hosts, that manual files load and match their
+// key, that on-demand sites have an ask URL, and that the DNS-01 key file
+// reads. Site problems are *SiteError values and option problems with a
+// key of their own *OptionError values, joined with errors.Join.
 func Validate(o Options, sites []Site) error {
 	errs := []error{}
-	if _, err := o.normalize(); err != nil {
+	n, err := o.normalize()
+	if err != nil {
 		errs = append(errs, err)
 	}
-	if err := ValidateSites(sites); err != nil {
+	if _, err := checkSites(sites, n.dns01); err != nil {
 		errs = append(errs, err)
 	}
 	errs = append(errs, checkOnDemandOptions(o, sites)...)
@@ -163,7 +241,7 @@ type manualCert struct {
 }
 
 // checkSites validates and loads manual certificates (reads only).
-func checkSites(sites []Site) (map[int]*manualCert, error) {
+func checkSites(sites []Site, dns01 bool) (map[int]*manualCert, error) {
 	var errs []error
 	manual := map[int]*manualCert{}
 	seen := map[string]int{}
@@ -188,7 +266,7 @@ func checkSites(sites []Site) (map[int]*manualCert, error) {
 			errs = append(errs, &SiteError{i, "on_demand", fmt.Errorf("on-demand TLS works only with tls = \"acme\", not %q", mode)})
 		}
 		for _, h := range siteHosts(s, mode) {
-			if err := checkHost(h, mode, s.OnDemand); err != nil {
+			if err := checkHost(h, mode, s.OnDemand, dns01); err != nil {
 				errs = append(errs, &SiteError{i, "hosts", err})
 				continue
 			}
@@ -215,7 +293,7 @@ func checkSites(sites []Site) (map[int]*manualCert, error) {
 	return manual, errors.Join(errs...)
 }
 
-func checkHost(h, mode string, onDemand bool) error {
+func checkHost(h, mode string, onDemand, dns01 bool) error {
 	if h == "" {
 		return errors.New("empty host name")
 	}
@@ -232,8 +310,8 @@ func checkHost(h, mode string, onDemand bool) error {
 		if !strings.HasPrefix(h, "*.") || h[2:] == "" || strings.Contains(h[2:], "*") {
 			return fmt.Errorf("host %q: a wildcard must be the whole leftmost label, as in *.example.com", h)
 		}
-		if mode == ModeACME && !onDemand {
-			return fmt.Errorf("host %q: a wildcard certificate from an ACME CA needs the DNS-01 challenge, which edged does not support yet; use on_demand = true (one certificate per name, behind an ask URL), tls = \"internal\", or a manual cert", h)
+		if mode == ModeACME && !onDemand && !dns01 {
+			return fmt.Errorf("host %q: a wildcard certificate from an ACME CA needs the DNS-01 challenge: configure [tls.dns] (an RFC 2136 server and TSIG key), or use on_demand = true (one certificate per name, behind an ask URL), tls = \"internal\", or a manual cert", h)
 		}
 	}
 	return nil
@@ -297,6 +375,7 @@ type normOptions struct {
 	keyType    certmagic.KeyType
 	http01     bool
 	tlsalpn01  bool
+	dns01      bool
 	storageDir string
 }
 
@@ -341,7 +420,7 @@ func (o Options) normalize() (*normOptions, error) {
 		errs = append(errs, fmt.Errorf("tls.key_type %q: want p256, p384, rsa2048, rsa4096 or ed25519", o.KeyType))
 	}
 	if len(o.Challenges) == 0 {
-		n.http01, n.tlsalpn01 = true, true
+		n.http01, n.tlsalpn01, n.dns01 = true, true, o.DNS != nil
 	}
 	for _, c := range o.Challenges {
 		switch strings.ToLower(c) {
@@ -349,10 +428,27 @@ func (o Options) normalize() (*normOptions, error) {
 			n.http01 = true
 		case ChallengeTLSALPN01:
 			n.tlsalpn01 = true
-		case "dns-01":
-			errs = append(errs, errors.New("tls.challenges: dns-01 is not supported yet (it needs a DNS provider); use http-01 and/or tls-alpn-01"))
+		case ChallengeDNS01:
+			n.dns01 = true
+			if o.DNS == nil {
+				errs = append(errs, &OptionError{"challenges", errors.New("dns-01 needs [tls.dns]: the server that accepts RFC 2136 updates for the zone, and its TSIG key")})
+			}
 		default:
-			errs = append(errs, fmt.Errorf("tls.challenges: unknown challenge %q: want http-01 or tls-alpn-01", c))
+			errs = append(errs, &OptionError{"challenges", fmt.Errorf("unknown challenge %q: want http-01, tls-alpn-01 or dns-01", c)})
+		}
+	}
+	if d := o.DNS; d != nil {
+		if !n.dns01 {
+			errs = append(errs, &OptionError{"challenges", errors.New("[tls.dns] is set but challenges does not list dns-01")})
+		}
+		errs = append(errs, checkDNSProvider(d)...)
+		for _, r := range d.Resolvers {
+			if r == "" || strings.ContainsAny(r, " /") {
+				errs = append(errs, &OptionError{"dns.resolvers", fmt.Errorf("%q: want host or host:port", r)})
+			}
+		}
+		if d.PropagationTimeout < -1 || d.PropagationDelay < 0 {
+			errs = append(errs, &OptionError{"dns", errors.New("propagation_timeout and propagation_delay must not be negative")})
 		}
 	}
 	if o.RenewalWindowRatio < 0 || o.RenewalWindowRatio >= 1 {

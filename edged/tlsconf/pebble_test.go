@@ -101,6 +101,10 @@ type pebbleOpts struct {
 	httpPort, tlsPort int // where the validation authority connects
 	shortlived        int // validity in seconds of the "shortlived" profile
 	listenPort        int // 0: pick one
+	// dnsServer is the DNS server pebble's validation authority asks
+	// (a real authoritative server for DNS-01 tests); "" starts
+	// pebble-challtestsrv answering 127.0.0.1 for every name.
+	dnsServer string
 }
 
 type pebble struct {
@@ -163,17 +167,22 @@ func startPebble(t testing.TB, o pebbleOpts) *pebble {
 		t.Fatal(err)
 	}
 
-	chal := exec.Command(filepath.Join(bin, "pebble-challtestsrv"),
-		"-dnsserver", fmt.Sprintf("127.0.0.1:%d", dnsPort),
-		"-management", fmt.Sprintf("127.0.0.1:%d", chalMgmt),
-		"-http01", "", "-https01", "", "-tlsalpn01", "", "-doh", "",
-		"-defaultIPv4", "127.0.0.1", "-defaultIPv6", "")
-	chal.Stdout, chal.Stderr = p.out, p.out
-	peb := exec.Command(filepath.Join(bin, "pebble"), "-config", cfgFile,
-		"-dnsserver", fmt.Sprintf("127.0.0.1:%d", dnsPort))
+	var cmds []*exec.Cmd
+	dnsServer := o.dnsServer
+	if dnsServer == "" {
+		dnsServer = fmt.Sprintf("127.0.0.1:%d", dnsPort)
+		chal := exec.Command(filepath.Join(bin, "pebble-challtestsrv"),
+			"-dnsserver", dnsServer,
+			"-management", fmt.Sprintf("127.0.0.1:%d", chalMgmt),
+			"-http01", "", "-https01", "", "-tlsalpn01", "", "-doh", "",
+			"-defaultIPv4", "127.0.0.1", "-defaultIPv6", "")
+		chal.Stdout, chal.Stderr = p.out, p.out
+		cmds = append(cmds, chal)
+	}
+	peb := exec.Command(filepath.Join(bin, "pebble"), "-config", cfgFile, "-dnsserver", dnsServer)
 	peb.Env = append(os.Environ(), "PEBBLE_VA_NOSLEEP=1", "PEBBLE_WFE_NONCEREJECT=0")
 	peb.Stdout, peb.Stderr = p.out, p.out
-	for _, c := range []*exec.Cmd{chal, peb} {
+	for _, c := range append(cmds, peb) {
 		if err := c.Start(); err != nil {
 			t.Fatalf("starting %s: %v", c.Path, err)
 		}
