@@ -11,6 +11,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/edgeapp/edgeapp/edged/reqinfo"
 )
 
 // A fill is one origin fetch that any number of requests for the same key
@@ -51,6 +53,7 @@ type fill struct {
 	fwd     string  // Cache-Status fwd reason: uri-miss, vary-miss, stale, request
 	reqTime time.Time
 	cancel  context.CancelFunc
+	info    *reqinfo.Info // the fetch's own record (the proxy writes it); nil without one
 
 	ready    chan struct{} // closed once kind and the fields below are set
 	kind     int
@@ -105,6 +108,12 @@ func (c *Cache) spillFile() (*os.File, string, error) {
 // the full response), with the stale object's validators if revalidating.
 func outgoing(r *http.Request, stale *object) (*http.Request, context.CancelFunc) {
 	ctx, cancel := context.WithCancel(context.WithoutCancel(r.Context()))
+	if info := reqinfo.From(ctx); info != nil {
+		// The fetch may outlive the request: it gets its own copy, which
+		// waiters read once it is ready (upstreamInfo).
+		own := *info
+		ctx = reqinfo.NewContext(ctx, &own)
+	}
 	out := r.Clone(ctx)
 	out.Method = http.MethodGet
 	out.Body = http.NoBody
@@ -128,6 +137,7 @@ func outgoing(r *http.Request, stale *object) (*http.Request, context.CancelFunc
 func (f *fill) start(origin http.Handler) {
 	out, cancel := outgoing(f.req, f.stale)
 	f.cancel = cancel
+	f.info = reqinfo.From(out.Context())
 	f.reqTime = f.c.o.Now()
 	go f.run(origin, out)
 }

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/edgeapp/edgeapp/edged/reqinfo"
 )
 
 // Handler returns the route handler: it answers from the cache where RFC
@@ -63,6 +65,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		switch {
 		case m.lifetime > age:
 			if !m.noCache && reqAccepts(&rcc, m, age) {
+				setStatus(r, "HIT")
 				if h.serveObject(w, r, o, m, age, "", true) {
 					return
 				}
@@ -75,6 +78,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		default:
 			stale := age - m.lifetime
 			if !m.mustReval && !m.noCache && (rcc.maxStaleAny || (rcc.maxStale >= 0 && stale <= time.Duration(rcc.maxStale)*time.Second)) {
+				setStatus(r, "STALE")
 				if h.serveObject(w, r, o, m, age, "", true) {
 					c.met.stale.Inc()
 					return
@@ -82,6 +86,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				break
 			}
 			if !rcc.noCache && m.staleOK(stale, m.swr) {
+				setStatus(r, "STALE")
 				if h.serveObject(w, r, o, m, age, "detail=stale-while-revalidate", true) {
 					c.met.stale.Inc()
 					h.revalidateInBackground(r, string(kbuf), &rcc, o)
@@ -101,6 +106,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	c.met.misses.Inc()
+	setStatus(r, "MISS")
 	if r.Method == http.MethodHead {
 		// A HEAD miss is forwarded as it is and not stored.
 		w.Header().Set("Cache-Status", "edged; fwd="+fwd)
@@ -235,6 +241,7 @@ func (h *handler) follow(w http.ResponseWriter, r *http.Request, key string, rcc
 
 // deliver answers r from a resolved fill.
 func (h *handler) deliver(w http.ResponseWriter, r *http.Request, f *fill, leader bool) {
+	upstreamInfo(r, f)
 	switch f.kind {
 	case kindStream:
 		defer f.body.release()
@@ -313,6 +320,7 @@ func (h *handler) revalidateInBackground(r *http.Request, key string, rcc *reqCC
 // upgrades) to the origin.
 func (h *handler) bypass(w http.ResponseWriter, r *http.Request) {
 	h.c.met.bypass.Inc()
+	setStatus(r, "BYPASS")
 	h.origin.ServeHTTP(w, r)
 }
 
@@ -321,6 +329,7 @@ func (h *handler) bypass(w http.ResponseWriter, r *http.Request) {
 // Content-Location (RFC 9111 4.4).
 func (h *handler) unsafe(w http.ResponseWriter, r *http.Request) {
 	h.c.met.bypass.Inc()
+	setStatus(r, "BYPASS")
 	sw := &statusWriter{ResponseWriter: w}
 	h.origin.ServeHTTP(sw, r)
 	if sw.status == 0 {
@@ -374,3 +383,21 @@ func (s *statusWriter) Write(p []byte) (int, error) {
 func (s *statusWriter) Flush() { http.NewResponseController(s.ResponseWriter).Flush() }
 
 func (s *statusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
+
+// setStatus records the cache's answer for the access log.
+func setStatus(r *http.Request, status string) {
+	if info := reqinfo.From(r.Context()); info != nil {
+		info.CacheStatus = status
+	}
+}
+
+// upstreamInfo copies what the fetch learnt about the upstream into r's
+// record. The fetch wrote those fields before its response head, which
+// happened before f.ready closed.
+func upstreamInfo(r *http.Request, f *fill) {
+	info := reqinfo.From(r.Context())
+	if info == nil || f.info == nil {
+		return
+	}
+	info.Upstream, info.UpstreamStatus, info.UpstreamTime = f.info.Upstream, f.info.UpstreamStatus, f.info.UpstreamTime
+}

@@ -59,8 +59,9 @@ type Server struct {
 
 // AccessLog configures the per-request log.
 type AccessLog struct {
-	Output string `toml:"output"` // "off" (default), "stdout", "stderr" or a file path; reopened on SIGUSR1
-	Format string `toml:"format"` // "combined" (default) or "json"
+	Output string   `toml:"output"` // "off" (default), "stdout", "stderr", "journal" or a file path; reopened on SIGUSR1
+	Format string   `toml:"format"` // "combined" (default), "json" or a template with $variables (nginx log_format)
+	Fields []string `toml:"fields"` // JSON keys and journal fields; default accesslog.DefaultFields
 }
 
 // Compress configures dynamic compression for routes that allow it.
@@ -199,8 +200,9 @@ type Route struct {
 
 	RequestHeaders  HeaderOps     `toml:"request_headers"`
 	ResponseHeaders HeaderOps     `toml:"response_headers"`
-	MaxBody         tomlconf.Size `toml:"max_body"` // overrides [server] max_body for this route
-	Compress        *bool         `toml:"compress"` // dynamic compression; default true
+	MaxBody         tomlconf.Size `toml:"max_body"`   // overrides [server] max_body for this route
+	Compress        *bool         `toml:"compress"`   // dynamic compression; default true
+	AccessLog       *bool         `toml:"access_log"` // log this route's requests; default true (nginx access_log off)
 }
 
 // HeaderOps edits headers: Set replaces, Add appends, Remove deletes.

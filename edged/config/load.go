@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/edgeapp/edgeapp/edged/accesslog"
 	"github.com/edgeapp/edgeapp/edged/proxy"
 	"github.com/edgeapp/edgeapp/internal/logging"
 	"github.com/edgeapp/edgeapp/internal/systemd"
@@ -279,13 +280,8 @@ func (c *Config) Validate() error {
 	if s.MaxHeaderBytes < 1024 {
 		bad("server.max_header_bytes", "%v is too small to hold a request's headers (at least 1KiB)", s.MaxHeaderBytes)
 	}
-	switch c.AccessLog.Format {
-	case "combined", "json":
-	default:
-		bad("access_log.format", "%q: want \"combined\" or \"json\"", c.AccessLog.Format)
-	}
-	if o := c.AccessLog.Output; o != "off" && o != "stdout" && o != "stderr" && !filepath.IsAbs(o) {
-		bad("access_log.output", "%q: want \"off\", \"stdout\", \"stderr\" or an absolute file path", o)
+	if err := accesslog.Check(accesslog.Options{Output: c.AccessLog.Output, Format: c.AccessLog.Format, Fields: c.AccessLog.Fields}); err != nil {
+		bad("access_log", "%v", err)
 	}
 	if l := c.Compress.GzipLevel; l != 0 && (l < 1 || l > 9) {
 		bad("compress.gzip_level", "%d: want 1 to 9", l)

@@ -174,6 +174,12 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		} else {
 			start := time.Now()
 			res, err := s.tr.t.RoundTrip(req)
+			if info := reqinfo.From(r.Context()); info != nil {
+				info.Upstream, info.UpstreamTime = s.cfg.Addr, time.Since(start)
+				if err == nil {
+					info.UpstreamStatus = res.StatusCode
+				}
+			}
 			if err == nil {
 				s.st.total.Add(1)
 				s.st.metrics.latency.Observe(time.Since(start).Seconds())

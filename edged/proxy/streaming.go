@@ -10,6 +10,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/edgeapp/edgeapp/edged/reqinfo"
 )
 
 var bufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
@@ -127,6 +129,9 @@ func (h *handler) serveUpgrade(w http.ResponseWriter, r *http.Request, req *http
 	_ = conn.SetDeadline(time.Time{})
 	s.st.total.Add(1)
 	s.st.metrics.latency.Observe(time.Since(start).Seconds())
+	if info := reqinfo.From(ctx); info != nil {
+		info.Upstream, info.UpstreamStatus, info.UpstreamTime = s.cfg.Addr, res.StatusCode, time.Since(start)
+	}
 
 	if res.StatusCode != http.StatusSwitchingProtocols {
 		// Refused (401, 426, ...): an ordinary response on a connection

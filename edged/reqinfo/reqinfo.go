@@ -34,6 +34,8 @@ type Info struct {
 	RequestID string
 	Site      string
 	Route     string
+	// User is the name basic auth accepted ("" when none).
+	User string
 
 	// Upstream is the address of the upstream server that answered (the
 	// last one tried), UpstreamStatus its status, UpstreamTime from sending

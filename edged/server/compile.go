@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/edgeapp/edgeapp/edged/accesslog"
 	"github.com/edgeapp/edgeapp/edged/cache"
 	"github.com/edgeapp/edgeapp/edged/compress"
 	"github.com/edgeapp/edgeapp/edged/config"
@@ -45,6 +46,7 @@ type routeData struct {
 	handler http.Handler
 	respOps *headerOps
 	metrics *routeMetrics
+	noLog   bool // access_log = false on the route
 }
 
 // compile builds a runtime from a validated config. prev (may be nil)
@@ -121,6 +123,7 @@ func (s *Server) compile(cfg *config.Config, prev *runtime) (*runtime, error) {
 					handler: h,
 					respOps: newHeaderOps(rc.ResponseHeaders.Set, rc.ResponseHeaders.Add, rc.ResponseHeaders.Remove),
 					metrics: s.metrics.forRoute(name, rname),
+					noLog:   rc.AccessLog != nil && !*rc.AccessLog,
 				},
 			})
 		}
@@ -339,4 +342,9 @@ func tlsOptions(cfg *config.Config, log *slog.Logger) tlsconf.Options {
 		o.OnDemand = &tlsconf.OnDemand{Ask: t.OnDemand.Ask, RateLimit: t.OnDemand.Rate, RateInterval: t.OnDemand.Interval.D(), RefuseCacheFor: time.Minute}
 	}
 	return o
+}
+
+func accessLogOptions(cfg *config.Config, log *slog.Logger) accesslog.Options {
+	a := cfg.AccessLog
+	return accesslog.Options{Output: a.Output, Format: a.Format, Fields: a.Fields, Log: log}
 }

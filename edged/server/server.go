@@ -120,7 +120,7 @@ func New(opts Options) (*Server, error) {
 		s.closeListeners()
 		return nil, err
 	}
-	al, err := accesslog.Open(cfg.AccessLog.Output, cfg.AccessLog.Format)
+	al, err := accesslog.Open(accessLogOptions(cfg, s.log))
 	if err != nil {
 		s.closeListeners()
 		return nil, err
@@ -389,8 +389,8 @@ func (s *Server) reload() error {
 		return err
 	}
 	s.warnRestartOnly(old.cfg, cfg)
-	if cfg.AccessLog != old.cfg.AccessLog {
-		al, err := accesslog.Open(cfg.AccessLog.Output, cfg.AccessLog.Format)
+	if !reflect.DeepEqual(cfg.AccessLog, old.cfg.AccessLog) {
+		al, err := accesslog.Open(accessLogOptions(cfg, s.log))
 		if err != nil {
 			closePools(rt.pools, old)
 			return err
@@ -487,6 +487,11 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, secure bool) {
 	// of its own, so that the client cannot have it removed.
 	proxy.StripConnectionListed(r.Header)
 	info.SetClient(r.RemoteAddr, r.Header["X-Forwarded-For"], rt.trusted)
+	var body *countingBody
+	if r.Body != nil && r.Body != http.NoBody {
+		body = &countingBody{ReadCloser: r.Body}
+		r.Body = body
+	}
 	if s.stopping.Load() {
 		w.Header()["Connection"] = []string{"close"}
 	}
@@ -495,6 +500,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, secure bool) {
 		w.Header()[rt.requestID] = []string{info.RequestID}
 	}
 	var rm *routeMetrics
+	logged := true
 	defer func() {
 		if rw.status == 0 {
 			rw.status = http.StatusOK // handler wrote nothing
@@ -502,15 +508,13 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, secure bool) {
 		if rm != nil {
 			rm.observe(rw.status, time.Since(start).Seconds())
 		}
-		if al := s.accessLog.Load(); al != nil {
-			remote := hostOnly(r.RemoteAddr)
-			if info.Client.IsValid() {
-				remote = info.Client.String()
-			}
+		if body != nil {
+			info.BytesIn = max(info.BytesIn, body.n.Load())
+		}
+		if al := s.accessLog.Load(); al != nil && logged {
 			al.Log(&accesslog.Entry{
-				Time: start, RemoteIP: remote, Method: r.Method, URI: r.RequestURI, Proto: r.Proto,
-				Status: rw.status, Bytes: rw.bytes, Referer: r.Referer(), UserAgent: r.UserAgent(), Host: r.Host,
-				Duration: time.Since(start), RequestID: info.RequestID, Upstream: info.Route,
+				Time: start, Request: r, Info: info, Status: rw.status, BytesOut: rw.bytes,
+				Duration: time.Since(start), ResponseHeader: rw.Header(),
 			})
 		}
 	}()
@@ -541,6 +545,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, secure bool) {
 	}
 	rd := route.Data.(*routeData)
 	rm, info.Route = rd.metrics, route.Name
+	logged = !rd.noLog
 	if secure && sd.hsts != nil {
 		rw.Header()["Strict-Transport-Security"] = sd.hsts
 	}
