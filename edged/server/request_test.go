@@ -70,7 +70,7 @@ servers = ["`+up+`"]
 		}
 		line := waitForLine(t, filepath.Join(ts.dir, "access.log"))
 		var e struct {
-			RemoteIP string `json:"remote_ip"`
+			RemoteIP string `json:"client"`
 		}
 		if err := json.Unmarshal([]byte(line), &e); err != nil || e.RemoteIP != c.want {
 			t.Errorf("trusted %s: access log %s (remote %q), want %s", c.trusted, line, e.RemoteIP, c.want)
