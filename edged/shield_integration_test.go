@@ -5,8 +5,11 @@ package main
 // log, against the real edged binary and real upstreams.
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -110,5 +113,208 @@ servers = [%q]
 	}
 	if p["client"] != "127.0.0.1" || p["cache"] != "BYPASS" || p["bytes_out"] != 2.0 || p["bytes_in"] != 10.0 {
 		t.Errorf("POST record: %v", p)
+	}
+}
+
+// adminGet fetches a path from edged's admin socket.
+func adminGet(t *testing.T, e *edged, path string) string {
+	t.Helper()
+	admin := filepath.Join(filepath.Dir(e.config), "admin.sock")
+	ac := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return net.Dial("unix", admin)
+	}}}
+	res, err := ac.Get("http://edged" + path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	return string(b)
+}
+
+// TestRateLimit: a client hammering a limited route for a window gets the
+// rate plus the burst through to a real upstream and 429 with Retry-After
+// for the rest; another route is not limited; the zone's state shows in
+// /status and /metrics.
+func TestRateLimit(t *testing.T) {
+	up := upstream(t, "a")
+	e := startEdged(t, fmt.Sprintf(`
+[server]
+admin = "{{ADMIN}}"
+[limit.api]
+rate = "20r/s"
+burst = 10
+nodelay = true
+[upstream.app]
+servers = [%q]
+[[site]]
+limit = ["api"]
+  [[site.route]]
+  path = "/"
+  upstream = "app"
+  [[site.route]]
+  path = "/free/"
+  upstream = "app"
+  limit = []
+`, up))
+	c := &http.Client{Timeout: 10 * time.Second}
+	const window = 2 * time.Second
+	start := time.Now()
+	var first time.Time // the zone's clock starts at the first request
+	var ok, refused int
+	for i := 0; time.Since(start) < window && i < 100000; i++ {
+		res, err := c.Get(e.httpURL + "/x")
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, res.Body)
+		res.Body.Close()
+		if first.IsZero() {
+			first = time.Now()
+		}
+		switch res.StatusCode {
+		case 200:
+			ok++
+		case 429:
+			refused++
+			if ra := res.Header.Get("Retry-After"); ra != "1" {
+				t.Fatalf("Retry-After %q", ra)
+			}
+		default:
+			t.Fatalf("status %d", res.StatusCode)
+		}
+	}
+	elapsed := time.Since(first)
+	want := 20*elapsed.Seconds() + 11
+	t.Logf("%d admitted, %d refused in %v (want about %.0f admitted)", ok, refused, elapsed, want)
+	if float64(ok) < want-3 || float64(ok) > want+3 || refused == 0 {
+		t.Fatalf("%d admitted, %d refused in %v; want about %.0f admitted", ok, refused, elapsed, want)
+	}
+	for range 50 {
+		if code, _ := get(t, c, e.httpURL+"/free/x"); code != 200 {
+			t.Fatalf("route with limit = [] answered %d", code)
+		}
+	}
+	var st struct {
+		Limits []struct {
+			Name    string
+			Keys    int
+			Busiest []struct{ Key string }
+		}
+	}
+	if err := json.Unmarshal([]byte(adminGet(t, e, "/status")), &st); err != nil || len(st.Limits) != 1 || st.Limits[0].Name != "api" || st.Limits[0].Keys != 1 {
+		t.Fatalf("/status limits: %v %+v", err, st)
+	}
+	metrics := adminGet(t, e, "/metrics")
+	for _, want := range []string{
+		fmt.Sprintf(`edged_limit_requests_total{result="refused",route="default/",site="default",zone="api"} %d`, refused),
+		`edged_limit_keys{zone="api"} 1`,
+	} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+}
+
+// TestLimitStateSurvivesReload: a client that spent its allowance stays
+// refused after a reload that keeps the zone, and a new zone starts fresh.
+func TestLimitStateSurvivesReload(t *testing.T) {
+	cfg := `
+[server]
+admin = "{{ADMIN}}"
+[limit.%s]
+rate = "1r/m"
+burst = 2
+nodelay = true
+[[site]]
+limit = [%q]
+  [[site.route]]
+  path = "/"
+  respond = %q
+`
+	e := startEdged(t, fmt.Sprintf(cfg, "slow", "slow", "one"))
+	c := &http.Client{Timeout: 10 * time.Second}
+	var codes []int
+	for range 4 {
+		code, _ := get(t, c, e.httpURL+"/")
+		codes = append(codes, code)
+	}
+	if fmt.Sprint(codes) != "[200 200 200 429]" {
+		t.Fatalf("before reload: %v", codes)
+	}
+	e.reload(fmt.Sprintf(cfg, "slow", "slow", "two"))
+	if code, body := get(t, c, e.httpURL+"/"); code != 429 {
+		t.Fatalf("after a reload keeping the zone: %d %q", code, body)
+	}
+	e.reload(fmt.Sprintf(cfg, "other", "other", "three"))
+	if code, body := get(t, c, e.httpURL+"/"); code != 200 || body != "three" {
+		t.Fatalf("with a new zone: %d %q", code, body)
+	}
+}
+
+// TestAllowDenyAfterTrustedProxies: allow/deny decide on the client
+// address after trusted_proxies, per site and per route; from a peer that
+// is not trusted, X-Forwarded-For is ignored.
+func TestAllowDenyAfterTrustedProxies(t *testing.T) {
+	up := upstream(t, "a")
+	cfg := `
+[server]
+admin = "{{ADMIN}}"
+trusted_proxies = %s
+[upstream.app]
+servers = [%q]
+[[site]]
+allow = ["203.0.113.0/24"]
+  [[site.route]]
+  path = "/"
+  upstream = "app"
+  [[site.route]]
+  path = "/open/"
+  respond = "open"
+  allow = ["all"]
+  [[site.route]]
+  path = "/lan/"
+  respond = "lan"
+  allow = ["all"]
+  deny = ["203.0.113.128/25"]
+`
+	e := startEdged(t, fmt.Sprintf(cfg, `["127.0.0.0/8"]`, up))
+	c := &http.Client{Timeout: 10 * time.Second}
+	status := func(path, xff string) int {
+		t.Helper()
+		req, _ := http.NewRequest("GET", e.httpURL+path, nil)
+		if xff != "" {
+			req.Header.Set("X-Forwarded-For", xff)
+		}
+		res, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, res.Body)
+		res.Body.Close()
+		return res.StatusCode
+	}
+	for _, cse := range []struct {
+		path, xff string
+		want      int
+	}{
+		{"/a", "203.0.113.5", 200},
+		{"/a", "198.51.100.1", 403},
+		{"/a", "", 403}, // the proxy itself is not in the allow list
+		{"/a", "203.0.113.5, 198.51.100.1", 403},
+		{"/open/", "198.51.100.1", 200},
+		{"/lan/", "203.0.113.5", 200},
+		{"/lan/", "203.0.113.200", 403},
+	} {
+		if got := status(cse.path, cse.xff); got != cse.want {
+			t.Errorf("trusted: %s from %q: %d, want %d", cse.path, cse.xff, got, cse.want)
+		}
+	}
+	e.reload(fmt.Sprintf(cfg, `[]`, up))
+	if got := status("/a", "203.0.113.5"); got != 403 {
+		t.Errorf("a forged X-Forwarded-For from an untrusted peer passed: %d", got)
+	}
+	if !strings.Contains(adminGet(t, e, "/metrics"), `edged_access_denied_total{route="default/",site="default"}`) {
+		t.Error("edged_access_denied_total missing")
 	}
 }

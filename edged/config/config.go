@@ -22,6 +22,7 @@ type Config struct {
 	Sites     []Site               `toml:"site"`
 	Upstreams map[string]*Upstream `toml:"upstream"`
 	Caches    map[string]*Cache    `toml:"cache"`
+	Limits    map[string]*Limit    `toml:"limit"`
 
 	// Doc locates keys for error messages; nil for configs built in code.
 	Doc *tomlconf.Doc `toml:"-"`
@@ -129,6 +130,7 @@ type Site struct {
 	RedirectHTTP *bool   `toml:"redirect_http"` // TLS sites redirect plain HTTP with 308; default true
 	OnDemand     bool    `toml:"on_demand"`     // issue at first handshake (needs [tls.on_demand] ask)
 	Routes       []Route `toml:"route"`
+	Shield               // limits, access control, auth, error pages, maintenance (shield.go)
 }
 
 // SiteTLS is the tls key of a site: a mode string or manual files.
@@ -203,6 +205,7 @@ type Route struct {
 	MaxBody         tomlconf.Size `toml:"max_body"`   // overrides [server] max_body for this route
 	Compress        *bool         `toml:"compress"`   // dynamic compression; default true
 	AccessLog       *bool         `toml:"access_log"` // log this route's requests; default true (nginx access_log off)
+	Shield                        // limits, access control, auth, error pages, maintenance (shield.go)
 }
 
 // HeaderOps edits headers: Set replaces, Add appends, Remove deletes.

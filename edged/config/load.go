@@ -298,6 +298,7 @@ func (c *Config) Validate() error {
 	c.validateSites(bad)
 	c.validateUpstreams(bad)
 	c.validateCaches(bad)
+	c.validateLimits(bad)
 	return errs.Err()
 }
 
@@ -393,9 +394,11 @@ func (c *Config) validateSites(bad func(string, string, ...any)) {
 		if len(site.Routes) == 0 {
 			bad(key, "site has no [[site.route]]")
 		}
+		c.validateShield(bad, key, site.Shield, false)
 		paths := map[string]int{}
 		for j, r := range site.Routes {
 			c.validateRoute(bad, fmt.Sprintf("%s.route[%d]", key, j), r)
+			c.validateShield(bad, fmt.Sprintf("%s.route[%d]", key, j), r.Shield, true)
 			pk := r.Path
 			if r.Exact {
 				pk = "=" + pk

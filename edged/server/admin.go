@@ -9,6 +9,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/edgeapp/edgeapp/edged/limit"
 	"github.com/edgeapp/edgeapp/edged/proxy"
 	"github.com/edgeapp/edgeapp/edged/tlsconf"
 )
@@ -23,6 +24,7 @@ type Status struct {
 	Upstreams    map[string][]proxy.ServerStatus `json:"upstreams"`
 	Certificates []tlsconf.CertStatus            `json:"certificates"`
 	Caches       []string                        `json:"caches"`
+	Limits       []limit.Status                  `json:"limits"`
 }
 
 func (s *Server) adminHandler() http.Handler {
@@ -52,6 +54,9 @@ func (s *Server) Status() Status {
 	}
 	for name, p := range rt.pools {
 		st.Upstreams[name] = p.Status()
+	}
+	for _, z := range rt.zoneList() {
+		st.Limits = append(st.Limits, z.Status())
 	}
 	s.cacheMu.Lock()
 	for name := range s.caches {

@@ -14,6 +14,7 @@ import (
 	"github.com/edgeapp/edgeapp/edged/cache"
 	"github.com/edgeapp/edgeapp/edged/compress"
 	"github.com/edgeapp/edgeapp/edged/config"
+	"github.com/edgeapp/edgeapp/edged/limit"
 	"github.com/edgeapp/edgeapp/edged/proxy"
 	"github.com/edgeapp/edgeapp/edged/router"
 	"github.com/edgeapp/edgeapp/edged/static"
@@ -28,6 +29,7 @@ type runtime struct {
 	cfg        *config.Config
 	router     *router.Router
 	pools      map[string]*proxy.Pool
+	zones      map[string]*limit.Zone // [limit.NAME]; their per-key state passes to the next runtime
 	trusted    []netip.Prefix
 	requestID  string // header name, "" when disabled
 	generation int
@@ -91,6 +93,7 @@ func (s *Server) compile(cfg *config.Config, prev *runtime) (*runtime, error) {
 		}
 		rt.pools[name] = pool
 	}
+	s.compileLimits(cfg, rt, prev, fail)
 	var compressMW func(http.Handler) http.Handler
 	if mw, err := compress.New(compress.Options{Types: cfg.Compress.Types, MinSize: int64(cfg.Compress.MinSize), Encodings: cfg.Compress.Encodings, GzipLevel: cfg.Compress.GzipLevel, ZstdLevel: cfg.Compress.ZstdLevel}); err != nil {
 		fail("compress", err)
@@ -116,6 +119,10 @@ func (s *Server) compile(cfg *config.Config, prev *runtime) (*runtime, error) {
 			rname := rc.Path
 			if rc.Exact {
 				rname = "=" + rc.Path
+			}
+			if h, err = s.shieldRoute(rt, sc, rc, name, name+rname, key, h); err != nil {
+				fail(key, err)
+				continue
 			}
 			site.Routes = append(site.Routes, router.Route{
 				Path: rc.Path, Exact: rc.Exact, Name: name + rname,

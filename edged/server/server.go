@@ -27,6 +27,7 @@ import (
 	"github.com/edgeapp/edgeapp/edged/accesslog"
 	"github.com/edgeapp/edgeapp/edged/cache"
 	"github.com/edgeapp/edgeapp/edged/config"
+	"github.com/edgeapp/edgeapp/edged/limit"
 	"github.com/edgeapp/edgeapp/edged/proxy"
 	"github.com/edgeapp/edgeapp/edged/reqinfo"
 	"github.com/edgeapp/edgeapp/edged/tlsconf"
@@ -51,6 +52,7 @@ type Server struct {
 	metrics      *metrics
 	proxyMetrics *proxy.Metrics
 	cacheMetrics *cache.Metrics
+	limitMetrics *limit.Metrics
 	tlsMetrics   *tlsconf.Metrics
 	tls          *tlsconf.Manager
 
@@ -105,6 +107,7 @@ func New(opts Options) (*Server, error) {
 	s.metrics = newMetrics(s.registry)
 	s.proxyMetrics = proxy.NewMetrics(s.registry)
 	s.cacheMetrics = cache.NewMetrics(s.registry)
+	s.limitMetrics = limit.NewMetrics(s.registry, func() []*limit.Zone { return s.current.Load().zoneList() })
 	s.tlsMetrics = tlsconf.NewMetrics(s.registry)
 
 	if err := s.openListeners(cfg); err != nil {

@@ -1,0 +1,63 @@
+package server
+
+import (
+	"fmt"
+	"net/http"
+	"sort"
+
+	"github.com/edgeapp/edgeapp/edged/config"
+	"github.com/edgeapp/edgeapp/edged/limit"
+)
+
+// compileLimits builds the [limit.NAME] zones. Each takes over the per-key
+// state of the running zone of the same name and key (prev may be nil), so
+// clients keep their buckets across a reload; nothing of prev changes.
+func (s *Server) compileLimits(cfg *config.Config, rt, prev *runtime, fail func(string, error)) {
+	rt.zones = map[string]*limit.Zone{}
+	for name, zc := range cfg.Limits {
+		var old *limit.Zone
+		if prev != nil {
+			old = prev.zones[name]
+		}
+		z, err := limit.NewZone(zc.LimitConfig(name), old, s.log)
+		if err != nil {
+			fail("limit."+name, err)
+			continue
+		}
+		rt.zones[name] = z
+	}
+}
+
+// zoneList is the running zones, by name (for /status and /metrics).
+func (rt *runtime) zoneList() []*limit.Zone {
+	if rt == nil {
+		return nil
+	}
+	out := make([]*limit.Zone, 0, len(rt.zones))
+	for _, z := range rt.zones {
+		out = append(out, z)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name() < out[j].Name() })
+	return out
+}
+
+// shieldRoute wraps a route's handler in what holds clients back, outermost
+// first: limits. A route's setting replaces its site's.
+func (s *Server) shieldRoute(rt *runtime, sc config.Site, rc config.Route, site, route, key string, h http.Handler) (http.Handler, error) {
+	names := sc.Limit
+	if rc.Limit != nil {
+		names = rc.Limit
+	}
+	if len(names) > 0 {
+		zones := make([]*limit.Zone, 0, len(names))
+		for _, n := range names {
+			z := rt.zones[n]
+			if z == nil {
+				return nil, fmt.Errorf("limit zone %q did not compile", n)
+			}
+			zones = append(zones, z)
+		}
+		h = limit.Handler(zones, s.limitMetrics, site, route, h)
+	}
+	return h, nil
+}
