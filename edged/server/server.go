@@ -24,6 +24,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/edgeapp/edgeapp/edged/access"
 	"github.com/edgeapp/edgeapp/edged/accesslog"
 	"github.com/edgeapp/edgeapp/edged/cache"
 	"github.com/edgeapp/edgeapp/edged/config"
@@ -48,13 +49,14 @@ type Server struct {
 	log      *slog.Logger
 	notifier *systemd.Notifier
 
-	registry     *prometheus.Registry
-	metrics      *metrics
-	proxyMetrics *proxy.Metrics
-	cacheMetrics *cache.Metrics
-	limitMetrics *limit.Metrics
-	tlsMetrics   *tlsconf.Metrics
-	tls          *tlsconf.Manager
+	registry      *prometheus.Registry
+	metrics       *metrics
+	proxyMetrics  *proxy.Metrics
+	cacheMetrics  *cache.Metrics
+	limitMetrics  *limit.Metrics
+	accessMetrics *access.Metrics
+	tlsMetrics    *tlsconf.Metrics
+	tls           *tlsconf.Manager
 
 	cacheMu   sync.Mutex
 	caches    map[string]*cache.Cache
@@ -108,6 +110,7 @@ func New(opts Options) (*Server, error) {
 	s.proxyMetrics = proxy.NewMetrics(s.registry)
 	s.cacheMetrics = cache.NewMetrics(s.registry)
 	s.limitMetrics = limit.NewMetrics(s.registry, func() []*limit.Zone { return s.current.Load().zoneList() })
+	s.accessMetrics = access.NewMetrics(s.registry)
 	s.tlsMetrics = tlsconf.NewMetrics(s.registry)
 
 	if err := s.openListeners(cfg); err != nil {

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"sort"
 
+	"github.com/edgeapp/edgeapp/edged/access"
 	"github.com/edgeapp/edgeapp/edged/config"
 	"github.com/edgeapp/edgeapp/edged/limit"
 )
@@ -41,8 +42,9 @@ func (rt *runtime) zoneList() []*limit.Zone {
 	return out
 }
 
-// shieldRoute wraps a route's handler in what holds clients back, outermost
-// first: limits. A route's setting replaces its site's.
+// shieldRoute wraps a route's handler in what holds clients back; the
+// outermost runs first: allow/deny, then limits. A route's setting
+// replaces its site's.
 func (s *Server) shieldRoute(rt *runtime, sc config.Site, rc config.Route, site, route, key string, h http.Handler) (http.Handler, error) {
 	names := sc.Limit
 	if rc.Limit != nil {
@@ -58,6 +60,17 @@ func (s *Server) shieldRoute(rt *runtime, sc config.Site, rc config.Route, site,
 			zones = append(zones, z)
 		}
 		h = limit.Handler(zones, s.limitMetrics, site, route, h)
+	}
+	allow, deny := sc.Allow, sc.Deny
+	if rc.Allow != nil || rc.Deny != nil {
+		allow, deny = rc.Allow, rc.Deny
+	}
+	if len(allow)+len(deny) > 0 {
+		l, err := access.New(allow, deny)
+		if err != nil {
+			return nil, err
+		}
+		h = access.Handler(l, s.accessMetrics, site, route, h)
 	}
 	return h, nil
 }
