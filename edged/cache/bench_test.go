@@ -33,7 +33,7 @@ func benchHit(b *testing.B, size int, parallel bool) {
 		b.Fatal(err)
 	}
 	defer c.Close()
-	h := c.Handler(origin)
+	h := c.Handler(origin, HandlerOptions{})
 	req := httptest.NewRequest("GET", "http://example.com/obj?x=1", nil)
 	rec := httptest.NewRecorder()
 	h.ServeHTTP(rec, req)
@@ -88,7 +88,7 @@ func BenchmarkHitDisk(b *testing.B) {
 	h := c.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Cache-Control", "max-age=3600")
 		w.Write([]byte(body))
-	}))
+	}), HandlerOptions{})
 	req := httptest.NewRequest("GET", "http://example.com/big", nil)
 	h.ServeHTTP(httptest.NewRecorder(), req)
 	b.SetBytes(int64(size))

@@ -22,6 +22,10 @@ type Cache struct {
 	disk *diskTier // nil without a disk tier
 	met  cacheMetrics
 	mets *Metrics
+	// ownCC is edged's own targeted field, canonical ("" = none); cdnCC
+	// whether CDN-Cache-Control is obeyed.
+	ownCC string
+	cdnCC bool
 
 	closed     atomic.Bool
 	spillFails failLog // spill files cannot be written: logged once
@@ -84,7 +88,11 @@ func Open(o Options, m *Metrics) (*Cache, error) {
 	if m == nil {
 		m = NewMetrics(nil)
 	}
-	c := &Cache{o: o, log: o.Log.With("cache", o.Name), seed: maphash.MakeSeed(), mem: newMemTier(o.MemoryBytes), mets: m}
+	c := &Cache{o: o, log: o.Log.With("cache", o.Name), seed: maphash.MakeSeed(), mem: newMemTier(o.MemoryBytes), mets: m,
+		cdnCC: !o.IgnoreCDNCacheControl}
+	if o.OwnCacheControl != "-" {
+		c.ownCC = http.CanonicalHeaderKey(o.OwnCacheControl)
+	}
 	for i := range c.sh {
 		c.sh[i].nodes = make(map[string]*node)
 		c.sh[i].fills = make(map[string]*fill)

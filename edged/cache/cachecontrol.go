@@ -25,6 +25,7 @@ type respCC struct {
 	noCacheFields    []string // canonical header names from no-cache="..."
 	privateFields    []string // canonical header names from private="..."
 	conflictingDelta bool     // a delta directive appeared twice or was invalid
+	targeted         bool     // from a targeted field (RFC 9213): Expires does not count
 }
 
 // reqCC holds the request Cache-Control directives. -1 means absent.

@@ -50,6 +50,7 @@ type diskMeta struct {
 	VaryVals []string    `json:"v,omitempty"`
 	Status   int         `json:"s"`
 	Header   http.Header `json:"h"`
+	Own      []string    `json:"o,omitempty"` // edged's own targeted cache-control field
 	Age      int64       `json:"a,omitempty"`
 	ReqTime  int64       `json:"rq"`
 	RespTime int64       `json:"rs"`
@@ -192,7 +193,7 @@ func (d *diskTier) pathFor(o *object) string {
 }
 
 func encodeMeta(o *object, m *meta) ([]byte, error) {
-	return json.Marshal(diskMeta{Key: o.key, VaryVals: o.varyVals, Status: m.status, Header: m.header,
+	return json.Marshal(diskMeta{Key: o.key, VaryVals: o.varyVals, Status: m.status, Header: m.header, Own: m.own,
 		Age: m.ageValue, ReqTime: m.reqTime.UnixNano(), RespTime: m.respTime.UnixNano()})
 }
 
@@ -451,7 +452,7 @@ func (d *diskTier) readEntry(path string) (*object, error) {
 		return nil, fmt.Errorf("%w: metadata of %s: %v", errCorrupt, path, err)
 	}
 	c := d.c
-	m := c.newMeta(dm.Status, dm.Header, dm.Age, time.Unix(0, dm.ReqTime), time.Unix(0, dm.RespTime), bodyLen)
+	m := c.newMeta(dm.Status, dm.Header, dm.Own, dm.Age, time.Unix(0, dm.ReqTime), time.Unix(0, dm.RespTime), bodyLen)
 	o := &object{key: dm.Key, varyVals: dm.VaryVals, size: bodyLen, hash: c.objHash(dm.Key, dm.VaryVals)}
 	o.m.Store(m)
 	o.disk.Store(&diskFile{path: path, size: size, bodyCRC: binary.LittleEndian.Uint32(foot[20:])})

@@ -23,10 +23,34 @@
 //     request fetched it).
 //   - Authorization: the response is stored only with public, s-maxage or
 //     must-revalidate (RFC 9111 3.5).
-//   - Set-Cookie: a response carrying it is stored only when it is marked
-//     public (or names Set-Cookie in no-cache="..." / private="..."), and
-//     Set-Cookie is never replayed from the cache: it goes only to the client
-//     whose request fetched the response.
+//   - Stored fields: every end-to-end field as received (RFC 9111 3.1),
+//     except hop-by-hop fields and those Connection names, Age (recomputed),
+//     the fields named by private="..." and no-cache="...", edged's own
+//     request-ID field (each hit carries its own request's ID) and edged's
+//     own targeted field. Interim (1xx) responses are relayed to the client
+//     whose request fetched the response and never stored.
+//   - Set-Cookie is the route's choice (HandlerOptions.SetCookie): by
+//     default a response carrying it is not stored (as nginx and Varnish
+//     do) unless Set-Cookie is named in no-cache="..." / private="..." (then
+//     it is stored without it). "store" follows RFC 9111 to the letter
+//     (stored and replayed to everyone); "strip" stores the response
+//     without the cookie, which goes only to the client that fetched it. A
+//     Set-Cookie on a 304 that refreshes a stored response is not merged
+//     into it except with "store".
+//   - Targeted cache control (RFC 9213): the first of edged's own field
+//     (Edged-Cache-Control by default) and CDN-Cache-Control with a valid,
+//     non-empty Structured Field Dictionary decides storing and freshness
+//     instead of Cache-Control and Expires; an invalid one is ignored as a
+//     whole, a member of the wrong type or an unknown one is ignored. edged's
+//     own field never leaves edged; CDN-Cache-Control is passed on.
+//   - Dates and Age: HTTP-dates are parsed exactly as RFC 9110 5.6.7 writes
+//     them (any deviation is invalid, so such an Expires means stale); of a
+//     list-valued Age the first member counts, and an Age that is not a
+//     non-negative integer makes the response stale (RFC 9111 5.1 lets a
+//     cache ignore it instead; stale is the safe side).
+//   - A 304 made from a stored response carries the fields RFC 9110 15.4.5
+//     lists (Cache-Control, Content-Location, Date, ETag, Expires, Vary; and
+//     Last-Modified without an ETag) and no other representation metadata.
 //   - must-understand: with a status code listed above, no-store is ignored;
 //     with any other status the response is not stored.
 //   - immutable: while fresh, a request's no-cache or max-age=0 does not

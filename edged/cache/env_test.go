@@ -74,6 +74,7 @@ type env struct {
 	client  *http.Client
 	proxy   *httputil.ReverseProxy
 	handler atomic.Value
+	ho      HandlerOptions // the route's cache settings
 }
 
 func newEnv(t *testing.T, o Options, h http.HandlerFunc) *env {
@@ -113,7 +114,7 @@ func (e *env) open(o Options) {
 	e.cache = c
 	e.t.Cleanup(func() { c.Close() })
 	// The front server stays across reopens: its address is part of the keys.
-	e.handler.Store(c.Handler(e.proxy))
+	e.handler.Store(c.Handler(e.proxy, e.ho))
 	if e.front == nil {
 		e.front = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			e.handler.Load().(http.Handler).ServeHTTP(w, r)
@@ -149,6 +150,12 @@ func (e *env) do(method, path string, hdr ...string) resp {
 		e.t.Fatalf("%s %s: reading body: %v", method, path, err)
 	}
 	return resp{res.StatusCode, res.Header, string(b)}
+}
+
+// route changes the route's cache settings.
+func (e *env) route(ho HandlerOptions) {
+	e.ho = ho
+	e.handler.Store(e.cache.Handler(e.proxy, ho))
 }
 
 func (e *env) get(path string, hdr ...string) resp { return e.do(http.MethodGet, path, hdr...) }

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -51,6 +52,7 @@ type fill struct {
 	rcc     reqCC
 	stale   *object // the stored response being revalidated, if any
 	fwd     string  // Cache-Status fwd reason: uri-miss, vary-miss, stale, request
+	ho      *HandlerOptions
 	reqTime time.Time
 	cancel  context.CancelFunc
 	info    *reqinfo.Info // the fetch's own record (the proxy writes it); nil without one
@@ -76,8 +78,8 @@ type fill struct {
 	purged atomic.Bool // its URL was purged or invalidated meanwhile: do not store
 }
 
-func (c *Cache) newFill(key, ck string, r *http.Request, rcc *reqCC, stale *object, fwd string) *fill {
-	f := &fill{c: c, key: key, ck: ck, req: r, rcc: *rcc, stale: stale, fwd: fwd,
+func (c *Cache) newFill(key, ck string, r *http.Request, rcc *reqCC, stale *object, fwd string, ho *HandlerOptions) *fill {
+	f := &fill{c: c, key: key, ck: ck, req: r, rcc: *rcc, stale: stale, fwd: fwd, ho: ho,
 		ready: make(chan struct{}), done: make(chan struct{})}
 	f.body.refs = 1 // the fetch
 	f.body.spillAt = c.o.MemoryObjectMax
@@ -257,7 +259,13 @@ func (fw *fetchWriter) Flush() {
 }
 
 func (fw *fetchWriter) WriteHeader(code int) {
-	if fw.wrote || code < 200 { // 1xx are not relayed
+	if fw.wrote {
+		return
+	}
+	if code < 200 {
+		if code != http.StatusSwitchingProtocols { // upgrades bypass the cache
+			fw.interim(code)
+		}
 		return
 	}
 	fw.wrote = true
@@ -277,8 +285,12 @@ func (fw *fetchWriter) WriteHeader(code int) {
 		}
 		c.met.revalFull.Inc()
 	}
-	cc := parseRespCC(h)
-	reason := c.mayStore(f.req, &f.rcc, code, h, &cc)
+	var own []string
+	if c.ownCC != "" {
+		own = h[c.ownCC]
+	}
+	cc := c.policy(h, own)
+	reason := c.mayStore(f.req, &f.rcc, code, h, &cc, f.ho.SetCookie)
 	if v := h.Get("Content-Length"); v != "" {
 		if n, err := strconv.ParseInt(v, 10, 64); err == nil && n >= 0 {
 			fw.cl = n
@@ -289,7 +301,8 @@ func (fw *fetchWriter) WriteHeader(code int) {
 	}
 	var m *meta
 	if reason == "" {
-		m = c.newMeta(code, storedHeader(h, &cc, now), parseAge(h), f.reqTime, now, -1)
+		sh, own := c.storedHeader(h, &cc, now, f.ho)
+		m = c.newMeta(code, sh, own, parseAge(h), f.reqTime, now, -1)
 		if !m.worthStoring() {
 			reason = "stale"
 		}
@@ -304,12 +317,42 @@ func (fw *fetchWriter) WriteHeader(code int) {
 		f.vals[i] = varyValue(f.req.Header, name)
 	}
 	f.lhdr = h.Clone()
+	if c.ownCC != "" {
+		delete(f.lhdr, c.ownCC)
+	}
 	f.cl = fw.cl
 	if fw.cl > 0 && fw.cl <= f.body.spillAt {
 		f.body.mem = make([]byte, 0, fw.cl)
 	}
 	fw.mode = modeStream
 	f.resolve(kindStream)
+}
+
+// interim relays an informational response (103 Early Hints) to the
+// client that started the fill, if it is still there; it is never stored
+// (RFC 9111 3: only final responses are), and clients served by the
+// same fill later or from the cache do not get it. The origin's current
+// header goes with it, as net/http sends a 1xx.
+func (fw *fetchWriter) interim(code int) {
+	f := fw.f
+	f.mu.Lock()
+	defer f.mu.Unlock() // the leader cannot leave while it is written to
+	w := f.leaderW
+	if w == nil {
+		return
+	}
+	dst := w.Header()
+	var added []string
+	for k, v := range fw.h {
+		if _, ok := dst[k]; !ok {
+			added = append(added, k)
+		}
+		dst[k] = v
+	}
+	w.WriteHeader(code)
+	for _, k := range added {
+		delete(dst, k)
+	}
 }
 
 // pass writes an uncacheable response straight to the client that started
@@ -323,7 +366,9 @@ func (fw *fetchWriter) pass(code int, reason string) {
 	if fw.client != nil {
 		dst := fw.client.Header()
 		for k, v := range fw.h {
-			dst[k] = v
+			if k != f.c.ownCC {
+				dst[k] = v
+			}
 		}
 		dst.Add("Cache-Status", "edged; fwd="+f.fwd+"; detail="+reason)
 		fw.client.WriteHeader(code)
@@ -339,16 +384,30 @@ func (fw *fetchWriter) pass(code int, reason string) {
 func (f *fill) refreshed(h304 http.Header, now time.Time) {
 	c, o := f.c, f.stale
 	old := o.m.Load()
-	cc := parseRespCC(h304)
+	var own []string
+	if c.ownCC != "" {
+		own = h304[c.ownCC]
+	}
+	cc := c.policy(h304, own)
 	nh := old.header.Clone()
-	for k, v := range storedHeader(h304, &cc, now) {
+	h304s, own304 := c.storedHeader(h304, &cc, now, f.ho)
+	if f.ho.SetCookie != SetCookieStore {
+		// The refreshed response is served to everyone waiting and stored:
+		// a cookie on the 304 cannot go with it.
+		delete(h304s, "Set-Cookie")
+		delete(h304s, "Set-Cookie2")
+	}
+	for k, v := range h304s {
 		switch k {
 		case "Content-Length", "Content-Range":
 			continue
 		}
 		nh[k] = v
 	}
-	m := c.newMeta(old.status, nh, parseAge(h304), f.reqTime, now, o.size)
+	if own304 == nil {
+		own304 = old.own
+	}
+	m := c.newMeta(old.status, nh, own304, parseAge(h304), f.reqTime, now, o.size)
 	if cc.noStore || cc.private {
 		c.drop(o)
 	} else {
@@ -384,13 +443,25 @@ func (c *Cache) staleIfError(o *object, now time.Time) bool {
 	return m.staleOK(age-m.lifetime, m.sie)
 }
 
+// parseAge reads the Age field (RFC 9111 5.1): of a list (several lines,
+// or commas) the first member counts. It returns 0 without an Age field
+// and -1 when the first member is not a non-negative integer (RFC 9111
+// lets a cache ignore such a field; edged takes the safe side and treats
+// the response as stale).
 func parseAge(h http.Header) int64 {
-	if v := h.Get("Age"); v != "" {
-		if n, ok := parseDelta(v); ok {
-			return n
-		}
+	lines := h["Age"]
+	if len(lines) == 0 {
+		return 0
 	}
-	return 0
+	v := lines[0]
+	if i := strings.IndexByte(v, ','); i >= 0 {
+		v = v[:i]
+	}
+	n, ok := parseDelta(strings.Trim(v, " \t"))
+	if !ok {
+		return -1
+	}
+	return n
 }
 
 func (fw *fetchWriter) finish(aborted bool) {
@@ -445,7 +516,7 @@ func (c *Cache) commit(f *fill) {
 	if bodyAllowed(m0.status) {
 		hdr["Content-Length"] = []string{strconv.FormatInt(size, 10)}
 	}
-	m := c.newMeta(m0.status, hdr, m0.ageValue, m0.reqTime, m0.respTime, size)
+	m := c.newMeta(m0.status, hdr, m0.own, m0.ageValue, m0.reqTime, m0.respTime, size)
 	o := &object{key: f.key, varyVals: f.vals, size: size, hash: c.objHash(f.key, f.vals)}
 	o.m.Store(m)
 	switch {

@@ -12,11 +12,12 @@ import (
 // immutable: a 304 that refreshes a response stores a new meta.
 type meta struct {
 	status        int
-	header        http.Header // as served: hop-by-hop, Age, Set-Cookie and private fields removed
+	header        http.Header // as served: hop-by-hop, Age, private fields and edged's own fields removed
+	own           []string    // edged's own targeted cache-control field (kept out of header)
 	vary          []string    // canonical names of the Vary fields
 	reqTime       time.Time   // when the request that produced it was sent
 	respTime      time.Time   // when its header arrived
-	ageValue      int64       // the Age header it arrived with
+	ageValue      int64       // the Age header it arrived with; -1 if invalid (the response is then stale)
 	initialAge    time.Duration
 	lifetime      time.Duration
 	etag          string
@@ -85,18 +86,9 @@ func varyValue(h http.Header, name string) string {
 	return strings.Join(parts, ", ")
 }
 
-// parseHTTPDate parses an HTTP-date; ok is false for an invalid date.
-func parseHTTPDate(v string) (time.Time, bool) {
-	if v == "" {
-		return time.Time{}, false
-	}
-	t, err := http.ParseTime(v)
-	return t, err == nil
-}
-
 // mayStore decides whether a response to req may be stored (RFC 9111 3).
 // It returns "" when it may, else the reason, for Cache-Status detail.
-func (c *Cache) mayStore(req *http.Request, rcc *reqCC, status int, h http.Header, cc *respCC) string {
+func (c *Cache) mayStore(req *http.Request, rcc *reqCC, status int, h http.Header, cc *respCC, setCookie SetCookie) string {
 	if req.Method != http.MethodGet {
 		return "method"
 	}
@@ -117,7 +109,7 @@ func (c *Cache) mayStore(req *http.Request, rcc *reqCC, status int, h http.Heade
 	if req.Header.Get("Authorization") != "" && !(cc.public || cc.sMaxAge >= 0 || cc.mustRevalidate) {
 		return "authorization"
 	}
-	if len(h["Set-Cookie"]) > 0 && !cc.public && !namesField(cc.noCacheFields, "Set-Cookie") && !namesField(cc.privateFields, "Set-Cookie") {
+	if len(h["Set-Cookie"]) > 0 && setCookie == SetCookiePass && !namesField(cc.noCacheFields, "Set-Cookie") && !namesField(cc.privateFields, "Set-Cookie") {
 		return "set-cookie"
 	}
 	if _, star := parseVary(h); star {
@@ -126,7 +118,7 @@ func (c *Cache) mayStore(req *http.Request, rcc *reqCC, status int, h http.Heade
 	if h.Get("Content-Range") != "" {
 		return "partial"
 	}
-	explicit := cc.maxAge >= 0 || cc.sMaxAge >= 0 || len(h["Expires"]) > 0
+	explicit := cc.maxAge >= 0 || cc.sMaxAge >= 0 || (len(h["Expires"]) > 0 && !cc.targeted)
 	if !explicit && !heuristicStatus(status) && !cc.public {
 		return "no-freshness"
 	}
@@ -142,12 +134,15 @@ func namesField(fields []string, name string) bool {
 	return false
 }
 
-// storedHeader is the header kept with a stored response: hop-by-hop
-// fields, Age, Set-Cookie (never replayed to other clients) and the fields
-// named by private="..." and no-cache="..." are removed (so those fields are
-// never sent from the cache at all), and Date is added if the origin sent none.
-func storedHeader(h http.Header, cc *respCC, respTime time.Time) http.Header {
-	out := h.Clone()
+// storedHeader is the header kept with a stored response: every
+// end-to-end field as received, except hop-by-hop fields, Age (computed
+// anew), the fields named by private="..." and no-cache="..." (so they are
+// never sent from the cache at all), edged's own request-ID field (each
+// request has its own) and, with SetCookieStrip, Set-Cookie. edged's own
+// targeted field is returned apart (own), so it never reaches a client.
+// Date is added if the origin sent none.
+func (c *Cache) storedHeader(h http.Header, cc *respCC, respTime time.Time, ho *HandlerOptions) (out http.Header, own []string) {
+	out = h.Clone()
 	for _, f := range out["Connection"] {
 		for _, name := range strings.Split(f, ",") {
 			if name = strings.TrimSpace(name); name != "" {
@@ -159,30 +154,39 @@ func storedHeader(h http.Header, cc *respCC, respTime time.Time) http.Header {
 		delete(out, name)
 	}
 	delete(out, "Age")
-	delete(out, "Set-Cookie")
-	delete(out, "Set-Cookie2")
+	if ho.SetCookie == SetCookieStrip {
+		delete(out, "Set-Cookie")
+		delete(out, "Set-Cookie2")
+	}
+	if ho.RequestIDHeader != "" {
+		delete(out, ho.RequestIDHeader)
+	}
 	for _, name := range cc.privateFields {
 		delete(out, name)
 	}
 	for _, name := range cc.noCacheFields {
 		delete(out, name)
 	}
+	if c.ownCC != "" {
+		own = out[c.ownCC]
+		delete(out, c.ownCC)
+	}
 	if len(out["Date"]) == 0 {
 		out["Date"] = []string{respTime.UTC().Format(http.TimeFormat)}
 	}
-	return out
+	return out, own
 }
 
 // newMeta computes freshness and age bookkeeping (RFC 9111 4.2) for a
 // stored header. bodyLen < 0 means not yet known.
-func (c *Cache) newMeta(status int, h http.Header, ageValue int64, reqTime, respTime time.Time, bodyLen int64) *meta {
-	cc := parseRespCC(h)
+func (c *Cache) newMeta(status int, h http.Header, own []string, ageValue int64, reqTime, respTime time.Time, bodyLen int64) *meta {
+	cc := c.policy(h, own)
 	// Stored values are handed to many responses; with cap == len an
 	// Add on a response header can never write into them.
 	for k, v := range h {
 		h[k] = slices.Clip(v)
 	}
-	m := &meta{status: status, header: h, reqTime: reqTime, respTime: respTime, ageValue: ageValue}
+	m := &meta{status: status, header: h, own: own, reqTime: reqTime, respTime: respTime, ageValue: ageValue}
 	m.vary, _ = parseVary(h)
 	m.etag = h.Get("Etag")
 	m.lastModified = h.Get("Last-Modified")
@@ -197,7 +201,7 @@ func (c *Cache) newMeta(status int, h http.Header, ageValue int64, reqTime, resp
 	}
 	apparent := max(respTime.Sub(date), 0)
 	delay := max(respTime.Sub(reqTime), 0)
-	corrected := time.Duration(ageValue)*time.Second + delay
+	corrected := time.Duration(max(ageValue, 0))*time.Second + delay
 	m.initialAge = max(apparent, corrected)
 
 	// Freshness lifetime (4.2.1): s-maxage, max-age, Expires, heuristic.
@@ -206,7 +210,7 @@ func (c *Cache) newMeta(status int, h http.Header, ageValue int64, reqTime, resp
 		m.lifetime = time.Duration(cc.sMaxAge) * time.Second
 	case cc.maxAge >= 0:
 		m.lifetime = time.Duration(cc.maxAge) * time.Second
-	case len(h["Expires"]) > 0:
+	case len(h["Expires"]) > 0 && !cc.targeted:
 		// An invalid Expires (e.g. "0") means already expired.
 		if exp, ok := parseHTTPDate(h.Get("Expires")); ok && len(h["Expires"]) == 1 {
 			m.lifetime = max(exp.Sub(date), 0)
@@ -216,7 +220,10 @@ func (c *Cache) newMeta(status int, h http.Header, ageValue int64, reqTime, resp
 			m.lifetime = min(date.Sub(lm)/10, heuristicCap)
 		}
 	}
-	if cc.conflictingDelta {
+	if cc.conflictingDelta || ageValue < 0 {
+		// A delta directive repeated or invalid, or an Age that is not a
+		// non-negative integer: how old the response is, or how long it
+		// stays fresh, is unknown, so it is stale.
 		m.lifetime = 0
 	}
 

@@ -11,12 +11,48 @@ import (
 	"github.com/edgeapp/edgeapp/edged/reqinfo"
 )
 
+// SetCookie says what a route's cache does with responses that carry
+// Set-Cookie. RFC 9111 lets a cache store them, Set-Cookie included, and
+// replay the cookie to every client; a session cookie replayed that way
+// logs strangers in as the user it was meant for, so that is not the
+// default.
+type SetCookie int
+
+const (
+	// SetCookiePass (default): such a response is not stored (as nginx and
+	// Varnish do), unless the origin names Set-Cookie in no-cache="..." or
+	// private="..." (then it is stored without the field, as those
+	// directives say).
+	SetCookiePass SetCookie = iota
+	// SetCookieStore: Set-Cookie does not affect storing; the field is
+	// stored and sent with every hit (RFC 9111 to the letter).
+	SetCookieStore
+	// SetCookieStrip: stored as if it carried no Set-Cookie; the cookie
+	// goes only to the client whose request fetched the response.
+	SetCookieStrip
+)
+
+// SetCookieModes maps the config's names to modes.
+var SetCookieModes = map[string]SetCookie{"pass": SetCookiePass, "store": SetCookieStore, "strip": SetCookieStrip}
+
+// HandlerOptions are a route's settings for its cache.
+type HandlerOptions struct {
+	// RequestIDHeader is the field edged sets to each request's ID (and an
+	// upstream may echo); it is never stored, so a hit carries the ID of
+	// its own request. "" when edged sets none.
+	RequestIDHeader string
+	SetCookie       SetCookie
+}
+
 // Handler returns the route handler: it answers from the cache where RFC
 // 9111 allows, and otherwise calls origin (the proxy handler) and stores
 // what may be stored. Routes of a new configuration call it again on the
 // same Cache.
-func (c *Cache) Handler(origin http.Handler) http.Handler {
-	return &handler{c: c, origin: origin}
+func (c *Cache) Handler(origin http.Handler, o HandlerOptions) http.Handler {
+	if o.RequestIDHeader != "" {
+		o.RequestIDHeader = http.CanonicalHeaderKey(o.RequestIDHeader)
+	}
+	return &handler{c: c, origin: origin, ho: o}
 }
 
 var keyPool = sync.Pool{New: func() any { b := make([]byte, 0, 256); return &b }}
@@ -24,6 +60,7 @@ var keyPool = sync.Pool{New: func() any { b := make([]byte, 0, 256); return &b }
 type handler struct {
 	c      *Cache
 	origin http.Handler
+	ho     HandlerOptions
 }
 
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -191,7 +228,7 @@ func (h *handler) fetch(w http.ResponseWriter, r *http.Request, key string, rcc 
 		h.follow(w, r, key, rcc, stale, fwd, f)
 		return
 	}
-	f := c.newFill(key, ck, r, rcc, stale, fwd)
+	f := c.newFill(key, ck, r, rcc, stale, fwd, &h.ho)
 	f.leaderW = w
 	f.body.refs++ // the leader reads it too
 	sh.fills[ck] = f
@@ -204,7 +241,7 @@ func (h *handler) fetch(w http.ResponseWriter, r *http.Request, key string, rcc 
 // mismatch, or for a key that recently answered uncacheable); the response
 // is still stored if it may be.
 func (h *handler) solo(w http.ResponseWriter, r *http.Request, key string, rcc *reqCC, stale *object, fwd string) {
-	f := h.c.newFill(key, "", r, rcc, stale, fwd)
+	f := h.c.newFill(key, "", r, rcc, stale, fwd, &h.ho)
 	f.leaderW = w
 	f.body.refs++
 	f.start(h.origin)
@@ -310,7 +347,7 @@ func (h *handler) revalidateInBackground(r *http.Request, key string, rcc *reqCC
 		sh.mu.Unlock()
 		return
 	}
-	f := c.newFill(key, ck, r, rcc, o, "stale")
+	f := c.newFill(key, ck, r, rcc, o, "stale", &h.ho)
 	sh.fills[ck] = f
 	sh.mu.Unlock()
 	f.start(h.origin)

@@ -33,7 +33,15 @@ type Options struct {
 	// SortQuery sorts the remaining parameters.
 	IgnoreQuery []string
 	SortQuery   bool
-	Log         *slog.Logger
+	// OwnCacheControl is edged's own targeted cache-control field (RFC
+	// 9213), obeyed before CDN-Cache-Control and Cache-Control and removed
+	// from responses; default DefaultOwnCacheControl, "-" for none.
+	OwnCacheControl string
+	// IgnoreCDNCacheControl makes this cache follow Cache-Control even when
+	// a response carries CDN-Cache-Control (for a CDN in front of edged
+	// that the field is meant for).
+	IgnoreCDNCacheControl bool
+	Log                   *slog.Logger
 	// Now is the clock (default time.Now); tests inject their own.
 	Now func() time.Time
 }
@@ -81,5 +89,8 @@ func (o *Options) setDefaults() {
 	}
 	if o.Now == nil {
 		o.Now = time.Now
+	}
+	if o.OwnCacheControl == "" {
+		o.OwnCacheControl = DefaultOwnCacheControl
 	}
 }

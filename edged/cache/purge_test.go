@@ -111,7 +111,7 @@ func TestMetrics(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	e.handler.Store(c.Handler(e.proxy))
+	e.handler.Store(c.Handler(e.proxy, HandlerOptions{}))
 	e.get("/x")
 	e.get("/x")
 	e.get("/x")

@@ -1,8 +1,12 @@
 package cache
 
 import (
+	"context"
 	"fmt"
+	"io"
 	"net/http"
+	"net/http/httptrace"
+	"net/textproto"
 	"strconv"
 	"strings"
 	"testing"
@@ -28,6 +32,7 @@ type step struct {
 type rfcCase struct {
 	name   string
 	opts   func(*Options)
+	route  HandlerOptions
 	origin func(n int64, w http.ResponseWriter, r *http.Request) // n: 1-based origin hit number
 	steps  []step
 }
@@ -133,15 +138,117 @@ var rfcCases = []rfcCase{
 	{name: "3.5/Authorization with must-revalidate stored", origin: std("Cache-Control: must-revalidate, max-age=60"), steps: []step{
 		{origin: 1, hdr: []string{"Authorization: Bearer x"}}, {origin: 0, body: "v1"},
 	}},
-	// --- Set-Cookie (edged's policy: stored only when public, never replayed) ---
-	{name: "Set-Cookie without public not stored", origin: std("Cache-Control: max-age=60", "Set-Cookie: s=1"), steps: []step{
-		{origin: 1, cs: "detail=set-cookie"}, {origin: 1, body: "v2"},
+	// --- Set-Cookie: the route's cache_set_cookie (pass by default) ---
+	{name: "Set-Cookie/pass: not stored", origin: std("Cache-Control: max-age=60", "Set-Cookie: s=1"), steps: []step{
+		{origin: 1, cs: "detail=set-cookie", hasHdr: []string{"Set-Cookie"}}, {origin: 1, body: "v2"},
 	}},
-	{name: "Set-Cookie with public stored, cookie not replayed", origin: std("Cache-Control: public, max-age=60", "Set-Cookie: s=1"), steps: []step{
+	{name: "Set-Cookie/pass: not stored even when public", origin: std("Cache-Control: public, max-age=60", "Set-Cookie: s=1"), steps: []step{
+		{origin: 1, hasHdr: []string{"Set-Cookie"}}, {origin: 1, body: "v2"},
+	}},
+	{name: "Set-Cookie/pass: no-cache=Set-Cookie stored without it", origin: std(`Cache-Control: max-age=60, no-cache="Set-Cookie"`, "Set-Cookie: s=1"), steps: []step{
 		{origin: 1, hasHdr: []string{"Set-Cookie"}}, {origin: 0, body: "v1", noHdr: []string{"Set-Cookie"}},
 	}},
-	{name: "Set-Cookie with no-cache=Set-Cookie stored without it", origin: std(`Cache-Control: max-age=60, no-cache="Set-Cookie"`, "Set-Cookie: s=1"), steps: []step{
-		{origin: 1}, {origin: 0, body: "v1", noHdr: []string{"Set-Cookie"}},
+	{name: "Set-Cookie/store: stored and replayed (RFC 9111)", route: HandlerOptions{SetCookie: SetCookieStore}, origin: std("Cache-Control: max-age=60", "Set-Cookie: s=1"), steps: []step{
+		{origin: 1, hasHdr: []string{"Set-Cookie"}}, {origin: 0, body: "v1", cs: "hit", hasHdr: []string{"Set-Cookie"}},
+	}},
+	{name: "Set-Cookie/store: private=Set-Cookie still keeps it out", route: HandlerOptions{SetCookie: SetCookieStore}, origin: std(`Cache-Control: max-age=60, private="Set-Cookie"`, "Set-Cookie: s=1"), steps: []step{
+		{origin: 1, hasHdr: []string{"Set-Cookie"}}, {origin: 0, body: "v1", noHdr: []string{"Set-Cookie"}},
+	}},
+	{name: "Set-Cookie/strip: stored without the cookie", route: HandlerOptions{SetCookie: SetCookieStrip}, origin: std("Cache-Control: max-age=60", "Set-Cookie: s=1", "X-Other: o"), steps: []step{
+		{origin: 1, hasHdr: []string{"Set-Cookie"}}, {origin: 0, body: "v1", cs: "hit", noHdr: []string{"Set-Cookie"}, hasHdr: []string{"X-Other"}},
+	}},
+	// --- RFC 9213: targeted cache control ---
+	{name: "RFC 9213/CDN-Cache-Control overrides Cache-Control", origin: std("Cache-Control: no-store", "CDN-Cache-Control: max-age=60"), steps: []step{
+		{origin: 1}, {origin: 0, body: "v1", cs: "hit; ttl=60", hasHdr: []string{"CDN-Cache-Control", "Cache-Control"}},
+	}},
+	{name: "RFC 9213/CDN-Cache-Control no-store beats Cache-Control max-age", origin: std("Cache-Control: max-age=60", "CDN-Cache-Control: no-store"), steps: []step{
+		{origin: 1, cs: "detail=no-store"}, {origin: 1, body: "v2"},
+	}},
+	{name: "RFC 9213/CDN-Cache-Control private", origin: std("Cache-Control: public, max-age=60", "CDN-Cache-Control: private"), steps: []step{
+		{origin: 1}, {origin: 1, body: "v2"},
+	}},
+	{name: "RFC 9213/CDN-Cache-Control s-maxage", origin: std("Cache-Control: max-age=1000", "CDN-Cache-Control: s-maxage=30, max-age=10"), steps: []step{
+		{origin: 1}, {advance: 20 * time.Second, origin: 0, body: "v1"}, {advance: 11 * time.Second, origin: 1},
+	}},
+	{name: "RFC 9213/CDN-Cache-Control no-cache revalidates", origin: validating(nil, "Cache-Control: max-age=60", "CDN-Cache-Control: no-cache", `ETag: "e1"`), steps: []step{
+		{origin: 1}, {origin: 1, body: "v1", cs: "fwd-status=304"},
+	}},
+	{name: "RFC 9213/no-cache with field names as a String", origin: std("CDN-Cache-Control: max-age=60, no-cache=\"X-Foo\"", "X-Foo: f", "X-Bar: b"), steps: []step{
+		{origin: 1, hasHdr: []string{"X-Foo"}}, {origin: 0, body: "v1", noHdr: []string{"X-Foo"}, hasHdr: []string{"X-Bar"}},
+	}},
+	{name: "RFC 9213/private with field names as an Inner List", origin: std("CDN-Cache-Control: max-age=60, private=(\"X-Foo\" x-bar)", "X-Foo: f", "X-Bar: b", "X-Baz: z"), steps: []step{
+		{origin: 1}, {origin: 0, body: "v1", noHdr: []string{"X-Foo", "X-Bar"}, hasHdr: []string{"X-Baz"}},
+	}},
+	{name: "RFC 9213/targeted field ignores Expires", origin: std("CDN-Cache-Control: must-revalidate", "Expires: Thu, 01 Jan 2099 01:00:00 GMT", `ETag: "e1"`), steps: []step{
+		{origin: 1}, {origin: 1},
+	}},
+	{name: "RFC 9213/a field that is not a Dictionary is ignored as a whole", origin: std("Cache-Control: max-age=60", "CDN-Cache-Control: MAX-AGE=0, no-store"), steps: []step{
+		{origin: 1}, {origin: 0, body: "v1", cs: "hit; ttl=60"},
+	}},
+	{name: "RFC 9213/an unterminated string makes the field invalid", origin: std("Cache-Control: max-age=60", `CDN-Cache-Control: no-store, private="X`), steps: []step{
+		{origin: 1}, {origin: 0, body: "v1"},
+	}},
+	{name: "RFC 9213/an empty field is ignored", origin: std("Cache-Control: max-age=60", "CDN-Cache-Control: "), steps: []step{
+		{origin: 1}, {origin: 0, body: "v1"},
+	}},
+	{name: "RFC 9213/a member of the wrong type is ignored", origin: std("Cache-Control: max-age=60", `CDN-Cache-Control: max-age="60"`), steps: []step{
+		{origin: 1}, {origin: 1}, // valid field, no usable max-age: no freshness
+	}},
+	{name: "RFC 9213/parameters are ignored", origin: std("Cache-Control: no-store", "CDN-Cache-Control: max-age=60;foo=bar"), steps: []step{
+		{origin: 1}, {origin: 0, body: "v1", cs: "ttl=60"},
+	}},
+	{name: "RFC 9213/no-store=?0 is not no-store", origin: std("Cache-Control: no-store", "CDN-Cache-Control: max-age=60, no-store=?0"), steps: []step{
+		{origin: 1}, {origin: 0, body: "v1"},
+	}},
+	{name: "RFC 9213/Edged-Cache-Control comes first and stays inside edged", origin: std("Cache-Control: max-age=1000", "CDN-Cache-Control: max-age=100", "Edged-Cache-Control: max-age=10"), steps: []step{
+		{origin: 1, noHdr: []string{"Edged-Cache-Control"}, hasHdr: []string{"CDN-Cache-Control"}},
+		{advance: 5 * time.Second, origin: 0, body: "v1", cs: "ttl=5", noHdr: []string{"Edged-Cache-Control"}},
+		{advance: 6 * time.Second, origin: 1, body: "v2"},
+	}},
+	{name: "RFC 9213/an invalid Edged-Cache-Control falls back to CDN-Cache-Control", origin: std("Cache-Control: max-age=1000", "CDN-Cache-Control: max-age=100", "Edged-Cache-Control: max-age=1.5.5"), steps: []step{
+		{origin: 1, noHdr: []string{"Edged-Cache-Control"}}, {origin: 0, cs: "ttl=100"},
+	}},
+	{name: "RFC 9213/own field configurable", opts: func(o *Options) { o.OwnCacheControl = "Acme-Cache-Control" }, origin: std("Cache-Control: no-store", "Acme-Cache-Control: max-age=60", "Edged-Cache-Control: no-store"), steps: []step{
+		{origin: 1, noHdr: []string{"Acme-Cache-Control"}, hasHdr: []string{"Edged-Cache-Control"}}, {origin: 0, body: "v1", cs: "ttl=60"},
+	}},
+	{name: "RFC 9213/CDN-Cache-Control can be ignored", opts: func(o *Options) { o.IgnoreCDNCacheControl = true }, origin: std("Cache-Control: max-age=60", "CDN-Cache-Control: no-store"), steps: []step{
+		{origin: 1}, {origin: 0, body: "v1"},
+	}},
+	{name: "RFC 9213/targeted no-store on a 304 drops the stored response", origin: func(n int64, w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "max-age=10")
+		w.Header().Set("ETag", `"e1"`)
+		if r.Header.Get("If-None-Match") == `"e1"` {
+			w.Header().Set("CDN-Cache-Control", "no-store")
+			w.WriteHeader(http.StatusNotModified)
+			return
+		}
+		fmt.Fprintf(w, "v%d", n)
+	}, steps: []step{
+		// The 304's no-store drops what was stored; it is fetched again.
+		{origin: 1}, {advance: 11 * time.Second, origin: 2, body: "v3"}, {origin: 0, body: "v3"},
+	}},
+	// --- the request ID is each request's own ---
+	{name: "request ID echoed by the origin is not replayed", route: HandlerOptions{RequestIDHeader: "x-request-id"}, origin: func(n int64, w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Request-Id", r.Header.Get("X-Request-Id"))
+		w.Header().Set("Cache-Control", "max-age=60")
+		fmt.Fprintf(w, "v%d", n)
+	}, steps: []step{
+		{hdr: []string{"X-Request-Id: first"}, origin: 1, hasHdr: []string{"X-Request-Id"}},
+		{hdr: []string{"X-Request-Id: second"}, origin: 0, body: "v1", noHdr: []string{"X-Request-Id"}},
+	}},
+	// --- 3.1: every end-to-end field is stored, never a hop-by-hop one ---
+	{name: "3.1/end-to-end fields stored, hop-by-hop not", origin: func(n int64, w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "max-age=60")
+		w.Header().Set("X-Custom", "c")
+		w.Header().Add("X-Multi", "a")
+		w.Header().Add("X-Multi", "b")
+		w.Header().Set("Content-Language", "en")
+		w.Header().Set("Link", "</a>; rel=preload")
+		w.(http.Flusher).Flush() // chunked: Transfer-Encoding on the wire
+		fmt.Fprintf(w, "v%d", n)
+	}, steps: []step{
+		{origin: 1},
+		{origin: 0, body: "v1", cs: "hit", hasHdr: []string{"X-Custom", "X-Multi", "Content-Language", "Link", "Content-Length"}},
 	}},
 	// --- 4.1: Vary ---
 	{name: "4.1/Vary selects among several variants", origin: std("Cache-Control: max-age=60", "Vary: Accept-Encoding"), steps: []step{
@@ -174,6 +281,21 @@ var rfcCases = []rfcCase{
 	{name: "4.2.1/invalid Expires means stale", origin: std("Expires: 0", "ETag: \"e1\""), steps: []step{
 		{origin: 1}, {origin: 1},
 	}},
+	{name: "4.2.1/Expires with a one-digit hour means stale", origin: std("Expires: Thu, 01 Jan 2099 1:00:00 GMT", "ETag: \"e1\""), steps: []step{
+		{origin: 1}, {origin: 1},
+	}},
+	{name: "4.2.1/Expires with extra spaces means stale", origin: std("Expires: Thu,  01 Jan 2099 01:00:00 GMT", "ETag: \"e1\""), steps: []step{
+		{origin: 1}, {origin: 1},
+	}},
+	{name: "4.2.1/Expires in rfc850 form is valid", origin: std("Expires: Friday, 01-Jan-99 01:00:00 GMT", "ETag: \"e1\""), steps: []step{
+		{origin: 1}, {origin: 1}, // 2099 is more than 50 years ahead, so 1999: stale
+	}},
+	{name: "4.2.1/Expires in asctime form is valid", origin: std("Expires: Thu Jan  1 01:00:00 2099"), steps: []step{
+		{origin: 1}, {origin: 0, body: "v1"},
+	}},
+	{name: "4.2.1/two Expires fields mean stale", origin: std("Expires: Thu, 01 Jan 2099 01:00:00 GMT", "Expires: Fri, 02 Jan 2099 01:00:00 GMT", "ETag: \"e1\""), steps: []step{
+		{origin: 1}, {origin: 1},
+	}},
 	{name: "4.2.1/invalid max-age means stale", origin: std("Cache-Control: max-age=abc", "ETag: \"e1\""), steps: []step{
 		{origin: 1}, {origin: 1},
 	}},
@@ -190,6 +312,24 @@ var rfcCases = []rfcCase{
 	// --- 4.2.3: age ---
 	{name: "4.2.3/Age from upstream counts", origin: std("Cache-Control: max-age=60", "Age: 20"), steps: []step{
 		{origin: 1}, {advance: 10 * time.Second, origin: 0, age: "30"}, {advance: 31 * time.Second, origin: 1},
+	}},
+	{name: "5.1/Age list: the first member counts", origin: std("Cache-Control: max-age=60", "Age: 7200, 0", "ETag: \"e1\""), steps: []step{
+		{origin: 1}, {origin: 1},
+	}},
+	{name: "5.1/Age on two lines: the first counts", origin: std("Cache-Control: max-age=60", "Age: 0", "Age: 7200"), steps: []step{
+		{origin: 1}, {origin: 0, age: "0"},
+	}},
+	{name: "5.1/Age not an integer means stale", origin: std("Cache-Control: max-age=60", "Age: old, 0", "ETag: \"e1\""), steps: []step{
+		{origin: 1}, {origin: 1},
+	}},
+	{name: "5.1/negative Age means stale", origin: std("Cache-Control: max-age=60", "Age: -10", "ETag: \"e1\""), steps: []step{
+		{origin: 1}, {origin: 1},
+	}},
+	{name: "5.1/fractional Age means stale", origin: std("Cache-Control: max-age=60", "Age: 1.5", "ETag: \"e1\""), steps: []step{
+		{origin: 1}, {origin: 1},
+	}},
+	{name: "5.1/Age beyond 2^31 means stale", origin: std("Cache-Control: max-age=2147483647", "Age: 2147483648", "ETag: \"e1\""), steps: []step{
+		{origin: 1}, {origin: 1},
 	}},
 	{name: "4.2.3/apparent age from Date", origin: func(n int64, w http.ResponseWriter, r *http.Request) {
 		d, _ := http.ParseTime(w.Header().Get("Date"))
@@ -213,6 +353,16 @@ var rfcCases = []rfcCase{
 		{hdr: []string{`If-None-Match: "zz", W/"e1"`}, origin: 0, status: 304, body: "-"},
 		{hdr: []string{`If-None-Match: "zz"`}, origin: 0, status: 200, body: "v1"},
 		{hdr: []string{`If-None-Match: *`}, origin: 0, status: 304},
+	}},
+	{name: "RFC 9110 15.4.5/a 304 from the cache repeats the fields a 200 would carry", origin: std("Cache-Control: max-age=60", `ETag: "e1"`, "Vary: X-V", "Content-Location: /r.en", "Expires: Thu, 01 Jan 2099 01:00:00 GMT", "Content-Type: text/plain", "Content-Language: en", "Last-Modified: "+lastMod, "X-App: a"), steps: []step{
+		{origin: 1},
+		{hdr: []string{`If-None-Match: "e1"`}, origin: 0, status: 304, body: "-",
+			hasHdr: []string{"ETag", "Cache-Control", "Vary", "Content-Location", "Expires", "Date", "Age", "X-App"},
+			noHdr:  []string{"Content-Type", "Content-Language", "Content-Length", "Last-Modified"}},
+	}},
+	{name: "RFC 9110 15.4.5/without an ETag a 304 from the cache carries Last-Modified", origin: std("Cache-Control: max-age=60", "Last-Modified: "+lastMod), steps: []step{
+		{origin: 1},
+		{hdr: []string{"If-Modified-Since: " + lastMod}, origin: 0, status: 304, hasHdr: []string{"Last-Modified", "Date", "Cache-Control"}},
 	}},
 	{name: "4.3.2/client If-Modified-Since answered 304 from cache", origin: std("Cache-Control: max-age=60", "Last-Modified: "+lastMod), steps: []step{
 		{origin: 1},
@@ -430,6 +580,7 @@ func TestRFC9111(t *testing.T) {
 				}
 				tc.origin(n, w, r)
 			})
+			e.route(tc.route)
 			for i, s := range tc.steps {
 				e.clock.Advance(s.advance)
 				method, path := s.method, s.path
@@ -502,5 +653,93 @@ func TestAgeHeaderIsWholeSeconds(t *testing.T) {
 	}
 	if got := e.get("/r").header.Get("Age"); got != "101" {
 		t.Fatalf("Age = %s, want 101", got)
+	}
+}
+
+// TestInterimNotStored: a 103 from the origin reaches the client whose
+// request fetched the response, never a client served from the cache,
+// and its fields are not stored.
+func TestInterimNotStored(t *testing.T) {
+	e := newEnv(t, Options{}, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Link", "</app.css>; rel=preload")
+		w.WriteHeader(http.StatusEarlyHints)
+		w.Header().Del("Link")
+		w.Header().Set("Cache-Control", "max-age=60")
+		w.Write([]byte("body"))
+	})
+	get := func() (interim []string, res *http.Response) {
+		trace := &httptrace.ClientTrace{Got1xxResponse: func(code int, h textproto.MIMEHeader) error {
+			interim = append(interim, fmt.Sprintf("%d %s", code, h.Get("Link")))
+			return nil
+		}}
+		req, _ := http.NewRequestWithContext(httptrace.WithClientTrace(context.Background(), trace), "GET", e.front.URL+"/r", nil)
+		res, err := e.client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, res.Body)
+		res.Body.Close()
+		return interim, res
+	}
+	interim, res := get()
+	if len(interim) != 1 || interim[0] != "103 </app.css>; rel=preload" {
+		t.Fatalf("first client: interim responses %q, want the 103", interim)
+	}
+	if res.Header.Get("Link") != "" {
+		t.Fatalf("the 103's Link leaked into the final response")
+	}
+	interim, res = get()
+	if !strings.Contains(res.Header.Get("Cache-Status"), "hit") {
+		t.Fatalf("second request not a hit: %q", res.Header.Get("Cache-Status"))
+	}
+	if len(interim) != 0 || res.Header.Get("Link") != "" {
+		t.Fatalf("a hit replayed the interim response: %q, Link %q", interim, res.Header.Get("Link"))
+	}
+}
+
+// TestStoredHeader: RFC 9111 3.1: every end-to-end field is kept as
+// received; hop-by-hop ones (and those Connection names), Age, the
+// request ID and edged's own targeted field are not.
+func TestStoredHeader(t *testing.T) {
+	c, err := Open(Options{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	h := http.Header{
+		"Connection":          {"X-Hop, close"},
+		"X-Hop":               {"1"},
+		"Keep-Alive":          {"timeout=5"},
+		"Transfer-Encoding":   {"chunked"},
+		"Te":                  {"trailers"},
+		"Trailer":             {"X-Sum"},
+		"Upgrade":             {"h2c"},
+		"Proxy-Connection":    {"keep-alive"},
+		"Age":                 {"5"},
+		"X-Request-Id":        {"abc"},
+		"Edged-Cache-Control": {"max-age=5"},
+		"Set-Cookie":          {"a=1", "b=2"},
+		"X-Multi":             {"a", "b"},
+		"Content-Type":        {"text/plain"},
+		"Cdn-Cache-Control":   {"max-age=5"},
+		"Date":                {"Sun, 06 Nov 1994 08:49:37 GMT"},
+	}
+	cc := parseRespCC(h)
+	out, own := c.storedHeader(h, &cc, time.Now(), &HandlerOptions{RequestIDHeader: "X-Request-Id", SetCookie: SetCookieStore})
+	for _, k := range []string{"Connection", "X-Hop", "Keep-Alive", "Transfer-Encoding", "Te", "Trailer", "Upgrade", "Proxy-Connection", "Age", "X-Request-Id", "Edged-Cache-Control"} {
+		if _, ok := out[k]; ok {
+			t.Errorf("%s stored", k)
+		}
+	}
+	for k, want := range map[string]int{"Set-Cookie": 2, "X-Multi": 2, "Content-Type": 1, "Cdn-Cache-Control": 1, "Date": 1} {
+		if len(out[k]) != want {
+			t.Errorf("%s stored as %q, want %d values", k, out[k], want)
+		}
+	}
+	if len(own) != 1 || own[0] != "max-age=5" {
+		t.Errorf("own targeted field %q", own)
+	}
+	if len(h["X-Hop"]) != 1 {
+		t.Error("storedHeader changed the response's own header")
 	}
 }

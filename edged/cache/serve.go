@@ -67,7 +67,7 @@ func (h *handler) serveObject(w http.ResponseWriter, r *http.Request, o *object,
 	hdr["Cache-Status"] = hh.cs
 
 	if notModified(r, m) {
-		writeNotModified(w)
+		writeNotModified(w, m)
 		return true
 	}
 	status, start, n := m.status, int64(0), o.size
@@ -132,7 +132,7 @@ func (h *handler) stream(w http.ResponseWriter, r *http.Request, f *fill, leader
 	}
 	hdr["Cache-Status"] = append(slices.Clip(src["Cache-Status"]), cs)
 	if notModified(r, m) {
-		writeNotModified(w)
+		writeNotModified(w, m)
 		return
 	}
 	// A single range is cut from the arriving body when its length is known.
@@ -190,10 +190,22 @@ func (h *handler) stream(w http.ResponseWriter, r *http.Request, f *fill, leader
 	}
 }
 
-func writeNotModified(w http.ResponseWriter) {
+// notModifiedDrop is what a 304 made from a stored response leaves out:
+// framing, and representation metadata other than what RFC 9110 15.4.5
+// asks a 304 to repeat (Cache-Control, Content-Location, Date, ETag,
+// Expires, Vary are kept, as is everything that is not representation
+// metadata).
+var notModifiedDrop = []string{"Content-Length", "Content-Range", "Transfer-Encoding", "Trailer",
+	"Content-Type", "Content-Encoding", "Content-Language"}
+
+func writeNotModified(w http.ResponseWriter, m *meta) {
 	hdr := w.Header()
-	for _, k := range []string{"Content-Length", "Content-Range", "Transfer-Encoding"} {
+	for _, k := range notModifiedDrop {
 		delete(hdr, k)
+	}
+	if m.etag != "" {
+		// Last-Modified guides a cache update only without an ETag.
+		delete(hdr, "Last-Modified")
 	}
 	w.WriteHeader(http.StatusNotModified)
 }

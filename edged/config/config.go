@@ -183,6 +183,10 @@ type Route struct {
 	Upstream    string `toml:"upstream"`     // name of an [upstream.NAME]
 	StripPrefix bool   `toml:"strip_prefix"` // remove Path from the request path before proxying
 	Cache       string `toml:"cache"`        // name of a [cache.NAME] in front of the upstream
+	// CacheSetCookie: what the cache does with responses carrying
+	// Set-Cookie: "pass" (default: not stored), "store" (stored and
+	// replayed, RFC 9111), "strip" (stored without it).
+	CacheSetCookie string `toml:"cache_set_cookie"`
 	// Upgrades lists the protocols a request may switch to (Upgrade
 	// header); default ["websocket"]. Others go upstream without Upgrade.
 	Upgrades []string `toml:"upgrades"`
@@ -314,4 +318,9 @@ type Cache struct {
 	LockTimeout          tomlconf.Duration `toml:"lock_timeout"`           // coalesced waiters give up after; default 5s
 	IgnoreQuery          []string          `toml:"ignore_query"`           // query parameters left out of the key
 	SortQuery            bool              `toml:"sort_query"`             // sort query parameters in the key
+	// TargetedCacheControl is the RFC 9213 field meant for edged alone,
+	// obeyed before CDN-Cache-Control and Cache-Control and never passed
+	// on; default "Edged-Cache-Control", "-" for none.
+	TargetedCacheControl string `toml:"targeted_cache_control"`
+	CDNCacheControl      *bool  `toml:"cdn_cache_control"` // obey CDN-Cache-Control; default true
 }

@@ -11,10 +11,12 @@ import (
 	"time"
 
 	"github.com/edgeapp/edgeapp/edged/accesslog"
+	"github.com/edgeapp/edgeapp/edged/cache"
 	"github.com/edgeapp/edgeapp/edged/proxy"
 	"github.com/edgeapp/edgeapp/internal/logging"
 	"github.com/edgeapp/edgeapp/internal/systemd"
 	"github.com/edgeapp/edgeapp/internal/tomlconf"
+	"golang.org/x/net/http/httpguts"
 )
 
 // Load reads, decodes, defaults and validates path. The error lists every
@@ -434,6 +436,13 @@ func (c *Config) validateRoute(bad func(string, string, ...any), key string, r R
 			bad(key+".upstream", "no [upstream.%s] is defined", r.Upstream)
 		}
 	}
+	if r.CacheSetCookie != "" {
+		if r.Cache == "" {
+			bad(key+".cache_set_cookie", "goes with cache = NAME")
+		} else if _, ok := cache.SetCookieModes[r.CacheSetCookie]; !ok {
+			bad(key+".cache_set_cookie", "%q: want \"pass\", \"store\" or \"strip\"", r.CacheSetCookie)
+		}
+	}
 	if r.Cache != "" {
 		if r.Upstream == "" {
 			bad(key+".cache", "cache goes with an upstream route")
@@ -563,6 +572,9 @@ func (c *Config) validateCaches(bad func(string, string, ...any)) {
 		}
 		if k.MaxObject > k.Memory && k.Disk == "" {
 			bad(key+".max_object", "%v is larger than the memory tier (%v) and there is no disk tier", k.MaxObject, k.Memory)
+		}
+		if f := k.TargetedCacheControl; f != "" && f != "-" && !httpguts.ValidHeaderFieldName(f) {
+			bad(key+".targeted_cache_control", "%q is not a header field name", f)
 		}
 	}
 }

@@ -196,7 +196,7 @@ func (s *Server) routeHandler(cfg *config.Config, rt *runtime, rc config.Route, 
 			if err != nil {
 				return nil, err
 			}
-			h = c.Handler(h)
+			h = c.Handler(h, cache.HandlerOptions{RequestIDHeader: rt.requestID, SetCookie: cache.SetCookieModes[rc.CacheSetCookie]})
 		}
 	case rc.Static != "":
 		prefix := rc.Path
@@ -286,6 +286,7 @@ func cacheOptions(name string, cc *config.Cache) cache.Options {
 		MaxObjectSize: int64(cc.MaxObject), Heuristic: cc.Heuristic,
 		StaleWhileRevalidate: cc.StaleWhileRevalidate.D(), StaleIfError: cc.StaleIfError.D(),
 		LockTimeout: cc.LockTimeout.D(), IgnoreQuery: cc.IgnoreQuery, SortQuery: cc.SortQuery,
+		OwnCacheControl: cc.TargetedCacheControl, IgnoreCDNCacheControl: cc.CDNCacheControl != nil && !*cc.CDNCacheControl,
 	}
 }
 
