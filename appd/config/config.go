@@ -57,6 +57,18 @@ type App struct {
 	// must be able to execute it, as anyone can /usr/bin/appd.
 	User  string `toml:"user"`
 	Group string `toml:"group"`
+	// Zygote = true starts the command once per generation as a zygote
+	// (APPD_ZYGOTE_FD names its end of a socket pair) that forks the
+	// workers when appd asks; appd moves each fork into its own cgroup
+	// leaf before letting it accept. The zygote speaks appd's fork
+	// protocol (appd.toml(5), ZYGOTE PROTOCOL); appd-python does.
+	// Default: Preload.
+	Zygote bool `toml:"zygote"`
+	// Preload = true has the zygote load the application before it forks
+	// (APPD_PRELOAD=1), so its code and data are shared copy-on-write by
+	// the workers; a reload starts a new zygote with the new code.
+	// Implies Zygote.
+	Preload bool `toml:"preload"`
 	// Readiness says when a new worker counts as serving:
 	// "notify" (default) - it sent READY=1 to $NOTIFY_SOCKET (gunicorn
 	// does, as do programs using sd_notify); "exec" - its command was

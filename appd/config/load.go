@@ -75,6 +75,9 @@ func (c *Config) applyDefaults(name string, errs *tomlconf.Errors) {
 	if a.Control == "" {
 		a.Control = filepath.Join(RuntimeDir(), name+".ctl")
 	}
+	if !c.Doc.IsDefined("app", "zygote") {
+		a.Zygote = a.Preload
+	}
 	if a.Readiness == "" {
 		a.Readiness = "notify"
 	}
@@ -195,6 +198,9 @@ func (c *Config) validate(errs *tomlconf.Errors) {
 		if _, err := user.LookupGroup(a.Group); err != nil {
 			bad("app.group", "no such group %q", a.Group)
 		}
+	}
+	if a.Preload && !a.Zygote {
+		bad("app.preload", "preload = true needs zygote = true: the zygote is what loads the application once")
 	}
 	switch a.Readiness {
 	case "notify", "exec":

@@ -92,7 +92,7 @@ func (s *Supervisor) handleNotify(e notifyEvent, now time.Time) {
 		k, v, _ := strings.Cut(f, "=")
 		switch k {
 		case "READY":
-			if v == "1" && w.cfg.App.Readiness == "notify" {
+			if v == "1" && w.cfg.App.Readiness == "notify" && w.kind != zygote {
 				s.markReady(w, "READY=1", now)
 			}
 		case "STATUS":

@@ -27,16 +27,24 @@ type (
 		err string // "" when the command was executed
 	}
 	exitEvent struct {
-		id    int
-		state *os.ProcessState
+		id  int
+		how string // exitString of its wait status
 	}
 	probeEvent struct{ id int }
 )
 
 // spawn starts a worker of the current generation in slot i: its cgroup
 // leaf first (when there is a tree), then the trampoline, born in the leaf.
+// With a zygote, the worker is forked by the generation's zygote once it
+// is ready (the slot waits meanwhile).
 func (s *Supervisor) spawn(i int, now time.Time) {
 	c := s.cfg
+	if c.App.Zygote {
+		if z := s.zygoteOf(s.gen); z != nil && z.state == Ready {
+			s.fork(z, i, now)
+		}
+		return
+	}
 	s.nextID++
 	w := &worker{id: s.nextID, slot: i, gen: s.gen, cfg: c, state: Starting, started: now,
 		startDeadline: now.Add(c.Workers.StartTimeout.D()), watchdog: c.Workers.Timeout.D()}
@@ -83,7 +91,8 @@ func limitsOf(c *config.Config, controllers []string) cgroup.Limits {
 }
 
 // start forks the trampoline with the sockets as fd 3.. and the
-// exec-status pipe after them, and starts the goroutines that wait on it.
+// exec-status pipe after them (and a zygote's end of its socket pair after
+// that), and starts the goroutines that wait on it.
 func (s *Supervisor) start(w *worker) error {
 	c := w.cfg
 	execR, execW, err := os.Pipe()
@@ -92,10 +101,33 @@ func (s *Supervisor) start(w *worker) error {
 	}
 	defer execW.Close()
 	files := append(append([]*os.File{}, s.opts.Listeners...), execW)
+	env := s.workerEnv(w, 3+len(s.opts.Listeners))
+	if w.kind == zygote {
+		ctl, theirs, err := newZygotePair()
+		if err != nil {
+			execR.Close()
+			return err
+		}
+		defer theirs.Close()
+		w.ctl = ctl
+		files = append(files, theirs)
+		preload := "0"
+		if c.App.Preload {
+			preload = "1"
+		}
+		env = append(env, envZygoteFD+"="+strconv.Itoa(3+len(s.opts.Listeners)+1), envPreload+"="+preload)
+	}
+	fail := func() {
+		execR.Close()
+		if w.ctl != nil {
+			w.ctl.Close()
+			w.ctl = nil
+		}
+	}
 	cmd := &exec.Cmd{
 		Path:       s.opts.Trampoline,
 		Args:       append([]string{"appd-trampoline"}, c.App.Command...),
-		Env:        s.workerEnv(w, 3+len(s.opts.Listeners)),
+		Env:        env,
 		Dir:        c.App.Directory,
 		ExtraFiles: files,
 		SysProcAttr: &syscall.SysProcAttr{
@@ -109,7 +141,7 @@ func (s *Supervisor) start(w *worker) error {
 	if os.Geteuid() == 0 {
 		uid, gid, groups, ok, err := c.App.Credentials()
 		if err != nil {
-			execR.Close()
+			fail()
 			return err
 		}
 		if ok {
@@ -123,14 +155,14 @@ func (s *Supervisor) start(w *worker) error {
 		var outW *os.File
 		outR, outW, err = os.Pipe()
 		if err != nil {
-			execR.Close()
+			fail()
 			return fmt.Errorf("making the output pipe: %w", err)
 		}
 		defer outW.Close()
 		cmd.Stdout, cmd.Stderr = outW, outW
 	}
 	if err := cmd.Start(); err != nil {
-		execR.Close()
+		fail()
 		if outR != nil {
 			outR.Close()
 		}
@@ -150,7 +182,7 @@ func (s *Supervisor) start(w *worker) error {
 		execR.Close()
 		s.post(execEvent{id: id, err: string(msg)})
 		cmd.Wait()
-		s.post(exitEvent{id: id, state: cmd.ProcessState})
+		s.post(exitEvent{id: id, how: exitString(cmd.ProcessState)})
 	}()
 	return nil
 }
@@ -161,7 +193,7 @@ func (s *Supervisor) workerEnv(w *worker, execFD int) []string {
 	c := w.cfg
 	drop := map[string]bool{"LISTEN_PID": true, "LISTEN_FDS": true, "LISTEN_FDNAMES": true, "NOTIFY_SOCKET": true,
 		"WATCHDOG_USEC": true, "WATCHDOG_PID": true, "APPD_WORKER": true, "APPD_GENERATION": true,
-		envTrampoline: true, envExecFD: true}
+		envTrampoline: true, envExecFD: true, envZygoteFD: true, envPreload: true}
 	env := make([]string, 0, 64)
 	for _, kv := range os.Environ() {
 		k, _, _ := strings.Cut(kv, "=")
@@ -186,13 +218,15 @@ func (s *Supervisor) workerEnv(w *worker, execFD int) []string {
 		"LISTEN_FDS="+strconv.Itoa(len(s.opts.Listeners)),
 		"LISTEN_FDNAMES="+strings.Join(names, ":"),
 		"NOTIFY_SOCKET="+s.notifyPath,
-		"APPD_WORKER="+strconv.Itoa(w.slot),
 		"APPD_GENERATION="+strconv.Itoa(w.gen),
 		envTrampoline+"=1",
 		envExecFD+"="+strconv.Itoa(execFD),
 	)
-	if w.watchdog > 0 {
-		env = append(env, "WATCHDOG_USEC="+strconv.FormatInt(w.watchdog.Microseconds(), 10))
+	if w.kind != zygote {
+		env = append(env, "APPD_WORKER="+strconv.Itoa(w.slot))
+	}
+	if wd := w.cfg.Workers.Timeout.D(); wd > 0 {
+		env = append(env, "WATCHDOG_USEC="+strconv.FormatInt(wd.Microseconds(), 10))
 	}
 	return env
 }
@@ -200,19 +234,31 @@ func (s *Supervisor) workerEnv(w *worker, execFD int) []string {
 // reap is the exit of a worker's main process: whatever it left behind in
 // its group or leaf is killed, the leaf removed, and the slot's history
 // updated. An exit the supervisor did not ask for is a failure.
-func (s *Supervisor) reap(w *worker, ps *os.ProcessState, now time.Time) {
+func (s *Supervisor) reap(w *worker, how string, now time.Time) {
 	delete(s.workers, w.id)
-	delete(s.byPid, w.pid)
+	if s.byPid[w.pid] == w {
+		delete(s.byPid, w.pid)
+	}
 	if w.cancel != nil {
 		w.cancel()
 	}
-	how := exitString(ps)
 	if w.execErr != "" {
 		how = w.execErr
 	}
+	if w.pidfd != nil {
+		w.pidfd.Close()
+	}
+	if w.outR != nil {
+		w.outR.Close()
+	}
 	// Leftovers (gunicorn's own workers, anything forked) must not keep
-	// accepting on the shared socket.
-	syscall.Kill(-w.pid, syscall.SIGKILL)
+	// accepting on the shared socket. (A fork leads its own group too.)
+	if w.pid > 0 {
+		syscall.Kill(-w.pid, syscall.SIGKILL)
+	}
+	if w.kind == zygote {
+		s.zygoteGone(w, now)
+	}
 	if w.leaf != nil {
 		if ev, err := w.leaf.Events(); err == nil && ev.OOMKill > 0 {
 			st, _ := w.leaf.Stats()
@@ -232,7 +278,7 @@ func (s *Supervisor) reap(w *worker, ps *os.ProcessState, now time.Time) {
 			}
 		}()
 	}
-	sl := s.slot(w.slot)
+	sl := s.slotOf(w)
 	if w.planned != "" && w.failure == "" {
 		s.exits["planned"]++
 		if w.killed && w.state == Draining {
@@ -240,12 +286,15 @@ func (s *Supervisor) reap(w *worker, ps *os.ProcessState, now time.Time) {
 		}
 		sl.lastExit = fmt.Sprintf("%s: %s", w.planned, how)
 		sl.lastExitAt = now
-		s.log.Info("worker exited", "worker", wname(w), "pid", w.pid, "gen", w.gen, "reason", w.planned, "status", how, "uptime", now.Sub(w.started).Round(time.Millisecond))
+		s.log.Info(kindName(w)+" exited", "worker", wname(w), "pid", w.pid, "gen", w.gen, "reason", w.planned, "status", how, "uptime", now.Sub(w.started).Round(time.Millisecond))
 		return
 	}
 	why := how
 	if w.failure != "" && w.failure != how {
 		why = w.failure + " (" + how + ")"
+	}
+	if w.state == Starting && w.status != "" {
+		why += "; it said: " + w.status // an import error, say
 	}
 	if s.stopping {
 		sl.lastExit = why
@@ -255,7 +304,7 @@ func (s *Supervisor) reap(w *worker, ps *os.ProcessState, now time.Time) {
 	}
 	s.failed(w, why, now)
 	if s.rollout && w.gen == s.gen && s.stableCfg != nil && s.stableGen != s.gen {
-		s.slot(w.slot).nextStart = time.Time{} // the stable generation restarts at once
+		sl.nextStart = time.Time{} // the stable generation restarts at once
 		s.rollback(fmt.Sprintf("%s %s", wname(w), why))
 	}
 }
@@ -265,7 +314,7 @@ func (s *Supervisor) reap(w *worker, ps *os.ProcessState, now time.Time) {
 // the window mark a crash loop, which slows restarts but never stops them.
 func (s *Supervisor) failed(w *worker, why string, now time.Time) {
 	s.exits["failed"]++
-	sl := s.slot(w.slot)
+	sl := s.slotOf(w)
 	sl.restarts++
 	sl.lastExit = why
 	sl.lastExitAt = now
@@ -298,7 +347,12 @@ func (s *Supervisor) failed(w *worker, why string, now time.Time) {
 	if sl.crashLoop && !wasLoop {
 		s.log.Error("crash loop: worker keeps failing; restarts continue with backoff", "worker", wname(w), "failures", len(sl.history), "window", window, "last", why, "next_restart_in", delay.Round(time.Millisecond))
 	}
-	if w.pid != 0 {
+	switch {
+	case w.kind == zygote && w.readyAt.IsZero():
+		s.log.Error("zygote exited before it was ready", "pid", w.pid, "gen", w.gen, "status", why, "restart_in", delay.Round(time.Millisecond))
+	case w.kind == zygote:
+		s.log.Warn("zygote exited unexpectedly, restarting it; its workers keep serving", "pid", w.pid, "gen", w.gen, "status", why, "restart_in", delay.Round(time.Millisecond))
+	case w.pid != 0:
 		s.log.Warn("worker exited unexpectedly, restarting", "worker", wname(w), "pid", w.pid, "gen", w.gen, "status", why, "uptime", now.Sub(w.started).Round(time.Millisecond), "restart_in", delay.Round(time.Millisecond))
 	}
 }
@@ -442,7 +496,7 @@ func (s *Supervisor) sample(now time.Time) {
 		st.at = now
 		w.stats = st
 		mm := int64(w.cfg.Workers.MaxMemory)
-		if mm > 0 && st.memCurrent > mm && w.state == Ready && w.retire == "" && !recycling && !s.stopping {
+		if mm > 0 && st.memCurrent > mm && w.state == Ready && w.retire == "" && !recycling && !s.stopping && w.kind != zygote {
 			s.retire(w, fmt.Sprintf("max_memory: using %s, more than %s", sizeString(st.memCurrent), sizeString(mm)))
 			recycling = true
 		}

@@ -37,6 +37,8 @@ type Status struct {
 	Cgroup     string    `json:"cgroup,omitempty"` // the delegated tree; "" = no limits
 	Started    time.Time `json:"started"`
 	Slots      []Worker  `json:"slots"`
+	// Zygotes are the generations' zygotes (zygote = true), Slot -1.
+	Zygotes []Worker `json:"zygotes,omitempty"`
 	// Reloads counts reload outcomes: started, done, rolled_back, invalid.
 	Reloads map[string]int `json:"reloads"`
 	// Exits counts worker exits: planned (drained), failed, oom.
@@ -74,13 +76,26 @@ func (s *Supervisor) snapshot(now time.Time) Status {
 	}
 	seen := map[int]bool{}
 	for _, w := range s.workers {
-		seen[w.slot] = true
-		sl := s.slot(w.slot)
-		st.Slots = append(st.Slots, Worker{Slot: w.slot, PID: w.pid, Generation: w.gen, State: w.state.String(),
+		sl := s.slotOf(w)
+		row := Worker{Slot: w.slot, PID: w.pid, Generation: w.gen, State: w.state.String(),
 			Since: w.started, Uptime: now.Sub(w.started).Seconds(), Restarts: sl.restarts, LastExit: sl.lastExit,
 			Recycle: w.retire, Status: w.status, MemoryCurrent: w.stats.memCurrent, MemoryPeak: w.stats.memPeak,
-			CPU: w.stats.cpu.Seconds(), Pids: w.stats.pids})
+			CPU: w.stats.cpu.Seconds(), Pids: w.stats.pids}
+		if w.kind == zygote {
+			st.Zygotes = append(st.Zygotes, row)
+			continue
+		}
+		seen[w.slot] = true
+		st.Slots = append(st.Slots, row)
 	}
+	if len(st.Zygotes) == 0 && s.cfg.App.Zygote && (s.zslot.restarts > 0) {
+		state := "backoff"
+		if s.zslot.crashLoop {
+			state = "crash-loop"
+		}
+		st.Zygotes = append(st.Zygotes, Worker{Slot: -1, State: state, Restarts: s.zslot.restarts, LastExit: s.zslot.lastExit})
+	}
+	sort.Slice(st.Zygotes, func(i, j int) bool { return st.Zygotes[i].Generation < st.Zygotes[j].Generation })
 	for i := 0; i < s.count; i++ {
 		if seen[i] {
 			continue
@@ -137,6 +152,17 @@ func (s *Supervisor) statusLine() string {
 	fmt.Fprintf(&b, "%d/%d ready, gen %d, %d restarting", s.readyCount(), s.count, s.gen, restarting)
 	if s.rollout && s.stableGen != 0 {
 		fmt.Fprintf(&b, ", reloading from gen %d", s.stableGen)
+	}
+	if s.cfg.App.Zygote && !s.stopping {
+		switch z := s.zygoteOf(s.gen); {
+		case z == nil:
+			b.WriteString(", zygote restarting")
+		case z.state == Starting:
+			b.WriteString(", zygote loading")
+		}
+		if s.zslot.crashLoop {
+			loops = append(loops, "zygote")
+		}
 	}
 	if len(loops) > 0 {
 		fmt.Fprintf(&b, ", CRASH LOOP: %s", strings.Join(loops, " "))
@@ -319,7 +345,7 @@ func (st *Status) Print(out io.Writer) {
 	fmt.Fprintf(out, "workers %d (min %d, max %d), generation %d, cgroup %s\n\n", st.Workers, st.Min, st.Max, st.Generation, limits)
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "SLOT\tPID\tGEN\tSTATE\tUPTIME\tRESTARTS\tMEMORY\tPEAK\tCPU\tPIDS\tLAST EXIT\tSTATUS")
-	for _, r := range st.Slots {
+	for _, r := range append(slices.Clone(st.Zygotes), st.Slots...) {
 		pid, gen, up, mem, peak, cpu, pids := "-", "-", "-", "-", "-", "-", "-"
 		if r.PID != 0 {
 			pid = fmt.Sprint(r.PID)
@@ -337,7 +363,11 @@ func (st *Status) Print(out io.Writer) {
 		if last == "" {
 			last = "-"
 		}
-		fmt.Fprintf(tw, "w%d\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Slot, pid, gen, state, up, r.Restarts, mem, peak, cpu, pids, last, r.Status)
+		name := fmt.Sprintf("w%d", r.Slot)
+		if r.Slot < 0 {
+			name = "zygote"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\n", name, pid, gen, state, up, r.Restarts, mem, peak, cpu, pids, last, r.Status)
 	}
 	tw.Flush()
 }

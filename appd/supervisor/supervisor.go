@@ -89,6 +89,7 @@ type Supervisor struct {
 	workers map[int]*worker // by id
 	byPid   map[int]*worker
 	slots   []*slot
+	zslot   *slot // the current generation's zygote's history (backoff)
 	nextID  int
 
 	events chan any
@@ -128,6 +129,7 @@ func New(opts Options) (*Supervisor, error) {
 		tree:    opts.Tree,
 		workers: map[int]*worker{},
 		byPid:   map[int]*worker{},
+		zslot:   &slot{},
 		events:  make(chan any, eventQueue),
 		done:    make(chan struct{}),
 		reloads: map[string]int{},
@@ -247,6 +249,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	ctxDone := ctx.Done()
 
 	s.manage(time.Now())
+	s.manageZygotes(time.Now())
 	s.report()
 	for {
 		if s.stopping && len(s.workers) == 0 {
@@ -271,6 +274,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		now := time.Now()
 		s.checkTimers(now)
 		s.manage(now)
+		s.manageZygotes(now)
 		s.report()
 	}
 }
@@ -326,7 +330,8 @@ func (s *Supervisor) stop(fast bool) {
 		if fast && w.state == Draining && w.drainDeadline.After(now.Add(fastGrace)) {
 			w.drainDeadline = now.Add(fastGrace)
 		}
-		if w.state != Draining {
+		// A zygote goes once its forks are gone (it reports their exits).
+		if w.state != Draining && w.kind != zygote {
 			s.drain(w, "appd stopping", now)
 		}
 	}
@@ -390,6 +395,7 @@ func (s *Supervisor) reload() {
 	s.gen = s.lastGen
 	s.cfg = c
 	s.count = c.Workers.N
+	s.zslot.nextStart, s.zslot.failures = time.Time{}, 0 // new code: no backoff from the old
 	s.rollout = true
 	s.rolledBack = false
 	s.reloadNote = ""
@@ -411,8 +417,8 @@ func (s *Supervisor) rollback(cause string) {
 	s.rolledBack = true
 	s.reloadNote = fmt.Sprintf("reload to gen %d rolled back: %s", failed, cause)
 	for _, w := range s.workers {
-		if w.gen != failed || w.state == Draining {
-			continue
+		if w.gen != failed || w.state == Draining || w.kind == zygote && w.state == Ready {
+			continue // a ready zygote goes once its forks are gone
 		}
 		if w.state == Starting {
 			w.planned = "generation rolled back"
@@ -503,11 +509,20 @@ func (s *Supervisor) generationServing() bool {
 		}
 	}
 	for _, w := range s.workers {
-		if w.state != Draining && (w.gen != s.gen || w.retire != "") {
+		if w.kind != zygote && w.state != Draining && (w.gen != s.gen || w.retire != "") {
 			return false
 		}
 	}
 	return true
+}
+
+// slotOf is the history a worker's failures count against: its slot's,
+// or the zygotes'.
+func (s *Supervisor) slotOf(w *worker) *slot {
+	if w.kind == zygote {
+		return s.zslot
+	}
+	return s.slot(w.slot)
 }
 
 func (s *Supervisor) slot(i int) *slot {
@@ -526,6 +541,11 @@ func (s *Supervisor) markReady(w *worker, how string, now time.Time) {
 	w.readyAt = now
 	if w.cancel != nil {
 		w.cancel()
+	}
+	if w.kind == zygote {
+		s.zslot.failures = 0
+		s.log.Info("zygote ready", "pid", w.pid, "gen", w.gen, "took", now.Sub(w.started).Round(time.Millisecond))
+		return
 	}
 	if ml := w.cfg.Workers.MaxLifetime.D(); ml > 0 {
 		j := w.cfg.Workers.LifetimeJitter.D()
@@ -554,8 +574,12 @@ func (s *Supervisor) drain(w *worker, reason string, now time.Time) {
 	if w.cancel != nil {
 		w.cancel()
 	}
-	s.log.Info("draining worker", "worker", wname(w), "pid", w.pid, "gen", w.gen, "reason", reason, "graceful_timeout", grace)
-	if err := w.cmd.Process.Signal(syscall.SIGTERM); err != nil && !errors.Is(err, os.ErrProcessDone) {
+	if w.pid == 0 { // a fork not forked yet: it is aborted when it is
+		s.kill(w)
+		return
+	}
+	s.log.Info("draining "+kindName(w), "worker", wname(w), "pid", w.pid, "gen", w.gen, "reason", reason, "graceful_timeout", grace)
+	if err := w.signal(syscall.SIGTERM); err != nil && !errors.Is(err, os.ErrProcessDone) {
 		s.log.Warn("sending SIGTERM failed, killing", "worker", wname(w), "pid", w.pid, "err", err)
 		s.kill(w)
 	}
@@ -569,7 +593,10 @@ func (s *Supervisor) kill(w *worker) {
 	if w.cancel != nil {
 		w.cancel()
 	}
-	if w.leaf != nil {
+	if w.pid == 0 {
+		return // a fork request: aborted if the zygote still forks it
+	}
+	if w.leaf != nil && (w.kind != forked || w.placed) {
 		if err := w.leaf.Kill(); err == nil {
 			return
 		} else {
@@ -577,7 +604,7 @@ func (s *Supervisor) kill(w *worker) {
 		}
 	}
 	syscall.Kill(-w.pid, syscall.SIGKILL)
-	w.cmd.Process.Signal(syscall.SIGKILL)
+	w.signal(syscall.SIGKILL)
 }
 
 // checkTimers fires the per-worker deadlines: start_timeout, watchdog,
@@ -586,6 +613,12 @@ func (s *Supervisor) checkTimers(now time.Time) {
 	recycling := s.recycling()
 	for _, w := range s.workers {
 		switch {
+		case w.kind == forked && w.pid == 0 && w.killed:
+			s.reap(w, "never forked", now)
+			continue
+		case !w.goneAt.IsZero() && now.Sub(w.goneAt) >= forkStatusWait:
+			s.reap(w, "exited, status not reported by its zygote", now)
+			continue
 		case w.killed:
 			continue
 		case w.state == Draining:
@@ -611,7 +644,7 @@ func (s *Supervisor) checkTimers(now time.Time) {
 			s.watchdogExpired(w, now)
 			continue
 		}
-		if w.state == Ready && !w.lifetimeEnd.IsZero() && now.After(w.lifetimeEnd) && w.retire == "" && !recycling && !s.rollout {
+		if w.state == Ready && !w.lifetimeEnd.IsZero() && now.After(w.lifetimeEnd) && w.retire == "" && !recycling && !s.rollout && w.kind != zygote {
 			s.retire(w, fmt.Sprintf("max_lifetime (%v) reached", w.cfg.Workers.MaxLifetime.D()))
 			recycling = true
 		}
@@ -627,7 +660,7 @@ func (s *Supervisor) watchdogExpired(w *worker, now time.Time) {
 		"worker", wname(w), "pid", w.pid, "gen", w.gen, "state", w.state.String(),
 		"last_ping", w.lastPing.Format(time.RFC3339Nano), "silent_for", now.Sub(w.lastPing).Round(time.Millisecond),
 		"timeout", w.watchdog, "last_status", w.status, "kill_in", abortGrace)
-	if err := w.cmd.Process.Signal(syscall.SIGABRT); err != nil {
+	if err := w.signal(syscall.SIGABRT); err != nil {
 		s.kill(w)
 	}
 }
@@ -659,6 +692,9 @@ func (s *Supervisor) nextDeadline() time.Time {
 		}
 	}
 	for _, w := range s.workers {
+		if !w.goneAt.IsZero() {
+			earlier(w.goneAt.Add(forkStatusWait))
+		}
 		switch {
 		case w.killed:
 		case w.state == Draining:
@@ -676,6 +712,9 @@ func (s *Supervisor) nextDeadline() time.Time {
 				earlier(w.lifetimeEnd)
 			}
 		}
+	}
+	if !s.stopping && s.cfg.App.Zygote && s.zygoteOf(s.gen) == nil {
+		earlier(s.zslot.nextStart)
 	}
 	if !s.stopping {
 		for i := 0; i < s.count && i < len(s.slots); i++ {
@@ -708,8 +747,12 @@ func (s *Supervisor) handleEvent(ev any) {
 		}
 	case exitEvent:
 		if w := s.workers[e.id]; w != nil {
-			s.reap(w, e.state, now)
+			s.reap(w, e.how, now)
 		}
+	case zygoteEvent:
+		s.handleZygote(e, now)
+	case forkGoneEvent:
+		s.forkGone(e, now)
 	case probeEvent:
 		if w := s.workers[e.id]; w != nil {
 			s.markReady(w, "probe", now)
@@ -721,7 +764,19 @@ func (s *Supervisor) handleEvent(ev any) {
 	}
 }
 
-func wname(w *worker) string { return fmt.Sprintf("w%d", w.slot) }
+func wname(w *worker) string {
+	if w.kind == zygote {
+		return "zygote"
+	}
+	return fmt.Sprintf("w%d", w.slot)
+}
+
+func kindName(w *worker) string {
+	if w.kind == zygote {
+		return "zygote"
+	}
+	return "worker"
+}
 
 func sameStrings(a, b []string) bool {
 	if len(a) != len(b) {

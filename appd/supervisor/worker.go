@@ -2,7 +2,10 @@ package supervisor
 
 import (
 	"context"
+	"errors"
+	"os"
 	"os/exec"
+	"syscall"
 	"time"
 
 	"github.com/edgeapp/edgeapp/appd/cgroup"
@@ -32,17 +35,40 @@ func (s State) String() string {
 	return "unknown"
 }
 
-// worker is one process the supervisor started. Only the event loop reads
-// or writes it.
+// kind is how a process came to be.
+type kind int
+
+const (
+	execd  kind = iota // started by appd (trampoline, exec of the command)
+	zygote             // started by appd; forks the generation's workers
+	forked             // forked by a zygote at appd's request
+)
+
+// worker is one process the supervisor started, or had a zygote fork.
+// Only the event loop reads or writes it.
 type worker struct {
 	id   int // unique for the supervisor's life
-	slot int
+	slot int // -1 for a zygote
 	gen  int
 	cfg  *config.Config // the generation's config it was started with
+	kind kind
 
-	cmd  *exec.Cmd
-	pid  int
+	cmd  *exec.Cmd    // execd and zygote
+	pid  int          // 0 while a fork is requested but not yet forked
 	leaf *cgroup.Leaf // nil without a cgroup tree
+
+	// A zygote: its end of the socket pair, and whether it exited.
+	ctl    *zygoteConn
+	exited bool
+	// A fork: its zygote, its pidfd (signals and exit), whether appd let
+	// it go (after placing it in its leaf), its output pipe until the pid
+	// is known, and when its pidfd said it exited (the zygote's report
+	// with the status is awaited a moment).
+	zygote *worker
+	pidfd  *os.File
+	placed bool
+	outR   *os.File
+	goneAt time.Time
 
 	state   State
 	started time.Time
@@ -72,6 +98,20 @@ type worker struct {
 	execErr       string        // the trampoline's exec error, if any
 
 	stats cgroupStats
+}
+
+var errNoProcess = errors.New("no process yet")
+
+// signal sends sig to the worker's main process: through os/exec's handle
+// for what appd started, through the pidfd for a fork (never a reused pid).
+func (w *worker) signal(sig syscall.Signal) error {
+	switch {
+	case w.cmd != nil:
+		return w.cmd.Process.Signal(sig)
+	case w.pidfd != nil:
+		return pidfdSignal(w.pidfd, sig)
+	}
+	return errNoProcess
 }
 
 // cgroupStats is the last sample of a worker's resource use.
