@@ -81,7 +81,8 @@ func (s *Supervisor) readNotify(conn *net.UnixConn) {
 }
 
 // handleNotify applies a worker's READY=1, STATUS=, WATCHDOG=1,
-// WATCHDOG=trigger, WATCHDOG_USEC=, EXTEND_TIMEOUT_USEC= and STOPPING=1.
+// WATCHDOG=trigger, WATCHDOG_USEC=, EXTEND_TIMEOUT_USEC=, STOPPING=1 and
+// appd's own APPD_RECYCLE=reason.
 func (s *Supervisor) handleNotify(e notifyEvent, now time.Time) {
 	w := s.workerOf(e.pid)
 	if w == nil {
@@ -118,6 +119,12 @@ func (s *Supervisor) handleNotify(e notifyEvent, now time.Time) {
 				if d := now.Add(time.Duration(us) * time.Microsecond); d.After(w.startDeadline) {
 					w.startDeadline = d
 				}
+			}
+		case "APPD_RECYCLE":
+			// The worker asks to be replaced (appd-python: gunicorn's
+			// max_requests): gracefully, one slot at a time, in checkTimers.
+			if w.kind != zygote && w.askedRecycle == "" {
+				w.askedRecycle = v
 			}
 		case "STOPPING":
 			if v == "1" && w.state != Draining {

@@ -280,3 +280,27 @@ func TestZygoteImportErrorRollsBackReload(t *testing.T) {
 	h.reload(text)
 	h.waitFor("gen 3", 60*time.Second, allReady(2, 3))
 }
+
+func TestRunnerMaxRequestsRecyclesGracefully(t *testing.T) {
+	h := start(t, runnerConf(t, "--max-requests 30", "zygote = true\n[workers]\ncount = 2\n"))
+	st := h.waitFor("2 ready", 60*time.Second, allReady(2, 1))
+	before := pidsOf(st)
+	h.client.Transport = &http.Transport{DisableKeepAlives: true}
+	stop := make(chan struct{})
+	res, wg := h.load(4, 1000000, stop)
+	h.waitFor("both workers recycled", 60*time.Second, func(st Status) bool {
+		p := pidsOf(st)
+		return st.Ready == 2 && p[0] != before[0] && p[1] != before[1]
+	})
+	close(stop)
+	wg.Wait()
+	if res.failed.Load() != 0 {
+		t.Errorf("%d of %d requests failed while recycling: %v", res.failed.Load(), res.total.Load(), res.errs)
+	}
+	if !strings.Contains(h.logs.String(), `reason="the worker asked: max_requests (30 requests)"`) {
+		t.Errorf("recycle not logged with its reason:\n%s", h.logs.String())
+	}
+	if strings.Contains(h.logs.String(), "exited unexpectedly") {
+		t.Errorf("a worker exited instead of being recycled:\n%s", h.logs.String())
+	}
+}

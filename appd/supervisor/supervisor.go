@@ -644,7 +644,14 @@ func (s *Supervisor) checkTimers(now time.Time) {
 			s.watchdogExpired(w, now)
 			continue
 		}
-		if w.state == Ready && !w.lifetimeEnd.IsZero() && now.After(w.lifetimeEnd) && w.retire == "" && !recycling && !s.rollout && w.kind != zygote {
+		if w.state != Ready || w.retire != "" || recycling || s.rollout || w.kind == zygote {
+			continue
+		}
+		switch {
+		case w.askedRecycle != "":
+			s.retire(w, "the worker asked: "+w.askedRecycle)
+			recycling = true
+		case !w.lifetimeEnd.IsZero() && now.After(w.lifetimeEnd):
 			s.retire(w, fmt.Sprintf("max_lifetime (%v) reached", w.cfg.Workers.MaxLifetime.D()))
 			recycling = true
 		}

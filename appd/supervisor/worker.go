@@ -95,6 +95,7 @@ type worker struct {
 	lastPing      time.Time     // zero until the first WATCHDOG=1
 	status        string        // last STATUS=
 	lifetimeEnd   time.Time     // zero = no max_lifetime
+	askedRecycle  string        // APPD_RECYCLE= from the worker: why it wants a replacement
 	execErr       string        // the trampoline's exec error, if any
 
 	stats cgroupStats
