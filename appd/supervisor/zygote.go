@@ -167,7 +167,7 @@ func (s *Supervisor) spawnZygote(now time.Time) {
 	w := &worker{id: s.nextID, slot: -1, gen: s.gen, cfg: c, kind: zygote, state: Starting, started: now,
 		startDeadline: now.Add(c.Workers.StartTimeout.D())}
 	if s.tree != nil {
-		leaf, err := s.tree.NewLeaf(fmt.Sprintf("zygote-%d", w.id), limitsOf(c))
+		leaf, err := s.tree.NewLeaf(fmt.Sprintf("zygote-%d", w.id), limitsOf(c, s.tree.Controllers()))
 		if err != nil {
 			s.spawnFailed(w, fmt.Errorf("creating its cgroup leaf: %w", err), now)
 			return
@@ -196,7 +196,7 @@ func (s *Supervisor) fork(z *worker, i int, now time.Time) {
 	w := &worker{id: s.nextID, slot: i, gen: z.gen, cfg: c, kind: forked, zygote: z, state: Starting, started: now,
 		startDeadline: now.Add(c.Workers.StartTimeout.D()), watchdog: c.Workers.Timeout.D()}
 	if s.tree != nil {
-		leaf, err := s.tree.NewLeaf(fmt.Sprintf("w%d-%d", i, w.id), limitsOf(c))
+		leaf, err := s.tree.NewLeaf(fmt.Sprintf("w%d-%d", i, w.id), limitsOf(c, s.tree.Controllers()))
 		if err != nil {
 			s.spawnFailed(w, fmt.Errorf("creating its cgroup leaf: %w", err), now)
 			return
