@@ -22,6 +22,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/coreos/go-systemd/v22/journal"
 	"github.com/edgeapp/edgeapp/appd/cgroup"
 	"github.com/edgeapp/edgeapp/appd/config"
 	"github.com/edgeapp/edgeapp/appd/supervisor"
@@ -155,6 +156,7 @@ func run(args []string) int {
 		Log:       log,
 		Notifier:  notifier,
 		Signals:   sigs,
+		Journal:   workerOutputToJournal(),
 	})
 	if err != nil {
 		log.Error("not starting: " + err.Error())
@@ -165,6 +167,14 @@ func run(args []string) int {
 		return 1
 	}
 	return 0
+}
+
+// workerOutputToJournal: appd's stderr is a journal stream (a systemd
+// service) and the journal's socket is there, so the workers' lines go to
+// the journal natively, with fields.
+func workerOutputToJournal() bool {
+	ok, err := journal.StderrIsJournalStream()
+	return err == nil && ok && journal.Enabled()
 }
 
 // sockets returns the listening sockets for the workers: those systemd

@@ -49,10 +49,11 @@ section "shipped configuration: edged -t, appd -t"
 sed "s|/usr/share/edged/welcome|$top/packaging/welcome|" etc/edged/edged.toml >"$scratch/edged.toml"
 bin/edged -t -config "$scratch/edged.toml" || bad "edged -t rejects etc/edged/edged.toml"
 # The example's dedicated user (user = "mysite") is the administrator's to
-# create: check the rest of it with a user every system has.
+# create: check the rest of it with a user every system has. appd-python
+# is looked up in PATH, where the package puts it.
 for f in etc/appd/*.toml; do
 	sed 's/^user = "mysite"/user = "nobody"/' "$f" >"$scratch/$(basename "$f")"
-	bin/appd -t -config "$scratch/$(basename "$f")" || bad "appd -t rejects $f"
+	PATH="$top/appd/python:$PATH" bin/appd -t -config "$scratch/$(basename "$f")" || bad "appd -t rejects $f"
 done
 
 section "man pages: mandoc -Tlint"

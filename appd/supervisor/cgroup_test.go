@@ -3,6 +3,7 @@ package supervisor
 import (
 	"fmt"
 	"log/slog"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -218,7 +219,7 @@ func TestCgroupLeavesOnThisHost(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer unix.Close(fd)
-	cmd := exec.Command(os.Args[0], "-test.run=^(TestCgroupLeafPerWorkerKilledAndRemoved|TestCgroupReloadAndDrainThroughLeaves)$", "-test.v")
+	cmd := exec.Command(os.Args[0], "-test.run=^(TestCgroupLeafPerWorkerKilledAndRemoved|TestCgroupReloadAndDrainThroughLeaves|TestCgroupZygoteForksInOwnLeaves)$", "-test.v")
 	cmd.Env = append(os.Environ(), "APPD_SUPERVISOR_CGROUP_CHILD=1")
 	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: fd}
 	out, err := cmd.CombinedOutput()
@@ -226,7 +227,7 @@ func TestCgroupLeavesOnThisHost(t *testing.T) {
 	if err != nil {
 		t.Fatalf("leaf test in a delegated cgroup failed: %v", err)
 	}
-	for _, name := range []string{"TestCgroupLeafPerWorkerKilledAndRemoved", "TestCgroupReloadAndDrainThroughLeaves"} {
+	for _, name := range []string{"TestCgroupLeafPerWorkerKilledAndRemoved", "TestCgroupReloadAndDrainThroughLeaves", "TestCgroupZygoteForksInOwnLeaves"} {
 		if !strings.Contains(string(out), "--- PASS: "+name) {
 			t.Errorf("%s did not pass in the child", name)
 		}
@@ -310,5 +311,92 @@ func TestCgroupReloadAndDrainThroughLeaves(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// cgroupOf is the cgroup v2 path of pid, as /proc/PID/cgroup gives it.
+func cgroupOf(t *testing.T, pid int) string {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimSpace(string(b)[strings.LastIndex(string(b), ":")+1:])
+}
+
+// TestCgroupZygoteForksInOwnLeaves: each fork of a preloading zygote is
+// moved into a leaf of its own before it is let go: the leaf's
+// cgroup.procs lists it alone, the log places it before its READY=1, and
+// what it answers once serving is read in that leaf.
+func TestCgroupZygoteForksInOwnLeaves(t *testing.T) {
+	tree := delegatedTree(t)
+	h := start(t, runnerConf(t, "", "preload = true\n[workers]\ncount = 2\n"), withTree(tree))
+	st := h.waitFor("2 ready", 90*time.Second, allReady(2, 1))
+	zleaf := cgroupOf(t, st.Zygotes[0].PID)
+	if !strings.HasPrefix(filepath.Base(zleaf), "zygote-") {
+		t.Errorf("the zygote is in %q, not a zygote leaf", zleaf)
+	}
+	leaves := map[string]bool{}
+	logs := h.logs.String()
+	for _, w := range st.Slots {
+		leaf := cgroupOf(t, w.PID)
+		if leaves[leaf] || leaf == zleaf || !strings.HasPrefix(filepath.Base(leaf), fmt.Sprintf("w%d-", w.Slot)) {
+			t.Errorf("slot %d pid %d is in %q (zygote %q)", w.Slot, w.PID, leaf, zleaf)
+		}
+		leaves[leaf] = true
+		b, err := os.ReadFile(filepath.Join(tree.Path(), filepath.Base(leaf), "cgroup.procs"))
+		if err != nil || strings.TrimSpace(string(b)) != fmt.Sprint(w.PID) {
+			t.Errorf("%s/cgroup.procs = %q %v, want just %d", leaf, b, err, w.PID)
+		}
+		placed := strings.Index(logs, fmt.Sprintf("worker forked worker=w%d pid=%d ", w.Slot, w.PID))
+		ready := strings.Index(logs, fmt.Sprintf("worker ready worker=w%d pid=%d ", w.Slot, w.PID))
+		if placed < 0 || ready < 0 || placed > ready {
+			t.Errorf("pid %d: placed at %d, ready at %d in the log", w.PID, placed, ready)
+		}
+	}
+	h.client.Transport = &http.Transport{DisableKeepAlives: true}
+	for i := 0; i < 10; i++ {
+		body, err := h.get("/cgroup")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var pid int
+		fmt.Sscanf(body, "pid=%d", &pid)
+		if got := strings.TrimSpace(body[strings.LastIndex(body, ":")+1:]); got != cgroupOf(t, pid) || !leaves[got] {
+			t.Errorf("worker %d served from %q", pid, got)
+		}
+	}
+}
+
+// TestCgroupZygoteOOMKillsOneFork: a fork that allocates past memory_max
+// is OOM-killed alone (the memory it shares with the zygote is charged to
+// the zygote's leaf); the zygote forks its replacement.
+func TestCgroupZygoteOOMKillsOneFork(t *testing.T) {
+	tree := delegatedTree(t, "memory")
+	h := start(t, runnerConf(t, "", "preload = true\nenvironment = { APP_IMPORT_MB = \"40\" }\n[workers]\ncount = 2\n[limits]\nmemory_max = \"64MiB\"\n"), withTree(tree))
+	st := h.waitFor("2 ready", 90*time.Second, allReady(2, 1))
+	before, zpid := pidsOf(st), st.Zygotes[0].PID
+	h.client.Transport = &http.Transport{DisableKeepAlives: true}
+	h.client.Timeout = 20 * time.Second
+	h.get("/leak?mb=200") // the fork that takes it dies mid-request
+	st = h.waitFor("the OOM-killed fork replaced", 90*time.Second, func(st Status) bool {
+		for _, w := range st.Slots {
+			if strings.Contains(w.LastExit, "OOM-killed") && w.PID != before[w.Slot] && w.State == "ready" {
+				return st.Ready == 2
+			}
+		}
+		return false
+	})
+	victims := 0
+	for _, w := range st.Slots {
+		if w.PID != before[w.Slot] {
+			victims++
+		}
+	}
+	if victims != 1 || st.Zygotes[0].PID != zpid {
+		t.Errorf("want one fork replaced and the same zygote: before %v (zygote %d), after %+v", before, zpid, st)
+	}
+	if !strings.Contains(h.logs.String(), "worker killed by the kernel's OOM killer") {
+		t.Errorf("OOM kill not logged:\n%s", h.logs.String())
 	}
 }

@@ -171,7 +171,7 @@ func (s *Supervisor) start(w *worker) error {
 	w.cmd = cmd
 	w.pid = cmd.Process.Pid
 	if outR != nil {
-		go copyLines(s.opts.Output, outR, fmt.Sprintf("[%s pid %d] ", wname(w), w.pid))
+		s.copyOutput(outR, w)
 	}
 	// One goroutine, in order: the exec status (EOF or the trampoline's
 	// error text), then the exit, so the loop sees why an exec failed
@@ -279,6 +279,7 @@ func (s *Supervisor) reap(w *worker, how string, now time.Time) {
 		}()
 	}
 	sl := s.slotOf(w)
+	sl.cpuDone += w.stats.cpu
 	if w.planned != "" && w.failure == "" {
 		s.exits["planned"]++
 		if w.killed && w.state == Draining {

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -43,6 +44,17 @@ type Status struct {
 	Reloads map[string]int `json:"reloads"`
 	// Exits counts worker exits: planned (drained), failed, oom.
 	Exits map[string]int `json:"exits"`
+
+	// perSlot sums each slot's workers (two during a reload) for the
+	// metrics, which are labelled by slot only: "0", "1", ..., "zygote".
+	perSlot map[string]slotTotals
+}
+
+// slotTotals is what the metrics say about one slot.
+type slotTotals struct {
+	memory, pids int64
+	cpu          float64 // seconds, counting the slot's workers that are gone
+	restarts     int
 }
 
 // Worker is one row of the status: a worker, or a slot waiting for one.
@@ -74,8 +86,29 @@ func (s *Supervisor) snapshot(now time.Time) Status {
 	if s.tree != nil {
 		st.Cgroup = s.tree.Path()
 	}
+	st.perSlot = map[string]slotTotals{}
+	for i := 0; i < s.count; i++ {
+		sl := s.slot(i)
+		st.perSlot[strconv.Itoa(i)] = slotTotals{cpu: sl.cpuDone.Seconds(), restarts: sl.restarts}
+	}
+	if s.cfg.App.Zygote || s.zslot.cpuDone > 0 {
+		st.perSlot["zygote"] = slotTotals{cpu: s.zslot.cpuDone.Seconds(), restarts: s.zslot.restarts}
+	}
 	seen := map[int]bool{}
 	for _, w := range s.workers {
+		key := strconv.Itoa(w.slot)
+		if w.kind == zygote {
+			key = "zygote"
+		}
+		t, ok := st.perSlot[key]
+		if !ok { // a slot above the target, draining
+			sl := s.slotOf(w)
+			t = slotTotals{cpu: sl.cpuDone.Seconds(), restarts: sl.restarts}
+		}
+		t.memory += w.stats.memCurrent
+		t.pids += w.stats.pids
+		t.cpu += w.stats.cpu.Seconds()
+		st.perSlot[key] = t
 		sl := s.slotOf(w)
 		row := Worker{Slot: w.slot, PID: w.pid, Generation: w.gen, State: w.state.String(),
 			Since: w.started, Uptime: now.Sub(w.started).Seconds(), Restarts: sl.restarts, LastExit: sl.lastExit,
@@ -275,16 +308,6 @@ func writeMetrics(w io.Writer, st Status) {
 	for _, k := range keys {
 		fmt.Fprintf(w, "appd_workers{state=%q} %d\n", k, states[k])
 	}
-	restarts := map[int]int{}
-	for _, r := range st.Slots {
-		restarts[r.Slot] = r.Restarts
-	}
-	p("Unexpected worker exits per slot.", "counter", "appd_worker_restarts_total")
-	for slot := 0; slot < len(restarts)+st.Workers; slot++ {
-		if n, ok := restarts[slot]; ok {
-			fmt.Fprintf(w, "appd_worker_restarts_total{slot=\"%d\"} %d\n", slot, n)
-		}
-	}
 	counters := func(name, help, label string, m map[string]int) {
 		p(help, "counter", name)
 		keys := slices.Sorted(maps.Keys(m))
@@ -294,18 +317,27 @@ func writeMetrics(w io.Writer, st Status) {
 	}
 	counters("appd_reloads_total", "Reloads by outcome (started, done, rolled_back, invalid).", "result", st.Reloads)
 	counters("appd_worker_exits_total", "Worker exits: planned (drained), failed (restarted), oom (OOM-killed).", "kind", st.Exits)
-	p("Worker memory (cgroup memory.current, or RSS without cgroups).", "gauge", "appd_worker_memory_bytes")
-	for _, r := range st.Slots {
-		if r.PID != 0 {
-			fmt.Fprintf(w, "appd_worker_memory_bytes{slot=\"%d\",pid=\"%d\",generation=\"%d\"} %d\n", r.Slot, r.PID, r.Generation, r.MemoryCurrent)
+	// Per slot, never per pid: the series stay as many as the slots while
+	// workers are recycled and reloaded. "zygote" is the zygotes'.
+	slots := slices.SortedFunc(maps.Keys(st.perSlot), func(a, b string) int {
+		ai, aerr := strconv.Atoi(a)
+		bi, berr := strconv.Atoi(b)
+		switch {
+		case aerr != nil || berr != nil:
+			return strings.Compare(a, b)
+		}
+		return ai - bi
+	})
+	perSlot := func(name, typ, help string, val func(slotTotals) string) {
+		p(help, typ, name)
+		for _, k := range slots {
+			fmt.Fprintf(w, "%s{slot=%q} %s\n", name, k, val(st.perSlot[k]))
 		}
 	}
-	p("Worker CPU time.", "counter", "appd_worker_cpu_seconds_total")
-	for _, r := range st.Slots {
-		if r.PID != 0 {
-			fmt.Fprintf(w, "appd_worker_cpu_seconds_total{slot=\"%d\",pid=\"%d\",generation=\"%d\"} %.3f\n", r.Slot, r.PID, r.Generation, r.CPU)
-		}
-	}
+	perSlot("appd_worker_restarts_total", "counter", "Unexpected worker exits per slot.", func(t slotTotals) string { return strconv.Itoa(t.restarts) })
+	perSlot("appd_worker_memory_bytes", "gauge", "Memory of the slot's workers (cgroup memory.current, or RSS without cgroups).", func(t slotTotals) string { return strconv.FormatInt(t.memory, 10) })
+	perSlot("appd_worker_cpu_seconds_total", "counter", "CPU time of the slot's workers, past and present.", func(t slotTotals) string { return strconv.FormatFloat(t.cpu, 'f', 3, 64) })
+	perSlot("appd_worker_tasks", "gauge", "Tasks (processes and threads) of the slot's workers.", func(t slotTotals) string { return strconv.FormatInt(t.pids, 10) })
 }
 
 // FetchStatus asks a running appd for its status over its control socket.

@@ -48,6 +48,9 @@ type Options struct {
 	Trampoline string
 	// Output receives the workers' prefixed output lines. Default os.Stderr.
 	Output io.Writer
+	// Journal sends the workers' output lines to the journal instead, with
+	// their slot, generation and pid as fields (APPD_SLOT, ...).
+	Journal bool
 }
 
 // Timing constants that are not worth a configuration key.

@@ -610,3 +610,44 @@ func TestFastStopDoesNotWaitForGracefulTimeout(t *testing.T) {
 		t.Error("fast stop did not shorten the grace")
 	}
 }
+
+// TestMetricsLabelledBySlot: per-worker series carry the slot alone, so
+// reloads and restarts add no series, and the CPU counter of a slot keeps
+// what its replaced workers used.
+func TestMetricsLabelledBySlot(t *testing.T) {
+	h := start(t, conf(t, "environment = { TW_SPIN = \"1\" }\n[workers]\ncount = 2\n"))
+	h.waitFor("2 ready with CPU sampled", 30*time.Second, func(st Status) bool {
+		return allReady(2, 1)(st) && st.Slots[0].CPU > 0.2 && st.Slots[1].CPU > 0.2
+	})
+	metrics := func() string {
+		var b strings.Builder
+		writeMetrics(&b, h.status())
+		return b.String()
+	}
+	cpu0 := func(m string) float64 {
+		var v float64
+		for _, line := range strings.Split(m, "\n") {
+			if rest, ok := strings.CutPrefix(line, `appd_worker_cpu_seconds_total{slot="0"} `); ok {
+				fmt.Sscan(rest, &v)
+			}
+		}
+		return v
+	}
+	before := metrics()
+	h.reload(conf(t, "environment = { TW_SPIN = \"1\" }\n[workers]\ncount = 2\n"))
+	h.waitFor("gen 2", 30*time.Second, allReady(2, 2))
+	after := metrics()
+	for _, m := range []string{before, after} {
+		for _, line := range strings.Split(m, "\n") {
+			if strings.HasPrefix(line, "appd_worker_") && !regexp.MustCompile(`^appd_worker_[a-z_]+\{(slot="\d+"|kind="[a-z]+")\} [0-9.]+$`).MatchString(line) {
+				t.Errorf("series not labelled by slot alone: %q", line)
+			}
+		}
+		if n := strings.Count(m, "appd_worker_memory_bytes{"); n != 2 {
+			t.Errorf("%d memory series for 2 slots:\n%s", n, m)
+		}
+	}
+	if cpu0(after) < cpu0(before) {
+		t.Errorf("slot 0's CPU counter went back across the reload: %v -> %v", cpu0(before), cpu0(after))
+	}
+}

@@ -133,4 +133,5 @@ type slot struct {
 	nextStart  time.Time // backoff: no spawn before this
 	lastExit   string
 	lastExitAt time.Time
+	cpuDone    time.Duration // CPU time of its workers that are gone (a counter per slot)
 }

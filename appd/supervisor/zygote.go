@@ -307,7 +307,7 @@ func (s *Supervisor) forked(z *worker, e zygoteEvent, now time.Time) {
 		}()
 	}
 	if w.outR != nil {
-		go copyLines(s.opts.Output, w.outR, fmt.Sprintf("[%s pid %d] ", wname(w), pid))
+		s.copyOutput(w.outR, w)
 		w.outR = nil
 	}
 	if w.leaf != nil {

@@ -13,7 +13,7 @@
 #
 # Usage: packaging/e2e/vm-test.sh [go test flags for the binaries, e.g. -test.run OOM]
 # Environment: VM_TEST_TIMEOUT=15m (go test -timeout inside the VM),
-# VM_SUPERVISOR_RUN=Cgroup (which supervisor tests run in the VM), and
+# VM_SUPERVISOR_RUN="Cgroup|Journal" (which supervisor tests run in the VM), and
 # everything vm.sh reads (VM_TIMEOUT, VM_MEM, VM_CPUS, VM_CONSOLE=1 ...).
 # Exit code: that of the tests (0 = all passed); vm.sh's 124/125 for a VM
 # that timed out or never booted.
@@ -40,11 +40,16 @@ build ./appd/cgroup cgroup
 # APPD_CGROUP_TESTS). The guest has no Go toolchain, so the test worker is
 # built here and named by APPD_TESTWORKER. Only tests matching
 # VM_SUPERVISOR_RUN run in the VM (the rest run on the host).
-sup_run=${VM_SUPERVISOR_RUN:-Cgroup}
+sup_run=${VM_SUPERVISOR_RUN:-Cgroup|Journal}
 if grep -qs APPD_CGROUP_TESTS appd/supervisor/*_test.go; then
 	build ./appd/supervisor supervisor
 	say "building ./appd/internal/testworker"
 	CGO_ENABLED=0 "$GO" build -o "$share/testworker" ./appd/internal/testworker
+	# The Python runner's tests (zygote forks in their leaves, OOM in one
+	# fork) need it, its test application and Debian's gunicorn.
+	cp appd/python/appd-python "$share/appd-python"
+	mkdir -p "$share/testdata" && cp appd/supervisor/testdata/*.py "$share/testdata/"
+	export VM_EXTRA_PACKAGES="${VM_EXTRA_PACKAGES:-} python3-gunicorn"
 fi
 say "built ${tests[*]} in $((SECONDS - t0)) s"
 
@@ -70,6 +75,8 @@ rc=0
 bin=/usr/local/libexec/appd-vm-test
 mkdir -p "$bin"
 [ -f testworker ] && install -m755 testworker "$bin/testworker"
+[ -f appd-python ] && install -m755 appd-python "$bin/appd-python"
+[ -d testdata ] && mkdir -p "$bin/testdata" && install -m644 testdata/*.py "$bin/testdata/"
 # run NAME LABEL [systemd-run properties...]: one test binary in a delegated unit.
 run() {
 	local t=$1 label=$2; shift 2
@@ -79,6 +86,7 @@ run() {
 	local start; start=$(date +%s)
 	systemd-run --quiet --wait --pipe --collect -p Delegate=yes "$@" \
 		-p WorkingDirectory=/tmp -E APPD_CGROUP_TESTS=1 -E APPD_TESTWORKER="$bin/testworker" \
+		-E APPD_RUNNER="$bin/appd-python" -E APPD_TESTDATA="$bin/testdata" \
 		"$bin/$t.test" -test.v -test.count=1 -test.timeout="$timeout" "${extra[@]}" "${args[@]}"
 	local st=$?
 	echo "=== $t.test ($label): exit $st after $(( $(date +%s) - start )) s"
