@@ -56,6 +56,8 @@ type Server struct {
 	RequestIDHeader string `toml:"request_id_header"`
 	// LogLevel: debug, info, warn, error. Default info.
 	LogLevel string `toml:"log_level"`
+
+	ProxyProtocol ProxyProtocol `toml:"proxy_protocol"` // PROXY protocol from load balancers (streams.go)
 }
 
 // AccessLog configures the per-request log.

@@ -210,6 +210,7 @@ func (c *Config) ApplyDefaults() {
 		}
 		setDur(&k.LockTimeout, k.LockTimeout != 0, 5*time.Second)
 	}
+	c.applyStreamDefaults()
 }
 
 func setDur(d *tomlconf.Duration, set bool, def time.Duration) {
@@ -301,6 +302,7 @@ func (c *Config) Validate() error {
 	c.validateUpstreams(bad)
 	c.validateCaches(bad)
 	c.validateLimits(bad)
+	c.validateStreams(bad)
 	return errs.Err()
 }
 

@@ -79,6 +79,7 @@ type Server struct {
 	conns             conns
 	stopping          atomic.Bool
 	stopFlush         chan struct{}
+	pp                proxyProtocol // PROXY protocol listeners (proxyproto.go)
 }
 
 type reloadResult struct {
@@ -186,6 +187,7 @@ func (s *Server) openListeners(cfg *config.Config) error {
 	if len(s.httpLns)+len(s.httpsLns) == 0 {
 		return errors.New("no listener: systemd passed no http/https socket and [server] http and https are empty")
 	}
+	s.wrapProxyProtocol(cfg)
 	if cfg.Server.Admin != "" {
 		s.adminLn, err = systemd.Bind(cfg.Server.Admin)
 		if err != nil {
@@ -410,6 +412,7 @@ func (s *Server) reload() error {
 		}
 	}
 	s.current.Store(rt)
+	s.reloadProxyProtocol(old.cfg, cfg)
 	// Requests already routed to the old pools finish there; Close only
 	// stops their health checks and idle connections.
 	for name, p := range old.pools {
