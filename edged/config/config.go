@@ -48,6 +48,19 @@ type Server struct {
 	MaxBody           tomlconf.Size     `toml:"max_body"`            // default 64MiB; larger -> 413; 0 = unlimited
 	H2C               bool              `toml:"h2c"`                 // HTTP/2 over cleartext on the http listener; default false
 
+	// ClientBodyTimeout and SendTimeout bound the time between two reads of
+	// a request body and between two writes to a client (nginx's
+	// client_body_timeout and send_timeout), not the whole transfer.
+	ClientBodyTimeout tomlconf.Duration `toml:"client_body_timeout"` // default 60s
+	SendTimeout       tomlconf.Duration `toml:"send_timeout"`        // default 60s
+	// MaxConnections caps client connections held at once; past it a
+	// connection gets a short 503 (plain HTTP) or is closed. Default
+	// connlimit.DefaultMax; 0 = no cap.
+	MaxConnections int `toml:"max_connections"`
+	// MaxConnectionsPerIP caps the connections of one client address;
+	// trusted_proxies are exempt. Default connlimit.DefaultPerIP; 0 = no cap.
+	MaxConnectionsPerIP int `toml:"max_connections_per_ip"`
+
 	// TrustedProxies lists the CIDRs whose X-Forwarded-* and Forwarded
 	// headers are believed. Default: none.
 	TrustedProxies []string `toml:"trusted_proxies"`

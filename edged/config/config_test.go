@@ -108,6 +108,9 @@ func TestBadConfigsNameLineAndKey(t *testing.T) {
 		{"bad hash key", site + "  upstream = \"a\"\n[upstream.a]\nservers = [\"127.0.0.1:1\"]\npolicy = \"hash\"\nhash_key = \"ip\"\n", "edged.toml:10: upstream.a.hash_key"},
 		{"bad upgrade", site + "  upstream = \"a\"\n  upgrades = [\"websocket/13\"]\n[upstream.a]\nservers = [\"127.0.0.1:1\"]\n", "edged.toml:7: site[0].route[0].upgrades[0]: \"websocket/13\" is not a protocol name"},
 		{"upgrades without upstream", site + "  respond = \"x\"\n  upgrades = [\"h2c\"]\n", "edged.toml:7: site[0].route[0].upgrades: upgrades goes with an upstream route"},
+		{"zero body timeout", "[server]\nclient_body_timeout = \"0s\"\n" + site + "  respond = \"x\"\n", "edged.toml:2: server.client_body_timeout: 0s would let a stalled client"},
+		{"zero send timeout", "[server]\nsend_timeout = \"0s\"\n" + site + "  respond = \"x\"\n", "edged.toml:2: server.send_timeout: 0s"},
+		{"negative connection cap", "[server]\nmax_connections_per_ip = -1\n" + site + "  respond = \"x\"\n", "edged.toml:2: server.max_connections_per_ip: -1 is negative"},
 		{"bad trusted proxy", "[server]\ntrusted_proxies = [\"10.0.0.0/33\"]\n" + site + "  respond = \"x\"\n", "edged.toml:2: server.trusted_proxies[0]"},
 	}
 	for _, tc := range cases {

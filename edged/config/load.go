@@ -12,6 +12,7 @@ import (
 
 	"github.com/edgeapp/edgeapp/edged/accesslog"
 	"github.com/edgeapp/edgeapp/edged/cache"
+	"github.com/edgeapp/edgeapp/edged/connlimit"
 	"github.com/edgeapp/edgeapp/edged/proxy"
 	"github.com/edgeapp/edgeapp/internal/logging"
 	"github.com/edgeapp/edgeapp/internal/systemd"
@@ -50,6 +51,13 @@ func Parse(file string, data []byte) (*Config, error) {
 	return &c, nil
 }
 
+// Defaults of [server] client_body_timeout and send_timeout, nginx's.
+// Every engine reads the values from Server.
+const (
+	DefaultClientBodyTimeout = 60 * time.Second
+	DefaultSendTimeout       = 60 * time.Second
+)
+
 // ApplyDefaults fills every value the file left out.
 func (c *Config) ApplyDefaults() {
 	s := &c.Server
@@ -69,6 +77,14 @@ func (c *Config) ApplyDefaults() {
 	setDur(&s.ReadHeaderTimeout, c.Doc.IsDefined("server", "read_header_timeout"), 10*time.Second)
 	setDur(&s.IdleTimeout, c.Doc.IsDefined("server", "idle_timeout"), 75*time.Second)
 	setDur(&s.ShutdownTimeout, c.Doc.IsDefined("server", "shutdown_timeout"), 30*time.Second)
+	setDur(&s.ClientBodyTimeout, c.Doc.IsDefined("server", "client_body_timeout"), DefaultClientBodyTimeout)
+	setDur(&s.SendTimeout, c.Doc.IsDefined("server", "send_timeout"), DefaultSendTimeout)
+	if !c.Doc.IsDefined("server", "max_connections") {
+		s.MaxConnections = connlimit.DefaultMax
+	}
+	if !c.Doc.IsDefined("server", "max_connections_per_ip") {
+		s.MaxConnectionsPerIP = connlimit.DefaultPerIP
+	}
 	if !c.Doc.IsDefined("server", "max_header_bytes") {
 		s.MaxHeaderBytes = 64 << 10
 	}
@@ -279,6 +295,20 @@ func (c *Config) Validate() error {
 	}
 	if _, err := logging.ParseLevel(s.LogLevel); err != nil {
 		bad("server.log_level", "%v", err)
+	}
+	for _, d := range []struct {
+		key string
+		v   tomlconf.Duration
+	}{{"client_body_timeout", s.ClientBodyTimeout}, {"send_timeout", s.SendTimeout}} {
+		if d.v == 0 {
+			bad("server."+d.key, "0s would let a stalled client hold its connection forever; give a duration such as \"60s\"")
+		}
+	}
+	if s.MaxConnections < 0 {
+		bad("server.max_connections", "%d is negative (0 means no cap)", s.MaxConnections)
+	}
+	if s.MaxConnectionsPerIP < 0 {
+		bad("server.max_connections_per_ip", "%d is negative (0 means no cap)", s.MaxConnectionsPerIP)
 	}
 	if s.MaxHeaderBytes < 1024 {
 		bad("server.max_header_bytes", "%v is too small to hold a request's headers (at least 1KiB)", s.MaxHeaderBytes)

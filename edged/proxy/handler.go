@@ -193,11 +193,6 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.st.total.Add(1)
 		s.st.metrics.requests[classError].Inc()
 
-		if r.Context().Err() != nil {
-			// The client left; that says nothing about the server.
-			h.clientGone(w, r, "waiting for the upstream response", lastErr)
-			return
-		}
 		if body != nil {
 			if cerr := body.clientErr(); cerr != nil {
 				// Reading the client's body failed (over the route's limit,
@@ -206,6 +201,11 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				h.badBody(w, r, cerr)
 				return
 			}
+		}
+		if r.Context().Err() != nil {
+			// The client left; that says nothing about the server.
+			h.clientGone(w, r, "waiting for the upstream response", lastErr)
+			return
 		}
 		lastCause = classify(lastErr)
 		if trace != nil && trace.sentNothing() {
@@ -452,6 +452,13 @@ func writeError(w http.ResponseWriter, code int, text string) {
 // badBody answers a request whose body could not be read from the client:
 // 413 over the route's limit, 400 otherwise (499 if the client is gone).
 func (h *handler) badBody(w http.ResponseWriter, r *http.Request, err error) {
+	if ne, ok := errors.AsType[net.Error](err); ok && ne.Timeout() {
+		// client_body_timeout: the client stopped sending (the failed read
+		// also cancelled the request's context); nginx answers 408.
+		w.Header().Set("Connection", "close")
+		writeError(w, http.StatusRequestTimeout, "408 Request Timeout: the request body stopped arriving\n")
+		return
+	}
 	if r.Context().Err() != nil {
 		h.clientGone(w, r, "reading the request body", err)
 		return

@@ -14,6 +14,7 @@ import (
 	"github.com/edgeapp/edgeapp/edged/cache"
 	"github.com/edgeapp/edgeapp/edged/compress"
 	"github.com/edgeapp/edgeapp/edged/config"
+	"github.com/edgeapp/edgeapp/edged/connlimit"
 	"github.com/edgeapp/edgeapp/edged/limit"
 	"github.com/edgeapp/edgeapp/edged/proxy"
 	"github.com/edgeapp/edgeapp/edged/router"
@@ -35,6 +36,10 @@ type runtime struct {
 	generation int
 	loadedAt   time.Time
 	httpsPort  string // for redirects when https is not on 443
+
+	// client_body_timeout and send_timeout, for engines without their own
+	bodyTimeout, sendTimeout time.Duration
+	connLimits               connlimit.Limits
 }
 
 type siteData struct {
@@ -62,6 +67,7 @@ func (s *Server) compile(cfg *config.Config, prev *runtime) (*runtime, error) {
 	} else {
 		rt.generation = 1
 	}
+	rt.bodyTimeout, rt.sendTimeout = cfg.Server.ClientBodyTimeout.D(), cfg.Server.SendTimeout.D()
 	if cfg.Server.RequestIDHeader != "-" {
 		rt.requestID = http.CanonicalHeaderKey(cfg.Server.RequestIDHeader)
 	}
@@ -72,6 +78,7 @@ func (s *Server) compile(cfg *config.Config, prev *runtime) (*runtime, error) {
 		}
 		rt.trusted = append(rt.trusted, pfx)
 	}
+	rt.connLimits = connlimit.Limits{Max: cfg.Server.MaxConnections, PerIP: cfg.Server.MaxConnectionsPerIP, Exempt: rt.trusted}
 	var errs tomlconf.Errors
 	fail := func(key string, err error) {
 		errs = append(errs, cfg.Doc.Errorf(key, "%v", err))

@@ -1,7 +1,12 @@
 package server
 
 import (
+	"log/slog"
+
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sys/unix"
+
+	"github.com/edgeapp/edgeapp/edged/connlimit"
 )
 
 // metrics are edged's own request metrics; sub-systems register theirs.
@@ -63,4 +68,31 @@ func (rm *routeMetrics) observe(status int, seconds float64) {
 	}
 	rm.byClass[c].Inc()
 	rm.duration.Observe(seconds)
+}
+
+// registerLimiter exports the connection caps' refusals.
+func (m *metrics) registerLimiter(reg prometheus.Registerer, l *connlimit.Limiter) {
+	for _, reason := range []string{connlimit.ReasonMax, connlimit.ReasonPerIP} {
+		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name:        "edged_connections_refused_total",
+			Help:        "Client connections refused by max_connections or max_connections_per_ip, by cap.",
+			ConstLabels: prometheus.Labels{"reason": reason},
+		}, func() float64 { return float64(l.Refused(reason)) }))
+	}
+}
+
+// warnFileLimit says when max_connections cannot be reached because the
+// process may not open that many files (LimitNOFILE=); Go raised the soft
+// limit to the hard one at start.
+func warnFileLimit(log *slog.Logger, maxConns int) {
+	var rl unix.Rlimit
+	if maxConns <= 0 || unix.Getrlimit(unix.RLIMIT_NOFILE, &rl) != nil {
+		return
+	}
+	// Each proxied connection may hold an upstream connection too, and
+	// files, listeners and the journal need some.
+	if need := uint64(maxConns)*2 + 256; rl.Cur < need {
+		log.Warn("the open-file limit is below what max_connections needs; past it, accepting fails with \"too many open files\"",
+			"limit", rl.Cur, "max_connections", maxConns, "needed", need, "fix", "raise LimitNOFILE= or lower [server] max_connections")
+	}
 }

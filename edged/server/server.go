@@ -28,6 +28,7 @@ import (
 	"github.com/edgeapp/edgeapp/edged/accesslog"
 	"github.com/edgeapp/edgeapp/edged/cache"
 	"github.com/edgeapp/edgeapp/edged/config"
+	"github.com/edgeapp/edgeapp/edged/connlimit"
 	"github.com/edgeapp/edgeapp/edged/limit"
 	"github.com/edgeapp/edgeapp/edged/proxy"
 	"github.com/edgeapp/edgeapp/edged/reqinfo"
@@ -77,6 +78,7 @@ type Server struct {
 	idSeq             atomic.Uint64
 	startCfg          *config.Config
 	conns             conns
+	limiter           *connlimit.Limiter
 	stopping          atomic.Bool
 	stopFlush         chan struct{}
 	pp                proxyProtocol // PROXY protocol listeners (proxyproto.go)
@@ -127,6 +129,9 @@ func New(opts Options) (*Server, error) {
 		s.closeListeners()
 		return nil, err
 	}
+	s.limiter = connlimit.New(rt.connLimits)
+	s.metrics.registerLimiter(s.registry, s.limiter)
+	warnFileLimit(s.log, cfg.Server.MaxConnections)
 	al, err := accesslog.Open(accessLogOptions(cfg, s.log))
 	if err != nil {
 		s.closeListeners()
@@ -263,10 +268,10 @@ func (s *Server) Serve(ctx context.Context) error {
 		pool.Start()
 	}
 	for _, ln := range s.httpLns {
-		go s.runServer(s.httpSrv, trackingListener{ln})
+		go s.runServer(s.httpSrv, trackingListener{s.limiter.Listener(ln, true)})
 	}
 	for _, ln := range s.httpsLns {
-		go s.runServer(s.httpsSrv, tls.NewListener(trackingListener{ln}, s.httpsSrv.TLSConfig))
+		go s.runServer(s.httpsSrv, tls.NewListener(trackingListener{s.limiter.Listener(ln, false)}, s.httpsSrv.TLSConfig))
 	}
 	if s.adminLn != nil {
 		s.adminSrv = &http.Server{Handler: s.adminHandler(), ReadHeaderTimeout: 10 * time.Second}
@@ -413,6 +418,7 @@ func (s *Server) reload() error {
 	}
 	s.current.Store(rt)
 	s.reloadProxyProtocol(old.cfg, cfg)
+	s.limiter.SetLimits(rt.connLimits)
 	// Requests already routed to the old pools finish there; Close only
 	// stops their health checks and idle connections.
 	for name, p := range old.pools {
@@ -501,6 +507,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, secure bool) {
 		body = &countingBody{ReadCloser: r.Body}
 		r.Body = body
 	}
+	s.armDeadlines(w, rw, body, rt, start)
 	if s.stopping.Load() {
 		w.Header()["Connection"] = []string{"close"}
 	}
@@ -511,6 +518,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, secure bool) {
 	var rm *routeMetrics
 	logged := true
 	defer func() {
+		rw.finishDeadlines(body, time.Now())
 		if rw.status == 0 {
 			rw.status = http.StatusOK // handler wrote nothing
 		}

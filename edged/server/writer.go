@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"time"
 )
 
 // respWriter records status and size for logs and metrics and applies the
@@ -18,6 +19,11 @@ type respWriter struct {
 	bytes       int64
 	wroteHeader bool
 	respOps     *headerOps
+
+	// send_timeout (see deadlines.go); wdl nil: none.
+	wdl         deadliner
+	sendTimeout time.Duration
+	wArmed      time.Time
 }
 
 var writerPool = sync.Pool{New: func() any { return new(respWriter) }}
@@ -31,6 +37,7 @@ func getWriter(w http.ResponseWriter) *respWriter {
 func putWriter(rw *respWriter) {
 	rw.ResponseWriter = nil
 	rw.respOps = nil
+	rw.wdl = nil
 	writerPool.Put(rw)
 }
 
@@ -39,7 +46,11 @@ func (w *respWriter) WriteHeader(code int) {
 		return
 	}
 	if code < 200 && code != http.StatusSwitchingProtocols {
-		// 1xx informational responses (103 Early Hints) may repeat.
+		// 1xx informational responses (103 Early Hints) may repeat, and
+		// are written at once.
+		if w.wdl != nil {
+			w.armWrite(time.Now())
+		}
 		w.ResponseWriter.WriteHeader(code)
 		return
 	}
@@ -55,6 +66,9 @@ func (w *respWriter) Write(b []byte) (int, error) {
 	if !w.wroteHeader {
 		w.WriteHeader(http.StatusOK)
 	}
+	if w.wdl != nil {
+		w.armWrite(time.Now())
+	}
 	n, err := w.ResponseWriter.Write(b)
 	w.bytes += int64(n)
 	return n, err
@@ -66,20 +80,39 @@ func (w *respWriter) ReadFrom(r io.Reader) (int64, error) {
 	if !w.wroteHeader {
 		w.WriteHeader(http.StatusOK)
 	}
-	var n int64
-	var err error
-	if rf, ok := w.ResponseWriter.(io.ReaderFrom); ok {
-		n, err = rf.ReadFrom(r)
-	} else {
-		n, err = io.Copy(struct{ io.Writer }{w.ResponseWriter}, r)
+	rf, ok := w.ResponseWriter.(io.ReaderFrom)
+	if !ok {
+		n, err := io.Copy(struct{ io.Writer }{w}, r)
+		return n, err
 	}
-	w.bytes += n
-	return n, err
+	if w.wdl == nil {
+		n, err := rf.ReadFrom(r)
+		w.bytes += n
+		return n, err
+	}
+	// With send_timeout, sendfile goes a chunk at a time, each with the
+	// deadline moved on.
+	var total int64
+	lr := &io.LimitedReader{R: r}
+	for {
+		w.wArmed = time.Time{}
+		w.armWrite(time.Now())
+		lr.N = sendfileChunk
+		n, err := rf.ReadFrom(lr)
+		total += n
+		w.bytes += n
+		if err != nil || n < sendfileChunk {
+			return total, err
+		}
+	}
 }
 
 func (w *respWriter) Flush() {
 	if !w.wroteHeader {
 		w.WriteHeader(http.StatusOK)
+	}
+	if w.wdl != nil {
+		w.armWrite(time.Now())
 	}
 	if f, ok := w.ResponseWriter.(http.Flusher); ok {
 		f.Flush()
