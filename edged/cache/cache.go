@@ -26,6 +26,7 @@ type Cache struct {
 	// whether CDN-Cache-Control is obeyed.
 	ownCC string
 	cdnCC bool
+	ae    aeTable
 
 	closed     atomic.Bool
 	spillFails failLog // spill files cannot be written: logged once
@@ -90,6 +91,7 @@ func Open(o Options, m *Metrics) (*Cache, error) {
 	}
 	c := &Cache{o: o, log: o.Log.With("cache", o.Name), seed: maphash.MakeSeed(), mem: newMemTier(o.MemoryBytes), mets: m,
 		cdnCC: !o.IgnoreCDNCacheControl}
+	c.ae.seed = c.seed
 	if o.OwnCacheControl != "-" {
 		c.ownCC = http.CanonicalHeaderKey(o.OwnCacheControl)
 	}
@@ -155,22 +157,22 @@ func (c *Cache) lookupBytes(key []byte, h http.Header) (*object, bool) {
 	}
 	sh.mu.RUnlock()
 	for i := len(vs) - 1; i >= 0; i-- {
-		if o := vs[i]; o.matches(h) {
+		if o := vs[i]; c.matches(o, h) {
 			return o, true
 		}
 	}
 	return nil, len(vs) > 0
 }
 
-// matches reports whether a request with header h selects this variant
+// matches reports whether a request with header h selects the variant o
 // (RFC 9111 4.1).
-func (o *object) matches(h http.Header) bool {
+func (c *Cache) matches(o *object, h http.Header) bool {
 	names := o.m.Load().vary
 	if len(names) != len(o.varyVals) {
 		return false
 	}
 	for i, name := range names {
-		if varyValue(h, name) != o.varyVals[i] {
+		if c.varyValue(h, name) != o.varyVals[i] {
 			return false
 		}
 	}
@@ -193,7 +195,7 @@ func (c *Cache) insert(o *object, reqHeader http.Header, f *fill) (replaced []*o
 	}
 	vs := make([]*object, 0, len(n.variants)+1)
 	for _, v := range n.variants {
-		if v.matches(reqHeader) {
+		if c.matches(v, reqHeader) {
 			replaced = append(replaced, v)
 		} else {
 			vs = append(vs, v)

@@ -51,6 +51,7 @@ type diskMeta struct {
 	Status   int         `json:"s"`
 	Header   http.Header `json:"h"`
 	Own      []string    `json:"o,omitempty"` // edged's own targeted cache-control field
+	Trailer  http.Header `json:"t,omitempty"`
 	Age      int64       `json:"a,omitempty"`
 	ReqTime  int64       `json:"rq"`
 	RespTime int64       `json:"rs"`
@@ -163,24 +164,41 @@ func (d *diskTier) do(j diskJob) {
 	d.add(j.o)
 }
 
-// rewrite replaces an entry's metadata after a 304 refreshed it, copying
-// the body (only done for bodies up to diskRewriteMax; a larger entry keeps
-// its old metadata on disk and is revalidated again after a restart).
+// rewrite replaces an entry's metadata after a 304 refreshed it, in place:
+// the body, first in the file, is left alone (readers may be sending it
+// right now), the new metadata and footer are written after it and the
+// file is cut to its new length. However large the body, only the
+// metadata is written. A crash in between leaves a footer or metadata
+// that fails its checksum, and the entry is dropped at the next start.
 func (d *diskTier) rewrite(o *object, m *meta) {
 	old := o.disk.Load()
-	if old == nil || o.size > diskRewriteMax {
+	if old == nil {
 		return
 	}
-	body, err := d.readBody(o, old)
+	mb, err := encodeMeta(o, m)
 	if err != nil {
-		d.c.drop(o)
 		return
 	}
-	df, err := d.writeEntry(o, m, body, old)
+	tail := append(mb, makeFooter(o.size, len(mb), old.bodyCRC, crc32.Checksum(mb, crcTable))...)
+	f, err := os.OpenFile(old.path, os.O_WRONLY, 0)
 	if err != nil {
+		return // evicted or purged meanwhile
+	}
+	_, err = f.WriteAt(tail, o.size)
+	if err == nil {
+		err = f.Truncate(o.size + int64(len(tail)))
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		d.c.met.diskErr.Inc()
 		d.fails.fail(d.c.log, "cannot write to the disk cache; serving without storing to disk", "dir", d.dir, "err", err)
+		d.remove(o) // its metadata on disk may be half written
 		return
 	}
+	df := &diskFile{path: old.path, size: o.size + int64(len(tail)), bodyCRC: old.bodyCRC}
+	df.verified.Store(old.verified.Load())
 	d.mu.Lock()
 	if o.disk.CompareAndSwap(old, df) && o.dlisted {
 		d.bytes += df.size - old.size
@@ -193,7 +211,7 @@ func (d *diskTier) pathFor(o *object) string {
 }
 
 func encodeMeta(o *object, m *meta) ([]byte, error) {
-	return json.Marshal(diskMeta{Key: o.key, VaryVals: o.varyVals, Status: m.status, Header: m.header, Own: m.own,
+	return json.Marshal(diskMeta{Key: o.key, VaryVals: o.varyVals, Status: m.status, Header: m.header, Own: m.own, Trailer: m.trailers,
 		Age: m.ageValue, ReqTime: m.reqTime.UnixNano(), RespTime: m.respTime.UnixNano()})
 }
 
@@ -453,6 +471,7 @@ func (d *diskTier) readEntry(path string) (*object, error) {
 	}
 	c := d.c
 	m := c.newMeta(dm.Status, dm.Header, dm.Own, dm.Age, time.Unix(0, dm.ReqTime), time.Unix(0, dm.RespTime), bodyLen)
+	m.trailers = dm.Trailer
 	o := &object{key: dm.Key, varyVals: dm.VaryVals, size: bodyLen, hash: c.objHash(dm.Key, dm.VaryVals)}
 	o.m.Store(m)
 	o.disk.Store(&diskFile{path: path, size: size, bodyCRC: binary.LittleEndian.Uint32(foot[20:])})

@@ -2,6 +2,7 @@ package cache
 
 import (
 	"bytes"
+	"io"
 	"io/fs"
 	"log/slog"
 	"net/http"
@@ -11,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 // diskFiles lists the entry files under dir.
@@ -254,5 +256,87 @@ func TestDiskBounded(t *testing.T) {
 	}
 	if total == 0 {
 		t.Fatal("nothing on disk")
+	}
+}
+
+// TestDiskRevalidationRewritesMetadata: a 304 refreshes a large disk-only
+// entry (well above the old 8 MiB limit on rewrites) in place: after a
+// restart the entry is fresh without asking the origin, and its body is
+// intact.
+func TestDiskRevalidationRewritesMetadata(t *testing.T) {
+	big := strings.Repeat("0123456789abcdef", 10<<16) // 10 MiB
+	dir := t.TempDir()
+	o := Options{DiskDir: dir, MemoryObjectMax: 64 << 10, MaxObjectSize: 32 << 20, DiskMaxBytes: 256 << 20}
+	var e *env
+	e = newEnv(t, o, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "max-age=10")
+		w.Header().Set("ETag", `"e1"`)
+		if r.Header.Get("If-None-Match") == `"e1"` {
+			w.Header().Set("X-Refreshed", "yes")
+			w.WriteHeader(http.StatusNotModified)
+			return
+		}
+		w.Write([]byte(big))
+	})
+	if r := e.get("/big"); len(r.body) != len(big) {
+		t.Fatalf("fill: %d bytes", len(r.body))
+	}
+	files := diskFiles(t, dir)
+	if len(files) != 1 {
+		t.Fatalf("%d entry files", len(files))
+	}
+	e.clock.Advance(11 * time.Second)
+	if r := e.get("/big"); !strings.Contains(r.header.Get("Cache-Status"), "fwd-status=304") || r.body != big {
+		t.Fatalf("revalidation: %q, %d bytes", r.header.Get("Cache-Status"), len(r.body))
+	}
+	waitFor(t, "the metadata rewrite", func() bool {
+		b, err := os.ReadFile(files[0])
+		return err == nil && bytes.Contains(b, []byte("X-Refreshed"))
+	})
+	e.restart(o)
+	e.clock.Advance(5 * time.Second)
+	r := e.get("/big")
+	if !strings.Contains(r.header.Get("Cache-Status"), "hit") || r.header.Get("X-Refreshed") != "yes" || r.body != big {
+		t.Fatalf("after a restart: Cache-Status %q, X-Refreshed %q, %d bytes; want a hit of the refreshed entry", r.header.Get("Cache-Status"), r.header.Get("X-Refreshed"), len(r.body))
+	}
+	if e.hits() != 2 {
+		t.Fatalf("origin hits %d, want 2 (fill and revalidation)", e.hits())
+	}
+	if n := len(diskFiles(t, dir)); n != 1 {
+		t.Fatalf("%d entry files, want the one rewritten in place", n)
+	}
+}
+
+// TestTrailersStored: trailers the origin sends after the body reach the
+// client that fetched the response, every hit, and hits after a restart.
+func TestTrailersStored(t *testing.T) {
+	dir := t.TempDir()
+	o := diskOpts(dir)
+	e := newEnv(t, o, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "max-age=3600")
+		w.Header().Set("Trailer", "X-Checksum")
+		w.Write([]byte("body with a trailer"))
+		w.Header().Set("X-Checksum", "abc123")
+		w.Header().Set(http.TrailerPrefix+"X-Late", "undeclared")
+	})
+	get := func(what string) {
+		t.Helper()
+		res, err := e.client.Get(e.front.URL + "/t")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		if string(b) != "body with a trailer" || res.Trailer.Get("X-Checksum") != "abc123" || res.Trailer.Get("X-Late") != "undeclared" {
+			t.Fatalf("%s: body %q, trailers %v, Cache-Status %q", what, b, res.Trailer, res.Header.Get("Cache-Status"))
+		}
+	}
+	get("the fetching client")
+	get("a hit")
+	waitFor(t, "the disk copy", func() bool { return len(diskFiles(t, dir)) == 1 })
+	e.restart(o)
+	get("a hit after a restart")
+	if e.hits() != 1 {
+		t.Fatalf("origin hits %d, want 1", e.hits())
 	}
 }

@@ -63,7 +63,15 @@
 //     502/504 for refused connections and timeouts).
 //   - Vary: several variants per URL (at most 16, the oldest goes first);
 //     request fields are compared after trimming and joining their lines
-//     with ", "; "Vary: *" is never stored. Pragma is ignored.
+//     with ", ", and Accept-Encoding in a canonical form (codings
+//     lowercased and sorted, weights normalised: the same codings with the
+//     same weights are one variant, whatever the order); "Vary: *" is never
+//     stored. Pragma is ignored.
+//   - Compression: edged's compression sits inside the cache, so each
+//     coding is made once per stored response and kept as a variant; a hit
+//     is the stored bytes, never compressed again.
+//   - Trailers the origin sends after the body are stored and sent after
+//     the body of every hit (chunked, so without Content-Length).
 //   - Unsafe methods (anything but GET, HEAD, OPTIONS, TRACE) with a 2xx or
 //     3xx answer invalidate (remove) the target URI and the same-origin
 //     Location and Content-Location. A fetch in flight for such a URL is
@@ -80,6 +88,6 @@
 //     to disk in the background); larger bodies stream to a file in
 //     DiskDir/tmp as they arrive and are renamed into place when complete.
 //     Disk entries carry CRC-32C checksums of metadata and body; a bad entry
-//     is deleted, never served. A 304 rewrites a disk entry's metadata only
-//     for bodies up to 8 MiB; larger ones keep the old metadata on disk.
+//     is deleted, never served. A 304 rewrites a disk entry's metadata in
+//     place, after its body, whatever the body's size.
 package cache

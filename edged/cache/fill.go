@@ -63,6 +63,7 @@ type fill struct {
 	vals     []string    // stream: the starting request's values for m.vary
 	lhdr     http.Header // stream: the full header, for the request that started it
 	cl       int64       // stream: the announced Content-Length, -1 if none
+	trailers http.Header // stream: set before the body is finished
 	obj      *object     // object: what to serve
 	objM     *meta
 	objCS    string // object: Cache-Status
@@ -314,7 +315,7 @@ func (fw *fetchWriter) WriteHeader(code int) {
 	f.m = m
 	f.vals = make([]string, len(m.vary))
 	for i, name := range m.vary {
-		f.vals[i] = varyValue(f.req.Header, name)
+		f.vals[i] = c.varyValue(f.req.Header, name)
 	}
 	f.lhdr = h.Clone()
 	if c.ownCC != "" {
@@ -408,6 +409,7 @@ func (f *fill) refreshed(h304 http.Header, now time.Time) {
 		own304 = old.own
 	}
 	m := c.newMeta(old.status, nh, own304, parseAge(h304), f.reqTime, now, o.size)
+	m.trailers = old.trailers
 	if cc.noStore || cc.private {
 		c.drop(o)
 	} else {
@@ -491,10 +493,38 @@ func (fw *fetchWriter) finish(aborted bool) {
 		f.body.finish(err)
 		return
 	}
+	f.trailers = trailers(fw.h)
 	// Store before the readers see the end, so that a client that got the
 	// whole body and asks again finds it stored, not this finished fill.
 	f.c.commit(f)
 	f.body.finish(nil)
+}
+
+// trailers collects the trailer fields an origin handler set after its
+// body: those its Trailer field announced, and those under
+// http.TrailerPrefix.
+func trailers(h http.Header) http.Header {
+	var out http.Header
+	for k, v := range h {
+		if name, ok := strings.CutPrefix(k, http.TrailerPrefix); ok {
+			if out == nil {
+				out = http.Header{}
+			}
+			out[http.CanonicalHeaderKey(name)] = v
+		}
+	}
+	for _, decl := range h["Trailer"] {
+		for _, name := range strings.Split(decl, ",") {
+			name = http.CanonicalHeaderKey(strings.TrimSpace(name))
+			if v := h[name]; name != "" && len(v) > 0 {
+				if out == nil {
+					out = http.Header{}
+				}
+				out[name] = v
+			}
+		}
+	}
+	return out
 }
 
 func bodyAllowed(status int) bool {
@@ -517,6 +547,7 @@ func (c *Cache) commit(f *fill) {
 		hdr["Content-Length"] = []string{strconv.FormatInt(size, 10)}
 	}
 	m := c.newMeta(m0.status, hdr, m0.own, m0.ageValue, m0.reqTime, m0.respTime, size)
+	m.trailers = f.trailers
 	o := &object{key: f.key, varyVals: f.vals, size: size, hash: c.objHash(f.key, f.vals)}
 	o.m.Store(m)
 	switch {

@@ -14,6 +14,8 @@ type meta struct {
 	status        int
 	header        http.Header // as served: hop-by-hop, Age, private fields and edged's own fields removed
 	own           []string    // edged's own targeted cache-control field (kept out of header)
+	fields        []field     // header as a slice: a hit copies it without iterating a map
+	trailers      http.Header // sent after the body
 	vary          []string    // canonical names of the Vary fields
 	reqTime       time.Time   // when the request that produced it was sent
 	respTime      time.Time   // when its header arrived
@@ -27,6 +29,12 @@ type meta struct {
 	immutable     bool
 	swr, sie      time.Duration
 	contentLength string
+}
+
+// field is one header field of a stored response, values as stored.
+type field struct {
+	name   string
+	values []string
 }
 
 // heuristicStatus: RFC 9110 15.1 heuristically cacheable status codes.
@@ -67,23 +75,6 @@ func parseVary(h http.Header) (names []string, star bool) {
 		}
 	}
 	return names, star
-}
-
-// varyValue is the normalised value of a request field named by Vary:
-// field lines joined by ", ", each trimmed, compared byte for byte.
-func varyValue(h http.Header, name string) string {
-	vs := h[name]
-	switch len(vs) {
-	case 0:
-		return ""
-	case 1:
-		return strings.TrimSpace(vs[0])
-	}
-	parts := make([]string, len(vs))
-	for i, v := range vs {
-		parts[i] = strings.TrimSpace(v)
-	}
-	return strings.Join(parts, ", ")
 }
 
 // mayStore decides whether a response to req may be stored (RFC 9111 3).
@@ -187,6 +178,10 @@ func (c *Cache) newMeta(status int, h http.Header, own []string, ageValue int64,
 		h[k] = slices.Clip(v)
 	}
 	m := &meta{status: status, header: h, own: own, reqTime: reqTime, respTime: respTime, ageValue: ageValue}
+	m.fields = make([]field, 0, len(h))
+	for k, v := range h {
+		m.fields = append(m.fields, field{k, v})
+	}
 	m.vary, _ = parseVary(h)
 	m.etag = h.Get("Etag")
 	m.lastModified = h.Get("Last-Modified")

@@ -189,7 +189,7 @@ func (c *Cache) coalesceKey(key string, n *node, r *http.Request) string {
 	b.WriteString(key)
 	for _, name := range names {
 		b.WriteByte(0)
-		b.WriteString(varyValue(r.Header, name))
+		b.WriteString(c.varyValue(r.Header, name))
 	}
 	return b.String()
 }
@@ -329,7 +329,7 @@ func (h *handler) deliver(w http.ResponseWriter, r *http.Request, f *fill, leade
 // sameVariant: does r select the response the fill is storing?
 func sameVariant(f *fill, r *http.Request) bool {
 	for i, name := range f.m.vary {
-		if varyValue(r.Header, name) != f.vals[i] {
+		if f.c.varyValue(r.Header, name) != f.vals[i] {
 			return false
 		}
 	}

@@ -53,7 +53,6 @@ const (
 	maxVariants        = 16               // per URL; the oldest goes first
 	hitForMissTTL      = 30 * time.Second // uncacheable keys skip coalescing this long
 	heuristicCap       = 24 * time.Hour
-	diskRewriteMax     = 8 << 20 // a 304 rewrites the disk copy only up to this size
 )
 
 func (o *Options) setDefaults() {

@@ -259,6 +259,13 @@ var rfcCases = []rfcCase{
 		{origin: 1, body: "v3"}, // absent is a value of its own
 		{origin: 0, body: "v3"},
 	}},
+	{name: "4.1/Vary: Accept-Encoding values that accept the same codings share a variant", origin: std("Cache-Control: max-age=60", "Vary: Accept-Encoding"), steps: []step{
+		{hdr: []string{"Accept-Encoding: gzip, deflate, br"}, origin: 1, body: "v1"},
+		{hdr: []string{"Accept-Encoding: br,gzip,  deflate"}, origin: 0, body: "v1", cs: "hit"},
+		{hdr: []string{"Accept-Encoding: GZIP;q=1.0, deflate, br"}, origin: 0, body: "v1", cs: "hit"},
+		{hdr: []string{"Accept-Encoding: gzip, deflate"}, origin: 1, body: "v2", cs: "vary-miss"},
+		{hdr: []string{"Accept-Encoding: gzip;q=0.5, deflate, br"}, origin: 1, body: "v3", cs: "vary-miss"},
+	}},
 	{name: "4.1/Vary on two fields", origin: std("Cache-Control: max-age=60", "Vary: Accept-Language, X-Dev"), steps: []step{
 		{hdr: []string{"Accept-Language: en", "X-Dev: a"}, origin: 1, body: "v1"},
 		{hdr: []string{"Accept-Language: en", "X-Dev: b"}, origin: 1, body: "v2"},

@@ -59,8 +59,9 @@ func (h *handler) serveObject(w http.ResponseWriter, r *http.Request, o *object,
 	}
 
 	hdr := w.Header()
-	for k, v := range m.header {
-		hdr[k] = v
+	for i := range m.fields {
+		f := &m.fields[i]
+		hdr[f.name] = f.values
 	}
 	hh := o.hitHeaders(m, age, cs, hit)
 	hdr["Age"] = hh.age
@@ -83,9 +84,22 @@ func (h *handler) serveObject(w http.ResponseWriter, r *http.Request, o *object,
 			hdr["Content-Length"] = []string{strconv.FormatInt(n, 10)}
 		}
 	}
+	withTrailers := len(m.trailers) > 0 && status == http.StatusOK && r.Method != http.MethodHead
+	if withTrailers {
+		// Trailers follow a chunked body in HTTP/1.1: no Content-Length.
+		delete(hdr, "Content-Length")
+		hdr["Trailer"] = m.trailerNames()
+	}
 	w.WriteHeader(status)
 	if r.Method == http.MethodHead || !bodyAllowed(m.status) {
 		return true
+	}
+	if withTrailers {
+		defer func() {
+			for k, v := range m.trailers {
+				hdr[k] = v
+			}
+		}()
 	}
 	if body != nil {
 		w.Write(body[start : start+n])
@@ -101,6 +115,16 @@ func (h *handler) serveObject(w http.ResponseWriter, r *http.Request, o *object,
 		panic(http.ErrAbortHandler)
 	}
 	return true
+}
+
+// trailerNames is the Trailer field announcing the stored trailers.
+func (m *meta) trailerNames() []string {
+	names := make([]string, 0, len(m.trailers))
+	for k := range m.trailers {
+		names = append(names, k)
+	}
+	slices.Sort(names)
+	return []string{strings.Join(names, ", ")}
 }
 
 // discard drops an object whose disk entry failed its checksum.
@@ -175,6 +199,11 @@ func (h *handler) stream(w http.ResponseWriter, r *http.Request, f *fill, leader
 				return
 			}
 			off += int64(len(p))
+		}
+		if err == io.EOF && end < 0 {
+			for k, v := range f.trailers {
+				hdr[http.TrailerPrefix+k] = v
+			}
 		}
 		if err == io.EOF || (end >= 0 && off >= end) {
 			return

@@ -177,9 +177,10 @@ func siteName(sc config.Site) string {
 }
 
 // routeHandler builds the chain for one route, innermost first:
-// handler, cache, compression, request header edits, body limit.
+// handler, compression, cache, request header edits, body limit.
 func (s *Server) routeHandler(cfg *config.Config, rt *runtime, rc config.Route, compressMW func(http.Handler) http.Handler) (http.Handler, error) {
 	var h http.Handler
+	compressOn := compressMW != nil && (rc.Compress == nil || *rc.Compress)
 	switch {
 	case rc.Upstream != "":
 		pool := rt.pools[rc.Upstream]
@@ -203,6 +204,13 @@ func (s *Server) routeHandler(cfg *config.Config, rt *runtime, rc config.Route, 
 			if err != nil {
 				return nil, err
 			}
+			if compressOn {
+				// Compression inside the cache: each coding is made once
+				// and stored as a variant (Vary: Accept-Encoding), so a
+				// hit is stored bytes, never compressed again.
+				h = compressMW(h)
+				compressOn = false
+			}
 			h = c.Handler(h, cache.HandlerOptions{RequestIDHeader: rt.requestID, SetCookie: cache.SetCookieModes[rc.CacheSetCookie]})
 		}
 	case rc.Static != "":
@@ -224,7 +232,7 @@ func (s *Server) routeHandler(cfg *config.Config, rt *runtime, rc config.Route, 
 	default:
 		h = newRespond(rc.Status, rc.Respond)
 	}
-	if compressMW != nil && (rc.Compress == nil || *rc.Compress) {
+	if compressOn {
 		h = compressMW(h)
 	}
 	if ops := newHeaderOps(rc.RequestHeaders.Set, rc.RequestHeaders.Add, rc.RequestHeaders.Remove); ops != nil {
