@@ -98,7 +98,7 @@ demo: build
 	demo/run.sh
 
 # Debian packages the integration tests, benchmarks and e2e test use (as root).
-DEPS := gunicorn python3 nginx haproxy varnish wrk curl systemd qemu-system-x86 qemu-utils \
+DEPS := gunicorn python3 nginx haproxy varnish wrk curl systemd qemu-system-x86 qemu-utils apache2-utils \
 	mmdebstrap e2fsprogs cpio lintian rpm rpmlint mandoc testssl.sh knot
 deps:
 	apt-get update

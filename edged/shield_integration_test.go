@@ -11,7 +11,9 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -316,5 +318,108 @@ allow = ["203.0.113.0/24"]
 	}
 	if !strings.Contains(adminGet(t, e, "/metrics"), `edged_access_denied_total{route="default/",site="default"}`) {
 		t.Error("edged_access_denied_total missing")
+	}
+}
+
+// TestBasicAndForwardAuth: a site behind basic auth with a real htpasswd
+// file, a public route inside it, and a route behind a real forward-auth
+// service whose answer's headers reach the upstream.
+func TestBasicAndForwardAuth(t *testing.T) {
+	htpasswd, err := exec.LookPath("htpasswd")
+	if err != nil {
+		t.Skip("htpasswd not installed (Debian package apache2-utils)")
+	}
+	dir := t.TempDir()
+	pwfile := filepath.Join(dir, "htpasswd")
+	if out, err := exec.Command(htpasswd, "-cbB", "-C", "5", pwfile, "alice", "wonderland").CombinedOutput(); err != nil {
+		t.Fatalf("htpasswd: %v\n%s", err, out)
+	}
+	authSrv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") == "Bearer let-me-in" && r.Header.Get("X-Forwarded-Uri") == "/api/x" {
+			w.Header().Set("X-User", "svc-42")
+			return
+		}
+		w.WriteHeader(http.StatusForbidden)
+		io.WriteString(w, "no entry")
+	}))
+	defer authSrv.Close()
+	app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "app %s user=%s", r.URL.Path, r.Header.Get("X-User"))
+	}))
+	defer app.Close()
+	e := startEdged(t, fmt.Sprintf(`
+[server]
+admin = "{{ADMIN}}"
+[upstream.app]
+servers = [%q]
+[[site]]
+basic_auth = { realm = "staff", htpasswd = %q }
+  [[site.route]]
+  path = "/"
+  upstream = "app"
+  [[site.route]]
+  path = "/healthz"
+  respond = "ok"
+  auth = false
+  [[site.route]]
+  path = "/api/"
+  upstream = "app"
+  forward_auth = { url = "%s/check", copy_headers = ["X-User"] }
+`, strings.TrimPrefix(app.URL, "http://"), pwfile, authSrv.URL))
+	c := &http.Client{Timeout: 10 * time.Second}
+	do := func(path, user, pass, bearer, xuser string) (int, string, http.Header) {
+		t.Helper()
+		req, _ := http.NewRequest("GET", e.httpURL+path, nil)
+		if user != "" {
+			req.SetBasicAuth(user, pass)
+		}
+		if bearer != "" {
+			req.Header.Set("Authorization", "Bearer "+bearer)
+		}
+		if xuser != "" {
+			req.Header.Set("X-User", xuser)
+		}
+		res, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		return res.StatusCode, string(b), res.Header
+	}
+	if code, _, h := do("/page", "", "", "", ""); code != 401 || !strings.Contains(h.Get("Www-Authenticate"), `realm="staff"`) {
+		t.Fatalf("no credentials: %d %v", code, h)
+	}
+	if code, _, _ := do("/page", "alice", "wrong", "", ""); code != 401 {
+		t.Fatalf("wrong password: %d", code)
+	}
+	if code, body, _ := do("/page", "alice", "wonderland", "", "forged"); code != 200 || body != "app /page user=forged" {
+		t.Fatalf("alice: %d %q", code, body)
+	}
+	if code, body, _ := do("/healthz", "", "", "", ""); code != 200 || body != "ok" {
+		t.Fatalf("public route: %d %q", code, body)
+	}
+	if code, body, _ := do("/api/x", "", "", "let-me-in", "forged"); code != 200 || body != "app /api/x user=svc-42" {
+		t.Fatalf("forward auth allowed: %d %q", code, body)
+	}
+	if code, body, _ := do("/api/x", "", "", "wrong", "forged"); code != 403 || body != "no entry" {
+		t.Fatalf("forward auth denied: %d %q", code, body)
+	}
+	authSrv.Close()
+	if code, _, _ := do("/api/x", "", "", "let-me-in", ""); code != 502 {
+		t.Fatalf("forward auth service down: %d", code)
+	}
+	e.waitLog("forward auth: the authentication service did not answer")
+}
+
+// waitLog waits for edged to write a line containing want (its output
+// reaches the test through a pipe, after the response).
+func (e *edged) waitLog(want string) {
+	e.t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(e.stderr.String(), want); {
+		if time.Now().After(deadline) {
+			e.t.Fatalf("edged did not log %q:\n%s", want, e.stderr.String())
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }

@@ -311,3 +311,34 @@ func (z *Zone) noteRefusal(k Key, what string, dry bool) {
 	}
 	z.log.Warn(msg, "zone", z.cfg.Name, "key", keyString(k), "unlogged_before", z.sinceLast.Swap(0))
 }
+
+// Exhausted reports whether k has no allowance left now, and when it
+// will have one; it spends nothing. With Spend it counts events other than
+// requests, such as failed logins: check before, spend on each failure.
+func (z *Zone) Exhausted(k Key, now time.Time) (retryAfter time.Duration, exhausted bool) {
+	if z.p == nil {
+		return 0, false
+	}
+	e := z.store.get(k, z.cfg.MaxKeys, z.p, now)
+	if e.lim == nil {
+		return 0, false
+	}
+	tokens := e.lim.TokensAt(now)
+	if tokens >= 1 {
+		return 0, false
+	}
+	return time.Duration((1 - tokens) / float64(z.p.limit) * float64(time.Second)), true
+}
+
+// Spend takes one from k's allowance, if any is left.
+func (z *Zone) Spend(k Key, now time.Time) {
+	if z.p == nil {
+		return
+	}
+	if e := z.store.get(k, z.cfg.MaxKeys, z.p, now); e.lim != nil {
+		e.lim.AllowN(now, 1)
+	}
+}
+
+// KeyOf returns r's key in z.
+func (z *Zone) KeyOf(r *http.Request) (Key, bool) { return z.key.Key(r) }

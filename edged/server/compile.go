@@ -31,6 +31,7 @@ type runtime struct {
 	router     *router.Router
 	pools      map[string]*proxy.Pool
 	zones      map[string]*limit.Zone // [limit.NAME]; their per-key state passes to the next runtime
+	shared     map[any]any            // site-level shield objects, by their config pointer (shield.go)
 	trusted    []netip.Prefix
 	requestID  string // header name, "" when disabled
 	generation int

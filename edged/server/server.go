@@ -26,6 +26,7 @@ import (
 
 	"github.com/edgeapp/edgeapp/edged/access"
 	"github.com/edgeapp/edgeapp/edged/accesslog"
+	"github.com/edgeapp/edgeapp/edged/auth"
 	"github.com/edgeapp/edgeapp/edged/cache"
 	"github.com/edgeapp/edgeapp/edged/config"
 	"github.com/edgeapp/edgeapp/edged/connlimit"
@@ -56,6 +57,7 @@ type Server struct {
 	cacheMetrics  *cache.Metrics
 	limitMetrics  *limit.Metrics
 	accessMetrics *access.Metrics
+	authMetrics   *auth.Metrics
 	tlsMetrics    *tlsconf.Metrics
 	tls           *tlsconf.Manager
 
@@ -114,6 +116,7 @@ func New(opts Options) (*Server, error) {
 	s.cacheMetrics = cache.NewMetrics(s.registry)
 	s.limitMetrics = limit.NewMetrics(s.registry, func() []*limit.Zone { return s.current.Load().zoneList() })
 	s.accessMetrics = access.NewMetrics(s.registry)
+	s.authMetrics = auth.NewMetrics(s.registry)
 	s.tlsMetrics = tlsconf.NewMetrics(s.registry)
 
 	if err := s.openListeners(cfg); err != nil {

@@ -6,6 +6,7 @@ import (
 	"sort"
 
 	"github.com/edgeapp/edgeapp/edged/access"
+	"github.com/edgeapp/edgeapp/edged/auth"
 	"github.com/edgeapp/edgeapp/edged/config"
 	"github.com/edgeapp/edgeapp/edged/limit"
 )
@@ -43,9 +44,13 @@ func (rt *runtime) zoneList() []*limit.Zone {
 }
 
 // shieldRoute wraps a route's handler in what holds clients back; the
-// outermost runs first: allow/deny, then limits. A route's setting
-// replaces its site's.
+// outermost runs first: allow/deny, limits, authentication. A route's
+// setting replaces its site's.
 func (s *Server) shieldRoute(rt *runtime, sc config.Site, rc config.Route, site, route, key string, h http.Handler) (http.Handler, error) {
+	var err error
+	if h, err = s.authRoute(rt, sc, rc, site, route, h); err != nil {
+		return nil, err
+	}
 	names := sc.Limit
 	if rc.Limit != nil {
 		names = rc.Limit
@@ -73,4 +78,54 @@ func (s *Server) shieldRoute(rt *runtime, sc config.Site, rc config.Route, site,
 		h = access.Handler(l, s.accessMetrics, site, route, h)
 	}
 	return h, nil
+}
+
+// authRoute adds basic or forward auth. Site-level settings compile once
+// per site (rt.shared), so its routes share the failed-login counters and
+// the verified-password cache.
+func (s *Server) authRoute(rt *runtime, sc config.Site, rc config.Route, site, route string, h http.Handler) (http.Handler, error) {
+	if rc.Auth != nil && !*rc.Auth {
+		return h, nil
+	}
+	ba, fa := sc.BasicAuth, sc.ForwardAuth
+	if rc.BasicAuth != nil || rc.ForwardAuth != nil {
+		ba, fa = rc.BasicAuth, rc.ForwardAuth
+	}
+	switch {
+	case ba != nil:
+		b, ok := rt.shared[ba].(*auth.Basic)
+		if !ok {
+			var err error
+			b, err = auth.NewBasic(auth.BasicOptions{
+				Realm: ba.Realm, Users: ba.Users, Htpasswd: ba.Htpasswd,
+				FailRate: ba.FailRate, FailBurst: ba.FailBurst, Log: s.log,
+			})
+			if err != nil {
+				return nil, fmt.Errorf("basic_auth: %w", err)
+			}
+			rt.share(ba, b)
+		}
+		return b.Handler(s.authMetrics, site, route, h), nil
+	case fa != nil:
+		f, ok := rt.shared[fa].(*auth.Forward)
+		if !ok {
+			var err error
+			f, err = auth.NewForward(auth.ForwardOptions{URL: fa.URL, CopyHeaders: fa.CopyHeaders, Timeout: fa.Timeout.D(), Log: s.log})
+			if err != nil {
+				return nil, fmt.Errorf("forward_auth: %w", err)
+			}
+			rt.share(fa, f)
+		}
+		return f.Handler(s.authMetrics, site, route, h), nil
+	}
+	return h, nil
+}
+
+// share keeps an object compiled from a site-level setting for the site's
+// other routes.
+func (rt *runtime) share(key, v any) {
+	if rt.shared == nil {
+		rt.shared = map[any]any{}
+	}
+	rt.shared[key] = v
 }
