@@ -16,6 +16,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -421,5 +422,106 @@ func (e *edged) waitLog(want string) {
 			e.t.Fatalf("edged did not log %q:\n%s", want, e.stderr.String())
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestErrorPagesAndMaintenance: a site's pages replace edged's own errors
+// (no route, a dead upstream) but not the upstream's, unless a route
+// intercepts them; a route in maintenance answers 503 with its page and
+// Retry-After without reaching the app, except for the allowed clients.
+func TestErrorPagesAndMaintenance(t *testing.T) {
+	var appHits atomic.Int32
+	app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		appHits.Add(1)
+		if strings.HasSuffix(r.URL.Path, "/boom") {
+			http.Error(w, "Traceback (most recent call last)", http.StatusInternalServerError)
+			return
+		}
+		io.WriteString(w, "app "+r.URL.Path)
+	}))
+	defer app.Close()
+	dir := t.TempDir()
+	for name, body := range map[string]string{"404.html": "<h1>no such page</h1>", "50x.html": "<h1>we are on it</h1>", "maint.html": "<h1>back at five</h1>"} {
+		os.WriteFile(filepath.Join(dir, name), []byte(body), 0o644)
+	}
+	e := startEdged(t, fmt.Sprintf(`
+[server]
+admin = "{{ADMIN}}"
+trusted_proxies = ["127.0.0.0/8"]
+[upstream.app]
+servers = [%q]
+[upstream.dead]
+servers = [%q]
+[[site]]
+error_pages = { 404 = "%[3]s/404.html", 5xx = "%[3]s/50x.html" }
+  [[site.route]]
+  path = "/app/"
+  upstream = "app"
+  [[site.route]]
+  path = "/strict/"
+  upstream = "app"
+  intercept_errors = true
+  [[site.route]]
+  path = "/dead/"
+  upstream = "dead"
+  [[site.route]]
+  path = "/shop/"
+  upstream = "app"
+  maintenance = { enabled = true, page = "%[3]s/maint.html", retry_after = "10m", allow = ["192.0.2.0/24"] }
+`, strings.TrimPrefix(app.URL, "http://"), closedPort(t), dir))
+	c := &http.Client{Timeout: 10 * time.Second}
+	do := func(path, xff string) (int, string, http.Header) {
+		t.Helper()
+		req, _ := http.NewRequest("GET", e.httpURL+path, nil)
+		if xff != "" {
+			req.Header.Set("X-Forwarded-For", xff)
+		}
+		res, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		return res.StatusCode, string(b), res.Header
+	}
+	for _, cse := range []struct {
+		path, xff, body string
+		status          int
+	}{
+		{"/nowhere", "", "<h1>no such page</h1>", 404},
+		{"/dead/x", "", "<h1>we are on it</h1>", 502},
+		{"/app/boom", "", "Traceback (most recent call last)\n", 500},
+		{"/strict/boom", "", "<h1>we are on it</h1>", 500},
+		{"/app/ok", "", "app /app/ok", 200},
+		{"/shop/cart", "198.51.100.1", "<h1>back at five</h1>", 503},
+		{"/shop/cart", "192.0.2.7", "app /shop/cart", 200},
+	} {
+		code, body, h := do(cse.path, cse.xff)
+		if code != cse.status || body != cse.body {
+			t.Errorf("%s from %q: %d %q, want %d %q", cse.path, cse.xff, code, body, cse.status, cse.body)
+		}
+		if strings.HasSuffix(body, "</h1>") && h.Get("Content-Type") != "text/html; charset=utf-8" {
+			t.Errorf("%s: page Content-Type %q", cse.path, h.Get("Content-Type"))
+		}
+		if cse.status == 503 && h.Get("Retry-After") != "600" {
+			t.Errorf("maintenance Retry-After %q", h.Get("Retry-After"))
+		}
+	}
+	// The app saw /app/boom, /strict/boom, /app/ok and the allowed client's
+	// /shop/cart, never the refused one.
+	if n := appHits.Load(); n != 4 {
+		t.Errorf("the app got %d requests, want 4", n)
+	}
+	// A reload that turns maintenance off and names a missing page fails
+	// and keeps serving; a good one lifts maintenance.
+	cfg, _ := os.ReadFile(e.config)
+	e.reload(strings.Replace(string(cfg), "maint.html", "missing.html", 1))
+	if code, _, _ := do("/shop/cart", "198.51.100.1"); code != 503 {
+		t.Errorf("after a failed reload: %d", code)
+	}
+	e.waitLog("reload failed")
+	e.reload(strings.Replace(string(cfg), "enabled = true", "enabled = false", 1))
+	if code, body, _ := do("/shop/cart", "198.51.100.1"); code != 200 || body != "app /shop/cart" {
+		t.Errorf("maintenance off: %d %q", code, body)
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/edgeapp/edgeapp/edged/compress"
 	"github.com/edgeapp/edgeapp/edged/config"
 	"github.com/edgeapp/edgeapp/edged/connlimit"
+	"github.com/edgeapp/edgeapp/edged/errorpage"
 	"github.com/edgeapp/edgeapp/edged/limit"
 	"github.com/edgeapp/edgeapp/edged/proxy"
 	"github.com/edgeapp/edgeapp/edged/router"
@@ -45,6 +46,7 @@ type runtime struct {
 
 type siteData struct {
 	name          string
+	pages         *errorpage.Pages // error_pages, for 404 when no route matches
 	tls           bool
 	redirectHTTPS bool
 	hsts          []string
@@ -117,6 +119,11 @@ func (s *Server) compile(cfg *config.Config, prev *runtime) (*runtime, error) {
 			sd.hsts = []string{cfg.TLS.HSTS}
 		}
 		site := &router.Site{Name: name, Hosts: sc.Hosts, Data: sd}
+		if pages, err := sitePages(rt, sc); err != nil {
+			fail(fmt.Sprintf("site[%d].error_pages", i), err)
+		} else {
+			sd.pages = pages
+		}
 		for j, rc := range sc.Routes {
 			key := fmt.Sprintf("site[%d].route[%d]", i, j)
 			h, err := s.routeHandler(cfg, rt, rc, compressMW)

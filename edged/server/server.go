@@ -560,7 +560,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, secure bool) {
 	}
 	route := site.Route(r.URL.Path)
 	if route == nil {
-		plainError(rw, http.StatusNotFound, "not found\n")
+		sd.pages.Error(rw, r, http.StatusNotFound, "not found\n")
 		return
 	}
 	rd := route.Data.(*routeData)

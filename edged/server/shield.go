@@ -8,6 +8,7 @@ import (
 	"github.com/edgeapp/edgeapp/edged/access"
 	"github.com/edgeapp/edgeapp/edged/auth"
 	"github.com/edgeapp/edgeapp/edged/config"
+	"github.com/edgeapp/edgeapp/edged/errorpage"
 	"github.com/edgeapp/edgeapp/edged/limit"
 )
 
@@ -44,9 +45,18 @@ func (rt *runtime) zoneList() []*limit.Zone {
 }
 
 // shieldRoute wraps a route's handler in what holds clients back; the
-// outermost runs first: allow/deny, limits, authentication. A route's
-// setting replaces its site's.
+// outermost runs first: maintenance, error pages, allow/deny, limits,
+// authentication. A route's setting replaces its site's.
 func (s *Server) shieldRoute(rt *runtime, sc config.Site, rc config.Route, site, route, key string, h http.Handler) (http.Handler, error) {
+	h, err := s.guardRoute(rt, sc, rc, site, route, h)
+	if err != nil {
+		return nil, err
+	}
+	return pagesRoute(rt, sc, rc, h)
+}
+
+// guardRoute adds allow/deny, limits and authentication.
+func (s *Server) guardRoute(rt *runtime, sc config.Site, rc config.Route, site, route string, h http.Handler) (http.Handler, error) {
 	var err error
 	if h, err = s.authRoute(rt, sc, rc, site, route, h); err != nil {
 		return nil, err
@@ -78,6 +88,98 @@ func (s *Server) shieldRoute(rt *runtime, sc config.Site, rc config.Route, site,
 		h = access.Handler(l, s.accessMetrics, site, route, h)
 	}
 	return h, nil
+}
+
+// pagesRoute adds error pages and the maintenance switch, outermost. A
+// route's error_pages add to its site's (the route's win per status);
+// intercept_errors and maintenance replace the site's. Maintenance with a
+// page of its own answers before the error pages; without one, a 503 error
+// page replaces its default text.
+func pagesRoute(rt *runtime, sc config.Site, rc config.Route, h http.Handler) (http.Handler, error) {
+	merged := map[string]string{}
+	for k, v := range sc.ErrorPages {
+		merged[k] = v
+	}
+	for k, v := range rc.ErrorPages {
+		merged[k] = v
+	}
+	intercept := sc.InterceptErrors
+	if rc.InterceptErrors != nil {
+		intercept = rc.InterceptErrors
+	}
+	mc := sc.Maintenance
+	if rc.Maintenance != nil {
+		mc = rc.Maintenance
+	}
+	var m *errorpage.Maintenance
+	if mc != nil && mc.Enabled {
+		var pg *errorpage.Page
+		if mc.Page != "" {
+			var err error
+			if pg, err = rt.page(mc.Page); err != nil {
+				return nil, fmt.Errorf("maintenance: %w", err)
+			}
+		}
+		var err error
+		if m, err = errorpage.NewMaintenance(pg, mc.RetryAfter.D(), mc.Allow); err != nil {
+			return nil, fmt.Errorf("maintenance: %w", err)
+		}
+	}
+	if m != nil && !m.HasPage() {
+		h = m.Handler(h)
+	}
+	if len(merged) > 0 {
+		pages, err := rt.pages(merged, intercept != nil && *intercept)
+		if err != nil {
+			return nil, err
+		}
+		h = pages.Handler(h)
+	}
+	if m != nil && m.HasPage() {
+		h = m.Handler(h)
+	}
+	return h, nil
+}
+
+// pages compiles an error_pages table, reading each file once per
+// configuration.
+func (rt *runtime) pages(files map[string]string, intercept bool) (*errorpage.Pages, error) {
+	var ranges []errorpage.Range
+	for code, file := range files {
+		span, err := config.ParseStatusPattern(code)
+		if err != nil {
+			return nil, fmt.Errorf("error_pages: %w", err)
+		}
+		pg, err := rt.page(file)
+		if err != nil {
+			return nil, fmt.Errorf("error_pages: %w", err)
+		}
+		ranges = append(ranges, errorpage.Range{Lo: span[0], Hi: span[1], Page: pg})
+	}
+	return errorpage.New(ranges, intercept), nil
+}
+
+type pageKey string
+
+func (rt *runtime) page(path string) (*errorpage.Page, error) {
+	if pg, ok := rt.shared[pageKey(path)].(*errorpage.Page); ok {
+		return pg, nil
+	}
+	pg, err := errorpage.ReadPage(path)
+	if err != nil {
+		return nil, err
+	}
+	rt.share(pageKey(path), pg)
+	return pg, nil
+}
+
+// sitePages are the error pages of a site, for its own errors outside any
+// route (no route matches); nil when it has none.
+func sitePages(rt *runtime, sc config.Site) (*errorpage.Pages, error) {
+	if len(sc.ErrorPages) == 0 {
+		return nil, nil
+	}
+	return rt.pages(sc.ErrorPages, false)
 }
 
 // authRoute adds basic or forward auth. Site-level settings compile once
