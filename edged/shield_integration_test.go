@@ -525,3 +525,53 @@ error_pages = { 404 = "%[3]s/404.html", 5xx = "%[3]s/50x.html" }
 		t.Errorf("maintenance off: %d %q", code, body)
 	}
 }
+
+// TestTryFilesThenApp: one route serves what exists under its static root
+// and sends everything else to the application (nginx's
+// try_files $uri $uri/ @app).
+func TestTryFilesThenApp(t *testing.T) {
+	app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "app %s %s", r.Method, r.URL.Path)
+	}))
+	defer app.Close()
+	root := t.TempDir()
+	os.WriteFile(filepath.Join(root, "style.css"), []byte("body{}"), 0o644)
+	os.WriteFile(filepath.Join(root, ".env"), []byte("SECRET=1"), 0o644)
+	os.MkdirAll(filepath.Join(root, "docs"), 0o755)
+	os.WriteFile(filepath.Join(root, "docs", "index.html"), []byte("<p>docs</p>"), 0o644)
+	os.MkdirAll(filepath.Join(root, "empty"), 0o755)
+	e := startEdged(t, fmt.Sprintf(`
+[server]
+admin = "{{ADMIN}}"
+[upstream.app]
+servers = [%q]
+[[site]]
+  [[site.route]]
+  path = "/"
+  static = %q
+  upstream = "app"
+`, strings.TrimPrefix(app.URL, "http://"), root))
+	c := &http.Client{Timeout: 10 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	for _, cse := range []struct{ method, path, want string }{
+		{"GET", "/style.css", "body{}"},
+		{"HEAD", "/style.css", ""},
+		{"GET", "/docs/", "<p>docs</p>"},
+		{"GET", "/login", "app GET /login"},
+		{"POST", "/style.css", "app POST /style.css"},
+		{"GET", "/docs", "app GET /docs"},
+		{"GET", "/empty/", "app GET /empty/"},
+		{"GET", "/.env", "app GET /.env"},
+		{"GET", "/style.css/x", "app GET /style.css/x"},
+	} {
+		req, _ := http.NewRequest(cse.method, e.httpURL+cse.path, nil)
+		res, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		if res.StatusCode != 200 || string(b) != cse.want {
+			t.Errorf("%s %s: %d %q, want %q", cse.method, cse.path, res.StatusCode, b, cse.want)
+		}
+	}
+}

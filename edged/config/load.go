@@ -456,6 +456,13 @@ func (c *Config) validateRoute(bad func(string, string, ...any), key string, r R
 		}
 	}
 	sort.Strings(handlers)
+	if len(handlers) == 2 && handlers[0] == "static" && handlers[1] == "upstream" {
+		// try_files: a file under static if there is one, else the upstream.
+		handlers = handlers[1:]
+		if r.Fallback != "" {
+			bad(key+".fallback", "a route with static and upstream sends missing files to the upstream; fallback does not apply")
+		}
+	}
 	switch len(handlers) {
 	case 0:
 		bad(key, "route has no handler: set one of upstream, static, redirect or respond")

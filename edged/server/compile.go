@@ -221,16 +221,18 @@ func (s *Server) routeHandler(cfg *config.Config, rt *runtime, rc config.Route, 
 			}
 			h = c.Handler(h, cache.HandlerOptions{RequestIDHeader: rt.requestID, SetCookie: cache.SetCookieModes[rc.CacheSetCookie]})
 		}
-	case rc.Static != "":
-		prefix := rc.Path
-		if rc.Exact {
-			prefix = filepath.Dir(rc.Path)
+		if rc.Static != "" {
+			// try_files $uri $uri/ @app: files first, the app for the rest.
+			so := s.staticOptions(rc)
+			so.Next = h
+			sh, err := static.New(so)
+			if err != nil {
+				return nil, err
+			}
+			h = sh
 		}
-		sh, err := static.New(static.Options{
-			Root: rc.Static, Prefix: prefix, Index: rc.Index, Browse: rc.Browse, Fallback: rc.Fallback,
-			Precompressed: rc.Precompressed, AllowSymlinksOutsideRoot: rc.FollowSymlink,
-			CacheControl: rc.CacheControl, ServeHidden: rc.ServeHidden, Log: s.log,
-		})
+	case rc.Static != "":
+		sh, err := static.New(s.staticOptions(rc))
 		if err != nil {
 			return nil, err
 		}
@@ -254,6 +256,18 @@ func (s *Server) routeHandler(cfg *config.Config, rt *runtime, rc config.Route, 
 		h = &limitBody{max: limit, next: h}
 	}
 	return h, nil
+}
+
+func (s *Server) staticOptions(rc config.Route) static.Options {
+	prefix := rc.Path
+	if rc.Exact {
+		prefix = filepath.Dir(rc.Path)
+	}
+	return static.Options{
+		Root: rc.Static, Prefix: prefix, Index: rc.Index, Browse: rc.Browse, Fallback: rc.Fallback,
+		Precompressed: rc.Precompressed, AllowSymlinksOutsideRoot: rc.FollowSymlink,
+		CacheControl: rc.CacheControl, ServeHidden: rc.ServeHidden, Log: s.log,
+	}
 }
 
 func upstreamConfig(name string, u *config.Upstream) proxy.UpstreamConfig {

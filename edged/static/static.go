@@ -70,6 +70,11 @@ type Options struct {
 	// Log receives refusals worth an operator's attention and errors.
 	// Default slog.Default().
 	Log *slog.Logger
+	// Next, when set, gets the requests no file answers (nginx's
+	// try_files $uri $uri/ @app): methods other than GET and HEAD, paths
+	// outside the prefix, hidden names, missing files, and directories
+	// without the trailing slash or without an index file.
+	Next http.Handler
 }
 
 // DefaultPrecompressed is the sidecar search order when
@@ -90,6 +95,7 @@ type handler struct {
 	hidden   bool
 	cache    []string
 	log      *slog.Logger
+	next     http.Handler
 }
 
 // New validates o, opens Root and returns the handler.
@@ -107,7 +113,10 @@ func New(o Options) (http.Handler, error) {
 	if o.Prefix[0] != '/' {
 		return nil, fmt.Errorf("static: prefix %q must start with /", o.Prefix)
 	}
-	h := &handler{prefix: o.Prefix, browse: o.Browse, hidden: o.ServeHidden, log: log}
+	h := &handler{prefix: o.Prefix, browse: o.Browse, hidden: o.ServeHidden, log: log, next: o.Next}
+	if o.Next != nil && o.Fallback != "" {
+		return nil, errors.New("static: a fallback file and a next handler are exclusive")
+	}
 	var err error
 	if h.fs, err = newOpener(o.Root, o.AllowSymlinksOutsideRoot, log); err != nil {
 		return nil, err
@@ -154,6 +163,12 @@ var (
 )
 
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if h.next != nil {
+		if !h.serveIfFile(w, r) {
+			h.next.ServeHTTP(w, r)
+		}
+		return
+	}
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		w.Header()["Allow"] = allowGetHead
 		h.error(w, http.StatusMethodNotAllowed)
@@ -371,4 +386,61 @@ func (h *handler) error(w http.ResponseWriter, code int) {
 	hd["Content-Length"] = []string{strconv.Itoa(len(body))}
 	w.WriteHeader(code)
 	w.Write([]byte(body))
+}
+
+// serveIfFile serves r if a file answers it and reports whether it did;
+// otherwise it has written nothing (try_files).
+func (h *handler) serveIfFile(w http.ResponseWriter, r *http.Request) bool {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		return false
+	}
+	p := r.URL.Path
+	if strings.IndexByte(p, 0) >= 0 || (r.URL.RawPath != "" && hasEncodedSlash(r.URL.RawPath)) || !strings.HasPrefix(p, h.prefix) {
+		return false
+	}
+	rel := p[len(h.prefix):]
+	if h.prefix[len(h.prefix)-1] != '/' && rel != "" && rel[0] != '/' {
+		return false
+	}
+	name, code := cleanName(rel, h.hidden)
+	if code != 0 {
+		return false
+	}
+	f, err := h.fs.open(name)
+	if err != nil {
+		if !isNotFound(err) && !errors.Is(err, errNotRegular) {
+			h.openFailed(w, r, name, err, false) // 403 for permissions, 404 for escaping symlinks
+			return true
+		}
+		return false
+	}
+	if !f.dir {
+		if p[len(p)-1] == '/' {
+			f.close()
+			return false
+		}
+		h.serveFile(w, r, &f, name)
+		return true
+	}
+	f.close()
+	if p[len(p)-1] != '/' {
+		return false
+	}
+	for _, idx := range h.index {
+		iname := idx
+		if name != "." {
+			iname = name + "/" + idx
+		}
+		fi, err := h.fs.open(iname)
+		if err != nil {
+			continue
+		}
+		if fi.dir {
+			fi.close()
+			continue
+		}
+		h.serveFile(w, r, &fi, iname)
+		return true
+	}
+	return false
 }
