@@ -225,7 +225,7 @@ func TestConfigCheck(t *testing.T) {
 	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 {
 		t.Fatalf("exit status %v, want 1", err)
 	}
-	if !strings.Contains(string(out), bad+":7: site.route.colour: unknown key") {
+	if !strings.Contains(string(out), bad+":7: site[0].route[0].colour: unknown key") {
 		t.Fatalf("error does not name file, line and key:\n%s", out)
 	}
 }
@@ -454,7 +454,7 @@ func TestBadReloadKeepsServing(t *testing.T) {
 	if code, body := get(t, c, e.httpURL+"/"); code != 200 || body != "v1" {
 		t.Fatalf("after a bad reload: %d %q, want the old config's v1", code, body)
 	}
-	if !strings.Contains(e.stderr.String(), "edged.toml:7: site.route.bogus: unknown key") {
+	if !strings.Contains(e.stderr.String(), "edged.toml:7: site[0].route[0].bogus: unknown key") {
 		t.Errorf("log does not name the bad key:\n%s", e.stderr.String())
 	}
 	e.reload(strings.Replace(good, "v1", "v3", 1))

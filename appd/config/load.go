@@ -39,9 +39,9 @@ func RuntimeDir() string {
 // means "appd"). The error lists every problem found, each with file, line
 // and key.
 func Load(path, name string) (*Config, error) {
-	data, err := os.ReadFile(path)
+	data, err := tomlconf.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("reading configuration: %w", err)
+		return nil, err
 	}
 	return Parse(path, name, data)
 }

@@ -73,7 +73,7 @@ func TestBadConfigsNameLineAndKey(t *testing.T) {
 	site := "[[site]]\nhosts = [\"a.example\"]\ntls = \"off\"\n  [[site.route]]\n  path = \"/\"\n"
 	cases := []struct{ name, src, want string }{
 		{"unknown key", "[server]\nlisten = [\":80\"]\n" + site + "  respond = \"x\"\n", "edged.toml:2: server.listen: unknown key"},
-		{"unknown route key", site + "  proxy_pass = \"x\"\n", "edged.toml:6: site.route.proxy_pass: unknown key"},
+		{"unknown route key", site + "  proxy_pass = \"x\"\n", "edged.toml:6: site[0].route[0].proxy_pass: unknown key"},
 		{"wrong type", "[server]\nh2c = \"yes\"\n" + site + "  respond = \"x\"\n", "edged.toml:2: server.h2c"},
 		{"bad duration", "[server]\nidle_timeout = \"forever\"\n" + site + "  respond = \"x\"\n", "edged.toml:2: server.idle_timeout: invalid duration"},
 		{"bad size", "[server]\nmax_body = \"lots\"\n" + site + "  respond = \"x\"\n", "edged.toml:2: server.max_body: invalid size"},
@@ -94,7 +94,7 @@ func TestBadConfigsNameLineAndKey(t *testing.T) {
 		{"two defaults", "[[site]]\n[[site.route]]\npath=\"/\"\nrespond=\"a\"\n[[site]]\nhosts=[\"*\"]\n[[site.route]]\npath=\"/\"\nrespond=\"b\"\n", "edged.toml:6: site[1].hosts: a second default site"},
 		{"acme wildcard", "[[site]]\nhosts = [\"*.example.com\"]\ntls = \"acme\"\n[[site.route]]\npath=\"/\"\nrespond=\"x\"\n", "edged.toml:2: site[0].hosts[0]: wildcard \"*.example.com\" can get an ACME certificate only through the DNS-01 challenge: configure [tls.dns]"},
 		{"acme localhost", "[[site]]\nhosts = [\"localhost\"]\ntls = \"acme\"\n[[site.route]]\npath=\"/\"\nrespond=\"x\"\n", "use tls = \"internal\""},
-		{"bad tls mode", "[[site]]\ntls = \"yes\"\n[[site.route]]\npath=\"/\"\nrespond=\"x\"\n", "edged.toml:2: site.tls: tls \"yes\""},
+		{"bad tls mode", "[[site]]\ntls = \"yes\"\n[[site.route]]\npath=\"/\"\nrespond=\"x\"\n", "edged.toml:2: site[0].tls: tls \"yes\""},
 		{"on demand without ask", "[[site]]\nhosts=[\"*\"]\ntls=\"acme\"\non_demand = true\n[[site.route]]\npath=\"/\"\nrespond=\"x\"\n", "edged.toml:4: site[0].on_demand: on-demand TLS needs [tls.on_demand] ask"},
 		{"no sites", "[server]\n", "no [[site]] is defined"},
 		{"bad cache_set_cookie", site + "  upstream = \"a\"\n  cache = \"c\"\n  cache_set_cookie = \"keep\"\n[upstream.a]\nservers = [\"127.0.0.1:1\"]\n[cache.c]\n", "edged.toml:8: site[0].route[0].cache_set_cookie: \"keep\""},

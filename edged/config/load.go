@@ -299,7 +299,10 @@ func (c *Config) Validate() error {
 	for _, d := range []struct {
 		key string
 		v   tomlconf.Duration
-	}{{"client_body_timeout", s.ClientBodyTimeout}, {"send_timeout", s.SendTimeout}} {
+	}{
+		{"read_header_timeout", s.ReadHeaderTimeout}, {"idle_timeout", s.IdleTimeout},
+		{"client_body_timeout", s.ClientBodyTimeout}, {"send_timeout", s.SendTimeout},
+	} {
 		if d.v == 0 {
 			bad("server."+d.key, "0s would let a stalled client hold its connection forever; give a duration such as \"60s\"")
 		}
@@ -528,14 +531,13 @@ func (c *Config) validateRoute(bad func(string, string, ...any), key string, r R
 		name string
 		h    HeaderOps
 	}{{"request_headers", r.RequestHeaders}, {"response_headers", r.ResponseHeaders}} {
-		for n := range ops.h.Set {
-			if !validHeaderName(n) {
-				bad(key+"."+ops.name+".set", "%q is not a valid header name", n)
-			}
-		}
-		for n := range ops.h.Add {
-			if !validHeaderName(n) {
-				bad(key+"."+ops.name+".add", "%q is not a valid header name", n)
+		for op, m := range map[string]map[string]string{"set": ops.h.Set, "add": ops.h.Add} {
+			for n, v := range m {
+				if !validHeaderName(n) {
+					bad(key+"."+ops.name+"."+op, "%q is not a valid header name", n)
+				} else if !httpguts.ValidHeaderFieldValue(v) {
+					bad(key+"."+ops.name+"."+op, "%s: the value has a control character (a line break would start a header of its own)", n)
+				}
 			}
 		}
 		for _, n := range ops.h.Remove {
@@ -557,7 +559,7 @@ func (c *Config) validateUpstreams(bad func(string, string, ...any)) {
 		}
 		primaries := 0
 		for i, s := range u.Servers {
-			if _, _, err := systemd.SplitAddr(s.Addr); err != nil {
+			if _, _, err := systemd.SplitDialAddr(s.Addr); err != nil {
 				bad(fmt.Sprintf("%s.servers[%d]", key, i), "%v", err)
 			}
 			if !s.Backup {

@@ -25,10 +25,10 @@ package proxy
 import (
 	"errors"
 	"fmt"
-	"net"
-	"net/netip"
 	"strings"
 	"time"
+
+	"github.com/edgeapp/edgeapp/internal/systemd"
 )
 
 // Defaults applied by NewPool to zero-valued fields. MaxFails and Retries are
@@ -186,32 +186,8 @@ func (c UpstreamConfig) Validate() error {
 
 // checkAddr accepts "unix:/abs/path" and "host:port".
 func checkAddr(a string) error {
-	if a == "" {
-		return errors.New("empty address")
-	}
-	if p, ok := strings.CutPrefix(a, "unix:"); ok {
-		if !strings.HasPrefix(p, "/") && !strings.HasPrefix(p, "@") { // @: Linux abstract socket
-			return fmt.Errorf("%q: a unix socket path must be absolute (unix:/run/app.sock)", a)
-		}
-		return nil
-	}
-	if strings.Contains(a, "://") {
-		return fmt.Errorf("%q: give host:port or unix:/path, without a scheme", a)
-	}
-	host, port, err := net.SplitHostPort(a)
-	if err != nil {
-		return fmt.Errorf("%q: want host:port or unix:/path: %w", a, err)
-	}
-	if host == "" {
-		return fmt.Errorf("%q: the host is missing", a)
-	}
-	if _, err := netip.ParseAddr(host); err != nil && strings.ContainsAny(host, "/ ") {
-		return fmt.Errorf("%q: %q is not a host", a, host)
-	}
-	if port == "" {
-		return fmt.Errorf("%q: the port is missing", a)
-	}
-	return nil
+	_, _, err := systemd.SplitDialAddr(a)
+	return err
 }
 
 // withDefaults fills zero values.

@@ -6,10 +6,11 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/edgeapp/edgeapp/internal/systemd"
 )
 
 // epoch anchors nanotime to the monotonic clock.
@@ -91,10 +92,7 @@ type transportKey struct {
 
 func newTransport(k transportKey) *transportRef {
 	d := &net.Dialer{Timeout: k.connect, KeepAlive: 30 * time.Second}
-	network, address := "tcp", k.addr
-	if p, ok := strings.CutPrefix(k.addr, "unix:"); ok {
-		network, address = "unix", p
-	}
+	network, address, _ := systemd.SplitDialAddr(k.addr) // checked by Validate
 	dial := dialer(d, k.addr, network, address)
 	t := &http.Transport{
 		Proxy: nil, // never an environment proxy between edge and app

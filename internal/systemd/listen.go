@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -123,13 +124,18 @@ func Bind(addr string) (net.Listener, error) {
 }
 
 // SplitAddr parses a listen or upstream address into a network and an
-// address for net.Listen / net.Dial.
+// address for net.Listen / net.Dial: "unix:/path" (or "unix:@abstract"),
+// or a TCP "host:port" with a numeric port of at most 65535 (0 lets a
+// listener pick one). It is the one parser of addresses both daemons use.
 func SplitAddr(addr string) (network, address string, err error) {
 	if p, ok := strings.CutPrefix(addr, "unix:"); ok {
 		if p == "" || !strings.HasPrefix(p, "/") && !strings.HasPrefix(p, "@") {
 			return "", "", fmt.Errorf("address %q: a unix socket needs an absolute path (unix:/run/x.sock)", addr)
 		}
 		return "unix", p, nil
+	}
+	if strings.Contains(addr, "://") {
+		return "", "", fmt.Errorf("address %q: give host:port or unix:/path, without a scheme", addr)
 	}
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
@@ -138,7 +144,30 @@ func SplitAddr(addr string) (network, address string, err error) {
 	if port == "" {
 		return "", "", fmt.Errorf("address %q: missing port", addr)
 	}
+	if n, err := strconv.ParseUint(port, 10, 32); err != nil || n > 65535 {
+		return "", "", fmt.Errorf("address %q: port %q is not a number from 0 to 65535", addr, port)
+	}
+	if strings.ContainsAny(host, "/ \t\r\n") {
+		return "", "", fmt.Errorf("address %q: %q is not a host", addr, host)
+	}
 	return "tcp", net.JoinHostPort(host, port), nil
+}
+
+// SplitDialAddr is SplitAddr for an address to connect to, which needs a
+// host and a port other than 0.
+func SplitDialAddr(addr string) (network, address string, err error) {
+	network, address, err = SplitAddr(addr)
+	if err != nil || network == "unix" {
+		return network, address, err
+	}
+	host, port, _ := net.SplitHostPort(address)
+	if host == "" {
+		return "", "", fmt.Errorf("address %q: the host is missing", addr)
+	}
+	if port == "0" {
+		return "", "", fmt.Errorf("address %q: port 0 cannot be connected to", addr)
+	}
+	return network, address, nil
 }
 
 func removeStaleSocket(path string) error {

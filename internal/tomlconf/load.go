@@ -6,14 +6,20 @@
 package tomlconf
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"os"
+	"reflect"
 	"regexp"
 	"sort"
+	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/BurntSushi/toml"
+	"golang.org/x/sys/unix"
 )
 
 // Error is one problem in a configuration file.
@@ -67,56 +73,96 @@ type Doc struct {
 	md    toml.MetaData
 }
 
-// Load reads and strictly decodes path into v.
-func Load(path string, v any) (*Doc, error) {
-	data, err := os.ReadFile(path)
+// MaxFileSize caps a configuration file: a mistaken path (a log, a
+// device) is refused instead of read into memory.
+const MaxFileSize = 4 << 20
+
+// ReadFile reads a configuration file: a regular file (symlinks to one
+// are fine) of at most MaxFileSize bytes. Anything else is refused without
+// reading it, so a symlink to /dev/zero or a FIFO cannot hang `-t`.
+func ReadFile(path string) ([]byte, error) {
+	// O_NONBLOCK: opening a FIFO must not wait for a writer.
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("reading configuration: %w", &os.PathError{Op: "open", Path: path, Err: err})
+	}
+	f := os.NewFile(uintptr(fd), path)
+	defer f.Close()
+	fi, err := f.Stat()
 	if err != nil {
 		return nil, fmt.Errorf("reading configuration: %w", err)
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("reading configuration: %s is not a regular file (%s)", path, fi.Mode().Type())
+	}
+	if fi.Size() > MaxFileSize {
+		return nil, fmt.Errorf("reading configuration: %s is %d bytes, more than a configuration file may be (%d)", path, fi.Size(), MaxFileSize)
+	}
+	data, err := io.ReadAll(io.LimitReader(f, MaxFileSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("reading configuration: %w", err)
+	}
+	if len(data) > MaxFileSize {
+		return nil, fmt.Errorf("reading configuration: %s grew past %d bytes while being read", path, MaxFileSize)
+	}
+	return data, nil
+}
+
+// Load reads (see ReadFile) and strictly decodes path into v.
+func Load(path string, v any) (*Doc, error) {
+	data, err := ReadFile(path)
+	if err != nil {
+		return nil, err
 	}
 	return Decode(path, data, v)
 }
 
 var lineRE = regexp.MustCompile(`^toml: line (\d+)(?: \(last key "([^"]*)"\))?: (.*)$`)
 
-// Decode strictly decodes data (read from file) into v.
+// Decode strictly decodes data (read from file) into v, a pointer to a
+// struct. The error lists every unknown key and every value of the wrong
+// type, not only the first.
 func Decode(file string, data []byte, v any) (*Doc, error) {
 	doc := &Doc{File: file}
+	if !utf8.Valid(data) {
+		return nil, Errors{{File: file, Line: 1 + bytes.Count(data[:invalidUTF8(data)], []byte("\n")), Msg: "not UTF-8 text"}}
+	}
 	doc.index(string(data))
-	md, err := toml.Decode(string(data), v)
+	var top map[string]toml.Primitive
+	md, err := toml.Decode(string(data), &top)
 	doc.md = md
 	if err != nil {
 		var pe toml.ParseError
 		if errors.As(err, &pe) {
 			return nil, Errors{{File: file, Line: pe.Position.Line, Key: pe.LastKey, Msg: pe.Message}}
 		}
-		// Type mismatches come as plain errors with the line in the text.
 		if m := lineRE.FindStringSubmatch(err.Error()); m != nil {
-			var line int
-			fmt.Sscan(m[1], &line)
+			line, _ := strconv.Atoi(m[1])
 			return nil, Errors{{File: file, Line: line, Key: m[2], Msg: m[3]}}
 		}
 		return nil, Errors{{File: file, Msg: err.Error()}}
 	}
-	var errs Errors
-	seen := map[string]bool{}
-	for _, k := range md.Undecoded() {
-		key := k.String()
-		if seen[key] {
-			continue
-		}
-		seen[key] = true
-		lines := doc.plain[key]
-		if len(lines) == 0 {
-			errs = append(errs, &Error{File: file, Key: key, Msg: "unknown key"})
-		}
-		for _, l := range lines {
-			errs = append(errs, &Error{File: file, Line: l, Key: key, Msg: "unknown key"})
-		}
+	rv := reflect.ValueOf(v)
+	if rv.Kind() != reflect.Pointer || rv.Elem().Kind() != reflect.Struct {
+		return nil, fmt.Errorf("tomlconf.Decode: want a pointer to a struct, not %T", v)
 	}
-	if err := errs.Err(); err != nil {
+	d := &decoder{md: md, doc: doc}
+	d.fields(top, rv.Elem(), "")
+	if err := d.errs.Err(); err != nil {
 		return nil, err
 	}
 	return doc, nil
+}
+
+func invalidUTF8(b []byte) int {
+	for i := 0; i < len(b); {
+		r, n := utf8.DecodeRune(b[i:])
+		if r == utf8.RuneError && n <= 1 {
+			return i
+		}
+		i += n
+	}
+	return len(b)
 }
 
 // IsDefined reports whether the file set key (dotted, without indices).

@@ -2,9 +2,14 @@ package tomlconf
 
 import (
 	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 type route struct {
@@ -82,12 +87,17 @@ func TestDecodeErrorsNameFileLineKey(t *testing.T) {
 		name, src, want string
 	}{
 		{"unknown key", "[server]\nhttp = []\nbogus = 1\n", "edged.toml:3: server.bogus: unknown key"},
-		{"unknown in array table", "[[site]]\nhosts=[]\n[[site.route]]\npath=\"/\"\nstatic_dir=\"/x\"\n", "edged.toml:5: site.route.static_dir: unknown key"},
+		{"unknown in array table", "[[site]]\nhosts=[]\n[[site.route]]\npath=\"/\"\nstatic_dir=\"/x\"\n", "edged.toml:5: site[0].route[0].static_dir: unknown key"},
 		{"wrong type", "[server]\nworkers = \"four\"\n", "edged.toml:2: server.workers: incompatible types"},
 		{"bad size", "[server]\nmax_body = \"ten\"\n", "edged.toml:2: server.max_body: invalid size \"ten\""},
-		{"bad duration", "[[site]]\n[[site.route]]\ntimeout = \"5x\"\n", "edged.toml:3: site.route.timeout: invalid duration \"5x\""},
+		{"bad duration", "[[site]]\n[[site.route]]\ntimeout = \"5x\"\n", "edged.toml:3: site[0].route[0].timeout: invalid duration \"5x\""},
 		{"bare number duration", "[[site]]\n[[site.route]]\ntimeout = 5\n", "write it as a string with a unit"},
 		{"syntax", "[server\n", "to end table name"},
+		{"table where a value goes", "[server]\n[server.workers]\n", "edged.toml:2: server.workers: incompatible types"},
+		{"value where a table goes", "server = 5\n", "edged.toml:1: server: want a table, not an integer"},
+		{"value where tables go", "site = [1, 2]\n", "edged.toml:1: site: want an array of tables"},
+		{"case matters", "[Server]\nhttp = []\n", "edged.toml:1: Server: unknown key"},
+		{"not UTF-8", "[server]\nhttp = [\"\xff\"]\n", "edged.toml:2: not UTF-8 text"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -135,5 +145,64 @@ func TestDurations(t *testing.T) {
 		if _, err := ParseDuration(bad); err == nil {
 			t.Errorf("ParseDuration(%q) accepted", bad)
 		}
+	}
+}
+
+// TestEveryErrorAtOnce: wrong types and unknown keys all over the file are
+// reported together, in line order, each with its indexed key.
+func TestEveryErrorAtOnce(t *testing.T) {
+	src := "[server]\nworkers = \"four\"\nmax_body = true\nbogus = 1\n[[site]]\nhosts = \"a\"\n[[site.route]]\npath = 1\n[[site.route]]\ntimeout = \"x\"\n[[site]]\n[[site.route]]\nupstream = []\n"
+	var c conf
+	_, err := Decode("edged.toml", []byte(src), &c)
+	var es Errors
+	if !errors.As(err, &es) {
+		t.Fatalf("%T %v", err, err)
+	}
+	var got []string
+	for _, e := range es {
+		got = append(got, fmt.Sprintf("%d %s", e.Line, e.Key))
+	}
+	want := []string{"2 server.workers", "3 server.max_body", "4 server.bogus", "6 site[0].hosts", "8 site[0].route[0].path", "10 site[0].route[1].timeout", "13 site[1].route[0].upstream"}
+	if strings.Join(got, "|") != strings.Join(want, "|") {
+		t.Fatalf("errors\n%v\nwant\n%v\nfull:\n%v", got, want, err)
+	}
+}
+
+// TestReadFileRefusesWhatIsNotAConfigFile: devices, FIFOs, directories and
+// oversized files are refused without being read (a symlink to /dev/zero
+// used to hang edged -t).
+func TestReadFileRefusesWhatIsNotAConfigFile(t *testing.T) {
+	dir := t.TempDir()
+	zero := filepath.Join(dir, "zero.toml")
+	os.Symlink("/dev/zero", zero)
+	fifo := filepath.Join(dir, "fifo.toml")
+	if err := unix.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	big := filepath.Join(dir, "big.toml")
+	f, _ := os.Create(big)
+	f.Truncate(MaxFileSize + 1)
+	f.Close()
+	good := filepath.Join(dir, "good.toml")
+	os.WriteFile(good, []byte("[server]\n"), 0o644)
+	link := filepath.Join(dir, "link.toml")
+	os.Symlink(good, link)
+	for path, want := range map[string]string{
+		zero: "not a regular file", fifo: "not a regular file", dir: "not a regular file",
+		big: "more than a configuration file may be", filepath.Join(dir, "none.toml"): "no such file",
+	} {
+		done := make(chan error, 1)
+		go func() { _, err := ReadFile(path); done <- err }()
+		select {
+		case err := <-done:
+			if err == nil || !strings.Contains(err.Error(), want) {
+				t.Errorf("%s: %v, want %q", path, err, want)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s: ReadFile hangs", path)
+		}
+	}
+	if b, err := ReadFile(link); err != nil || string(b) != "[server]\n" {
+		t.Errorf("a symlink to a regular file: %q, %v", b, err)
 	}
 }

@@ -90,7 +90,10 @@ func ParseDuration(s string) (time.Duration, error) {
 			if n < 0 {
 				return 0, fmt.Errorf("invalid duration %q: must not be negative", s)
 			}
-			return time.Duration(n * float64(24*time.Hour)), nil
+			if v := n * float64(24*time.Hour); v < math.MaxInt64 {
+				return time.Duration(v), nil
+			}
+			return 0, fmt.Errorf("invalid duration %q: too long", s)
 		}
 	}
 	d, err := time.ParseDuration(t)
