@@ -159,14 +159,18 @@ mkdir -p "$droot/var/lib/dpkg/info" "$droot/var/lib/dpkg/updates" "$droot/etc/sy
 touch "$droot/var/lib/dpkg/status" "$droot/var/lib/dpkg/available"
 dp() { dpkg --root="$droot" --force-script-chrootless --force-depends --log=/dev/null "$@"; }
 dp -i "${debs[@]}" || bad "dpkg scratch install failed"
+grep '^appd-socket:' "$droot/etc/group" | sed 's/^/  group: /'
+grep -q '^appd-socket:' "$droot/etc/group" || bad "postinst did not create the group appd-socket (sysusers.d)"
 ls "$droot/etc/systemd/system"/*.wants 2>/dev/null | sed 's/^/  /'
 for l in sockets.target.wants/edged.socket sockets.target.wants/edged-https.socket multi-user.target.wants/edged.service; do
 	[ -L "$droot/etc/systemd/system/$l" ] || bad "postinst did not enable $l"
 done
 dpkg --root="$droot" -L edged appd | grep -E '^/(usr/bin|etc|usr/lib/systemd)/' | sed 's/^/  /'
 dp --purge edged appd || bad "dpkg scratch purge failed"
+# The group appd-socket stays, as Debian keeps system groups on purge.
 left=$(cd "$droot" && find . -mindepth 1 -not -path './var/lib/dpkg*' -not -path './var' -not -path './var/lib' \
 	-not -path './etc' -not -path './etc/systemd' -not -path './etc/systemd/system' -not -path './var/lib/systemd' \
+	-not -path './etc/group' -not -path './etc/gshadow' -not -path './etc/.pwd.lock' \
 	-not -path './var/lib/systemd/deb-systemd-helper-enabled' -not -path './var/lib/systemd/deb-systemd-helper-masked')
 [ -z "$left" ] || bad "dpkg purge left: $left"
 
