@@ -196,6 +196,11 @@ grep '^Groups:' /proc/$pid/status | sed 's/^/  edged /'
 # nogroup, but the kernel checks the real one: the proxy steps below prove it.
 systemctl show -P SupplementaryGroups edged.service | grep -qw appd-socket || fail "edged.service lacks SupplementaryGroups=appd-socket"
 echo "  appd-socket is gid $gid; edged.service has SupplementaryGroups=$(systemctl show -P SupplementaryGroups edged.service)"
+# LimitNOFILE=65536, sized to [server] max_connections; Go lifts the soft
+# limit to the hard one.
+nofile=$(awk '/^Max open files/ {print $4, $5}' /proc/$pid/limits)
+echo "  edged's open files limit (soft hard): $nofile"
+[ "$nofile" = "65536 65536" ] || fail "edged's open files limit is $nofile, want 65536 65536"
 )
 end $?
 
