@@ -204,6 +204,47 @@ echo "  edged's open files limit (soft hard): $nofile"
 )
 end $?
 
+begin "appd without root: appd@dyn with DynamicUser=yes in a drop-in and no [app] user" "appd@dyn.socket appd@dyn.service"
+(
+cat >/etc/appd/dyn.toml <<'EOF'
+# The e2e test's unprivileged instance: a drop-in gives appd@dyn.service
+# DynamicUser=yes, so appd and its workers run as a dynamic user.
+[app]
+command = ["/usr/local/bin/demoapp"]
+readiness = "notify"
+
+[workers]
+count = 2
+start_timeout = "120s"
+
+[limits]
+memory_max = "64MiB"
+EOF
+mkdir -p /etc/systemd/system/appd@dyn.service.d
+printf '[Service]\nDynamicUser=yes\n' >/etc/systemd/system/appd@dyn.service.d/dynamic.conf
+run systemctl daemon-reload
+out=$(appd -t -name dyn 2>&1) && fail "appd -t as root accepted a file without [app] user: $out"
+echo "  appd -t as root: $out"
+run systemd-run --quiet --pipe --wait -p DynamicUser=yes /usr/bin/appd -t -name dyn
+run systemctl start appd@dyn.socket
+waitfor 120 "the unprivileged instance answers" body_has "edgeapp demo" --unix-socket /run/appd/dyn.sock http://dyn/
+waitfor 120 "every worker of appd@dyn is ready" sh -c 'appd status -json -name dyn | grep -q "\"ready\": 2,"'
+main=$(systemctl show -P MainPID appd@dyn.service)
+uid=$(ps -o uid= -p "$main" | tr -d ' ')
+echo "  appd@dyn: pid $main, uid $uid ($(ps -o user= -p "$main"))"
+[ -n "$uid" ] && [ "$uid" != 0 ] || fail "appd@dyn runs as uid '$uid'"
+ps -o pid=,uid=,args= --ppid "$main" | sed 's/^/  worker: /'
+[ "$(ps -o uid= --ppid "$main" | tr -d ' ' | sort -u)" = "$uid" ] || fail "the workers do not all run as appd's dynamic user $uid"
+cg=/sys/fs/cgroup/system.slice/system-appd.slice/appd@dyn.service
+leaves=$(find "$cg" -mindepth 1 -maxdepth 1 -type d -name 'w*' | wc -l)
+echo "  cgroup leaves under $cg: $leaves, owned by uid $(stat -c %u "$cg")"
+[ "$leaves" = 2 ] || fail "want a cgroup leaf per worker under $cg, found $leaves"
+run systemctl stop appd@dyn.socket appd@dyn.service
+rm -rf /etc/appd/dyn.toml /etc/systemd/system/appd@dyn.service.d
+run systemctl daemon-reload
+)
+end $?
+
 begin "systemd-analyze verify and security (exposure scores)" "edged.service"
 (
 out=$(systemd-analyze verify --man=no edged.socket edged-https.socket edged.service appd.socket appd.service appd@demo.socket appd@demo.service 2>&1)
