@@ -103,9 +103,16 @@ install: build
 demo: build
 	demo/run.sh
 
-# Debian packages the integration tests, benchmarks and e2e test use (as root).
-DEPS := gunicorn python3 nginx haproxy varnish wrk curl systemd qemu-system-x86 qemu-utils apache2-utils \
-	mmdebstrap e2fsprogs cpio lintian rpm rpmlint mandoc testssl.sh knot
+# Debian packages the tests, benchmarks and VM tests use, installed (as root)
+# by `make deps`, which .ci/run calls on a fresh machine. This is the one
+# list of peers: add yours to the line of its purpose. A test whose peer is
+# missing skips and names the package it wants.
+DEPS_TEST  := curl python3 gunicorn knot apache2-utils
+DEPS_BENCH := nginx haproxy varnish wrk
+DEPS_PKG   := systemd cpio lintian rpm rpmlint mandoc
+DEPS_VM    := qemu-system-x86 qemu-utils mmdebstrap e2fsprogs busybox-static kmod
+DEPS_TLS   := testssl.sh
+DEPS := $(DEPS_TEST) $(DEPS_BENCH) $(DEPS_PKG) $(DEPS_VM) $(DEPS_TLS)
 deps:
 	apt-get update
 	DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $(DEPS)
