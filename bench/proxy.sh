@@ -147,7 +147,7 @@ admin = ""
 
 [upstream.app]
 servers = ["127.0.0.1:$upstream_port"]
-max_idle = 256
+
 EOF
 
 start_nginx() { # NAME; sets started_pid (no subshell: bench_track must see it)

@@ -248,7 +248,7 @@ type Upstream struct {
 	ConnectTimeout        tomlconf.Duration `toml:"connect_timeout"`         // default 5s
 	ResponseHeaderTimeout tomlconf.Duration `toml:"response_header_timeout"` // default 60s (504 after)
 	IdleTimeout           tomlconf.Duration `toml:"idle_timeout"`            // idle upstream keep-alive; default 90s
-	MaxIdle               int               `toml:"max_idle"`                // idle keep-alive connections per server; default 64
+	MaxIdle               int               `toml:"max_idle"`                // idle keep-alive connections per server; default 0 = as the load needs
 
 	Retries         *int              `toml:"retries"`          // tries on another server when connecting failed; default 2
 	RetryIdempotent bool              `toml:"retry_idempotent"` // also retry idempotent requests that failed after sending

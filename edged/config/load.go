@@ -184,9 +184,6 @@ func (c *Config) ApplyDefaults() {
 		setDur(&u.ConnectTimeout, u.ConnectTimeout != 0, 5*time.Second)
 		setDur(&u.ResponseHeaderTimeout, u.ResponseHeaderTimeout != 0, 60*time.Second)
 		setDur(&u.IdleTimeout, u.IdleTimeout != 0, 90*time.Second)
-		if u.MaxIdle == 0 {
-			u.MaxIdle = 64
-		}
 		if u.Retries == nil {
 			two := 2
 			u.Retries = &two

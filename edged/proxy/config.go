@@ -17,6 +17,22 @@
 // header was sent aborts the client connection (http.ErrAbortHandler), so
 // the client sees the truncation.
 //
+// The upstream client is edged's own HTTP/1.1 client (not net/http's
+// Transport): the request's goroutine writes the request head, straight
+// from the client's request into a pooled buffer, and the body, then reads
+// and parses the response head with edged/httpwire (strict RFC 9112: both
+// Content-Length and Transfer-Encoding, a bad length, obs-fold and the
+// like make the response invalid, a 502) and reads the body itself. 1xx
+// responses are passed on (103 Early Hints) or skipped; 101 hands the two
+// connections over to a tunnel. Kept-alive connections wait in a per-server
+// idle list with no goroutine and no read of their own; a connection the
+// server closed while idle shows up as EOF before the first byte of the
+// response, and such a request goes again on a new connection to the same
+// server when net/http would resend it (GET, HEAD, OPTIONS, TRACE, an
+// Idempotency-Key; its body kept), without counting against the server.
+// Before a request that cannot be sent twice, an idle connection is looked
+// at with one non-blocking peek.
+//
 // Retries: a request goes to another server only if nothing of it was sent
 // (connecting failed, or a kept-alive connection turned out closed), unless
 // RetryIdempotent allows resending idempotent requests with small bodies.
@@ -42,7 +58,7 @@ const (
 	DefaultConnectTimeout        = 5 * time.Second
 	DefaultResponseHeaderTimeout = 60 * time.Second
 	DefaultIdleConnTimeout       = 90 * time.Second
-	DefaultMaxIdleConnsPerServer = 64
+	DefaultMaxIdleConnsPerServer = 0 // automatic: see MaxIdleCeiling
 	DefaultRetryBodyMax          = 64 << 10
 	DefaultHealthInterval        = 5 * time.Second
 	DefaultHealthTimeout         = 2 * time.Second
@@ -88,6 +104,8 @@ type UpstreamConfig struct {
 	ConnectTimeout        time.Duration
 	ResponseHeaderTimeout time.Duration
 	IdleConnTimeout       time.Duration
+	// MaxIdleConnsPerServer caps the idle keep-alive connections kept per
+	// server; 0 follows the load (see MaxIdleCeiling).
 	MaxIdleConnsPerServer int
 
 	// Retries is how many other servers are tried when connecting failed,
@@ -209,9 +227,6 @@ func (c UpstreamConfig) withDefaults() UpstreamConfig {
 	def(&c.IdleConnTimeout, DefaultIdleConnTimeout)
 	def(&c.Health.Interval, DefaultHealthInterval)
 	def(&c.Health.Timeout, DefaultHealthTimeout)
-	if c.MaxIdleConnsPerServer == 0 {
-		c.MaxIdleConnsPerServer = DefaultMaxIdleConnsPerServer
-	}
 	if c.RetryBodyMax == 0 {
 		c.RetryBodyMax = DefaultRetryBodyMax
 	}

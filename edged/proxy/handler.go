@@ -3,15 +3,14 @@ package proxy
 import (
 	"bytes"
 	"errors"
+	"github.com/edgeapp/edgeapp/edged/httpwire"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
-	"net/http/httptrace"
 	"net/netip"
 	"net/url"
 	"strings"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -71,6 +70,12 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	p := h.p
 	p.inflight.Add(1)
 	defer p.done()
+	if r.Method == http.MethodConnect {
+		// A tunnel through the app is not something an app serves.
+		w.Header()["Allow"] = []string{"GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"}
+		writeError(w, http.StatusMethodNotAllowed, "405 Method Not Allowed: CONNECT is not proxied\n")
+		return
+	}
 
 	info := reqinfo.From(r.Context())
 	if info == nil {
@@ -79,21 +84,20 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		info = new(reqinfo.Info)
 		info.SetClient(r.RemoteAddr, r.Header["X-Forwarded-For"], h.trusted)
 	}
-	upgrade := upgradeType(r, h.upgrade)
-
-	out := h.outRequest(r)
-	setForwarded(out.Header, r, info)
-	if upgrade != "" {
-		out.Header["Connection"] = []string{"Upgrade"}
-		out.Header["Upgrade"] = []string{upgrade}
+	ex := getExchange()
+	defer putExchange(ex)
+	ex.oh = outHead{method: r.Method, proto: "http", upgrade: upgradeType(r, h.upgrade)}
+	if r.TLS != nil {
+		ex.oh.proto = "https"
 	}
+	ex.oh.path, ex.oh.query = h.target(r)
+	upgrade := ex.oh.upgrade
 
 	// The request body streams through. An attempt that failed to connect
 	// has read none of it, so it can go to the next server; other failures
 	// are retried only if the user opted in and the body is small enough to
 	// have been kept.
-	var body *countingBody
-	var kept []byte // non-nil: the whole body, replayable
+	var body outBody
 	replayAfterSend := p.cfg.RetryIdempotent && idempotent(r.Method)
 	if r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0 && upgrade == "" {
 		if replayAfterSend && r.ContentLength <= p.cfg.RetryBodyMax {
@@ -102,23 +106,30 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				h.badBody(w, r, err)
 				return
 			}
-			if whole {
-				kept = b
-				out.ContentLength = int64(len(b))
-				// Lets net/http itself resend on a stale kept-alive connection.
-				out.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(kept)), nil }
+			if whole && len(r.Trailer) == 0 {
+				body.mem, body.frame, body.length = b, frameLength, int64(len(b))
 			} else {
 				replayAfterSend = false
-				body = &countingBody{r: io.MultiReader(bytes.NewReader(b), r.Body)}
+				body.stream = io.MultiReader(bytes.NewReader(b), r.Body)
 			}
 		} else {
 			replayAfterSend = false
-			body = &countingBody{r: r.Body}
+			body.stream = r.Body
 		}
-	} else {
-		out.Body = nil
-		out.ContentLength = 0
+		if body.stream != nil {
+			if r.ContentLength > 0 {
+				body.frame, body.length = frameLength, r.ContentLength
+			} else {
+				body.frame, body.trailer = frameChunked, r
+			}
+		}
 	}
+	// A connection the server closed while idle is seen only once the
+	// request was written to it; such a request goes again on a new
+	// connection if it can be sent twice (net/http's rule: GET, HEAD,
+	// OPTIONS, TRACE or an Idempotency-Key, and a body kept or none). Idle
+	// connections are looked at before a request that cannot.
+	resendable := body.replayable() && safeToResend(r)
 
 	sel := selection{r: r, now: nanotime(), key: p.hashKey}
 	if p.cfg.Policy == "hash" {
@@ -129,97 +140,89 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		sel.keyHash = sel.hashKey()
 	}
+	ctx := r.Context()
 	var (
 		lastErr    error
 		lastServer *server
 		lastCause  int
+		s          *server
+		fresh      bool // the next try is on s again, on a new connection
+		staleUsed  bool // s was tried again so once already
 	)
-	for attempt := 0; ; attempt++ {
-		s := p.pickAcquire(&sel)
-		if s == nil {
-			if lastErr != nil {
-				h.fail(w, r, lastServer, lastCause, lastErr, attempt)
-			} else {
-				h.unavailable(w, r)
-			}
-			return
-		}
-		req := out
-		if attempt > 0 {
-			req = new(http.Request)
-			*req = *out
-			u := *out.URL
-			req.URL = &u
-		}
-		req.URL.Host = s.urlHost()
-		var trace *attemptTrace
-		switch {
-		case kept != nil:
-			req.Body = io.NopCloser(bytes.NewReader(kept))
-		case body != nil:
-			req.Body = body
-			if upgrade == "" {
-				trace = new(attemptTrace)
-				req = req.WithContext(httptrace.WithClientTrace(req.Context(), trace.clientTrace()))
+	for attempt := 0; ; {
+		if !fresh {
+			staleUsed = false
+			if s = p.pickAcquire(&sel); s == nil {
+				if lastErr != nil {
+					h.fail(w, r, lastServer, lastCause, lastErr, attempt)
+				} else {
+					h.unavailable(w, r)
+				}
+				return
 			}
 		}
-
+		ex.oh.host = h.hostFor(r, s)
+		var err error
 		if upgrade != "" {
-			done, err := h.serveUpgrade(w, r, req, s, upgrade)
+			var done bool
+			done, err = h.serveUpgrade(w, r, ex, s, info)
 			if done {
 				s.release()
 				return
 			}
-			lastErr, lastServer = err, s
 		} else {
 			start := time.Now()
-			res, err := s.tr.t.RoundTrip(req)
-			if info := reqinfo.From(r.Context()); info != nil {
-				info.Upstream, info.UpstreamTime = s.cfg.Addr, time.Since(start)
-				if err == nil {
-					info.UpstreamStatus = res.StatusCode
-				}
-			}
+			var c *upConn
+			c, err = s.conn(ctx, fresh, !resendable)
 			if err == nil {
+				err = ex.roundTrip(ctx, c, w, r, info, &body, p.cfg.ResponseHeaderTimeout)
+			}
+			info.Upstream, info.UpstreamTime = s.cfg.Addr, time.Since(start)
+			if err == nil {
+				info.UpstreamStatus = ex.resp.Status
 				s.st.total.Add(1)
-				s.st.metrics.latency.Observe(time.Since(start).Seconds())
-				h.serveResponse(w, r, res, s)
+				s.st.metrics.latency.Observe(info.UpstreamTime.Seconds())
+				h.serveResponse(w, r, ex, c, s)
 				s.release()
 				return
 			}
-			lastErr, lastServer = err, s
 		}
+		fresh = false
+		var se *staleError
+		if errors.As(err, &se) && !staleUsed && (!se.sent || resendable) && body.n == 0 {
+			// Not the server's failure: the same server, a new connection.
+			staleUsed, fresh = true, true
+			continue
+		}
+		attempt++
+		lastErr, lastServer = err, s
 		s.release()
 		s.st.total.Add(1)
 		s.st.metrics.requests[classError].Inc()
 
-		if body != nil {
-			if cerr := body.clientErr(); cerr != nil {
-				// Reading the client's body failed (over the route's limit,
-				// cut short, bad chunking): the client's fault, not the
-				// server's.
-				h.badBody(w, r, cerr)
-				return
-			}
+		var cb *clientBodyError
+		if errors.As(err, &cb) {
+			// Reading the client's body failed (over the route's limit,
+			// cut short, bad chunking): the client's fault, not the
+			// server's.
+			h.badBody(w, r, cb.err)
+			return
 		}
-		if r.Context().Err() != nil {
+		if err == errClientGone || ctx.Err() != nil {
 			// The client left; that says nothing about the server.
 			h.clientGone(w, r, "waiting for the upstream response", lastErr)
 			return
 		}
 		lastCause = classify(lastErr)
-		if trace != nil && trace.sentNothing() {
-			lastCause = causeBroken // the kept-alive connection was closed under it
-		}
 		p.recordFailure(s, lastCause, lastErr)
 		// Not sent: the connection failed, or a kept-alive connection
 		// turned out closed by the server before anything was written.
 		var de *DialError
-		beforeSend := errors.As(lastErr, &de) || (trace != nil && trace.sentNothing())
-		retry := attempt < p.cfg.Retries &&
-			((beforeSend && (body == nil || body.n.Load() == 0)) || (replayAfterSend && body == nil))
+		beforeSend := errors.As(lastErr, &de) || (se != nil && !se.sent)
+		retry := attempt <= p.cfg.Retries &&
+			((beforeSend && body.n == 0) || (replayAfterSend && body.replayable()))
 		if !retry {
-			h.fail(w, r, s, lastCause, lastErr, attempt+1)
+			h.fail(w, r, s, lastCause, lastErr, attempt)
 			return
 		}
 		p.m.retries.WithLabelValues(p.name).Inc()
@@ -227,6 +230,19 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			"cause", lastErr.Error(), "method", r.Method, "path", r.URL.Path)
 		sel.now = nanotime()
 	}
+}
+
+// safeToResend is net/http's rule for sending a request again after a
+// kept-alive connection failed under it: a method without side effects, or
+// a request that carries an idempotency key.
+func safeToResend(r *http.Request) bool {
+	switch r.Method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace:
+		return true
+	}
+	_, k1 := r.Header["Idempotency-Key"]
+	_, k2 := r.Header["X-Idempotency-Key"]
+	return k1 || k2
 }
 
 // pickAcquire picks a server and counts the request against it, skipping
@@ -247,31 +263,35 @@ func (p *Pool) pickAcquire(sel *selection) *server {
 	return nil
 }
 
-func (s *server) urlHost() string {
+// hostFor is the Host sent to s: host_header, else the client's, else the
+// server's address (a request without Host, HTTP/1.0).
+func (h *handler) hostFor(r *http.Request, s *server) string {
+	if hh := h.p.cfg.HostHeader; hh != "" {
+		return hh
+	}
+	if r.Host != "" {
+		return r.Host
+	}
 	if strings.HasPrefix(s.cfg.Addr, "unix:") {
 		return "localhost"
 	}
 	return s.cfg.Addr
 }
 
-// outRequest is the request sent upstream, sharing what it safely can with r.
-func (h *handler) outRequest(r *http.Request) *http.Request {
-	out := new(http.Request)
-	*out = *r
-	out.RequestURI = ""
-	out.Close = false // the client's Connection: close is not the upstream's
-	out.TransferEncoding = nil
-	out.Proto, out.ProtoMajor, out.ProtoMinor = "HTTP/1.1", 1, 1
+// target is the escaped path (after strip_prefix) and query sent upstream.
+func (h *handler) target(r *http.Request) (string, string) {
 	path, raw := r.URL.Path, r.URL.RawPath
 	if h.strip != "" {
 		path, raw = stripPrefix(h.strip, path, raw)
 	}
-	out.URL = &url.URL{Scheme: "http", Path: path, RawPath: raw, RawQuery: r.URL.RawQuery}
-	out.Header = forwardHeaders(r)
-	if hh := h.p.cfg.HostHeader; hh != "" {
-		out.Host = hh
+	u := url.URL{Path: path, RawPath: raw}
+	ep := u.EscapedPath()
+	if ep == "" {
+		ep = "/"
+	} else if ep[0] != '/' && ep != "*" {
+		ep = "/" + ep
 	}
-	return out
+	return ep, r.URL.RawQuery
 }
 
 // stripPrefix removes prefix (no trailing slash) from a path on a segment
@@ -303,67 +323,70 @@ func stripPrefix(prefix, path, raw string) (string, string) {
 	return np, raw
 }
 
-// serveResponse copies the upstream response to the client, streaming.
-func (h *handler) serveResponse(w http.ResponseWriter, r *http.Request, res *http.Response, s *server) {
+// serveResponse copies the upstream response to the client, streaming. c
+// holds the response head (ex.headLen bytes) and what followed it.
+func (h *handler) serveResponse(w http.ResponseWriter, r *http.Request, ex *exchange, c *upConn, s *server) {
 	st := s.st
-	if res.StatusCode == http.StatusSwitchingProtocols {
-		res.Body.Close()
+	status := ex.resp.Status
+	if status == http.StatusSwitchingProtocols {
+		c.close()
 		err := errors.New("answered 101 Switching Protocols to a request that asked for no upgrade")
 		h.p.recordFailure(s, causeProtocol, err)
 		st.metrics.requests[classError].Inc()
 		h.fail(w, r, s, causeProtocol, err, 1)
 		return
 	}
-	st.metrics.requests[statusClass(res.StatusCode)].Inc()
+	st.metrics.requests[statusClass(status)].Inc()
 	h.p.recordSuccess(s)
 
-	removeHopByHop(res.Header)
 	wh := w.Header()
-	for k, vv := range res.Header {
-		wh[k] = vv
+	head := c.buffered()[:ex.headLen]
+	var meta respMeta
+	meta, ex.seen = copyResponseHeader(wh, head, ex.resp.Fields, ex.seen)
+	c.consume(ex.headLen)
+	if meta.keepAlive > 0 {
+		// Come back a second before the server said it closes.
+		c.expires = nanotime() + (meta.keepAlive-1)*int64(time.Second)
 	}
-	if len(res.Trailer) > 0 {
-		names := make([]string, 0, len(res.Trailer))
-		for k := range res.Trailer {
-			names = append(names, k)
-		}
-		wh["Trailer"] = []string{strings.Join(names, ", ")}
+	if meta.trailerNames != "" {
+		wh["Trailer"] = []string{meta.trailerNames}
 	}
-	w.WriteHeader(res.StatusCode)
+	kind, length := ex.resp.BodyFor(r.Method)
+	keep := !ex.resp.Close && !ex.unsent
+	b := &ex.body
+	b.reset(c, kind, length, keep, waiter{ctx: r.Context(), poll: bodyPoll})
+	w.WriteHeader(status)
+	if kind == httpwire.BodyNone {
+		return
+	}
 
 	rc := http.NewResponseController(w)
 	mode := h.flush
-	if mode == 0 && (res.ContentLength == -1 || isEventStream(res.Header)) {
+	if mode == 0 && (kind != httpwire.BodyLength || isEventStream(meta.contentType)) {
 		mode = -1
 	}
 	if mode < 0 {
 		_ = rc.Flush() // the client sees the header before the first event
 	}
-	rerr, werr := copyBody(w, rc, res.Body, mode)
+	rerr, werr := copyBody(w, rc, b, mode)
 	switch {
-	case werr != nil || (rerr != nil && r.Context().Err() != nil):
+	case werr != nil || (rerr != nil && (rerr == errClientGone || r.Context().Err() != nil)):
 		// The client left mid-response. Closing the body drops the upstream
 		// connection, which stops the server's work too.
-		res.Body.Close()
+		b.Close()
 		return
 	case rerr != nil:
-		res.Body.Close()
+		b.Close()
 		h.p.recordFailure(s, causeBody, rerr)
 		h.log.Warn("upstream server died while sending the response body; aborting the client connection so it sees the truncation",
-			"server", s.cfg.Addr, "cause", rerr.Error(), "status", res.StatusCode,
+			"server", s.cfg.Addr, "cause", rerr.Error(), "status", status,
 			"method", r.Method, "path", r.URL.Path, "request_id", h.requestID(r))
 		s.release()
 		panic(http.ErrAbortHandler)
 	}
-	res.Body.Close()
-	for k, vv := range res.Trailer {
+	for k, vv := range b.trailer {
 		wh[http.TrailerPrefix+k] = vv
 	}
-}
-
-func isEventStream(h http.Header) bool {
-	ct := h.Get("Content-Type")
-	return len(ct) >= 17 && strings.EqualFold(ct[:17], "text/event-stream")
 }
 
 // classify names what went wrong with an attempt.
@@ -497,34 +520,6 @@ func readUpTo(r io.Reader, max int64) (b []byte, whole bool, err error) {
 	}
 	return b, int64(len(b)) <= max, nil
 }
-
-// countingBody passes the client's body upstream, remembering whether any of
-// it was read, and ignores Close so a failed attempt does not close the
-// client's body under the next one.
-type countingBody struct {
-	r   io.Reader
-	n   atomic.Int64
-	err atomic.Pointer[error] // a failure reading the client's body
-}
-
-func (b *countingBody) Read(p []byte) (int, error) {
-	n, err := b.r.Read(p)
-	b.n.Add(int64(n))
-	if err != nil && err != io.EOF {
-		e := err // only this copy escapes, and only on failure
-		b.err.CompareAndSwap(nil, &e)
-	}
-	return n, err
-}
-
-func (b *countingBody) clientErr() error {
-	if e := b.err.Load(); e != nil {
-		return *e
-	}
-	return nil
-}
-
-func (b *countingBody) Close() error { return nil }
 
 func (h *handler) requestID(r *http.Request) string {
 	if v := r.Header[h.ridKey]; len(v) > 0 {

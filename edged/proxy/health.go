@@ -5,9 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
 	"strings"
 	"time"
+
+	"github.com/edgeapp/edgeapp/edged/httpwire"
 )
 
 // recordFailure counts a failed attempt against s (passive health): MaxFails
@@ -136,34 +137,51 @@ func probe(ctx context.Context, s *server, h HealthConfig, hostHeader string) st
 	if strings.HasPrefix(host, "unix:") {
 		host = "localhost"
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+host+h.Path, nil)
+	switch {
+	case h.Host != "":
+		host = h.Host
+	case hostHeader != "":
+		host = hostHeader
+	}
+	c, err := s.conn(ctx, false, false)
 	if err != nil {
 		return err.Error()
 	}
-	switch {
-	case h.Host != "":
-		req.Host = h.Host
-	case hostHeader != "":
-		req.Host = hostHeader
+	ex := getExchange()
+	defer putExchange(ex)
+	head := httpwire.AppendRequestLine(ex.head[:0], "GET", h.Path)
+	head = httpwire.AppendField(head, "Host", host)
+	head = append(head, "User-Agent: edged-health-check\r\n\r\n"...)
+	ex.head = head
+	dl, _ := ctx.Deadline()
+	hard := nanotime() + int64(time.Until(dl))
+	noAnswer := fmt.Errorf("no answer within %v", h.Timeout)
+	wt := waiter{ctx: ctx, poll: min(headPoll, h.Timeout), hard: hard, what: noAnswer}
+	c.arm(nanotime(), wt.poll)
+	if err = c.write(head, &wt); err == nil {
+		err = ex.readHead(c, nil, &wt, false)
 	}
-	req.Header.Set("User-Agent", "edged-health-check")
-	res, err := s.tr.t.RoundTrip(req)
 	if err != nil {
-		if errors.Is(err, context.DeadlineExceeded) {
-			return fmt.Sprintf("no answer within %v", h.Timeout)
+		c.close()
+		if errors.Is(err, context.DeadlineExceeded) || err == noAnswer || (err == errClientGone && ctx.Err() == context.DeadlineExceeded) {
+			return noAnswer.Error()
 		}
 		return err.Error()
 	}
-	_, _ = io.Copy(io.Discard, io.LimitReader(res.Body, 64<<10))
-	res.Body.Close()
+	status := ex.resp.Status
+	kind, length := ex.resp.BodyFor("GET")
+	c.consume(ex.headLen)
+	ex.body.reset(c, kind, length, !ex.resp.Close, wt)
+	_, _ = io.Copy(io.Discard, io.LimitReader(&ex.body, 64<<10))
+	ex.body.Close()
 	if h.ExpectStatus != 0 {
-		if res.StatusCode != h.ExpectStatus {
-			return fmt.Sprintf("status %d, want %d", res.StatusCode, h.ExpectStatus)
+		if status != h.ExpectStatus {
+			return fmt.Sprintf("status %d, want %d", status, h.ExpectStatus)
 		}
 		return ""
 	}
-	if res.StatusCode < 200 || res.StatusCode >= 400 {
-		return fmt.Sprintf("status %d", res.StatusCode)
+	if status < 200 || status >= 400 {
+		return fmt.Sprintf("status %d", status)
 	}
 	return ""
 }

@@ -1,16 +1,12 @@
 package proxy
 
 import (
-	"context"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/edgeapp/edgeapp/internal/systemd"
 )
 
 // epoch anchors nanotime to the monotonic clock.
@@ -47,8 +43,8 @@ type server struct {
 	cfg  ServerConfig
 	idx  int // position in Pool.servers, for the tried set
 	st   *serverState
-	tr   *transportRef
-	hash uint64 // of Addr, for rendezvous hashing
+	cp   *connPool // its keep-alive connections
+	hash uint64    // of Addr, for rendezvous hashing
 }
 
 // serverState is what survives a reload for a server whose address did not
@@ -73,45 +69,6 @@ type serverState struct {
 
 func (st *serverState) healthy(now int64) bool {
 	return !st.sick.Load() && st.downEnd.Load() <= now
-}
-
-// transportRef is a keep-alive connection pool to one server, shared by the
-// pools of successive configurations while its settings stay the same.
-type transportRef struct {
-	key  transportKey
-	t    *http.Transport
-	dial func(ctx context.Context) (net.Conn, error)
-	refs atomic.Int32
-}
-
-type transportKey struct {
-	addr                          string
-	connect, responseHeader, idle time.Duration
-	maxIdle                       int
-}
-
-func newTransport(k transportKey) *transportRef {
-	d := &net.Dialer{Timeout: k.connect, KeepAlive: 30 * time.Second}
-	network, address, _ := systemd.SplitDialAddr(k.addr) // checked by Validate
-	dial := dialer(d, k.addr, network, address)
-	t := &http.Transport{
-		Proxy: nil, // never an environment proxy between edge and app
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			c, err := dial(ctx)
-			if err != nil {
-				return nil, err
-			}
-			return &countedConn{Conn: c}, nil
-		},
-		MaxIdleConnsPerHost:   k.maxIdle,
-		IdleConnTimeout:       k.idle,
-		ResponseHeaderTimeout: k.responseHeader,
-		ExpectContinueTimeout: time.Second,
-		DisableCompression:    true, // pass Accept-Encoding and bodies through untouched
-		WriteBufferSize:       16 << 10,
-		ReadBufferSize:        16 << 10,
-	}
-	return &transportRef{key: k, t: t, dial: dial}
 }
 
 // group is the primary or the backup servers with their selection policy.
@@ -157,20 +114,22 @@ func NewPool(cfg UpstreamConfig, prev *Pool, m *Metrics, log *slog.Logger) (*Poo
 	var prim, back []*server
 	for i, sc := range cfg.Servers {
 		s := &server{cfg: sc, idx: i, hash: hashString(sc.Addr)}
-		key := transportKey{sc.Addr, cfg.ConnectTimeout, cfg.ResponseHeaderTimeout, cfg.IdleConnTimeout, cfg.MaxIdleConnsPerServer}
+		key := poolKey{sc.Addr, cfg.ConnectTimeout, cfg.IdleConnTimeout, cfg.MaxIdleConnsPerServer}
 		if o := old[sc.Addr]; o != nil {
 			s.st = o.st
-			if o.tr.key == key {
-				s.tr = o.tr
+			if o.cp.key == key {
+				s.cp = o.cp
 			}
 			delete(old, sc.Addr)
 		} else {
 			s.st = &serverState{addr: sc.Addr, metrics: m.forServer(cfg.Name, sc.Addr)}
 		}
-		if s.tr == nil {
-			s.tr = newTransport(key)
+		if s.cp == nil {
+			s.cp = newConnPool(key)
 		}
-		s.tr.refs.Add(1)
+		if s.cp.refs.Add(1) == 1 {
+			s.cp.reopen()
+		}
 		p.servers = append(p.servers, s)
 		if sc.Backup {
 			back = append(back, s)
@@ -245,8 +204,8 @@ func (p *Pool) Close() {
 		close(p.stop)
 		p.checkers.Wait()
 		for _, s := range p.servers {
-			if s.tr.refs.Add(-1) == 0 {
-				s.tr.t.CloseIdleConnections()
+			if s.cp.refs.Add(-1) == 0 {
+				s.cp.closeIdle(false)
 			}
 		}
 		if p.m.retire(p) {
@@ -260,11 +219,13 @@ func (p *Pool) Close() {
 	})
 }
 
-// releaseIdle closes idle connections of transports no pool holds any more.
+// releaseIdle closes the connection pools no pool holds any more, once
+// the requests routed through p are done: connections that come back
+// later are closed too.
 func (p *Pool) releaseIdle() {
 	for _, s := range p.servers {
-		if s.tr.refs.Load() == 0 {
-			s.tr.t.CloseIdleConnections()
+		if s.cp.refs.Load() == 0 {
+			s.cp.closeIdle(true)
 		}
 	}
 }

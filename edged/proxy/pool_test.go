@@ -88,7 +88,7 @@ func TestStateCarriesOverReload(t *testing.T) {
 	if s := statusOf(p2, c.Addr); s.Requests != 0 || s.State != "up" {
 		t.Fatalf("c: %+v", s)
 	}
-	if p2.servers[1].tr != p1.servers[1].tr {
+	if p2.servers[1].cp != p1.servers[1].cp {
 		t.Fatal("b's connection pool was not kept though its settings did not change")
 	}
 	// Passive health turned off: a server it took out is back at once.
@@ -121,8 +121,8 @@ func TestStateCarriesOverReload(t *testing.T) {
 	}
 	defer p3.Close()
 	p3.Start()
-	if p3.servers[0].tr == p2.servers[1].tr || p3.servers[0].st != p2.servers[1].st {
-		t.Fatal("want a new transport and the same state")
+	if p3.servers[0].cp == p2.servers[1].cp || p3.servers[0].st != p2.servers[1].st {
+		t.Fatal("want a new connection pool and the same state")
 	}
 	p2.Close()
 	families, err := reg.Gather()

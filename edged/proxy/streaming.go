@@ -1,8 +1,6 @@
 package proxy
 
 import (
-	"bufio"
-	"context"
 	"errors"
 	"io"
 	"net"
@@ -11,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/edgeapp/edgeapp/edged/httpwire"
 	"github.com/edgeapp/edgeapp/edged/reqinfo"
 )
 
@@ -101,49 +100,33 @@ func (f *delayedFlush) stop() {
 // and others) on a connection of its own, so that after 101 both directions
 // can be copied and half-closed independently. done is false when nothing
 // reached the client and the attempt may be retried elsewhere.
-func (h *handler) serveUpgrade(w http.ResponseWriter, r *http.Request, req *http.Request, s *server, proto string) (done bool, err error) {
+func (h *handler) serveUpgrade(w http.ResponseWriter, r *http.Request, ex *exchange, s *server, info *reqinfo.Info) (done bool, err error) {
 	ctx := r.Context()
 	start := time.Now()
-	conn, err := s.tr.dial(ctx)
+	c, err := s.conn(ctx, true, false)
 	if err != nil {
 		return false, err
 	}
-	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Unix(1, 0)) })
-	_ = conn.SetDeadline(time.Now().Add(h.p.cfg.ResponseHeaderTimeout))
-	req.Body, req.ContentLength = nil, 0
-	bw := bufio.NewWriterSize(conn, 4<<10)
-	err = req.Write(bw)
-	if err == nil {
-		err = bw.Flush()
-	}
-	br := bufio.NewReaderSize(conn, 16<<10)
-	var res *http.Response
-	if err == nil {
-		res, err = http.ReadResponse(br, req)
-	}
-	stop()
-	if err != nil {
-		conn.Close()
+	var none outBody
+	if err := ex.roundTrip(ctx, c, w, r, info, &none, h.p.cfg.ResponseHeaderTimeout); err != nil {
 		return false, err
 	}
-	_ = conn.SetDeadline(time.Time{})
 	s.st.total.Add(1)
 	s.st.metrics.latency.Observe(time.Since(start).Seconds())
-	if info := reqinfo.From(ctx); info != nil {
-		info.Upstream, info.UpstreamStatus, info.UpstreamTime = s.cfg.Addr, res.StatusCode, time.Since(start)
-	}
+	info.Upstream, info.UpstreamStatus, info.UpstreamTime = s.cfg.Addr, ex.resp.Status, time.Since(start)
 
-	if res.StatusCode != http.StatusSwitchingProtocols {
+	if ex.resp.Status != http.StatusSwitchingProtocols {
 		// Refused (401, 426, ...): an ordinary response on a connection
 		// nobody else will use.
-		res.Body = &closeConnBody{ReadCloser: res.Body, c: conn}
-		h.serveResponse(w, r, res, s)
+		ex.unsent = true
+		h.serveResponse(w, r, ex, c, s)
 		return true, nil
 	}
-	defer conn.Close()
-	upg := res.Header.Get("Upgrade")
-	if !strings.EqualFold(upg, proto) {
-		err := errors.New("answered 101 with Upgrade " + upg + " to a request for " + proto)
+	defer c.close()
+	upgv, _ := httpwire.Get(ex.resp.Fields, "upgrade")
+	upg := string(upgv)
+	if !strings.EqualFold(upg, ex.oh.upgrade) {
+		err := errors.New("answered 101 with Upgrade " + upg + " to a request for " + ex.oh.upgrade)
 		h.p.recordFailure(s, causeProtocol, err)
 		s.st.metrics.requests[classError].Inc()
 		h.fail(w, r, s, causeProtocol, err, 1)
@@ -151,6 +134,10 @@ func (h *handler) serveUpgrade(w http.ResponseWriter, r *http.Request, req *http
 	}
 	s.st.metrics.requests[0].Inc()
 	h.p.recordSuccess(s)
+
+	resh := make(http.Header, len(ex.resp.Fields)+2)
+	copyResponseHeader(resh, c.buffered()[:ex.headLen], ex.resp.Fields, nil)
+	c.consume(ex.headLen)
 
 	cconn, brw, err := http.NewResponseController(w).Hijack()
 	if err != nil {
@@ -160,22 +147,27 @@ func (h *handler) serveUpgrade(w http.ResponseWriter, r *http.Request, req *http
 	}
 	defer cconn.Close()
 	_ = cconn.SetDeadline(time.Time{}) // the server's read/write timeouts end with HTTP
+	c.disarm()
 
-	removeHopByHop(res.Header)
 	for k, vv := range w.Header() { // e.g. the request ID set before us
-		if _, ok := res.Header[k]; !ok {
-			res.Header[k] = vv
+		if _, ok := resh[k]; !ok {
+			resh[k] = vv
 		}
 	}
-	res.Header["Connection"] = []string{"Upgrade"}
-	res.Header["Upgrade"] = []string{upg}
+	resh["Connection"] = []string{"Upgrade"}
+	resh["Upgrade"] = []string{upg}
 	_, _ = brw.WriteString("HTTP/1.1 101 Switching Protocols\r\n")
-	_ = res.Header.Write(brw)
+	_ = resh.Write(brw)
 	_, _ = brw.WriteString("\r\n")
+	// What the server sent right after its 101 is the new protocol's.
+	if rest := c.buffered(); len(rest) > 0 {
+		_, _ = brw.Write(rest)
+		c.consume(len(rest))
+	}
 	if err := brw.Flush(); err != nil {
 		return true, nil
 	}
-	tunnel(cconn, brw.Reader, conn, br)
+	tunnel(cconn, brw.Reader, c.nc, c.nc)
 	return true, nil
 }
 
@@ -206,16 +198,4 @@ func endWrite(dst, other net.Conn, err error) {
 	}
 	dst.Close()
 	other.Close()
-}
-
-// closeConnBody closes the upgrade attempt's connection with the body.
-type closeConnBody struct {
-	io.ReadCloser
-	c net.Conn
-}
-
-func (b *closeConnBody) Close() error {
-	err := b.ReadCloser.Close()
-	b.c.Close()
-	return err
 }
