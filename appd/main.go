@@ -260,7 +260,7 @@ func statusCmd(args []string) int {
 		if n == "" {
 			n = "appd"
 		}
-		path = filepath.Join(config.RuntimeDir(), n+".ctl")
+		path = config.ControlPath(n)
 	}
 	st, err := supervisor.FetchStatus(path)
 	if err != nil {

@@ -188,3 +188,22 @@ func TestPathFor(t *testing.T) {
 		t.Error(PathFor(""), PathFor("myapp"))
 	}
 }
+
+func TestControlPath(t *testing.T) {
+	dir := t.TempDir()
+	t.Setenv("RUNTIME_DIRECTORY", dir)
+	if got, want := ControlPath("app"), filepath.Join(dir, "app.ctl"); got != want {
+		t.Errorf("nothing there: %s, want %s", got, want)
+	}
+	own := filepath.Join(dir, "app", "app.ctl")
+	os.MkdirAll(filepath.Dir(own), 0o755)
+	os.WriteFile(own, nil, 0o600)
+	if got := ControlPath("app"); got != own {
+		t.Errorf("RuntimeDirectory=appd/app: %s, want %s", got, own)
+	}
+	shared := filepath.Join(dir, "app.ctl")
+	os.WriteFile(shared, nil, 0o600)
+	if got := ControlPath("app"); got != shared {
+		t.Errorf("both: %s, want the shared directory's %s", got, shared)
+	}
+}

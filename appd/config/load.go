@@ -35,6 +35,22 @@ func RuntimeDir() string {
 	return "/run/appd"
 }
 
+// ControlPath is where `appd status NAME` finds the control socket of the
+// instance NAME: the default of app.control, RuntimeDir()/NAME.ctl, or
+// RuntimeDir()/NAME/NAME.ctl for an instance whose unit has
+// RuntimeDirectory=appd/NAME (DynamicUser=yes: a dynamic user must not own
+// the shared /run/appd).
+func ControlPath(name string) string {
+	p := filepath.Join(RuntimeDir(), name+".ctl")
+	if _, err := os.Stat(p); err != nil {
+		own := filepath.Join(RuntimeDir(), name, name+".ctl")
+		if _, err := os.Stat(own); err == nil {
+			return own
+		}
+	}
+	return p
+}
+
 // Load reads, decodes, defaults and validates path for instance name (""
 // means "appd"). The error lists every problem found, each with file, line
 // and key.

@@ -221,7 +221,11 @@ start_timeout = "120s"
 memory_max = "64MiB"
 EOF
 mkdir -p /etc/systemd/system/appd@dyn.service.d
-printf '[Service]\nDynamicUser=yes\n' >/etc/systemd/system/appd@dyn.service.d/dynamic.conf
+# RuntimeDirectory of its own: systemd chowns a unit's runtime directory
+# recursively to its user, which in the shared /run/appd would take the
+# other instances' sockets (and edged's access to them) along.
+printf '[Service]\nDynamicUser=yes\nRuntimeDirectory=\nRuntimeDirectory=appd/%%i\n' >/etc/systemd/system/appd@dyn.service.d/dynamic.conf
+sed 's/^/  dynamic.conf: /' /etc/systemd/system/appd@dyn.service.d/dynamic.conf
 run systemctl daemon-reload
 out=$(appd -t -name dyn 2>&1) && fail "appd -t as root accepted a file without [app] user: $out"
 echo "  appd -t as root: $out"
@@ -239,6 +243,10 @@ cg=/sys/fs/cgroup/system.slice/system-appd.slice/appd@dyn.service
 leaves=$(find "$cg" -mindepth 1 -maxdepth 1 -type d -name 'w*' | wc -l)
 echo "  cgroup leaves under $cg: $leaves, owned by uid $(stat -c %u "$cg")"
 [ "$leaves" = 2 ] || fail "want a cgroup leaf per worker under $cg, found $leaves"
+run appd status dyn
+perm=$(stat -c '%a %U:%G' /run/appd/demo.sock)
+[ "$perm" = "660 root:appd-socket" ] || fail "after appd@dyn started, /run/appd/demo.sock is $perm, want 660 root:appd-socket"
+echo "  /run/appd/demo.sock is still $perm; /run/appd is $(stat -c '%a %U:%G' /run/appd)"
 run systemctl stop appd@dyn.socket appd@dyn.service
 rm -rf /etc/appd/dyn.toml /etc/systemd/system/appd@dyn.service.d
 run systemctl daemon-reload
