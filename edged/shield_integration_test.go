@@ -5,7 +5,9 @@ package main
 // log, against the real edged binary and real upstreams.
 
 import (
+	"bytes"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -574,4 +576,102 @@ servers = [%q]
 			t.Errorf("%s %s: %d %q, want %q", cse.method, cse.path, res.StatusCode, b, cse.want)
 		}
 	}
+}
+
+// TestAccessLogToJournal: with output = "journal", each request is one
+// native journal record with structured fields. edged is built with the
+// journal's socket path pointed at a socket this test reads, which speaks
+// journald's native protocol as journald does.
+func TestAccessLogToJournal(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds another edged")
+	}
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "journal.sock")
+	bin := filepath.Join(dir, "edged-journal")
+	build := exec.Command("go", "build", "-o", bin, "-ldflags", "-X github.com/coreos/go-systemd/v22/journal.journalSocket="+sock, ".")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("building edged: %v\n%s", err, out)
+	}
+	jl, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer jl.Close()
+	saved := edgedBin
+	edgedBin = bin
+	e := startEdged(t, `
+[server]
+admin = "{{ADMIN}}"
+[access_log]
+output = "journal"
+fields = ["client", "method", "uri", "status", "route", "header:X-Tenant"]
+[[site]]
+  [[site.route]]
+  path = "/"
+  respond = "hello"
+`)
+	edgedBin = saved
+	req, _ := http.NewRequest("GET", e.httpURL+"/page?x=1", nil)
+	req.Header.Set("X-Tenant", "blue")
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	buf := make([]byte, 64<<10)
+	jl.SetReadDeadline(time.Now().Add(10 * time.Second))
+	for {
+		n, err := jl.Read(buf)
+		if err != nil {
+			t.Fatalf("no access record reached the journal socket: %v", err)
+		}
+		rec := parseJournal(t, buf[:n])
+		if rec["SYSLOG_IDENTIFIER"] != "edged-access" {
+			continue // edged's own log lines, if any
+		}
+		want := map[string]string{
+			"HTTP_CLIENT": "127.0.0.1", "HTTP_METHOD": "GET", "HTTP_URI": "/page?x=1", "HTTP_STATUS": "200",
+			"HTTP_ROUTE": "default/", "HTTP_HEADER_X_TENANT": "blue", "PRIORITY": "6",
+		}
+		for k, v := range want {
+			if rec[k] != v {
+				t.Errorf("%s = %q, want %q (record %q)", k, rec[k], v, rec)
+			}
+		}
+		if !strings.Contains(rec["MESSAGE"], `"GET /page?x=1 HTTP/1.1" 200 5`) {
+			t.Errorf("MESSAGE %q", rec["MESSAGE"])
+		}
+		return
+	}
+}
+
+// parseJournal reads journald's native datagram format: KEY=value lines,
+// or KEY, a newline, a 64-bit little-endian length and the raw value.
+func parseJournal(t *testing.T, b []byte) map[string]string {
+	t.Helper()
+	rec := map[string]string{}
+	for len(b) > 0 {
+		nl := bytes.IndexByte(b, '\n')
+		if nl < 0 {
+			t.Fatalf("record without a final newline: %q", b)
+		}
+		line := b[:nl]
+		if k, v, ok := bytes.Cut(line, []byte("=")); ok {
+			rec[string(k)] = string(v)
+			b = b[nl+1:]
+			continue
+		}
+		if len(b) < nl+1+8 {
+			t.Fatalf("short binary field %q", line)
+		}
+		size := binary.LittleEndian.Uint64(b[nl+1 : nl+9])
+		start := nl + 9
+		if uint64(len(b)) < uint64(start)+size+1 {
+			t.Fatalf("binary field %q longer than the record", line)
+		}
+		rec[string(line)] = string(b[start : start+int(size)])
+		b = b[start+int(size)+1:]
+	}
+	return rec
 }
