@@ -598,7 +598,7 @@ func TestAccessLogToJournal(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer jl.Close()
-	saved := edgedBin
+	saved := edgedBin // tests in this package never run in parallel
 	edgedBin = bin
 	e := startEdged(t, `
 [server]
@@ -674,4 +674,25 @@ func parseJournal(t *testing.T, b []byte) map[string]string {
 		b = b[start+int(size)+1:]
 	}
 	return rec
+}
+
+// TestCheckReadsShieldFiles: edged -t reads the htpasswd files and error
+// pages a reload would read, and names what is missing.
+func TestCheckReadsShieldFiles(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "edged.toml")
+	os.WriteFile(cfg, []byte(`
+[server]
+admin = ""
+[[site]]
+error_pages = { 404 = "`+dir+`/404.html" }
+  [[site.route]]
+  path = "/"
+  respond = "hi"
+  basic_auth = { htpasswd = "`+dir+`/htpasswd" }
+`), 0o644)
+	out, err := exec.Command(edgedBin, "-t", "-config", cfg).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "404.html: no such file") || !strings.Contains(string(out), "htpasswd: no such file") {
+		t.Fatalf("edged -t: %v\n%s", err, out)
+	}
 }

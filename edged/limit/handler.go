@@ -342,3 +342,12 @@ func (z *Zone) Spend(k Key, now time.Time) {
 
 // KeyOf returns r's key in z.
 func (z *Zone) KeyOf(r *http.Request) (Key, bool) { return z.key.Key(r) }
+
+// UseRateLimiter makes rl decide z's rate in place of the local store
+// (a cluster-wide limiter). Call it while preparing a configuration,
+// before z serves a request; a zone is immutable once it serves.
+func (z *Zone) UseRateLimiter(rl RateLimiter) {
+	if z.p != nil && rl != nil {
+		z.rate = rl
+	}
+}

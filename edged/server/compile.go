@@ -120,7 +120,7 @@ func (s *Server) compile(cfg *config.Config, prev *runtime) (*runtime, error) {
 		}
 		site := &router.Site{Name: name, Hosts: sc.Hosts, Data: sd}
 		if pages, err := sitePages(rt, sc); err != nil {
-			fail(fmt.Sprintf("site[%d].error_pages", i), err)
+			fail(fmt.Sprintf("site[%d]", i), err)
 		} else {
 			sd.pages = pages
 		}

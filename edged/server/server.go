@@ -163,6 +163,9 @@ func Check(path string) error {
 	if err := checkTLS(cfg, slog.New(slog.DiscardHandler)); err != nil {
 		errs = append(errs, err)
 	}
+	if err := checkShield(cfg); err != nil {
+		errs = append(errs, err)
+	}
 	return errors.Join(errs...)
 }
 
