@@ -71,7 +71,18 @@ func startEdgedWith(t *testing.T, config string, names ...string) (*edged, []str
 	writeConfig(t, cfgPath, config, dir)
 	var files []*os.File
 	var addrs []string
-	for range names {
+	for _, name := range names {
+		if name == "quic" { // a datagram socket, as edged-quic.socket passes
+			pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			f, _ := pc.(*net.UDPConn).File()
+			addrs = append(addrs, pc.LocalAddr().String())
+			pc.Close()
+			files = append(files, f)
+			continue
+		}
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			t.Fatal(err)

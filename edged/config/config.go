@@ -71,6 +71,10 @@ type Server struct {
 	LogLevel string `toml:"log_level"`
 
 	ProxyProtocol ProxyProtocol `toml:"proxy_protocol"` // PROXY protocol from load balancers (streams.go)
+	// HTTP3 serves HTTP/3 on the UDP sockets systemd passes as "quic" or,
+	// without socket activation, on QUIC (default: the https addresses).
+	HTTP3 *bool    `toml:"http3"` // default true
+	QUIC  []string `toml:"quic"`
 }
 
 // AccessLog configures the per-request log.
@@ -224,6 +228,7 @@ type Route struct {
 	MaxBody         tomlconf.Size `toml:"max_body"`   // overrides [server] max_body for this route
 	Compress        *bool         `toml:"compress"`   // dynamic compression; default true
 	AccessLog       *bool         `toml:"access_log"` // log this route's requests; default true (nginx access_log off)
+	EarlyData       bool          `toml:"early_data"` // serve safe HTTP/3 requests from 0-RTT data; default false
 	Shield                        // limits, access control, auth, error pages, maintenance (shield.go)
 }
 

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/edgeapp/edgeapp/edged/proxyproto"
+	"github.com/edgeapp/edgeapp/internal/systemd"
 	"github.com/edgeapp/edgeapp/internal/tomlconf"
 )
 
@@ -48,6 +49,13 @@ func (c *Config) applyStreamDefaults() {
 		pp.Listeners = []string{"http", "https"}
 	}
 	setDur(&pp.Timeout, pp.Timeout != 0, proxyproto.DefaultTimeout)
+	if c.Server.HTTP3 == nil {
+		on := true
+		c.Server.HTTP3 = &on
+	}
+	if !c.Doc.IsDefined("server", "quic") {
+		c.Server.QUIC = append([]string(nil), c.Server.HTTPS...)
+	}
 }
 
 func (c *Config) validateStreams(bad func(string, string, ...any)) {
@@ -64,6 +72,13 @@ func (c *Config) validateStreams(bad func(string, string, ...any)) {
 	}
 	if len(pp.Listeners) > 0 && len(pp.From) == 0 {
 		bad("server.proxy_protocol.from", "listeners take PROXY headers but no sender is trusted: list the load balancers' addresses in from")
+	}
+	for i, a := range c.Server.QUIC {
+		if n, _, err := systemd.SplitAddr(a); err != nil {
+			bad(fmt.Sprintf("server.quic[%d]", i), "%v", err)
+		} else if n != "tcp" {
+			bad(fmt.Sprintf("server.quic[%d]", i), "%q: QUIC listens on UDP host:port", a)
+		}
 	}
 	if pp.Timeout.D() < 0 || pp.Timeout.D() > time.Minute {
 		bad("server.proxy_protocol.timeout", "%v: want up to 1m", pp.Timeout)

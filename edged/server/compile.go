@@ -57,6 +57,8 @@ type routeData struct {
 	respOps *headerOps
 	metrics *routeMetrics
 	noLog   bool // access_log = false on the route
+	// earlyData: safe HTTP/3 requests may be served from 0-RTT data.
+	earlyData bool
 }
 
 // compile builds a runtime from a validated config. prev (may be nil)
@@ -142,10 +144,11 @@ func (s *Server) compile(cfg *config.Config, prev *runtime) (*runtime, error) {
 			site.Routes = append(site.Routes, router.Route{
 				Path: rc.Path, Exact: rc.Exact, Name: name + rname,
 				Data: &routeData{
-					handler: h,
-					respOps: newHeaderOps(rc.ResponseHeaders.Set, rc.ResponseHeaders.Add, rc.ResponseHeaders.Remove),
-					metrics: s.metrics.forRoute(name, rname),
-					noLog:   rc.AccessLog != nil && !*rc.AccessLog,
+					handler:   h,
+					respOps:   newHeaderOps(rc.ResponseHeaders.Set, rc.ResponseHeaders.Add, rc.ResponseHeaders.Remove),
+					metrics:   s.metrics.forRoute(name, rname),
+					noLog:     rc.AccessLog != nil && !*rc.AccessLog,
+					earlyData: rc.EarlyData,
 				},
 			})
 		}

@@ -84,6 +84,7 @@ type Server struct {
 	stopping          atomic.Bool
 	stopFlush         chan struct{}
 	pp                proxyProtocol // PROXY protocol listeners (proxyproto.go)
+	quic              quicListeners // HTTP/3 (h3.go)
 }
 
 type reloadResult struct {
@@ -199,6 +200,10 @@ func (s *Server) openListeners(cfg *config.Config) error {
 		return errors.New("no listener: systemd passed no http/https socket and [server] http and https are empty")
 	}
 	s.wrapProxyProtocol(cfg)
+	if err := s.openQUIC(cfg); err != nil {
+		s.closeListeners()
+		return err
+	}
 	if cfg.Server.Admin != "" {
 		s.adminLn, err = systemd.Bind(cfg.Server.Admin)
 		if err != nil {
@@ -268,7 +273,8 @@ func (s *Server) Serve(ctx context.Context) error {
 	}
 	httpHandler := s.tls.HTTPChallenge(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { s.serve(w, r, false) }))
 	s.httpSrv = s.newHTTPServer(cfg, "http", httpHandler)
-	s.httpsSrv = s.newHTTPServer(cfg, "https", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { s.serve(w, r, true) }))
+	secureHandler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { s.serve(w, r, true) })
+	s.httpsSrv = s.newHTTPServer(cfg, "https", s.withAltSvc(secureHandler))
 	s.httpsSrv.TLSConfig = s.tls.TLSConfig()
 	for _, pool := range s.current.Load().pools {
 		pool.Start()
@@ -279,6 +285,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	for _, ln := range s.httpsLns {
 		go s.runServer(s.httpsSrv, tls.NewListener(trackingListener{s.limiter.Listener(ln, false)}, s.httpsSrv.TLSConfig))
 	}
+	s.startQUIC(cfg, secureHandler)
 	if s.adminLn != nil {
 		s.adminSrv = &http.Server{Handler: s.adminHandler(), ReadHeaderTimeout: 10 * time.Second}
 		go s.runServer(s.adminSrv, s.adminLn)
@@ -333,6 +340,11 @@ func (s *Server) shutdown() {
 			}
 		}()
 	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		s.stopQUIC(ctx)
+	}()
 	wg.Wait()
 	if s.adminSrv != nil {
 		s.adminSrv.Close()
@@ -425,6 +437,7 @@ func (s *Server) reload() error {
 	s.current.Store(rt)
 	s.reloadProxyProtocol(old.cfg, cfg)
 	s.limiter.SetLimits(rt.connLimits)
+	s.warnQUICRestart(old.cfg, cfg)
 	// Requests already routed to the old pools finish there; Close only
 	// stops their health checks and idle connections.
 	for name, p := range old.pools {

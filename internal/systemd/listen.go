@@ -99,6 +99,40 @@ func (a *Activated) ListenOrBind(name string, fallback []string) ([]net.Listener
 	return out, false, nil
 }
 
+// PacketConns turns the datagram sockets named name (ListenDatagram=)
+// into net.PacketConns. The files stay open; each conn owns a dup.
+func (a *Activated) PacketConns(name string) ([]net.PacketConn, error) {
+	var out []net.PacketConn
+	for _, f := range a.Files(name) {
+		pc, err := net.FilePacketConn(f)
+		if err != nil {
+			for _, c := range out {
+				c.Close()
+			}
+			return nil, fmt.Errorf("using datagram socket %q (fd %d) passed by systemd: %w", name, f.Fd(), err)
+		}
+		out = append(out, pc)
+	}
+	return out, nil
+}
+
+// BindUDP opens a UDP socket on a "host:port" address (":443",
+// "127.0.0.1:8443", "[::1]:443").
+func BindUDP(addr string) (net.PacketConn, error) {
+	network, address, err := SplitAddr(addr)
+	if err != nil {
+		return nil, err
+	}
+	if network != "tcp" {
+		return nil, fmt.Errorf("address %q: a UDP socket needs host:port", addr)
+	}
+	pc, err := net.ListenPacket("udp", address)
+	if err != nil {
+		return nil, fmt.Errorf("binding UDP %s: %w", addr, err)
+	}
+	return pc, nil
+}
+
 // Bind listens on addr, which is "unix:/path" for a unix socket or a TCP
 // "host:port" (":80", "127.0.0.1:8080", "[::1]:443"). A stale unix socket
 // file left by a previous run is removed first; a live one is an error.
