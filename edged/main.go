@@ -133,31 +133,56 @@ func run(cfgPath string) int {
 func adminClient(fs *flag.FlagSet, args []string) (*http.Client, error) {
 	cfgPath := fs.String("config", config.DefaultPath, "configuration file")
 	admin := fs.String("admin", "", "admin socket address (default: from the configuration)")
+	tokenFile := fs.String("token-file", "", "file holding the admin API's bearer token (default: admin_token_file from the configuration)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
-	addr := *admin
-	if addr == "" {
+	addr, tf := *admin, *tokenFile
+	if addr == "" || tf == "" {
 		cfg, err := config.Load(*cfgPath)
-		if err != nil {
+		switch {
+		case err == nil:
+			if addr == "" {
+				addr = cfg.Server.Admin
+			}
+			if tf == "" {
+				tf = cfg.Server.AdminTokenFile
+			}
+		case addr == "":
 			return nil, fmt.Errorf("finding the admin socket (or pass -admin): %w", err)
 		}
-		addr = cfg.Server.Admin
 	}
 	if addr == "" {
 		return nil, errors.New("the admin socket is disabled ([server] admin = \"\")")
+	}
+	token, err := server.ReadAdminToken(tf)
+	if err != nil {
+		return nil, err
 	}
 	network, address, err := systemd.SplitAddr(addr)
 	if err != nil {
 		return nil, err
 	}
-	return &http.Client{
-		Timeout: 30 * time.Second,
-		Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, network, address)
-		}},
-	}, nil
+	var rt http.RoundTripper = &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, network, address)
+	}}
+	if token != "" {
+		rt = bearer{token: token, next: rt}
+	}
+	return &http.Client{Timeout: 30 * time.Second, Transport: rt}, nil
+}
+
+// bearer adds the admin API's token to each request.
+type bearer struct {
+	token string
+	next  http.RoundTripper
+}
+
+func (b bearer) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	r.Header.Set("Authorization", "Bearer "+b.token)
+	return b.next.RoundTrip(r)
 }
 
 func statusCmd(args []string) int {

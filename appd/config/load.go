@@ -29,10 +29,7 @@ func PathFor(name string) string {
 // RuntimeDir is where appd puts its sockets: $RUNTIME_DIRECTORY (the first
 // one, as systemd may list several), else /run/appd.
 func RuntimeDir() string {
-	if rd := os.Getenv("RUNTIME_DIRECTORY"); rd != "" {
-		return strings.Split(rd, ":")[0]
-	}
-	return "/run/appd"
+	return systemd.RuntimeDir("/run/appd")
 }
 
 // ControlPath is where `appd status NAME` finds the control socket of the

@@ -38,6 +38,10 @@ type Server struct {
 	// Admin serves /metrics, /status and the purge API. "" disables it.
 	// Default: unix:$RUNTIME_DIRECTORY/admin.sock, else unix:/run/edged/admin.sock.
 	Admin string `toml:"admin"`
+	// AdminTokenFile holds a bearer token the admin API then requires
+	// (Authorization: Bearer TOKEN). Needed for an admin address that is
+	// not loopback.
+	AdminTokenFile string `toml:"admin_token_file"`
 
 	ReadHeaderTimeout tomlconf.Duration `toml:"read_header_timeout"` // default 10s (slowloris)
 	ReadTimeout       tomlconf.Duration `toml:"read_timeout"`        // whole request incl. body; default 0 = none (uploads may be slow)

@@ -111,6 +111,9 @@ func TestBadConfigsNameLineAndKey(t *testing.T) {
 		{"zero body timeout", "[server]\nclient_body_timeout = \"0s\"\n" + site + "  respond = \"x\"\n", "edged.toml:2: server.client_body_timeout: 0s would let a stalled client"},
 		{"zero send timeout", "[server]\nsend_timeout = \"0s\"\n" + site + "  respond = \"x\"\n", "edged.toml:2: server.send_timeout: 0s"},
 		{"negative connection cap", "[server]\nmax_connections_per_ip = -1\n" + site + "  respond = \"x\"\n", "edged.toml:2: server.max_connections_per_ip: -1 is negative"},
+		{"admin on every address", "[server]\nadmin = \":9000\"\n" + site + "  respond = \"x\"\n", "edged.toml:2: server.admin: \":9000\" is reachable from other machines"},
+		{"admin on a public address", "[server]\nadmin = \"192.0.2.1:9000\"\n" + site + "  respond = \"x\"\n", "set admin_token_file"},
+		{"relative token file", "[server]\nadmin = \"127.0.0.1:9000\"\nadmin_token_file = \"token\"\n" + site + "  respond = \"x\"\n", "edged.toml:3: server.admin_token_file"},
 		{"bad trusted proxy", "[server]\ntrusted_proxies = [\"10.0.0.0/33\"]\n" + site + "  respond = \"x\"\n", "edged.toml:2: server.trusted_proxies[0]"},
 	}
 	for _, tc := range cases {
@@ -123,6 +126,18 @@ func TestBadConfigsNameLineAndKey(t *testing.T) {
 				t.Fatalf("error\n  %v\ndoes not contain\n  %s", err, tc.want)
 			}
 		})
+	}
+}
+
+func TestAdminAddresses(t *testing.T) {
+	site := "[[site]]\n[[site.route]]\npath = \"/\"\nrespond = \"x\"\n"
+	for _, ok := range []string{
+		`admin = "127.0.0.1:9000"`, `admin = "[::1]:9000"`, `admin = "localhost:9000"`, `admin = "unix:/run/edged/admin.sock"`,
+		"admin = \"0.0.0.0:9000\"\nadmin_token_file = \"/etc/edged/admin.token\"",
+	} {
+		if _, err := Parse("edged.toml", []byte("[server]\n"+ok+"\n"+site)); err != nil {
+			t.Errorf("%s: %v", ok, err)
+		}
 	}
 }
 

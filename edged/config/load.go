@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"net"
 	"net/netip"
 	"net/url"
 	"os"
@@ -14,6 +15,7 @@ import (
 	"github.com/edgeapp/edgeapp/edged/cache"
 	"github.com/edgeapp/edgeapp/edged/connlimit"
 	"github.com/edgeapp/edgeapp/edged/proxy"
+	"github.com/edgeapp/edgeapp/edged/tlsconf"
 	"github.com/edgeapp/edgeapp/internal/logging"
 	"github.com/edgeapp/edgeapp/internal/systemd"
 	"github.com/edgeapp/edgeapp/internal/tomlconf"
@@ -51,6 +53,10 @@ func Parse(file string, data []byte) (*Config, error) {
 	return &c, nil
 }
 
+// DefaultRuntimeDir holds the admin socket when systemd gave no
+// RUNTIME_DIRECTORY.
+const DefaultRuntimeDir = "/run/edged"
+
 // Defaults of [server] client_body_timeout and send_timeout, nginx's.
 // Every engine reads the values from Server.
 const (
@@ -68,11 +74,7 @@ func (c *Config) ApplyDefaults() {
 		s.HTTPS = []string{":443"}
 	}
 	if !c.Doc.IsDefined("server", "admin") {
-		dir := "/run/edged"
-		if rd := os.Getenv("RUNTIME_DIRECTORY"); rd != "" {
-			dir = strings.SplitN(rd, ":", 2)[0]
-		}
-		s.Admin = "unix:" + filepath.Join(dir, "admin.sock")
+		s.Admin = "unix:" + filepath.Join(systemd.RuntimeDir(DefaultRuntimeDir), "admin.sock")
 	}
 	setDur(&s.ReadHeaderTimeout, c.Doc.IsDefined("server", "read_header_timeout"), 10*time.Second)
 	setDur(&s.IdleTimeout, c.Doc.IsDefined("server", "idle_timeout"), 75*time.Second)
@@ -123,10 +125,7 @@ func (c *Config) ApplyDefaults() {
 		}
 	}
 	if t.Storage == "" {
-		t.Storage = "/var/lib/edged"
-		if sd := os.Getenv("STATE_DIRECTORY"); sd != "" {
-			t.Storage = strings.SplitN(sd, ":", 2)[0]
-		}
+		t.Storage = systemd.StateDir(tlsconf.DefaultStorage)
 	}
 	if t.KeyType == "" {
 		t.KeyType = "p256"
@@ -278,9 +277,14 @@ func (c *Config) Validate() error {
 		}
 	}
 	if s.Admin != "" {
-		if _, _, err := systemd.SplitAddr(s.Admin); err != nil {
+		if network, address, err := systemd.SplitAddr(s.Admin); err != nil {
 			bad("server.admin", "%v", err)
+		} else if network == "tcp" && !isLoopback(address) && s.AdminTokenFile == "" {
+			bad("server.admin", "%q is reachable from other machines and the admin API can purge caches and reload: set admin_token_file, or use a loopback or unix: address", s.Admin)
 		}
+	}
+	if f := s.AdminTokenFile; f != "" && !filepath.IsAbs(f) {
+		bad("server.admin_token_file", "%q: want an absolute path", f)
 	}
 	for i, p := range s.TrustedProxies {
 		if _, err := ParsePrefix(p); err != nil {
@@ -642,6 +646,21 @@ func checkHost(h string) error {
 		}
 	}
 	return nil
+}
+
+// isLoopback reports whether a TCP host:port is reachable only from this
+// machine: a loopback address or "localhost". An empty host (every
+// address) or another name is not.
+func isLoopback(hostport string) bool {
+	host, _, err := net.SplitHostPort(hostport)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	a, err := netip.ParseAddr(host)
+	return err == nil && a.Unmap().IsLoopback()
 }
 
 // ParsePrefix accepts a CIDR or a single address.

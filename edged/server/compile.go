@@ -42,6 +42,7 @@ type runtime struct {
 	// client_body_timeout and send_timeout, for engines without their own
 	bodyTimeout, sendTimeout time.Duration
 	connLimits               connlimit.Limits
+	adminToken               string // bearer token the admin API requires; "" = none
 }
 
 type siteData struct {
@@ -87,6 +88,13 @@ func (s *Server) compile(cfg *config.Config, prev *runtime) (*runtime, error) {
 	var errs tomlconf.Errors
 	fail := func(key string, err error) {
 		errs = append(errs, cfg.Doc.Errorf(key, "%v", err))
+	}
+	if cfg.Server.Admin != "" {
+		tok, err := ReadAdminToken(cfg.Server.AdminTokenFile)
+		if err != nil {
+			fail("server.admin_token_file", err)
+		}
+		rt.adminToken = tok
 	}
 	for name, u := range cfg.Upstreams {
 		pc := upstreamConfig(name, u)

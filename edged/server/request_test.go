@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"encoding/json"
 	"io"
+	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -152,4 +154,69 @@ func splitResponse(t *testing.T, raw string) (int, string) {
 	}
 	b, _ := io.ReadAll(res.Body)
 	return res.StatusCode, string(b)
+}
+
+// TestAdminToken: with admin_token_file, every admin request needs the
+// bearer token (issue 9, finding 7), and a token file that is too short
+// is refused at start with its line.
+func TestAdminToken(t *testing.T) {
+	dir := t.TempDir()
+	tokenFile := filepath.Join(dir, "admin.token")
+	os.WriteFile(tokenFile, []byte("0123456789abcdef0123456789abcdef\n"), 0o600)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	adminAddr := ln.Addr().String()
+	ln.Close()
+	ts := startServer(t, `
+[server]
+http = ["127.0.0.1:0"]
+https = []
+admin = "`+adminAddr+`"
+admin_token_file = "`+tokenFile+`"
+[tls]
+storage = "{{DIR}}/tls"
+[[site]]
+[[site.route]]
+path = "/"
+respond = "ok"
+`)
+	_ = ts
+	for _, c := range []struct {
+		auth string
+		code int
+	}{{"", 401}, {"Bearer wrong", 401}, {"Basic MDEyMzQ1Njc4OWFiY2RlZg==", 401}, {"Bearer 0123456789abcdef0123456789abcdef", 200}} {
+		req, _ := http.NewRequest("GET", "http://"+adminAddr+"/status", nil)
+		if c.auth != "" {
+			req.Header.Set("Authorization", c.auth)
+		}
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		if res.StatusCode != c.code {
+			t.Errorf("Authorization %q: %d, want %d", c.auth, res.StatusCode, c.code)
+		}
+	}
+
+	os.WriteFile(tokenFile, []byte("short\n"), 0o600)
+	cfg := filepath.Join(dir, "short.toml")
+	os.WriteFile(cfg, []byte("[server]\nhttp = [\"127.0.0.1:0\"]\nhttps = []\nadmin = \"unix:"+dir+"/a.sock\"\nadmin_token_file = \""+tokenFile+"\"\n[tls]\nstorage = \""+dir+"/tls\"\n[[site]]\n[[site.route]]\npath = \"/\"\nrespond = \"ok\"\n"), 0o644)
+	if _, err := New(Options{ConfigPath: cfg, Log: slog.New(slog.DiscardHandler)}); err == nil || !strings.Contains(err.Error(), "short.toml:5: server.admin_token_file") || !strings.Contains(err.Error(), "at least 16") {
+		t.Fatalf("a short token: %v", err)
+	}
+}
+
+// TestAdminDirectoryHint: an admin socket that cannot be made says what
+// to set instead.
+func TestAdminDirectoryHint(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "edged.toml")
+	os.WriteFile(cfg, []byte("[server]\nhttp = [\"127.0.0.1:0\"]\nhttps = []\nadmin = \"unix:"+dir+"/no/such/admin.sock\"\n[tls]\nstorage = \""+dir+"/tls\"\n[[site]]\n[[site.route]]\npath = \"/\"\nrespond = \"ok\"\n"), 0o644)
+	_, err := New(Options{ConfigPath: cfg, Log: slog.New(slog.DiscardHandler)})
+	if err == nil || !strings.Contains(err.Error(), "edged.toml:4: server.admin") || !strings.Contains(err.Error(), `admin = ""`) {
+		t.Fatalf("got %v", err)
+	}
 }

@@ -205,10 +205,11 @@ func (s *Server) openListeners(cfg *config.Config) error {
 		return err
 	}
 	if cfg.Server.Admin != "" {
+		warnAdminAddress(s.log, cfg.Server.Admin, cfg.Server.AdminTokenFile)
 		s.adminLn, err = systemd.Bind(cfg.Server.Admin)
 		if err != nil {
 			s.closeListeners()
-			return fmt.Errorf("admin socket: %w", err)
+			return cfg.Doc.Errorf("server.admin", "admin socket: %v; set [server] admin = \"\" to turn it off, or to a socket path this process may create (such as \"unix:/tmp/edged-admin.sock\")", err)
 		}
 	}
 	return nil
@@ -287,7 +288,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	}
 	s.startQUIC(cfg, secureHandler)
 	if s.adminLn != nil {
-		s.adminSrv = &http.Server{Handler: s.adminHandler(), ReadHeaderTimeout: 10 * time.Second}
+		s.adminSrv = &http.Server{Handler: s.adminAuth(s.adminHandler()), ReadHeaderTimeout: 10 * time.Second}
 		go s.runServer(s.adminSrv, s.adminLn)
 	}
 	go s.housekeeping()

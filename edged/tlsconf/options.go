@@ -14,6 +14,7 @@ import (
 
 	"github.com/caddyserver/certmagic"
 	"github.com/edgeapp/edgeapp/edged/tlsconf/rfc2136"
+	"github.com/edgeapp/edgeapp/internal/systemd"
 )
 
 // Modes of a site's TLS.
@@ -467,12 +468,7 @@ func (o Options) normalize() (*normOptions, error) {
 	}
 	n.storageDir = o.Storage
 	if n.storageDir == "" {
-		// systemd's StateDirectory= sets this; it may list several.
-		if sd := os.Getenv("STATE_DIRECTORY"); sd != "" {
-			n.storageDir = strings.Split(sd, ":")[0]
-		} else {
-			n.storageDir = DefaultStorage
-		}
+		n.storageDir = systemd.StateDir(DefaultStorage)
 	}
 	if n.RenewCheckInterval <= 0 {
 		n.RenewCheckInterval = certmagic.DefaultRenewCheckInterval

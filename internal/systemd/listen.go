@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -142,6 +143,9 @@ func Bind(addr string) (net.Listener, error) {
 		return nil, err
 	}
 	if network == "unix" {
+		if err := makeSocketDir(address); err != nil {
+			return nil, fmt.Errorf("binding %s: %w", addr, err)
+		}
 		if err := removeStaleSocket(address); err != nil {
 			return nil, err
 		}
@@ -202,6 +206,24 @@ func SplitDialAddr(addr string) (network, address string, err error) {
 		return "", "", fmt.Errorf("address %q: port 0 cannot be connected to", addr)
 	}
 	return network, address, nil
+}
+
+// makeSocketDir creates the directory a unix socket goes in when it is
+// missing and its own parent exists, as systemd's RuntimeDirectory= would
+// have: a daemon run by hand (edged -config FILE as root) then finds
+// /run/edged. Deeper paths are not invented.
+func makeSocketDir(path string) error {
+	if strings.HasPrefix(path, "@") {
+		return nil
+	}
+	dir := filepath.Dir(path)
+	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+		return nil // there, or a problem Listen will name
+	}
+	if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
+		return fmt.Errorf("creating the socket's directory: %w", err)
+	}
+	return nil
 }
 
 func removeStaleSocket(path string) error {

@@ -157,3 +157,51 @@ func TestActivationByName(t *testing.T) {
 		t.Fatal(o)
 	}
 }
+
+// TestBindMakesTheSocketDirectory: a daemon run by hand finds its runtime
+// directory made for it, as RuntimeDirectory= would; a deeper missing path
+// is an error, not invented.
+func TestBindMakesTheSocketDirectory(t *testing.T) {
+	dir := t.TempDir()
+	ln, err := Bind("unix:" + filepath.Join(dir, "run", "admin.sock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln.Close()
+	if fi, err := os.Stat(filepath.Join(dir, "run")); err != nil || !fi.IsDir() || fi.Mode().Perm() != 0o755 {
+		t.Fatalf("socket directory: %v %v", fi, err)
+	}
+	if _, err := Bind("unix:" + filepath.Join(dir, "a", "b", "x.sock")); err == nil || !strings.Contains(err.Error(), "creating the socket's directory") {
+		t.Fatalf("a deeper missing path: %v", err)
+	}
+}
+
+func TestDirs(t *testing.T) {
+	t.Setenv("STATE_DIRECTORY", "/var/lib/edged:/var/lib/other")
+	t.Setenv("RUNTIME_DIRECTORY", "")
+	t.Setenv("CACHE_DIRECTORY", "/var/cache/edged")
+	if StateDir("/x") != "/var/lib/edged" || RuntimeDir("/run/edged") != "/run/edged" || CacheDir("/y") != "/var/cache/edged" {
+		t.Fatal(StateDir("/x"), RuntimeDir("/run/edged"), CacheDir("/y"))
+	}
+	if !FromSystemd("/var/lib/other") || FromSystemd("/run/edged") {
+		t.Fatal("FromSystemd")
+	}
+}
+
+func TestSplitAddrPorts(t *testing.T) {
+	for _, good := range []string{":80", "127.0.0.1:0", "[::1]:65535", "unix:/run/x.sock", "unix:@abstract", "example.com:443"} {
+		if _, _, err := SplitAddr(good); err != nil {
+			t.Errorf("%s: %v", good, err)
+		}
+	}
+	for _, bad := range []string{"80", ":65536", ":http", "127.0.0.1:-1", "unix:run/x.sock", "http://a:80", "a b:80", ""} {
+		if _, _, err := SplitAddr(bad); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+	for _, bad := range []string{":80", "a:0"} {
+		if _, _, err := SplitDialAddr(bad); err == nil {
+			t.Errorf("dial address %q accepted", bad)
+		}
+	}
+}
