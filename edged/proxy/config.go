@@ -76,13 +76,17 @@ type ServerConfig struct {
 
 // HealthConfig configures active health checks.
 type HealthConfig struct {
-	Path         string // "" = active checks off
+	Path         string // "" = active checks off, unless Connect
+	Connect      bool   // without Path: a check is a TCP connect (stream upstreams, nginx's stream health_check)
 	Interval     time.Duration
 	Timeout      time.Duration
 	ExpectStatus int // 0 = any 2xx or 3xx
 	Rise, Fall   int // consecutive passes to come up, failures to go down
 	Host         string
 }
+
+// Active reports whether active checks run.
+func (h HealthConfig) Active() bool { return h.Path != "" || h.Connect }
 
 // UpstreamConfig is a named pool of servers and how to use them.
 type UpstreamConfig struct {

@@ -133,6 +133,9 @@ func (p *Pool) checkOnce(parent context.Context, s *server) {
 
 // probe returns "" if the server answered the check as expected, else why not.
 func probe(ctx context.Context, s *server, h HealthConfig, hostHeader string) string {
+	if h.Path == "" {
+		return probeConnect(ctx, s) // TCP: connecting is the check (stream.go)
+	}
 	host := s.cfg.Addr
 	if strings.HasPrefix(host, "unix:") {
 		host = "localhost"

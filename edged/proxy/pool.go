@@ -173,7 +173,7 @@ func (p *Pool) Start() {
 				s.st.mu.Unlock()
 			}
 		}
-		if p.cfg.Health.Path == "" {
+		if !p.cfg.Health.Active() {
 			// Checks were turned off: what they last said no longer holds.
 			for _, s := range p.servers {
 				st := s.st
