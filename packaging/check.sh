@@ -162,7 +162,7 @@ dp -i "${debs[@]}" || bad "dpkg scratch install failed"
 grep '^appd-socket:' "$droot/etc/group" | sed 's/^/  group: /'
 grep -q '^appd-socket:' "$droot/etc/group" || bad "postinst did not create the group appd-socket (sysusers.d)"
 ls "$droot/etc/systemd/system"/*.wants 2>/dev/null | sed 's/^/  /'
-for l in sockets.target.wants/edged.socket sockets.target.wants/edged-https.socket multi-user.target.wants/edged.service; do
+for l in sockets.target.wants/edged.socket sockets.target.wants/edged-https.socket sockets.target.wants/edged-quic.socket multi-user.target.wants/edged.service; do
 	[ -L "$droot/etc/systemd/system/$l" ] || bad "postinst did not enable $l"
 done
 dpkg --root="$droot" -L edged appd | grep -E '^/(usr/bin|etc|usr/lib/systemd)/' | sed 's/^/  /'
