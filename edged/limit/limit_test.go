@@ -285,6 +285,43 @@ func TestHandlerRateOverRealWindow(t *testing.T) {
 	}
 }
 
+// Without nodelay the burst is queued, not refused: concurrent clients
+// of one key all get through, at the zone's rate.
+func TestHandlerQueuesAtRate(t *testing.T) {
+	z := zone(t, Config{Name: "q", Rate: "40r/s", Burst: 100})
+	srv := httptest.NewServer(Handler([]*Zone{z}, nil, "s", "r", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {})))
+	defer srv.Close()
+	const clients, each = 8, 10 // 80 requests: the first passes, 79 wait
+	var wg sync.WaitGroup
+	var refused atomic.Int32
+	start := time.Now()
+	for range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c := srv.Client()
+			for range each {
+				res, err := c.Get(srv.URL)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				res.Body.Close()
+				if res.StatusCode != 200 {
+					refused.Add(1)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	// 79 requests queued behind the first at 40 per second: about 2s.
+	rate := float64(clients*each-1) / elapsed.Seconds()
+	if refused.Load() != 0 || rate > 44 || rate < 30 {
+		t.Fatalf("%d refused; %d requests in %v (%.1f/s), want none refused at about 40/s", refused.Load(), clients*each, elapsed, rate)
+	}
+}
+
 // limit_conn: at most Concurrent requests of one key at a time; the others
 // are refused, and the slots come back when requests end.
 func TestConcurrentPerKey(t *testing.T) {

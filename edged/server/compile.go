@@ -145,7 +145,7 @@ func (s *Server) compile(cfg *config.Config, prev *runtime) (*runtime, error) {
 			if rc.Exact {
 				rname = "=" + rc.Path
 			}
-			if h, err = s.shieldRoute(rt, sc, rc, name, name+rname, key, h); err != nil {
+			if h, err = s.shieldRoute(rt, sc, rc, name, name+rname, h); err != nil {
 				fail(key, err)
 				continue
 			}

@@ -49,7 +49,7 @@ func (rt *runtime) zoneList() []*limit.Zone {
 // shieldRoute wraps a route's handler in what holds clients back; the
 // outermost runs first: maintenance, error pages, allow/deny, limits,
 // authentication. A route's setting replaces its site's.
-func (s *Server) shieldRoute(rt *runtime, sc config.Site, rc config.Route, site, route, key string, h http.Handler) (http.Handler, error) {
+func (s *Server) shieldRoute(rt *runtime, sc config.Site, rc config.Route, site, route string, h http.Handler) (http.Handler, error) {
 	h, err := s.guardRoute(rt, sc, rc, site, route, h)
 	if err != nil {
 		return nil, err
@@ -248,7 +248,7 @@ func checkShield(cfg *config.Config) error {
 			fail(fmt.Sprintf("site[%d]", i), err)
 		}
 		for j, rc := range sc.Routes {
-			if _, err := s.shieldRoute(rt, sc, rc, "", "", "", http.NotFoundHandler()); err != nil {
+			if _, err := s.shieldRoute(rt, sc, rc, "", "", http.NotFoundHandler()); err != nil {
 				fail(fmt.Sprintf("site[%d].route[%d]", i, j), err)
 			}
 		}
