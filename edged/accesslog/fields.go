@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
@@ -220,11 +221,16 @@ func (f *field) appendRaw(b []byte, e *Entry, precise bool) (out []byte, empty b
 	}
 	switch f.id {
 	case fTime:
-		return e.Time.AppendFormat(b, "2006-01-02T15:04:05.000Z07:00"), false
+		ts := timeStrings(e.Time)
+		ms := e.Time.Nanosecond() / 1e6
+		b = append(b, ts.isoSec...)
+		b = append(b, '.', byte('0'+ms/100), byte('0'+ms/10%10), byte('0'+ms%10))
+		return append(b, ts.zone...), false
 	case fTimeLocal:
-		return e.Time.AppendFormat(b, "02/Jan/2006:15:04:05 -0700"), false
+		return append(b, timeStrings(e.Time).local...), false
 	case fTimeISO:
-		return e.Time.AppendFormat(b, time.RFC3339), false
+		ts := timeStrings(e.Time)
+		return append(append(b, ts.isoSec...), ts.zone...), false
 	case fMsec:
 		ms := e.Time.UnixMilli()
 		b = strconv.AppendInt(b, ms/1000, 10)
@@ -269,4 +275,31 @@ func (f *field) appendRaw(b []byte, e *Entry, precise bool) (out []byte, empty b
 		return secs(info.UpstreamTime), false
 	}
 	return b, true
+}
+
+// secondStrings are one second's time stamps, formatted once: nginx
+// caches its time strings the same way.
+type secondStrings struct {
+	unix   int64
+	loc    *time.Location
+	local  string // 02/Jan/2006:15:04:05 -0700
+	isoSec string // 2006-01-02T15:04:05
+	zone   string // Z07:00
+}
+
+var lastSecond atomic.Pointer[secondStrings]
+
+func timeStrings(t time.Time) *secondStrings {
+	sec := t.Unix()
+	if ts := lastSecond.Load(); ts != nil && ts.unix == sec && ts.loc == t.Location() {
+		return ts
+	}
+	ts := &secondStrings{
+		unix: sec, loc: t.Location(),
+		local:  t.Format("02/Jan/2006:15:04:05 -0700"),
+		isoSec: t.Format("2006-01-02T15:04:05"),
+		zone:   t.Format("Z07:00"),
+	}
+	lastSecond.Store(ts)
+	return ts
 }
