@@ -3,10 +3,13 @@
 # varnish, configured alike, on loopback; then the memory tier's hit ratio
 # against LRU under a Zipf load with a one-off scan.
 #
-# Scenarios: cache hits for a 1 KiB and a 64 KiB object. All three caches sit
-# in front of the same upstream (a separate nginx, 1 worker, serving the
-# objects with Cache-Control: public, max-age=86400); after one warming
-# request every measured request is a hit. Runs interleave (edged, nginx,
+# Scenarios: cache hits for a 1 KiB and a 64 KiB object, and for a 1 KiB
+# text object asked with Accept-Encoding: gzip, which each edge compresses
+# (edged and varnish store the gzip variant; nginx's gzip filter compresses
+# every hit, as nginx has no way to store it). All three caches sit in
+# front of the same upstream (a separate nginx, 1 worker, serving the
+# objects uncompressed with Cache-Control: public, max-age=86400); after one
+# warming request every measured request is a hit. Runs interleave (edged, nginx,
 # varnish, edged, ...) after a warm-up; the table shows medians and ratios
 # against nginx. It never fails because a number is low, only when a
 # server cannot start.
@@ -57,6 +60,10 @@ chmod 755 "$BENCH_TMP"
 mkdir -p "$BENCH_TMP/objects" "$BENCH_TMP/nginx/cache" "$BENCH_TMP/upstream" "$BENCH_TMP/varnish" "$BENCH_TMP/edged-cache"
 head -c 1024 /dev/urandom >"$BENCH_TMP/objects/1k.bin"
 head -c 65536 /dev/urandom >"$BENCH_TMP/objects/64k.bin"
+# A 1 KiB stylesheet-like text: compressible, like most text a site serves.
+for i in $(seq 1 40); do printf '.c%02d { margin: 0 %dpx; color: #%06x; }\n' "$i" "$i" "$((i * 40503))"; done >"$BENCH_TMP/css"
+head -c 1024 "$BENCH_TMP/css" >"$BENCH_TMP/objects/1k.txt"
+[ "$(wc -c <"$BENCH_TMP/objects/1k.txt")" = 1024 ] || bench_die "the 1 KiB text object is not 1024 bytes"
 chmod 644 "$BENCH_TMP"/objects/*
 
 # The upstream: the objects, marked cacheable for a day.
@@ -65,7 +72,7 @@ worker_processes 1;
 ${nginx_common//PREFIX/$BENCH_TMP/upstream}
 http {
 ${nginx_http_common//PREFIX/$BENCH_TMP/upstream}
-	types { application/octet-stream bin; }
+	types { application/octet-stream bin; text/plain txt; }
 	server {
 		listen 127.0.0.1:$upstream_port default_server reuseport backlog=4096;
 		root $BENCH_TMP/objects;
@@ -87,6 +94,9 @@ http {
 ${nginx_http_common//PREFIX/$BENCH_TMP/nginx}
 	sendfile on;
 	tcp_nopush off;
+	gzip on;
+	gzip_types text/plain;
+	gzip_comp_level 5;
 	proxy_cache_path $BENCH_TMP/nginx/cache levels=1:2 keys_zone=bench:16m max_size=1g inactive=1d use_temp_path=off;
 	upstream app {
 		server 127.0.0.1:$upstream_port;
@@ -146,8 +156,16 @@ bench_wait_http "http://127.0.0.1:$nginx_port/1k.bin" ||
 	bench_die "nginx did not start: $(cat "$BENCH_TMP/nginx/error.log" 2>/dev/null)"
 
 # varnish: malloc storage of the same size, 2 thread pools (one per core),
-# its built-in VCL (which honours the origin's Cache-Control).
-setsid "$varnish_bin" -F -n "$BENCH_TMP/varnish" -a "127.0.0.1:$varnish_port" -b "127.0.0.1:$upstream_port" \
+# the built-in VCL (which honours the origin's Cache-Control) plus gzip of
+# text on fetch, so it stores the gzip variant as edged does.
+cat >"$BENCH_TMP/varnish.vcl" <<EOF
+vcl 4.1;
+backend default { .host = "127.0.0.1"; .port = "$upstream_port"; }
+sub vcl_backend_response {
+	if (beresp.http.Content-Type ~ "^text/") { set beresp.do_gzip = true; }
+}
+EOF
+setsid "$varnish_bin" -F -n "$BENCH_TMP/varnish" -a "127.0.0.1:$varnish_port" -f "$BENCH_TMP/varnish.vcl" \
 	-s malloc,256m -p thread_pools=2 >"$BENCH_TMP/varnish.log" 2>&1 &
 varnish_pid=$!
 bench_track "$varnish_pid"
@@ -186,6 +204,15 @@ for obj in 1k.bin:1024 64k.bin:65536; do
 	check nginx "http://127.0.0.1:$nginx_port/$path" "$size" "HIT" Cache-Status
 	check varnish "http://127.0.0.1:$varnish_port/$path" "$size" "^age: [0-9]*[1-9]|x-varnish: [0-9]+ [0-9]+" "X-Varnish"
 done
+# The text object, compressed: each answers with gzip (after warming).
+for t in edged:$edged_port nginx:$nginx_port varnish:$varnish_port; do
+	url="http://127.0.0.1:${t#*:}/1k.txt"
+	curl -s -o /dev/null -H 'Accept-Encoding: gzip' --max-time 5 "$url" || true
+	ce=$(curl -s -D - -o /dev/null -H 'Accept-Encoding: gzip' --max-time 5 "$url" | tr -d '\r' | grep -i '^content-encoding:' || true)
+	echo "$ce" | grep -qi gzip || bench_log "WARNING: ${t%%:*} did not answer /1k.txt with gzip (${ce:-no Content-Encoding}); the gzip row compares unlike responses"
+done
+hit=$(curl -s -D - -o /dev/null -H 'Accept-Encoding: gzip' --max-time 5 "http://127.0.0.1:$edged_port/1k.txt" | tr -d '\r' | grep -i '^cache-status:' || true)
+echo "$hit" | grep -q "edged; hit" || bench_log "WARNING: edged did not answer the gzip request from its cache (${hit:-no Cache-Status})"
 
 machine=$(bench_machine)
 load0=$(bench_load)
@@ -199,12 +226,17 @@ for obj in 1KiB=1k.bin 64KiB=64k.bin; do
 		"nginx=http://127.0.0.1:$nginx_port/${obj#*=}" \
 		"varnish=http://127.0.0.1:$varnish_port/${obj#*=}"
 done
+BENCH_WRK_HEADER="Accept-Encoding: gzip" bench_interleave "hit-1KiB-text-gzip" "$rounds" "$dur" "$conns" "$threads" \
+	"edged=http://127.0.0.1:$edged_port/1k.txt" \
+	"nginx=http://127.0.0.1:$nginx_port/1k.txt" \
+	"varnish=http://127.0.0.1:$varnish_port/1k.txt"
 
 echo
 echo "HTTP cache hits on loopback: $machine"
 echo "load average before: $load0, after: $(bench_load) (anything above ~0.1 before means other work shared the cores)"
 echo "wrk -t$threads -c$conns -d$dur, median of $rounds interleaved runs each; edged GOMAXPROCS=2 (memory 256MiB + disk tier),"
-echo "nginx worker_processes 2 (proxy_cache on disk, proxy_cache_lock on, sendfile on, tcp_nopush off), varnish -s malloc,256m thread_pools=2 (built-in VCL)."
+echo "nginx worker_processes 2 (proxy_cache on disk, proxy_cache_lock on, sendfile on, tcp_nopush off, gzip on level 5 for text), varnish -s malloc,256m thread_pools=2 (built-in VCL, do_gzip for text)."
+echo "hit-1KiB-text-gzip: a 1 KiB text object asked with Accept-Encoding: gzip; edged and varnish store the gzip variant, nginx compresses each hit."
 echo "Every measured request is a cache hit of a fresh object. CPU/req = the server's user+sys CPU / requests."
 echo
 bench_table nginx

@@ -141,7 +141,9 @@ bench_wrk() {
 	local url=$1 dur=$2 conns=$3 threads=$4 out
 	out=$(mktemp "${BENCH_TMP:-/tmp}/wrk.XXXXXX")
 	# --timeout bounds a stuck request; timeout(1) bounds wrk itself.
-	timeout 120 wrk -t"$threads" -c"$conns" -d"$dur" --timeout 5s --latency "$url" >"$out" 2>&1 || true
+	# BENCH_WRK_HEADER, when set, is one request header line (e.g.
+	# "Accept-Encoding: gzip") sent with every request.
+	timeout 120 wrk -t"$threads" -c"$conns" -d"$dur" --timeout 5s --latency ${BENCH_WRK_HEADER:+-H "$BENCH_WRK_HEADER"} "$url" >"$out" 2>&1 || true
 	if [ -n "${BENCH_VERBOSE:-}" ]; then cat "$out" >&2; fi
 	bench_parse_wrk "$out"
 	rm -f "$out"
