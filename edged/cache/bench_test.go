@@ -42,6 +42,8 @@ func benchHit(b *testing.B, size int, parallel bool) {
 	}
 	b.SetBytes(int64(size))
 	b.ReportAllocs()
+	cpu0 := cpuTime()
+	defer func() { b.ReportMetric(float64(cpuTime()-cpu0)/float64(b.N), "cpu-ns/op") }()
 	if parallel {
 		b.RunParallel(func(pb *testing.PB) {
 			w := &discardWriter{h: make(http.Header, 16)}

@@ -26,6 +26,7 @@ type step struct {
 	age     string // Age header
 	hasHdr  []string
 	noHdr   []string
+	hdrIs   []string // "Name: value" that must be exactly so
 	bgHits  int64 // wait until the origin has seen this many hits in total (background work)
 }
 
@@ -390,10 +391,10 @@ var rfcCases = []rfcCase{
 		w.Write([]byte("0123456789"))
 	}, steps: []step{
 		{origin: 1, body: "0123456789"},
-		{hdr: []string{"Range: bytes=2-5"}, origin: 0, status: 206, body: "2345", hasHdr: []string{"Content-Range"}},
-		{hdr: []string{"Range: bytes=-3"}, origin: 0, status: 206, body: "789"},
+		{hdr: []string{"Range: bytes=2-5"}, origin: 0, status: 206, body: "2345", hdrIs: []string{"Content-Range: bytes 2-5/10", "Content-Length: 4"}},
+		{hdr: []string{"Range: bytes=-3"}, origin: 0, status: 206, body: "789", hdrIs: []string{"Content-Range: bytes 7-9/10"}},
 		{hdr: []string{"Range: bytes=7-"}, origin: 0, status: 206, body: "789"},
-		{hdr: []string{"Range: bytes=20-"}, origin: 0, status: 416},
+		{hdr: []string{"Range: bytes=20-"}, origin: 0, status: 416, hdrIs: []string{"Content-Range: bytes */10"}},
 		{hdr: []string{"Range: bytes=0-1,4-5"}, origin: 0, status: 200, body: "0123456789"},
 		{hdr: []string{"Range: bytes=2-5", `If-Range: "other"`}, origin: 0, status: 200, body: "0123456789"},
 		{hdr: []string{"Range: bytes=2-5", `If-Range: "e1"`}, origin: 0, status: 206, body: "2345"},
@@ -409,6 +410,15 @@ var rfcCases = []rfcCase{
 		{hdr: []string{"Range: bytes=0-3"}, origin: 1, status: 206, body: "0123"},
 		{hdr: []string{"Range: bytes=5-"}, origin: 0, status: 206, body: "56789"},
 		{origin: 0, body: "0123456789"},
+	}},
+	{name: "a 206 from the origin passes through with its Content-Range and is not stored", origin: func(n int64, w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "max-age=60")
+		w.Header().Set("Content-Range", "bytes 0-3/10")
+		w.WriteHeader(http.StatusPartialContent)
+		w.Write([]byte("0123"))
+	}, steps: []step{
+		{origin: 1, status: 206, body: "0123", hdrIs: []string{"Content-Range: bytes 0-3/10"}},
+		{origin: 1, status: 206, body: "0123"},
 	}},
 	// --- 4.4: invalidation ---
 	{name: "4.4/POST invalidates the target", origin: std("Cache-Control: max-age=60"), steps: []step{
@@ -625,6 +635,12 @@ func TestRFC9111(t *testing.T) {
 				for _, h := range s.hasHdr {
 					if res.header.Get(h) == "" {
 						t.Errorf("%s: header %s missing", where, h)
+					}
+				}
+				for _, h := range s.hdrIs {
+					k, v, _ := strings.Cut(h, ": ")
+					if got := res.header.Get(k); got != v {
+						t.Errorf("%s: %s = %q, want %q", where, k, got, v)
 					}
 				}
 				for _, h := range s.noHdr {
