@@ -258,3 +258,33 @@ func TestCPUMax(t *testing.T) {
 		t.Errorf("uncapped spinner used only %.3f CPU (capped %.3f): the comparison proves nothing", free, capped)
 	}
 }
+
+// TestTreeMemoryAndPressure: a tree's own memory.current/memory.max and
+// memory.pressure can be read, as autoscaling and surge read them (the
+// supervisor's tests make the pressure rise).
+func TestTreeMemoryAndPressure(t *testing.T) {
+	tr := testTree(t)
+	needControllers(t, tr, "memory")
+	p, ok, err := tr.MemoryPressure()
+	if err != nil || !ok {
+		t.Fatalf("memory.pressure of the tree: %v ok=%v", err, ok)
+	}
+	t.Logf("pressure before: %+v", p)
+	cur, limit, ok, err := tr.Memory()
+	t.Logf("memory.current %d, memory.max %d, ok %v, err %v", cur, limit, ok, err)
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestReadPressure(t *testing.T) {
+	f := filepath.Join(t.TempDir(), "memory.pressure")
+	os.WriteFile(f, []byte("some avg10=12.50 avg60=3.00 avg300=0.50 total=123456\nfull avg10=4.25 avg60=1.00 avg300=0.10 total=2345\n"), 0o644)
+	p, ok, err := ReadPressure(f)
+	if err != nil || !ok || p.Some10 != 12.5 || p.Some60 != 3 || p.Full10 != 4.25 {
+		t.Errorf("%+v %v %v", p, ok, err)
+	}
+	if _, ok, err := ReadPressure(filepath.Join(t.TempDir(), "none")); ok || err != nil {
+		t.Errorf("missing file: ok=%v err=%v", ok, err)
+	}
+}

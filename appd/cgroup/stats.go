@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 	"unsafe"
 
@@ -188,4 +189,69 @@ func readKV(path string) (map[string]int64, error) {
 		}
 	}
 	return kv, sc.Err()
+}
+
+// Memory reads the tree's own memory.current and memory.max (the unit's
+// MemoryMax=; -1 when "max"), which count appd and every worker. ok is
+// false when the tree's cgroup has no memory accounting.
+func (t *Tree) Memory() (current, limit int64, ok bool, err error) {
+	b, err := os.ReadFile(filepath.Join(t.dir, "memory.current"))
+	if errors.Is(err, os.ErrNotExist) {
+		return 0, 0, false, nil
+	}
+	if err != nil {
+		return 0, 0, false, fmt.Errorf("reading memory.current of %s: %w", t.dir, err)
+	}
+	if current, err = strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64); err != nil {
+		return 0, 0, false, fmt.Errorf("reading memory.current of %s: %w", t.dir, err)
+	}
+	limit, err = readInt(filepath.Join(t.dir, "memory.max"))
+	if err != nil {
+		return 0, 0, false, err
+	}
+	if limit == 0 { // no such file: the root, or no memory controller above
+		limit = -1
+	}
+	return current, limit, true, nil
+}
+
+// Pressure is a cgroup's PSI line: the share of time (percent) in which
+// some (or all) of its tasks stalled on a resource, over 10, 60 and 300s.
+type Pressure struct {
+	Some10, Some60, Full10 float64
+}
+
+// MemoryPressure reads the tree's memory.pressure, which covers appd and
+// every worker leaf below it. ok is false where the kernel has no PSI
+// (CONFIG_PSI off, or psi=0).
+func (t *Tree) MemoryPressure() (p Pressure, ok bool, err error) {
+	return ReadPressure(filepath.Join(t.dir, "memory.pressure"))
+}
+
+// ReadPressure parses a PSI file ("some avg10=1.23 avg60=... total=...").
+func ReadPressure(path string) (p Pressure, ok bool, err error) {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.EOPNOTSUPP) {
+		return p, false, nil
+	}
+	if err != nil {
+		return p, false, fmt.Errorf("reading %s: %w", path, err)
+	}
+	for line := range strings.SplitSeq(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 3 {
+			continue
+		}
+		avg := func(field, name string) float64 {
+			v, _ := strconv.ParseFloat(strings.TrimPrefix(field, name+"="), 64)
+			return v
+		}
+		switch f[0] {
+		case "some":
+			p.Some10, p.Some60 = avg(f[1], "avg10"), avg(f[2], "avg60")
+		case "full":
+			p.Full10 = avg(f[1], "avg10")
+		}
+	}
+	return p, true, nil
 }

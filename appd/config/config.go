@@ -8,6 +8,7 @@ package config
 
 import (
 	"fmt"
+	"time"
 
 	"github.com/edgeapp/edgeapp/internal/tomlconf"
 )
@@ -17,6 +18,13 @@ const DefaultPath = "/etc/appd/appd.toml"
 
 // DefaultDir holds one NAME.toml per application (appd@NAME.service).
 const DefaultDir = "/etc/appd"
+
+// Autoscaling defaults (count = { min, max }).
+const (
+	DefaultScaleUpCooldown     = 2 * time.Second
+	DefaultScaleDownAfter      = 30 * time.Second
+	DefaultMemoryPressureLimit = 10.0 // percent, PSI some avg10
+)
 
 // Config is the whole of appd.toml.
 type Config struct {
@@ -107,13 +115,30 @@ type Probe struct {
 // Workers sizes the pool and says how workers are kept healthy.
 type Workers struct {
 	// Count is the number of workers: an integer, or "auto" for one per
-	// CPU appd may run on. Default "auto". SIGTTIN/SIGTTOU change it by one
-	// within Min..Max until the next reload.
-	Count any `toml:"count"`
+	// CPU appd may run on, or { min = N, max = M }: appd starts min and
+	// scales by pressure (autoscaling, below). Default "auto".
+	// SIGTTIN/SIGTTOU change it by one within Min..Max until the next
+	// reload (with autoscaling: until the autoscaler's next decision after
+	// the cool-downs).
+	Count Count `toml:"count"`
 	// Min and Max bound SIGTTOU/SIGTTIN scaling. Defaults: 1 and twice
-	// count.
+	// count (with count = { min, max }: those).
 	Min int `toml:"min"`
 	Max int `toml:"max"`
+	// Surge is how many workers may be starting at once to replace workers
+	// that still serve (a reload's new generation, recycling), and fewer
+	// when appd's own cgroup (the unit's MemoryMax=) has no room for them.
+	// Default 0: as many as are being replaced, all at once.
+	Surge int `toml:"surge"`
+	// Autoscaling with count = { min, max }: a worker is added when
+	// connections wait in the listening socket's accept queue or every
+	// worker is busy, at most once per ScaleUpCooldown, never while
+	// appd's cgroup is under memory pressure (PSI "some" avg10 above
+	// MemoryPressureLimit percent); one is removed when a worker's worth
+	// of capacity stayed idle for ScaleDownAfter. Defaults 2s, 30s, 10.
+	ScaleUpCooldown     tomlconf.Duration `toml:"scale_up_cooldown"`
+	ScaleDownAfter      tomlconf.Duration `toml:"scale_down_after"`
+	MemoryPressureLimit float64           `toml:"memory_pressure_limit"`
 	// Timeout is the watchdog: a worker that sent WATCHDOG=1 once and then
 	// stays silent this long gets SIGABRT (so a runtime can dump its stack)
 	// and SIGKILL 5s later, and is replaced. Workers get WATCHDOG_USEC so
@@ -151,8 +176,10 @@ type Workers struct {
 	CrashLoopRestarts int               `toml:"crash_loop_restarts"`
 	CrashLoopWindow   tomlconf.Duration `toml:"crash_loop_window"`
 
-	// N is Count resolved ("auto" -> CPUs).
+	// N is Count resolved ("auto" -> CPUs; { min, max } -> min).
 	N int `toml:"-"`
+	// Autoscale is set by count = { min, max }.
+	Autoscale bool `toml:"-"`
 }
 
 // Limits are per-worker cgroup v2 limits. Each worker gets its own leaf
@@ -216,4 +243,14 @@ func (s *SwapSetting) UnmarshalTOML(v any) error {
 // pids_max other than the default).
 func (l Limits) Any() bool {
 	return l.MemoryMax > 0 || l.MemoryHigh > 0 || l.Swap.Set || l.CPUFraction > 0 || l.CPUWeight > 0 || (l.PidsMax > 0 && !l.PidsMaxDefault)
+}
+
+// Count is workers.count as written: an integer, a string or a table.
+type Count struct{ V any }
+
+// UnmarshalTOML keeps the value for Load to check (and marks a table's
+// keys as read).
+func (c *Count) UnmarshalTOML(v any) error {
+	c.V = v
+	return nil
 }

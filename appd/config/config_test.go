@@ -207,3 +207,35 @@ func TestControlPath(t *testing.T) {
 		t.Errorf("both: %s, want the shared directory's %s", got, shared)
 	}
 }
+
+func TestAutoscaleSurgeAndZygoteKeys(t *testing.T) {
+	parse := func(body string) (*Config, error) {
+		return Parse("x.toml", "x", []byte("[app]\ncommand = [\"/bin/true\"]\n"+body))
+	}
+	c, err := parse("preload = true\n[workers]\ncount = { min = 2, max = 6 }\nsurge = 2\nscale_up_cooldown = \"1s\"\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := c.Workers
+	if !w.Autoscale || w.N != 2 || w.Min != 2 || w.Max != 6 || w.Surge != 2 || w.ScaleUpCooldown.D() != time.Second ||
+		w.ScaleDownAfter.D() != DefaultScaleDownAfter || w.MemoryPressureLimit != DefaultMemoryPressureLimit || !c.App.Zygote || !c.App.Preload {
+		t.Errorf("parsed %+v %+v", w, c.App)
+	}
+	c, _ = parse("[workers]\ncount = 3\n")
+	if c.Workers.Autoscale || c.Workers.Surge != 0 || c.App.Zygote {
+		t.Errorf("defaults %+v", c.Workers)
+	}
+	for body, want := range map[string]string{
+		"[workers]\ncount = { min = 4, max = 2 }\n":          "x.toml:4: workers.count: min 4 is more than max 2",
+		"[workers]\ncount = { min = 1, most = 2 }\n":         "workers.count.most: unknown key",
+		"[workers]\ncount = { min = 1, max = 3 }\nmax = 4\n": "give the bounds once",
+		"[workers]\ncount = { min = 0, max = 3 }\n":          "workers.count.min: 0: want 1 to 10000",
+		"[workers]\nsurge = 0\n":                             "workers.surge: 0: want at least 1",
+		"[workers]\nmemory_pressure_limit = 0.0\n":           "workers.memory_pressure_limit",
+		"preload = true\nzygote = false\n":                   "app.preload: preload = true needs zygote = true",
+	} {
+		if _, err := parse(body); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: error %v, want %q", body, err, want)
+		}
+	}
+}

@@ -108,7 +108,7 @@ func (c *Config) applyDefaults(name string, errs *tomlconf.Errors) {
 	}
 
 	w := &c.Workers
-	switch v := w.Count.(type) {
+	switch v := w.Count.V.(type) {
 	case nil:
 		w.N = CPUs()
 	case int64:
@@ -121,15 +121,45 @@ func (c *Config) applyDefaults(name string, errs *tomlconf.Errors) {
 			*errs = append(*errs, c.Doc.Errorf("workers.count", "%q: want a number of workers or \"auto\"", v))
 		}
 		w.N = CPUs()
+	case map[string]any:
+		// { min = N, max = M }: appd scales between them by pressure.
+		w.Autoscale = true
+		get := func(k string) int {
+			n, ok := v[k].(int64)
+			if !ok || n < 1 || n > 10000 {
+				*errs = append(*errs, c.Doc.Errorf("workers.count."+k, "%v: want 1 to 10000 workers", v[k]))
+				return 1
+			}
+			return int(n)
+		}
+		for k := range v {
+			if k != "min" && k != "max" {
+				*errs = append(*errs, c.Doc.Errorf("workers.count."+k, "unknown key: want count = { min = N, max = M }"))
+			}
+		}
+		w.Min, w.Max = get("min"), get("max")
+		if w.Min > w.Max {
+			*errs = append(*errs, c.Doc.Errorf("workers.count", "min %d is more than max %d", w.Min, w.Max))
+		}
+		if c.Doc.IsDefined("workers", "min") || c.Doc.IsDefined("workers", "max") {
+			*errs = append(*errs, c.Doc.Errorf("workers.count", "count = { min, max } and workers.min/max: give the bounds once"))
+		}
+		w.N = w.Min
 	default:
-		*errs = append(*errs, c.Doc.Errorf("workers.count", "%v: want a number of workers or \"auto\"", v))
+		*errs = append(*errs, c.Doc.Errorf("workers.count", "%v: want a number of workers, \"auto\" or { min = N, max = M }", v))
 		w.N = 1
 	}
-	if !c.Doc.IsDefined("workers", "min") {
+	if !w.Autoscale && !c.Doc.IsDefined("workers", "min") {
 		w.Min = 1
 	}
-	if !c.Doc.IsDefined("workers", "max") {
+	if !w.Autoscale && !c.Doc.IsDefined("workers", "max") {
 		w.Max = max(2*w.N, w.Min)
+	}
+	if !c.Doc.IsDefined("workers", "surge") {
+		w.Surge = 0 // as many as the workers being replaced
+	}
+	if !c.Doc.IsDefined("workers", "memory_pressure_limit") {
+		w.MemoryPressureLimit = DefaultMemoryPressureLimit
 	}
 	setDur := func(d *tomlconf.Duration, key string, def time.Duration) {
 		if !c.Doc.IsDefined("workers", key) {
@@ -143,6 +173,8 @@ func (c *Config) applyDefaults(name string, errs *tomlconf.Errors) {
 	setDur(&w.RestartDelay, "restart_delay", 100*time.Millisecond)
 	setDur(&w.RestartDelayMax, "restart_delay_max", 30*time.Second)
 	setDur(&w.CrashLoopWindow, "crash_loop_window", 60*time.Second)
+	setDur(&w.ScaleUpCooldown, "scale_up_cooldown", DefaultScaleUpCooldown)
+	setDur(&w.ScaleDownAfter, "scale_down_after", DefaultScaleDownAfter)
 	if !c.Doc.IsDefined("workers", "crash_loop_restarts") {
 		w.CrashLoopRestarts = 5
 	}
@@ -244,10 +276,10 @@ func (c *Config) validate(errs *tomlconf.Errors) {
 	if w.Min < 1 {
 		bad("workers.min", "%d: want at least 1", w.Min)
 	}
-	if w.Min > w.N {
+	if !w.Autoscale && w.Min > w.N { // count = { min, max } was checked as it was read
 		bad("workers.min", "min %d is more than count %d", w.Min, w.N)
 	}
-	if w.Max < w.N {
+	if !w.Autoscale && w.Max < w.N {
 		bad("workers.max", "max %d is less than count %d", w.Max, w.N)
 	}
 	if w.StartTimeout == 0 {
@@ -261,6 +293,15 @@ func (c *Config) validate(errs *tomlconf.Errors) {
 	}
 	if w.CrashLoopRestarts < 1 {
 		bad("workers.crash_loop_restarts", "%d: want at least 1", w.CrashLoopRestarts)
+	}
+	if c.Doc.IsDefined("workers", "surge") && w.Surge < 1 {
+		bad("workers.surge", "%d: want at least 1 (1 replaces one worker at a time)", w.Surge)
+	}
+	if w.MemoryPressureLimit <= 0 || w.MemoryPressureLimit > 100 {
+		bad("workers.memory_pressure_limit", "%v: want a percentage above 0 and at most 100", w.MemoryPressureLimit)
+	}
+	if w.ScaleDownAfter.D() < time.Second {
+		bad("workers.scale_down_after", "%v: want at least 1s", w.ScaleDownAfter)
 	}
 	if w.MaxLifetime > 0 && w.MaxLifetime.D() < time.Second {
 		bad("workers.max_lifetime", "%v is too short to be useful", w.MaxLifetime)

@@ -400,3 +400,45 @@ func TestCgroupZygoteOOMKillsOneFork(t *testing.T) {
 		t.Errorf("OOM kill not logged:\n%s", h.logs.String())
 	}
 }
+
+// TestCgroupAutoscaleHeldBackUnderMemoryPressure: a worker that allocates
+// past its memory.high is throttled, which shows as memory pressure (PSI)
+// of appd's cgroup; while it lasts, autoscaling adds no worker although
+// every worker is busy, and says so in the status and the log.
+func TestCgroupAutoscaleHeldBackUnderMemoryPressure(t *testing.T) {
+	tree := delegatedTree(t, "memory")
+	if _, ok, err := tree.MemoryPressure(); !ok || err != nil {
+		t.Fatalf("no memory.pressure in %s: %v", tree.Path(), err)
+	}
+	h := start(t, conf(t, "[workers]\ncount = { min = 1, max = 3 }\nscale_up_cooldown = \"1s\"\nmemory_pressure_limit = 2.0\n[limits]\nmemory_high = \"32MiB\"\n"), withTree(tree))
+	st := h.waitFor("1 ready", 60*time.Second, allReady(1, 1))
+	pid := pidsOf(st)[0]
+	go func() {
+		c := &http.Client{Timeout: 10 * time.Minute}
+		if resp, err := c.Get("http://" + h.addr + "/leak?mb=400"); err == nil {
+			resp.Body.Close()
+		}
+	}()
+	h.waitFor("memory pressure", 120*time.Second, func(st Status) bool { return st.MemoryPressure > 2 })
+	if _, err := h.get("/spin"); err != nil {
+		t.Fatal(err)
+	}
+	st = h.waitFor("held back", 60*time.Second, func(st Status) bool { return strings.Contains(st.HeldBack, "memory pressure") })
+	t.Logf("status: %s (pressure %.1f%%, busy %.1f)", st.Message, st.MemoryPressure, st.Busy)
+	if !strings.Contains(st.Message, "scale-up held back: memory pressure") {
+		t.Errorf("STATUS= line does not say it: %q", st.Message)
+	}
+	time.Sleep(3 * time.Second) // three cool-downs: still one worker
+	if st := h.status(); st.Workers != 1 || st.ScaleUps != 0 {
+		t.Fatalf("scaled up under memory pressure: %+v", st)
+	}
+	if !strings.Contains(h.logs.String(), "autoscale held back: not adding a worker") {
+		t.Errorf("hold-back not logged:\n%s", h.logs.String())
+	}
+	// The throttled worker gone, the pressure decays and the hold-back ends.
+	syscall.Kill(pid, syscall.SIGKILL)
+	h.waitFor("no longer held back", 120*time.Second, func(st Status) bool { return st.HeldBack == "" && st.Ready >= 1 })
+	if !strings.Contains(h.logs.String(), "autoscale no longer held back") {
+		t.Error("the end of the hold-back is not logged")
+	}
+}

@@ -471,9 +471,41 @@ func groupStats() map[int]cgroupStats {
 	return out
 }
 
-// sample reads every worker's resource use and recycles one that passed
-// max_memory.
+// schedTime is the time pid's threads ran or waited to run (schedstat:
+// on a CPU plus on a run queue): a worker that wants CPU all the time
+// counts as busy even on a machine too loaded to give it a whole CPU.
+func schedTime(pid int) time.Duration {
+	dir := "/proc/" + strconv.Itoa(pid) + "/task"
+	tasks, err := os.ReadDir(dir)
+	if err != nil {
+		return 0
+	}
+	var sum int64
+	for _, t := range tasks {
+		b, err := os.ReadFile(dir + "/" + t.Name() + "/schedstat")
+		if err != nil {
+			continue
+		}
+		f := strings.Fields(string(b))
+		if len(f) < 2 {
+			continue
+		}
+		run, _ := strconv.ParseInt(f[0], 10, 64)
+		wait, _ := strconv.ParseInt(f[1], 10, 64)
+		sum += run + wait
+	}
+	return time.Duration(sum)
+}
+
+// sample reads every worker's resource use (and, without autoscaling,
+// which reads them more often, the accept queues) and recycles one that
+// passed max_memory.
 func (s *Supervisor) sample(now time.Time) {
+	defer func() { s.as.busy = s.busyWorkers() }()
+	s.as.pressure, _ = s.memoryPressure()
+	if !s.cfg.Workers.Autoscale {
+		s.readQueues()
+	}
 	recycling := s.recycling()
 	var groups map[int]cgroupStats
 	for _, w := range s.workers {
@@ -495,6 +527,10 @@ func (s *Supervisor) sample(now time.Time) {
 			st.memPeak = max(w.stats.memPeak, st.memCurrent) // as sampled
 		}
 		st.at = now
+		st.sched = schedTime(w.pid)
+		if prev := w.stats; !prev.at.IsZero() && now.After(prev.at) {
+			w.util = max(st.sched-prev.sched, 0).Seconds() / now.Sub(prev.at).Seconds()
+		}
 		w.stats = st
 		mm := int64(w.cfg.Workers.MaxMemory)
 		if mm > 0 && st.memCurrent > mm && w.state == Ready && w.retire == "" && !recycling && !s.stopping && w.kind != zygote {

@@ -44,6 +44,21 @@ type Status struct {
 	Reloads map[string]int `json:"reloads"`
 	// Exits counts worker exits: planned (drained), failed, oom.
 	Exits map[string]int `json:"exits"`
+	// Load: connections waiting in the listening sockets' accept queues
+	// (and their backlog), and the workers' worth of CPU in use.
+	Queued  int     `json:"accept_queue"`
+	Backlog int     `json:"accept_backlog"`
+	Busy    float64 `json:"busy_workers"`
+	// Autoscale is count = { min, max }; HeldBack says why a worker it
+	// wants is not added (memory pressure), ScaleUps/ScaleDowns count its
+	// changes.
+	Autoscale bool   `json:"autoscale"`
+	HeldBack  string `json:"scale_held_back,omitempty"`
+	// MemoryPressure is PSI "some" avg10 (percent) of appd's cgroup, or
+	// of the machine without one; -1 where the kernel has no PSI.
+	MemoryPressure float64 `json:"memory_pressure"`
+	ScaleUps       int     `json:"scale_ups"`
+	ScaleDowns     int     `json:"scale_downs"`
 
 	// perSlot sums each slot's workers (two during a reload) for the
 	// metrics, which are labelled by slot only: "0", "1", ..., "zygote".
@@ -82,7 +97,9 @@ func (s *Supervisor) snapshot(now time.Time) Status {
 	st := Status{Name: s.opts.Name, PID: os.Getpid(), Message: s.statusLine(), Generation: s.gen, Serving: s.stableGen,
 		Workers: s.count, Min: s.cfg.Workers.Min, Max: s.cfg.Workers.Max, Ready: s.readyCount(),
 		Reloading: s.rollout && s.stableGen != 0, Stopping: s.stopping, Started: s.started,
-		Reloads: maps.Clone(s.reloads), Exits: maps.Clone(s.exits)}
+		Reloads: maps.Clone(s.reloads), Exits: maps.Clone(s.exits),
+		Queued: s.as.queued, Backlog: s.as.backlog, Busy: s.as.busy, Autoscale: s.cfg.Workers.Autoscale,
+		HeldBack: s.as.heldBack, ScaleUps: s.as.ups, ScaleDowns: s.as.downs, MemoryPressure: s.as.pressure}
 	if s.tree != nil {
 		st.Cgroup = s.tree.Path()
 	}
@@ -203,6 +220,9 @@ func (s *Supervisor) statusLine() string {
 	if s.reloadNote != "" {
 		b.WriteString(", " + s.reloadNote)
 	}
+	if s.as.heldBack != "" {
+		b.WriteString(", scale-up held back: " + s.as.heldBack)
+	}
 	return b.String()
 }
 
@@ -315,6 +335,21 @@ func writeMetrics(w io.Writer, st Status) {
 			fmt.Fprintf(w, "%s{%s=%q} %d\n", name, label, k, m[k])
 		}
 	}
+	p("Connections waiting in the listening sockets' accept queues.", "gauge", "appd_accept_queue")
+	fmt.Fprintf(w, "appd_accept_queue %d\n", st.Queued)
+	p("Backlog of the listening sockets (the most that may wait).", "gauge", "appd_accept_backlog")
+	fmt.Fprintf(w, "appd_accept_backlog %d\n", st.Backlog)
+	p("Workers' worth of CPU wanted, run or waiting to run (each worker counts at most 1).", "gauge", "appd_busy_workers")
+	fmt.Fprintf(w, "appd_busy_workers %.2f\n", st.Busy)
+	p("PSI memory pressure of appd's cgroup, some avg10, percent (-1: no PSI).", "gauge", "appd_memory_pressure")
+	fmt.Fprintf(w, "appd_memory_pressure %.2f\n", st.MemoryPressure)
+	p("1 while autoscaling wants a worker but memory pressure holds it back.", "gauge", "appd_scale_held_back")
+	held := 0
+	if st.HeldBack != "" {
+		held = 1
+	}
+	fmt.Fprintf(w, "appd_scale_held_back %d\n", held)
+	counters("appd_autoscale_total", "Workers added (up) and removed (down) by autoscaling.", "direction", map[string]int{"up": st.ScaleUps, "down": st.ScaleDowns})
 	counters("appd_reloads_total", "Reloads by outcome (started, done, rolled_back, invalid).", "result", st.Reloads)
 	counters("appd_worker_exits_total", "Worker exits: planned (drained), failed (restarted), oom (OOM-killed).", "kind", st.Exits)
 	// Per slot, never per pid: the series stay as many as the slots while
@@ -374,7 +409,19 @@ func (st *Status) Print(out io.Writer) {
 	if st.Cgroup != "" {
 		limits = st.Cgroup
 	}
-	fmt.Fprintf(out, "workers %d (min %d, max %d), generation %d, cgroup %s\n\n", st.Workers, st.Min, st.Max, st.Generation, limits)
+	scaling := "fixed"
+	if st.Autoscale {
+		scaling = fmt.Sprintf("autoscaled: %d up, %d down", st.ScaleUps, st.ScaleDowns)
+		if st.HeldBack != "" {
+			scaling += "; HELD BACK: " + st.HeldBack
+		}
+	}
+	fmt.Fprintf(out, "workers %d (min %d, max %d, %s), generation %d, cgroup %s\n", st.Workers, st.Min, st.Max, scaling, st.Generation, limits)
+	pressure := "unknown"
+	if st.MemoryPressure >= 0 {
+		pressure = fmt.Sprintf("%.1f%%", st.MemoryPressure)
+	}
+	fmt.Fprintf(out, "accept queue %d (backlog %d), busy %.1f workers' worth of CPU, memory pressure %s\n\n", st.Queued, st.Backlog, st.Busy, pressure)
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "SLOT\tPID\tGEN\tSTATE\tUPTIME\tRESTARTS\tMEMORY\tPEAK\tCPU\tPIDS\tLAST EXIT\tSTATUS")
 	for _, r := range append(slices.Clone(st.Zygotes), st.Slots...) {

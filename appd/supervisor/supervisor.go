@@ -93,7 +93,12 @@ type Supervisor struct {
 	byPid   map[int]*worker
 	slots   []*slot
 	zslot   *slot // the current generation's zygote's history (backoff)
-	nextID  int
+
+	as scaler // autoscaling (count = { min, max })
+
+	surgeUsed    int // replacements started in this manage pass
+	lastMemSurge int // what memorySurge said last (logged when it changes)
+	nextID       int
 
 	events chan any
 	done   chan struct{}
@@ -241,6 +246,13 @@ func (s *Supervisor) Run(ctx context.Context) error {
 
 	stats := time.NewTicker(statsInterval)
 	defer stats.Stop()
+	scaleT := time.NewTicker(scaleTick)
+	defer scaleT.Stop()
+	defer func() {
+		if s.as.prober != nil {
+			s.as.prober.Close()
+		}
+	}()
 	var wdC <-chan time.Time
 	if iv := systemd.WatchdogInterval(); iv > 0 && s.notify.Enabled() {
 		wd := time.NewTicker(iv)
@@ -271,6 +283,8 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		case <-timer.C:
 		case <-stats.C:
 			s.sample(time.Now())
+		case <-scaleT.C:
+			s.autoscale(time.Now())
 		case <-wdC:
 			s.notify.Send("WATCHDOG=1")
 		}
@@ -351,8 +365,11 @@ func (s *Supervisor) scale(delta int) {
 		s.log.Warn("scale request ignored: outside workers.min..max", "workers", s.count, "min", wc.Min, "max", wc.Max)
 		return
 	}
-	s.log.Info("scaling", "from", s.count, "to", n)
-	s.count = n
+	why := "SIGTTIN"
+	if delta < 0 {
+		why = "SIGTTOU"
+	}
+	s.scaleTo(n, why, time.Now())
 }
 
 // reload re-reads the configuration and starts a new generation beside the
@@ -396,8 +413,13 @@ func (s *Supervisor) reload() {
 	}
 	s.lastGen++
 	s.gen = s.lastGen
+	if c.Workers.Autoscale && s.cfg.Workers.Autoscale {
+		// Keep the capacity the load called for, within the new bounds.
+		s.count = min(max(s.count, c.Workers.Min), c.Workers.Max)
+	} else {
+		s.count = c.Workers.N
+	}
 	s.cfg = c
-	s.count = c.Workers.N
 	s.zslot.nextStart, s.zslot.failures = time.Time{}, 0 // new code: no backoff from the old
 	s.rollout = true
 	s.rolledBack = false
@@ -446,12 +468,21 @@ func (s *Supervisor) manage(now time.Time) {
 			s.drain(w, "scaled down", now)
 		}
 	}
+	surge := s.surgeBudget()
 	for i := 0; i < s.count; i++ {
 		sl := s.slot(i)
 		cur := s.current(i)
 		if cur == nil {
 			if now.Before(sl.nextStart) {
 				continue
+			}
+			// A slot with nothing serving starts at once; one whose old
+			// worker still serves waits for room under surge.
+			if s.serving(i) {
+				if surge() <= 0 {
+					continue
+				}
+				s.surgeUsed++
 			}
 			s.spawn(i, now)
 			continue
@@ -487,6 +518,75 @@ func (s *Supervisor) manage(now time.Time) {
 		s.notify.Ready(s.statusLine())
 		s.readySent = true
 	}
+}
+
+// serving reports whether slot i has a ready worker that is not of the
+// current generation or is being recycled: one a new worker replaces.
+func (s *Supervisor) serving(i int) bool {
+	for _, w := range s.workers {
+		if w.slot == i && w.kind != zygote && w.state == Ready {
+			return true
+		}
+	}
+	return false
+}
+
+// surgeBudget returns how many more replacements may start now (computed
+// on first use): workers.surge (default: all), fewer when appd's cgroup
+// has a memory.max without room for them, less those already starting.
+// At least one may always be starting, so a reload always progresses.
+func (s *Supervisor) surgeBudget() func() int {
+	s.surgeUsed = 0
+	budget, known := 0, false
+	return func() int {
+		if !known {
+			known = true
+			limit := s.cfg.Workers.Surge
+			if limit <= 0 {
+				limit = s.count
+			}
+			if m := s.memorySurge(); m < limit {
+				limit = m
+			}
+			starting := 0
+			for _, w := range s.workers {
+				if w.kind != zygote && w.gen == s.gen && w.state == Starting && s.serving(w.slot) {
+					starting++
+				}
+			}
+			budget = max(limit, 1) - starting
+		}
+		return budget - s.surgeUsed
+	}
+}
+
+// memorySurge is how many more workers fit under the memory.max of appd's
+// own cgroup, at the largest memory a ready worker uses now; effectively
+// unlimited without such a limit or without samples. A change is logged.
+func (s *Supervisor) memorySurge() int {
+	unlimited := 1 << 30
+	if s.tree == nil {
+		return unlimited
+	}
+	cur, limit, ok, err := s.tree.Memory()
+	if err != nil || !ok || limit < 0 {
+		return unlimited
+	}
+	var per int64
+	for _, w := range s.workers {
+		if w.kind != zygote && w.state == Ready {
+			per = max(per, w.stats.memCurrent)
+		}
+	}
+	if per == 0 {
+		return unlimited
+	}
+	n := int(max(limit-cur, 0) / per)
+	if n != s.lastMemSurge && n < s.count {
+		s.log.Info("surge bounded by appd's memory limit", "fits", n, "memory_max", sizeString(limit), "in_use", sizeString(cur), "per_worker", sizeString(per))
+	}
+	s.lastMemSurge = n
+	return n
 }
 
 // current is slot i's worker of the current generation that is not

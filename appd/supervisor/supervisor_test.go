@@ -656,3 +656,46 @@ func TestMetricsLabelledBySlot(t *testing.T) {
 		t.Errorf("slot 0's CPU counter went back across the reload: %v -> %v", cpu0(before), cpu0(after))
 	}
 }
+
+// TestSurgeBoundsReplacements: a reload starts at most surge new workers
+// at once while old ones serve (by default all of them), and finishes.
+func TestSurgeBoundsReplacements(t *testing.T) {
+	for _, tc := range []struct {
+		surge    string
+		min, max int // most new workers starting at once, as seen
+	}{
+		{"", 3, 4},
+		{"surge = 1\n", 1, 1},
+		{"surge = 2\n", 2, 2},
+	} {
+		t.Run(strings.TrimSpace("surge "+tc.surge), func(t *testing.T) {
+			text := conf(t, "environment = { TW_READY_DELAY = \"400ms\" }\n[workers]\ncount = 4\n"+tc.surge)
+			h := start(t, text)
+			h.waitFor("4 ready", 30*time.Second, allReady(4, 1))
+			h.reload(text)
+			most := 0
+			for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+				st := h.status()
+				starting := 0
+				for _, w := range st.Slots {
+					if w.Generation == 2 && w.State == "starting" {
+						starting++
+					}
+				}
+				most = max(most, starting)
+				if allReady(4, 2)(st) {
+					break
+				}
+				if st.Ready < 4 {
+					t.Fatalf("only %d slots ready during the reload: %+v", st.Ready, st.Slots)
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("reload did not finish: %+v", st)
+				}
+			}
+			if most < tc.min || most > tc.max {
+				t.Errorf("%d new workers starting at once, want %d..%d", most, tc.min, tc.max)
+			}
+		})
+	}
+}

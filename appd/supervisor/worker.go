@@ -99,6 +99,7 @@ type worker struct {
 	execErr       string        // the trampoline's exec error, if any
 
 	stats cgroupStats
+	util  float64 // CPU wanted over the last sample interval (1 = one CPU; schedstat)
 }
 
 var errNoProcess = errors.New("no process yet")
@@ -120,6 +121,7 @@ type cgroupStats struct {
 	memCurrent, memPeak int64
 	cpu                 time.Duration
 	pids                int64
+	sched               time.Duration // the main process's threads: run + run-queue wait
 	at                  time.Time
 }
 

@@ -18,7 +18,8 @@
 //	TW_FORK_BOMB=N           start N sleeping children (pids.max test)
 //
 // Requests: GET / answers "pid=P slot=S gen=G"; /slow?ms=N answers after N
-// ms; /crash exits 3; /leak?mb=N allocates N MiB and keeps it; /hang stops
+// ms; /crash exits 3; /leak?mb=N allocates N MiB and keeps it; /spin burns a
+// CPU from now on; /hang stops
 // the watchdog pings; /status?msg=X sends STATUS=X.
 package main
 
@@ -113,12 +114,15 @@ func main() {
 		n, _ := strconv.Atoi(v)
 		leak(n)
 	}
-	if os.Getenv("TW_SPIN") == "1" {
+	spin := func() {
 		go func() {
 			for x := 0; ; x++ {
 				_ = x * x
 			}
 		}()
+	}
+	if os.Getenv("TW_SPIN") == "1" {
+		spin()
 	}
 	if v := os.Getenv("TW_CRASH_AFTER"); v != "" {
 		d, _ := time.ParseDuration(v)
@@ -131,6 +135,10 @@ func main() {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, "pid=%d slot=%s gen=%s\n", os.Getpid(), slot, gen)
+	})
+	mux.HandleFunc("/spin", func(w http.ResponseWriter, r *http.Request) {
+		spin()
+		fmt.Fprintf(w, "pid=%d spinning\n", os.Getpid())
 	})
 	mux.HandleFunc("/slow", func(w http.ResponseWriter, r *http.Request) {
 		ms, _ := strconv.Atoi(r.URL.Query().Get("ms"))
