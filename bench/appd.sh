@@ -1,24 +1,42 @@
 #!/bin/bash
-# bench/appd.sh — the same tiny WSGI app served by gunicorn alone (-w N,
-# reloaded with SIGHUP) and by appd running N single-worker gunicorns
-# (reloaded with SIGHUP: a new generation beside the old). Under a wrk load
-# it measures failed requests and p99 latency during 10 reloads, the time
-# from SIGHUP to a fully new generation, the time to replace a crashed
-# worker, and appd's own memory. Prints a table; never fails on speed.
+# bench/appd.sh — the same WSGI app (appd/supervisor/testdata/wsgiapp.py)
+# served by gunicorn alone (-w N, and --preload -w N) and by appd: with its
+# Python runner (appd-python, one process per worker), with a zygote that
+# forks the workers (zygote = true), with preload = true (the zygote
+# imports the app), with N single-worker gunicorns (what appd ran before
+# the runner), and with a Go worker (appd's own cost).
+#
+# For each, twice — the tiny app, and the app with a 50 MiB import
+# (APP_IMPORT_MB=50: allocated and touched at import) — it measures:
+#   - memory of the whole process tree once warm: PSS and RSS summed over
+#     /proc/PID/smaps_rollup of the master and every descendant;
+#   - under a wrk load, RELOADS reloads (SIGHUP): the time from SIGHUP to a
+#     fully ready new generation (appd: from its log, every new worker
+#     ready and the old ones draining; gunicorn: every worker pid new, which
+#     is all gunicorn knows: it does not wait for its workers to boot), and
+#     the failed requests (socket errors + non-2xx) during them;
+#   - one crashed worker: the time until its replacement serves (appd: from
+#     its log; gunicorn: a new pid).
+# Prints two tables; never fails on speed.
 #
 # Loopback only, bounded (each load run lasts at most LOAD_SECS).
-# Environment: WORKERS=4 RELOADS=10 LOAD_SECS=30 CONNS=32 PORT_G=18401 PORT_A=18402 PORT_GO=18403
+# Environment: WORKERS=4 RELOADS=10 LOAD_SECS=20 CONNS=32 BIG_MB=50
+# PORT=18401 (one port per configuration from there) ONLY="key ..." (run only
+# these configurations: gunicorn gunicorn-preload runner zygote preload
+# nested go) APPS="tiny big".
 set -uo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 WORKERS=${WORKERS:-4}
 RELOADS=${RELOADS:-10}
-LOAD_SECS=${LOAD_SECS:-30}
+LOAD_SECS=${LOAD_SECS:-20}
 CONNS=${CONNS:-32}
-PORT_G=${PORT_G:-18401}
-PORT_A=${PORT_A:-18402}
-PORT_GO=${PORT_GO:-18403}
+BIG_MB=${BIG_MB:-50}
+PORT=${PORT:-18401}
+ONLY=${ONLY:-gunicorn gunicorn-preload runner zygote preload nested go}
+APPS=${APPS:-tiny big}
 app_dir="$root/appd/supervisor/testdata" # wsgiapp.py
+runner="$root/appd/python/appd-python"
 
 say() { printf 'bench/appd: %s\n' "$*" >&2; }
 
@@ -48,16 +66,33 @@ if [ ! -x "$appd" ]; then
 	(cd "$root" && go build -o "$work/appd" ./appd) || exit 1
 	appd=$work/appd
 fi
+goworker=""
+if (cd "$root" && go build -o "$work/goworker" ./appd/internal/testworker); then
+	goworker=$work/goworker
+fi
 
 now_ms() { date +%s%3N; }
 
-# children PID: the child pids of PID, sorted.
 children() { pgrep -P "$1" | sort -n; }
 
-# grandchildren PID: the grandchild pids of PID, sorted (one ps call, so
-# polling it costs what polling children costs).
-grandchildren() {
-	ps -e -o pid=,ppid= | awk -v top="$1" '{pp[$1] = $2} END {for (p in pp) if (pp[pp[p]] == top) print p}' | sort -n
+# descendants PID: PID and every process below it.
+descendants() {
+	ps -e -o pid=,ppid= | awk -v top="$1" '
+		{ kids[$2] = kids[$2] " " $1 }
+		END { q[1] = top; n = 1; for (i = 1; i <= n; i++) { print q[i]; split(kids[q[i]], k, " "); for (j in k) if (k[j] != "") q[++n] = k[j] } }'
+}
+
+# tree_mem PID: "PSS_KiB RSS_KiB PROCESSES" of PID and its descendants.
+tree_mem() {
+	local pss=0 rss=0 n=0 p v
+	for p in $(descendants "$1"); do
+		v=$(awk '/^Rss:/ {r = $2} /^Pss:/ {s = $2} END {print s + 0, r + 0}' "/proc/$p/smaps_rollup" 2>/dev/null) || continue
+		[ -n "$v" ] || continue
+		pss=$((pss + ${v% *}))
+		rss=$((rss + ${v#* }))
+		n=$((n + 1))
+	done
+	echo "$pss $rss $n"
 }
 
 # wait_until TIMEOUT_S CMD...: poll CMD every 5ms until it succeeds.
@@ -69,10 +104,11 @@ wait_until() {
 	done
 }
 
-# wait_http PORT: until the app answers.
-wait_http() { wait_until 30 curl -fs -o /dev/null "http://127.0.0.1:$1/"; }
+wait_http() { wait_until 60 curl -fs -o /dev/null "http://127.0.0.1:$1/"; }
 
-# run_wrk PORT OUT: wrk in the background for LOAD_SECS.
+# warm PORT: two seconds of load, so every worker has served.
+warm() { wrk -t2 -c"$CONNS" -d2s "http://127.0.0.1:$1/" >/dev/null 2>&1; }
+
 run_wrk() {
 	wrk -t2 -c"$CONNS" -d"${LOAD_SECS}s" --latency "http://127.0.0.1:$1/" >"$2" 2>&1 &
 	wrk_pid=$!
@@ -90,62 +126,71 @@ wrk_summary() {
 
 median() { sort -n | awk '{a[NR]=$1} END {if (NR==0) print "?"; else print a[int((NR+1)/2)]}'; }
 
+declare -A R
+port=$PORT
+
 # ---------------------------------------------------------------- gunicorn
-say "gunicorn -w $WORKERS alone on :$PORT_G"
-(cd "$app_dir" && exec /usr/bin/gunicorn -w "$WORKERS" --bind "127.0.0.1:$PORT_G" --graceful-timeout 30 --log-level warning wsgiapp:app) >"$work/gunicorn.log" 2>&1 &
-gmaster=$!
-pids+=("$gmaster")
-wait_http "$PORT_G" || { say "gunicorn did not start"; cat "$work/gunicorn.log" >&2; exit 1; }
-wait_until 30 bash -c "[ \$(pgrep -P $gmaster | wc -l) -eq $WORKERS ]"
+# bench_gunicorn KEY APP EXTRA-ARGS...
+bench_gunicorn() {
+	local key=$1 app=$2; shift 2
+	local dir=$work/$key-$app mb=0
+	mkdir -p "$dir"
+	[ "$app" = big ] && mb=$BIG_MB
+	port=$((port + 1))
+	say "$key ($app app) on :$port"
+	(cd "$app_dir" && APP_IMPORT_MB=$mb exec /usr/bin/gunicorn -w "$WORKERS" "$@" --bind "127.0.0.1:$port" \
+		--graceful-timeout 30 --log-level warning wsgiapp:app) >"$dir/log" 2>&1 &
+	local gmaster=$!
+	pids+=("$gmaster")
+	wait_http "$port" || { say "gunicorn did not start"; cat "$dir/log" >&2; return 1; }
+	wait_until 60 bash -c "[ \$(pgrep -P $gmaster | wc -l) -eq $WORKERS ]"
+	warm "$port"
+	R[$key.$app.mem]=$(tree_mem "$gmaster")
 
-# A fully new generation: WORKERS children, none of them from before.
-g_all_new() {
-	local cur n=0
-	cur=$(children "$gmaster")
-	for p in $cur; do
-		grep -qx "$p" <<<"$old" && return 1
-		n=$((n + 1))
+	local old
+	all_new() {
+		local p n=0
+		for p in $(children "$gmaster"); do
+			grep -qx "$p" <<<"$old" && return 1
+			n=$((n + 1))
+		done
+		[ "$n" -eq "$WORKERS" ]
+	}
+	run_wrk "$port" "$dir/wrk.txt"
+	sleep 1
+	local i t0 times=()
+	for i in $(seq "$RELOADS"); do
+		old=$(children "$gmaster")
+		t0=$(now_ms)
+		kill -HUP "$gmaster"
+		if wait_until 60 all_new; then times+=($(( $(now_ms) - t0 ))); else times+=(timeout); fi
+		sleep 0.5
 	done
-	[ "$n" -eq "$WORKERS" ]
-}
-run_wrk "$PORT_G" "$work/wrk-g.txt"
-sleep 1
-g_reload=()
-for i in $(seq "$RELOADS"); do
-	old=$(children "$gmaster")
-	t0=$(now_ms)
-	kill -HUP "$gmaster"
-	if wait_until 30 g_all_new; then g_reload+=($(( $(now_ms) - t0 ))); else g_reload+=(timeout); fi
-	sleep 0.5
-done
-wait "$wrk_pid"
-read -r g_reqs g_fail g_p99 < <(wrk_summary "$work/wrk-g.txt")
+	wait "$wrk_pid"
+	R[$key.$app.wrk]=$(wrk_summary "$dir/wrk.txt")
+	R[$key.$app.reload]=$(printf '%s\n' "${times[@]}" | median)
 
-# A crashed worker: kill -9 one, time until a new one is there.
-g_crash=()
-for i in 1 2 3; do
+	local victim
 	victim=$(children "$gmaster" | head -n1)
-	old=$(children "$gmaster")
 	t0=$(now_ms)
 	kill -KILL "$victim"
-	g_one_new() { [ "$(children "$gmaster" | wc -l)" -eq "$WORKERS" ] && ! children "$gmaster" | grep -qx "$victim"; }
-	if wait_until 30 g_one_new; then g_crash+=($(( $(now_ms) - t0 ))); else g_crash+=(timeout); fi
-	sleep 0.5
-done
-kill -TERM "$gmaster"; wait "$gmaster" 2>/dev/null
+	one_new() { [ "$(children "$gmaster" | wc -l)" -eq "$WORKERS" ] && ! children "$gmaster" | grep -qx "$victim"; }
+	if wait_until 30 one_new; then R[$key.$app.crash]=$(($(now_ms) - t0)); else R[$key.$app.crash]=timeout; fi
+	kill -TERM "$gmaster"
+	wait "$gmaster" 2>/dev/null
+}
 
 # -------------------------------------------------------------------- appd
-# bench_appd KEY PORT COMMAND-TOML: appd with WORKERS workers of COMMAND;
-# results in R[KEY.*]. Reload and restart times come from appd's own log
-# (grep is cheap to poll; appd stamps each event to the millisecond).
-declare -A R
 log_ms() { # the millisecond timestamp of a log line, since midnight
 	awk '{split(substr($1, 12, 12), t, ":"); print int((t[1] * 3600 + t[2] * 60 + t[3]) * 1000)}'
 }
+# bench_appd KEY APP COMMAND-TOML [EXTRA-APP-TOML]
 bench_appd() {
-	local key=$1 port=$2 command=$3 dir=$work/$1
+	local key=$1 app=$2 command=$3 extra=${4:-} dir=$work/$1-$2 mb=0
 	mkdir -p "$dir"
-	say "appd with $WORKERS x $key on :$port"
+	[ "$app" = big ] && mb=$BIG_MB
+	port=$((port + 1))
+	say "appd: $key ($app app) on :$port"
 	{
 		echo "[app]"
 		[ "$(id -u)" != 0 ] || echo 'user = "root"' # as gunicorn runs here
@@ -153,6 +198,8 @@ bench_appd() {
 		echo "listen = [\"127.0.0.1:$port\"]"
 		echo "directory = \"$app_dir\""
 		echo "control = \"$dir/appd.ctl\""
+		echo "environment = { APP_IMPORT_MB = \"$mb\" }"
+		printf '%b' "$extra"
 		echo "[workers]"
 		echo "count = $WORKERS"
 		echo "graceful_timeout = \"30s\""
@@ -161,94 +208,108 @@ bench_appd() {
 	"$appd" -config "$dir/appd.toml" -name bench >"$dir/appd.log" 2>&1 &
 	local apid=$! log=$dir/appd.log
 	pids+=("$apid")
-	wait_until 60 grep -q "all workers ready" "$log" || { say "appd did not start"; cat "$log" >&2; exit 1; }
+	wait_until 120 grep -q "all workers ready" "$log" || { say "appd did not start"; cat "$log" >&2; return 1; }
 	wait_http "$port"
-	sleep 1
+	warm "$port"
+	R[$key.$app.mem]=$(tree_mem "$apid")
 
 	run_wrk "$port" "$dir/wrk.txt"
 	sleep 1
-	local gen=1 i t0 ready=() gone=() start_ms done_ms last_ms
+	local gen=1 i times=() start_ms done_ms
 	for i in $(seq "$RELOADS"); do
 		gen=$((gen + 1))
 		kill -HUP "$apid"
-		if wait_until 60 grep -q "reload done: new generation serving gen=$gen " "$log" &&
-			wait_until 60 bash -c "[ \$(grep -c 'worker exited .* gen=$((gen - 1)) ' '$log') -ge $WORKERS ]"; then
+		if wait_until 120 grep -q "reload done: new generation serving gen=$gen " "$log"; then
 			start_ms=$(grep "reloading: starting a new generation beside the old gen=$gen " "$log" | log_ms)
 			done_ms=$(grep "reload done: new generation serving gen=$gen " "$log" | log_ms)
-			last_ms=$(grep "worker exited .* gen=$((gen - 1)) " "$log" | log_ms | sort -n | tail -n1)
-			ready+=($((done_ms - start_ms)))
-			gone+=($((last_ms - start_ms)))
+			times+=($((done_ms - start_ms)))
 		else
-			ready+=(timeout)
-			gone+=(timeout)
+			times+=(timeout)
 		fi
 		sleep 0.5
 	done
 	wait "$wrk_pid"
-	read -r "R[$key.reqs]" "R[$key.fail]" "R[$key.p99]" < <(wrk_summary "$dir/wrk.txt")
-	R[$key.ready]=$(printf '%s\n' "${ready[@]}" | median)
-	R[$key.gone]=$(printf '%s\n' "${gone[@]}" | median)
+	R[$key.$app.wrk]=$(wrk_summary "$dir/wrk.txt")
+	R[$key.$app.reload]=$(printf '%s\n' "${times[@]}" | median)
 
-	# A crashed worker process that serves: for gunicorn, the Python worker
-	# (the slot's gunicorn master replaces it, as gunicorn alone does); for
-	# a Go worker, the slot's process itself (appd replaces it).
-	local crash=() slot=() victim n
-	for i in 1 2 3; do
-		if [ "$key" = gunicorn ]; then
-			victim=$(grandchildren "$apid" | head -n1)
-			t0=$(now_ms)
-			kill -KILL "$victim"
-			one_new() { [ "$(grandchildren "$apid" | wc -l)" -eq "$WORKERS" ] && ! grandchildren "$apid" | grep -qx "$victim"; }
-			if wait_until 30 one_new; then crash+=($(($(now_ms) - t0))); else crash+=(timeout); fi
-			sleep 0.5
-		fi
-	done
-	# A crashed slot: its main process killed. appd replaces a worker that
-	# had served at once the first time and counts it ready at READY=1.
-	for i in 1 2 3; do
-		victim=$(children "$apid" | head -n1)
+	# A crashed worker: the process that serves (for nested gunicorns, the
+	# Python worker under the slot's gunicorn master, which replaces it).
+	local victim n t0
+	if [ "$key" = nested ]; then
+		victim=$(descendants "$apid" | tail -n1)
+		t0=$(now_ms)
+		kill -KILL "$victim"
+		gone() { ! kill -0 "$victim" 2>/dev/null && [ "$(descendants "$apid" | wc -l)" -ge $((2 * WORKERS + 1)) ]; }
+		if wait_until 30 gone; then R[$key.$app.crash]=$(($(now_ms) - t0)); else R[$key.$app.crash]=timeout; fi
+	else
+		victim=$(grep -o 'worker ready worker=w0 pid=[0-9]*' "$log" | tail -n1 | sed 's/.*pid=//')
 		n=$(grep -c "worker ready" "$log")
 		kill -KILL "$victim"
 		if wait_until 30 bash -c "[ \$(grep -c 'worker ready' '$log') -gt $n ]"; then
 			start_ms=$(grep "worker exited unexpectedly.* pid=$victim " "$log" | log_ms)
 			done_ms=$(grep "worker ready" "$log" | tail -n1 | log_ms)
-			slot+=($((done_ms - start_ms)))
+			R[$key.$app.crash]=$((done_ms - start_ms))
 		else
-			slot+=(timeout)
+			R[$key.$app.crash]=timeout
 		fi
-		sleep 11 # past the 10s after which a failure is a first failure again
-	done
-	[ "$key" = gunicorn ] || crash=("${slot[@]}")
-	R[$key.crash]=$(printf '%s\n' "${crash[@]}" | median)
-	R[$key.slot]=$(echo "${slot[*]}" | tr ' ' ,)
-	R[$key.rss]=$(($(awk '/VmRSS/ {print $2}' "/proc/$apid/status") / 1024))
-	R[$key.hwm]=$(($(awk '/VmHWM/ {print $2}' "/proc/$apid/status") / 1024))
+	fi
+	R[$key.$app.appd]=$(($(awk '/VmRSS/ {print $2}' "/proc/$apid/status") / 1024))
 	kill -TERM "$apid"
 	wait "$apid"
-	R[$key.exit]=$?
+	R[$key.$app.exit]=$?
 }
 
-bench_appd gunicorn "$PORT_A" '["/usr/bin/gunicorn", "-w", "1", "--graceful-timeout", "30", "--log-level", "warning", "wsgiapp:app"]'
-if (cd "$root" && go build -o "$work/goworker" ./appd/internal/testworker); then
-	bench_appd go "$PORT_GO" "[\"$work/goworker\"]"
-fi
+has() { [[ " $ONLY " == *" $1 "* ]]; }
+for app in $APPS; do
+	has gunicorn && bench_gunicorn gunicorn "$app"
+	has gunicorn-preload && bench_gunicorn gunicorn-preload "$app" --preload
+	has runner && bench_appd runner "$app" "[\"$runner\", \"wsgiapp:app\"]"
+	has zygote && bench_appd zygote "$app" "[\"$runner\", \"wsgiapp:app\"]" 'zygote = true\n'
+	has preload && bench_appd preload "$app" "[\"$runner\", \"wsgiapp:app\"]" 'preload = true\n'
+	has nested && [ "$app" = tiny ] &&
+		bench_appd nested "$app" '["/usr/bin/gunicorn", "-w", "1", "--graceful-timeout", "30", "--log-level", "warning", "wsgiapp:app"]'
+	has go && [ "$app" = tiny ] && [ -n "$goworker" ] && bench_appd go "$app" "[\"$goworker\"]"
+done
 
-# ------------------------------------------------------------------- table
-row() { printf '%-42s %20s %24s %20s\n' "$@"; }
-printf '\nappd vs gunicorn: %d workers, %d reloads under wrk -c%d for %ss, loopback, %d CPUs\n' \
-	"$WORKERS" "$RELOADS" "$CONNS" "$LOAD_SECS" "$(nproc)"
-row "" "gunicorn -w $WORKERS (HUP)" "appd: ${WORKERS}x gunicorn -w 1" "appd: ${WORKERS}x Go worker"
-row "requests during the reloads" "$g_reqs" "${R[gunicorn.reqs]}" "${R[go.reqs]:-}"
-row "failed requests (socket errors + non-2xx)" "$g_fail" "${R[gunicorn.fail]}" "${R[go.fail]:-}"
-row "p99 latency during the reloads" "$g_p99" "${R[gunicorn.p99]}" "${R[go.p99]:-}"
-row "SIGHUP -> new generation ready, median ms" "$(printf '%s\n' "${g_reload[@]}" | median)" "${R[gunicorn.ready]}" "${R[go.ready]:-}"
-row "SIGHUP -> old generation gone, median ms" "$(printf '%s\n' "${g_reload[@]}" | median)" "${R[gunicorn.gone]}" "${R[go.gone]:-}"
-row "crashed serving process replaced, median ms" "$(printf '%s\n' "${g_crash[@]}" | median)" "${R[gunicorn.crash]}" "${R[go.crash]:-}"
-row "crashed appd slot (main process) ready, ms" "-" "${R[gunicorn.slot]}" "${R[go.slot]:-}"
-row "appd RSS at the end / peak, MiB" "-" "${R[gunicorn.rss]} / ${R[gunicorn.hwm]}" "${R[go.rss]:-} / ${R[go.hwm]:-}"
-row "appd exit status on SIGTERM" "-" "${R[gunicorn.exit]}" "${R[go.exit]:-}"
-echo "gunicorn's HUP forks new workers from its master and stops the old ones at once, ready or"
-echo "not (its times: all $WORKERS worker pids new). appd starts a fresh process per slot (new code,"
-echo "new interpreter) and drains an old one only once its slot's new one sent READY=1 (gunicorn"
-echo "sends it from its master, before its worker has booted); appd's times are from its own log."
-echo "The Go worker column is appd's own cost with a program that starts in milliseconds."
+# ------------------------------------------------------------------ tables
+mib() { [ -n "${1:-}" ] && awk -v k="$1" 'BEGIN {printf "%.0f", k / 1024}' || echo "-"; }
+names=(gunicorn gunicorn-preload runner zygote preload nested go)
+declare -A label=(
+	[gunicorn]="gunicorn -w $WORKERS"
+	[gunicorn-preload]="gunicorn --preload -w $WORKERS"
+	[runner]="appd + appd-python"
+	[zygote]="appd + appd-python, zygote = true"
+	[preload]="appd + appd-python, preload = true"
+	[nested]="appd + ${WORKERS}x gunicorn -w 1 (before)"
+	[go]="appd + Go worker"
+)
+printf '\nMemory of the whole process tree once warm (smaps_rollup), %d workers, %d CPUs, load %s\n' \
+	"$WORKERS" "$(nproc)" "$(cut -d' ' -f1-3 /proc/loadavg)"
+printf '%-38s %10s %10s %6s   %10s %10s %6s\n' "" "tiny PSS" "RSS" "procs" "+${BIG_MB}MiB PSS" "RSS" "procs"
+for k in "${names[@]}"; do
+	has "$k" || continue
+	read -r tp tr tn <<<"${R[$k.tiny.mem]:-}"
+	read -r bp br bn <<<"${R[$k.big.mem]:-}"
+	printf '%-38s %8s MiB %6s MiB %6s   %8s MiB %6s MiB %6s\n' "${label[$k]}" "$(mib "${tp:-}")" "$(mib "${tr:-}")" "${tn:--}" \
+		"$(mib "${bp:-}")" "$(mib "${br:-}")" "${bn:--}"
+done
+printf '\n%d reloads (SIGHUP) under wrk -c%d for %ss each, loopback\n' "$RELOADS" "$CONNS" "$LOAD_SECS"
+printf '%-38s %14s %14s %16s %11s %14s\n' "" "HUP->ready ms" "(+${BIG_MB}MiB)" "failed/requests" "p99" "crash->new ms"
+for k in "${names[@]}"; do
+	has "$k" || continue
+	read -r reqs fail p99 <<<"${R[$k.tiny.wrk]:-- - -}"
+	printf '%-38s %14s %14s %16s %11s %14s\n' "${label[$k]}" "${R[$k.tiny.reload]:--}" "${R[$k.big.reload]:--}" \
+		"$fail/$reqs" "$p99" "${R[$k.tiny.crash]:--}"
+done
+for k in "${names[@]}"; do
+	[ -n "${R[$k.big.wrk]:-}" ] || continue
+	read -r reqs fail p99 <<<"${R[$k.big.wrk]}"
+	printf '%-38s %s/%s failed during the +%dMiB reloads\n' "${label[$k]}" "$fail" "$reqs" "$BIG_MB"
+done
+echo "gunicorn's HUP time is until every worker pid is new (it does not wait for its workers to boot;"
+echo "with --preload it does not load new code either). appd's is from its log: every new worker"
+echo "ready (READY=1) and the old ones draining. appd's exit status on SIGTERM:"
+for k in "${names[@]}"; do
+	[ -n "${R[$k.tiny.exit]:-}" ] && printf '  %s: %s (appd RSS %s MiB)\n' "${label[$k]}" "${R[$k.tiny.exit]}" "${R[$k.tiny.appd]}"
+done
+true

@@ -528,7 +528,10 @@ func (s *Supervisor) sample(now time.Time) {
 		}
 		st.at = now
 		st.sched = schedTime(w.pid)
-		if prev := w.stats; !prev.at.IsZero() && now.After(prev.at) {
+		w.util = 0
+		// Only an interval the worker served throughout counts: the CPU a
+		// runtime spends starting up is not load.
+		if prev := w.stats; !prev.at.IsZero() && now.After(prev.at) && !w.readyAt.IsZero() && !w.readyAt.After(prev.at) {
 			w.util = max(st.sched-prev.sched, 0).Seconds() / now.Sub(prev.at).Seconds()
 		}
 		w.stats = st
