@@ -188,6 +188,12 @@ respond = "hi"
 	if err != nil || !strings.Contains(string(out), "OK") {
 		t.Fatalf("edged -t with [tls.dns] and a wildcard: %v\n%s", err, out)
 	}
+	// A partial [tls.dns] is an error, not ignored.
+	partial := filepath.Join(dir, "partial.toml")
+	os.WriteFile(partial, []byte(fmt.Sprintf("[server]\nadmin = \"\"\n[tls]\nstorage = %q\n[tls.dns]\nresolvers = [\"127.0.0.1:53\"]\n[[site]]\nhosts = [\"a.example.com\"]\n[[site.route]]\npath = \"/\"\nrespond = \"hi\"\n", dir)), 0o644)
+	if out, err := exec.Command(edgedBin, "-t", "-config", partial).CombinedOutput(); err == nil || !strings.Contains(string(out), "tls.dns.server: no server") {
+		t.Errorf("edged -t with [tls.dns] but no server: %v\n%s", err, out)
+	}
 	for _, c := range []struct{ keyFile, alg, want string }{
 		{filepath.Join(dir, "missing.key"), "hmac-sha256", ":9: tls.dns.tsig_secret_file: reading TSIG key file"},
 		{keyFile, "hmac-sha512", ":9: tls.dns.tsig_secret_file: TSIG key file " + keyFile + " has key edged-acme for algorithm hmac-sha256, not hmac-sha512"},

@@ -129,9 +129,11 @@ type TLSDNS struct {
 	PropagationDelay   tomlconf.Duration `toml:"propagation_delay"`   // default 0
 }
 
-// IsSet reports whether [tls.dns] configures a DNS server.
+// IsSet reports whether [tls.dns] has any setting (then it must be
+// complete: a partial one is an error, never silently ignored).
 func (d *TLSDNS) IsSet() bool {
-	return d.Server != "" || d.TSIGSecretFile != "" || d.TSIGKey != "" || d.Zone != ""
+	return d.Server != "" || d.Zone != "" || d.TSIGKey != "" || d.TSIGAlgorithm != "" || d.TSIGSecretFile != "" ||
+		d.TTL != 0 || len(d.Resolvers) > 0 || d.PropagationTimeout != 0 || d.PropagationDelay != 0
 }
 
 // OnDemand allows certificates for names not known in advance. It is off
