@@ -27,7 +27,7 @@ type step struct {
 	hasHdr  []string
 	noHdr   []string
 	hdrIs   []string // "Name: value" that must be exactly so
-	bgHits  int64 // wait until the origin has seen this many hits in total (background work)
+	bgHits  int64    // wait until the origin has seen this many hits in total (background work)
 }
 
 type rfcCase struct {
