@@ -21,6 +21,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"golang.org/x/crypto/bcrypt"
 )
 
 // readJSONLog returns the access log's records, after making edged flush
@@ -698,4 +700,65 @@ error_pages = { 404 = "`+dir+`/404.html" }
 	if err == nil || !strings.Contains(string(out), "404.html: no such file") || !strings.Contains(string(out), "htpasswd: no such file") {
 		t.Fatalf("edged -t: %v\n%s", err, out)
 	}
+}
+
+// TestSatisfyAny: with satisfy = "any", the office network passes without
+// a password and everyone else may log in; with the default "all", both
+// are needed.
+func TestSatisfyAny(t *testing.T) {
+	hash, err := bcryptHash("pw")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := startEdged(t, `
+[server]
+admin = "{{ADMIN}}"
+trusted_proxies = ["127.0.0.0/8"]
+[[site]]
+allow = ["192.0.2.0/24"]
+basic_auth = { users = { alice = "`+hash+`" } }
+  [[site.route]]
+  path = "/any/"
+  respond = "in"
+  satisfy = "any"
+  [[site.route]]
+  path = "/all/"
+  respond = "in"
+`)
+	c := &http.Client{Timeout: 10 * time.Second}
+	status := func(path, xff string, login bool) int {
+		t.Helper()
+		req, _ := http.NewRequest("GET", e.httpURL+path, nil)
+		req.Header.Set("X-Forwarded-For", xff)
+		if login {
+			req.SetBasicAuth("alice", "pw")
+		}
+		res, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		return res.StatusCode
+	}
+	for _, cse := range []struct {
+		path, xff string
+		login     bool
+		want      int
+	}{
+		{"/any/", "192.0.2.5", false, 200},
+		{"/any/", "198.51.100.1", false, 401},
+		{"/any/", "198.51.100.1", true, 200},
+		{"/all/", "192.0.2.5", false, 401},
+		{"/all/", "192.0.2.5", true, 200},
+		{"/all/", "198.51.100.1", true, 403},
+	} {
+		if got := status(cse.path, cse.xff, cse.login); got != cse.want {
+			t.Errorf("%s from %s (login %v): %d, want %d", cse.path, cse.xff, cse.login, got, cse.want)
+		}
+	}
+}
+
+func bcryptHash(pw string) (string, error) {
+	h, err := bcrypt.GenerateFromPassword([]byte(pw), 4)
+	return string(h), err
 }

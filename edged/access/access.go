@@ -144,6 +144,18 @@ func Handler(l *List, m *Metrics, site, route string, next http.Handler) http.Ha
 	return h
 }
 
+// Either sends the clients l allows to next and the others to otherwise
+// (an authentication check in front of next: nginx's satisfy any).
+func Either(l *List, next, otherwise http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if l.Allowed(clientAddr(r)) {
+			next.ServeHTTP(w, r)
+			return
+		}
+		otherwise.ServeHTTP(w, r)
+	})
+}
+
 type handler struct {
 	l      *List
 	denied prometheus.Counter

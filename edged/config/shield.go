@@ -45,6 +45,7 @@ type Shield struct {
 	BasicAuth       *BasicAuth        `toml:"basic_auth"`       // nginx auth_basic
 	ForwardAuth     *ForwardAuth      `toml:"forward_auth"`     // nginx auth_request, Caddy forward_auth
 	Auth            *bool             `toml:"auth"`             // route only: false serves it without the site's auth
+	Satisfy         string            `toml:"satisfy"`          // "all" (default): allow/deny and auth; "any": either (nginx satisfy)
 	ErrorPages      map[string]string `toml:"error_pages"`      // "404" or "5xx" = file (nginx error_page)
 	InterceptErrors *bool             `toml:"intercept_errors"` // error pages replace upstream errors too (nginx proxy_intercept_errors)
 	Maintenance     *Maintenance      `toml:"maintenance"`
@@ -158,6 +159,11 @@ func (c *Config) validateShield(bad func(string, string, ...any), key string, s 
 	}
 	if s.Auth != nil && !isRoute {
 		bad(key+".auth", "auth = false goes on a route, to serve it without the site's authentication")
+	}
+	switch s.Satisfy {
+	case "", "all", "any":
+	default:
+		bad(key+".satisfy", "%q: want \"all\" or \"any\"", s.Satisfy)
 	}
 	if s.BasicAuth != nil && s.ForwardAuth != nil {
 		bad(key, "basic_auth and forward_auth are exclusive: choose one")

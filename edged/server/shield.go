@@ -57,11 +57,34 @@ func (s *Server) shieldRoute(rt *runtime, sc config.Site, rc config.Route, site,
 	return pagesRoute(rt, sc, rc, h)
 }
 
-// guardRoute adds allow/deny, limits and authentication.
+// guardRoute adds allow/deny, limits and authentication. With
+// satisfy = "any" a client the allow/deny lists let in needs no
+// authentication, and one they keep out may still authenticate (nginx's
+// satisfy any); the limits then come first.
 func (s *Server) guardRoute(rt *runtime, sc config.Site, rc config.Route, site, route string, h http.Handler) (http.Handler, error) {
-	var err error
-	if h, err = s.authRoute(rt, sc, rc, site, route, h); err != nil {
+	authed, hasAuth, err := s.authRoute(rt, sc, rc, site, route, h)
+	if err != nil {
 		return nil, err
+	}
+	allow, deny := sc.Allow, sc.Deny
+	if rc.Allow != nil || rc.Deny != nil {
+		allow, deny = rc.Allow, rc.Deny
+	}
+	var acl *access.List
+	if len(allow)+len(deny) > 0 {
+		if acl, err = access.New(allow, deny); err != nil {
+			return nil, err
+		}
+	}
+	satisfy := sc.Satisfy
+	if rc.Satisfy != "" {
+		satisfy = rc.Satisfy
+	}
+	any := satisfy == "any" && acl != nil && hasAuth
+	if any {
+		h = access.Either(acl, h, authed)
+	} else {
+		h = authed
 	}
 	names := sc.Limit
 	if rc.Limit != nil {
@@ -78,16 +101,8 @@ func (s *Server) guardRoute(rt *runtime, sc config.Site, rc config.Route, site, 
 		}
 		h = limit.Handler(zones, s.limitMetrics, site, route, h)
 	}
-	allow, deny := sc.Allow, sc.Deny
-	if rc.Allow != nil || rc.Deny != nil {
-		allow, deny = rc.Allow, rc.Deny
-	}
-	if len(allow)+len(deny) > 0 {
-		l, err := access.New(allow, deny)
-		if err != nil {
-			return nil, err
-		}
-		h = access.Handler(l, s.accessMetrics, site, route, h)
+	if acl != nil && !any {
+		h = access.Handler(acl, s.accessMetrics, site, route, h)
 	}
 	return h, nil
 }
@@ -187,9 +202,9 @@ func sitePages(rt *runtime, sc config.Site) (*errorpage.Pages, error) {
 // authRoute adds basic or forward auth. Site-level settings compile once
 // per site (rt.shared), so its routes share the failed-login counters and
 // the verified-password cache.
-func (s *Server) authRoute(rt *runtime, sc config.Site, rc config.Route, site, route string, h http.Handler) (http.Handler, error) {
+func (s *Server) authRoute(rt *runtime, sc config.Site, rc config.Route, site, route string, h http.Handler) (http.Handler, bool, error) {
 	if rc.Auth != nil && !*rc.Auth {
-		return h, nil
+		return h, false, nil
 	}
 	ba, fa := sc.BasicAuth, sc.ForwardAuth
 	if rc.BasicAuth != nil || rc.ForwardAuth != nil {
@@ -205,24 +220,24 @@ func (s *Server) authRoute(rt *runtime, sc config.Site, rc config.Route, site, r
 				FailRate: ba.FailRate, FailBurst: ba.FailBurst, Log: s.log,
 			})
 			if err != nil {
-				return nil, fmt.Errorf("basic_auth: %w", err)
+				return nil, false, fmt.Errorf("basic_auth: %w", err)
 			}
 			rt.share(ba, b)
 		}
-		return b.Handler(s.authMetrics, site, route, h), nil
+		return b.Handler(s.authMetrics, site, route, h), true, nil
 	case fa != nil:
 		f, ok := rt.shared[fa].(*auth.Forward)
 		if !ok {
 			var err error
 			f, err = auth.NewForward(auth.ForwardOptions{URL: fa.URL, CopyHeaders: fa.CopyHeaders, Timeout: fa.Timeout.D(), Log: s.log})
 			if err != nil {
-				return nil, fmt.Errorf("forward_auth: %w", err)
+				return nil, false, fmt.Errorf("forward_auth: %w", err)
 			}
 			rt.share(fa, f)
 		}
-		return f.Handler(s.authMetrics, site, route, h), nil
+		return f.Handler(s.authMetrics, site, route, h), true, nil
 	}
-	return h, nil
+	return h, false, nil
 }
 
 // share keeps an object compiled from a site-level setting for the site's
