@@ -71,6 +71,9 @@ type Logger struct {
 	fields  []field // JSON keys / journal fields
 	json    bool
 	journal bool
+	records chan journalRecord // to the journal writer (journal.go)
+	closing chan struct{}      // closed by Close
+	sent    chan struct{}      // closed when the journal writer is done
 
 	shards []shard
 
@@ -209,6 +212,8 @@ func Open(o Options) (*Logger, error) {
 			return nil, err
 		}
 		l.journal = true
+		l.records, l.closing, l.sent = make(chan journalRecord, journalQueue), make(chan struct{}), make(chan struct{})
+		go l.sendRecords()
 		return l, nil
 	case "stdout":
 		l.w = os.Stdout
@@ -264,6 +269,11 @@ func (l *Logger) Flush() error {
 // Close flushes and closes the file.
 func (l *Logger) Close() error {
 	if l == nil {
+		return nil
+	}
+	if l.journal {
+		close(l.closing) // the records queued so far are still sent
+		<-l.sent
 		return nil
 	}
 	err := l.Flush()

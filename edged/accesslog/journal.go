@@ -39,12 +39,56 @@ func (l *Logger) send(e *Entry) {
 			vars[f.journal] = v
 		}
 	}
-	msg := l.appendText(b[:0], e)
-	prio := journal.PriInfo
+	rec := journalRecord{msg: string(l.appendText(b[:0], e)), prio: journal.PriInfo, vars: vars}
 	if e.Status >= 500 {
-		prio = journal.PriWarning
+		rec.prio = journal.PriWarning
 	}
-	if err := journal.Send(string(msg), prio, vars); err != nil {
+	select {
+	case l.records <- rec:
+	default:
+		// journald is not keeping up: drop rather than hold requests.
+		l.report("the journal is not taking access log records fast enough; records are dropped", errJournalBehind, 1)
+	}
+}
+
+var errJournalBehind = errors.New("queue full")
+
+// journalRecord is one record on its way to journald.
+type journalRecord struct {
+	msg  string
+	prio journal.Priority
+	vars map[string]string
+}
+
+// journalQueue is how many records may wait for journald.
+const journalQueue = 4096
+
+// sendRecords writes queued records to journald, off the request path:
+// a datagram to a busy journald blocks, and that must not hold requests.
+// The channel is never closed: a request that loaded this logger just
+// before a reload replaced it may still log; after Close its record
+// waits in the buffer and is dropped with the logger.
+func (l *Logger) sendRecords() {
+	defer close(l.sent)
+	for {
+		select {
+		case rec := <-l.records:
+			l.sendRecord(rec)
+		case <-l.closing:
+			for {
+				select {
+				case rec := <-l.records:
+					l.sendRecord(rec)
+				default:
+					return
+				}
+			}
+		}
+	}
+}
+
+func (l *Logger) sendRecord(rec journalRecord) {
+	if err := journal.Send(rec.msg, rec.prio, rec.vars); err != nil {
 		l.report("sending an access log record to the journal failed; the record is lost", err, 1)
 	}
 }
