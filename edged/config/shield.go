@@ -139,10 +139,15 @@ func (c *Config) validateLimits(bad func(string, string, ...any)) {
 // validateShield checks a site's or a route's shield keys; key is
 // "site[i]" or "site[i].route[j]".
 func (c *Config) validateShield(bad func(string, string, ...any), key string, s Shield, isRoute bool) {
+	seen := map[string]bool{}
 	for i, name := range s.Limit {
 		if _, ok := c.Limits[name]; !ok {
 			bad(fmt.Sprintf("%s.limit[%d]", key, i), "no [limit.%s] is defined", name)
 		}
+		if seen[name] {
+			bad(fmt.Sprintf("%s.limit[%d]", key, i), "%q is listed twice: each request would count twice", name)
+		}
+		seen[name] = true
 	}
 	for _, l := range []struct {
 		name string
