@@ -57,6 +57,16 @@ type Server struct {
 	// client_body_timeout and send_timeout), not the whole transfer.
 	ClientBodyTimeout tomlconf.Duration `toml:"client_body_timeout"` // default 60s
 	SendTimeout       tomlconf.Duration `toml:"send_timeout"`        // default 60s
+
+	// Buffering between clients and upstreams (routes turn it on and off;
+	// edged/proxy owns the defaults): a request body is kept in memory up
+	// to client_body_buffer_size, a response up to response_buffer_size,
+	// the rest in nameless files in temp_dir, at most response_temp_max
+	// of a response ahead of its client.
+	ClientBodyBufferSize tomlconf.Size `toml:"client_body_buffer_size"` // default 16KiB (nginx client_body_buffer_size)
+	ResponseBufferSize   tomlconf.Size `toml:"response_buffer_size"`    // default 64KiB (nginx proxy_buffers)
+	ResponseTempMax      tomlconf.Size `toml:"response_temp_max"`       // default 1GiB; 0 = memory only (nginx proxy_max_temp_file_size)
+	TempDir              string        `toml:"temp_dir"`                // default $CACHE_DIRECTORY, else $RUNTIME_DIRECTORY, else /tmp
 	// MaxConnections caps client connections held at once; past it a
 	// connection gets a short 503 (plain HTTP) or is closed. Default
 	// connlimit.DefaultMax; 0 = no cap.
@@ -207,7 +217,13 @@ type Route struct {
 
 	Upstream    string `toml:"upstream"`     // name of an [upstream.NAME]
 	StripPrefix bool   `toml:"strip_prefix"` // remove Path from the request path before proxying
-	Cache       string `toml:"cache"`        // name of a [cache.NAME] in front of the upstream
+	// RequestBuffering reads a request's whole body before choosing a
+	// server (nginx proxy_request_buffering); ResponseBuffering reads
+	// responses as fast as the upstream sends them (nginx proxy_buffering).
+	// Both default to true.
+	RequestBuffering  *bool  `toml:"request_buffering"`
+	ResponseBuffering *bool  `toml:"response_buffering"`
+	Cache             string `toml:"cache"` // name of a [cache.NAME] in front of the upstream
 	// CacheSetCookie: what the cache does with responses carrying
 	// Set-Cookie: "pass" (default: not stored), "store" (stored and
 	// replayed, RFC 9111), "strip" (stored without it).

@@ -93,6 +93,18 @@ func (c *Config) ApplyDefaults() {
 	if !c.Doc.IsDefined("server", "max_body") {
 		s.MaxBody = 64 << 20
 	}
+	if !c.Doc.IsDefined("server", "client_body_buffer_size") {
+		s.ClientBodyBufferSize = proxy.DefaultRequestMemory
+	}
+	if !c.Doc.IsDefined("server", "response_buffer_size") {
+		s.ResponseBufferSize = proxy.DefaultResponseMemory
+	}
+	if !c.Doc.IsDefined("server", "response_temp_max") {
+		s.ResponseTempMax = proxy.DefaultResponseFileMax
+	}
+	if s.TempDir == "" {
+		s.TempDir = systemd.CacheDir(systemd.RuntimeDir(os.TempDir()))
+	}
 	if s.RequestIDHeader == "" {
 		s.RequestIDHeader = "X-Request-ID"
 	}
@@ -314,6 +326,18 @@ func (c *Config) Validate() error {
 	if s.MaxConnectionsPerIP < 0 {
 		bad("server.max_connections_per_ip", "%d is negative (0 means no cap)", s.MaxConnectionsPerIP)
 	}
+	if s.ResponseBufferSize < 1024 {
+		bad("server.response_buffer_size", "%v is too small (at least 1KiB)", s.ResponseBufferSize)
+	}
+	if s.TempDir != "" && !filepath.IsAbs(s.TempDir) {
+		bad("server.temp_dir", "%q: want an absolute directory", s.TempDir)
+	} else if c.Doc.IsDefined("server", "temp_dir") {
+		// Only a directory the file names is tried here: the default one
+		// is systemd's, which exists when edged runs as the service.
+		if err := proxy.CheckBuffering(proxy.Buffering{Dir: s.TempDir}); err != nil {
+			bad("server.temp_dir", "%v", err)
+		}
+	}
 	if s.MaxHeaderBytes < 1024 {
 		bad("server.max_header_bytes", "%v is too small to hold a request's headers (at least 1KiB)", s.MaxHeaderBytes)
 	}
@@ -499,6 +523,12 @@ func (c *Config) validateRoute(bad func(string, string, ...any), key string, r R
 	}
 	if r.Upgrades != nil && r.Upstream == "" {
 		bad(key+".upgrades", "upgrades goes with an upstream route")
+	}
+	if r.RequestBuffering != nil && r.Upstream == "" {
+		bad(key+".request_buffering", "request_buffering goes with an upstream route")
+	}
+	if r.ResponseBuffering != nil && r.Upstream == "" {
+		bad(key+".response_buffering", "response_buffering goes with an upstream route")
 	}
 	for i, u := range r.Upgrades {
 		if err := proxy.CheckUpgrade(u); err != nil {

@@ -25,11 +25,14 @@ type bodyReader struct {
 	err     error // sticky failure
 	wt      waiter
 	trailer http.Header // the chunked body's trailer fields, once done
+	// hold keeps the connection at the end of the body until releaseHeld
+	// (a reader goroutine must first tell the writer it is done).
+	hold bool
 }
 
 // reset prepares b for a body on c.
 func (b *bodyReader) reset(c *upConn, kind httpwire.Body, length int64, keep bool, wt waiter) {
-	b.c, b.kind, b.left, b.keep, b.done, b.err, b.wt, b.trailer = c, kind, length, keep, false, nil, wt, nil
+	b.c, b.kind, b.left, b.keep, b.done, b.err, b.wt, b.trailer, b.hold = c, kind, length, keep, false, nil, wt, nil, false
 	b.dec.Reset()
 	if kind == httpwire.BodyNone {
 		b.finish()
@@ -39,7 +42,7 @@ func (b *bodyReader) reset(c *upConn, kind httpwire.Body, length int64, keep boo
 // finish ends the body: the connection is released.
 func (b *bodyReader) finish() {
 	b.done = true
-	if b.c != nil {
+	if b.c != nil && !b.hold {
 		b.c.release(b.keep)
 		b.c = nil
 	}
@@ -58,15 +61,23 @@ func (b *bodyReader) fail(err error) error {
 	return err
 }
 
+// releaseHeld releases the connection of a finished body read with hold.
+func (b *bodyReader) releaseHeld() {
+	if b.c != nil {
+		b.c.release(b.keep)
+		b.c = nil
+	}
+}
+
 // Close abandons the rest of the body: the connection is closed, which also
 // stops the server's work on it.
 func (b *bodyReader) Close() error {
+	if b.c != nil {
+		b.c.close()
+		b.c = nil
+	}
 	if !b.done && b.err == nil {
 		b.err = errBodyClosed
-		if b.c != nil {
-			b.c.close()
-			b.c = nil
-		}
 	}
 	return nil
 }

@@ -106,6 +106,9 @@ type waiter struct {
 	poll time.Duration
 	hard int64 // nanotime after which waiting ends with timeout; 0: none
 	what error // the error for passing hard
+	// idle, when set, moves hard to idle from the start of each read or
+	// write: the longest silence between two of them.
+	idle time.Duration
 }
 
 // errClientGone ends an exchange whose client went away.
@@ -113,6 +116,9 @@ var errClientGone = errors.New("the client went away")
 
 // read reads into p, waiting as wt allows.
 func (c *upConn) read(p []byte, wt *waiter) (int, error) {
+	if wt != nil && wt.idle > 0 {
+		wt.hard = nanotime() + int64(wt.idle)
+	}
 	for {
 		n, err := c.nc.Read(p)
 		if n > 0 {
@@ -134,6 +140,9 @@ func (c *upConn) read(p []byte, wt *waiter) (int, error) {
 // write writes all of p, waiting as wt allows.
 func (c *upConn) write(p []byte, wt *waiter) error {
 	for len(p) > 0 {
+		if wt != nil && wt.idle > 0 {
+			wt.hard = nanotime() + int64(wt.idle)
+		}
 		n, err := c.Write(p)
 		p = p[n:]
 		if err == nil {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/edgeapp/edgeapp/edged/httpwire"
 	"github.com/edgeapp/edgeapp/edged/reqinfo"
+	"github.com/edgeapp/edgeapp/edged/spool"
 )
 
 // ExpectContinueTimeout is how long a request that streams its body with
@@ -38,6 +39,24 @@ func (e *timeoutError) Error() string {
 func (e *timeoutError) Timeout() bool   { return true }
 func (e *timeoutError) Temporary() bool { return true }
 
+// sendTimeoutError: the server took no request bytes for that long.
+type sendTimeoutError struct{ d time.Duration }
+
+func (e *sendTimeoutError) Error() string {
+	return fmt.Sprintf("timeout sending the request: the server took nothing for %v", e.d)
+}
+func (e *sendTimeoutError) Timeout() bool   { return true }
+func (e *sendTimeoutError) Temporary() bool { return true }
+
+// bodyTimeoutError: a buffered response body stalled that long.
+type bodyTimeoutError struct{ d time.Duration }
+
+func (e *bodyTimeoutError) Error() string {
+	return fmt.Sprintf("timeout reading the response body: nothing for %v", e.d)
+}
+func (e *bodyTimeoutError) Timeout() bool   { return true }
+func (e *bodyTimeoutError) Temporary() bool { return true }
+
 // staleError is a failure on a kept-alive connection before any byte of
 // the response arrived: typically the server closed the connection while
 // it was idle. sent says whether any of the request was written.
@@ -58,9 +77,10 @@ func (e *clientBodyError) Unwrap() error { return e.err }
 
 // outBody is the request body of one request as every attempt sends it.
 type outBody struct {
-	mem    []byte    // the whole body in memory (replayable)
-	stream io.Reader // the client's body, streamed (sent at most once)
-	n      int64     // bytes read from stream so far
+	sp     *spool.Spool // the whole body, buffered (replayable)
+	mem    []byte       // the whole body in memory (replayable)
+	stream io.Reader    // the client's body, streamed (sent at most once)
+	n      int64        // bytes read from stream so far
 	frame  framing
 	length int64
 	// trailer is the client's request (its Trailer is complete after its
@@ -69,6 +89,12 @@ type outBody struct {
 }
 
 func (b *outBody) replayable() bool { return b.stream == nil }
+
+func (b *outBody) close() {
+	if b.sp != nil {
+		b.sp.Close()
+	}
+}
 
 // exchange is the per-request state of the upstream client, pooled.
 type exchange struct {
@@ -79,6 +105,8 @@ type exchange struct {
 	scratch []string
 	oh      outHead
 	headLen int
+	snap    headSnapshot
+	info    *reqinfo.Info
 	// unsent: the server answered before the body was sent
 	// (Expect: 100-continue), so the connection cannot be reused.
 	unsent bool
@@ -125,6 +153,9 @@ func (s *server) conn(ctx context.Context, fresh, checkIdle bool) (*upConn, erro
 func (ex *exchange) roundTrip(ctx context.Context, c *upConn, w http.ResponseWriter, r *http.Request, info *reqinfo.Info, body *outBody, rht time.Duration) error {
 	ex.unsent = false
 	oh := &ex.oh
+	if body.sp != nil && body.mem == nil && body.frame == frameLength {
+		body.mem = body.sp.Memory() // one block: sent with the head
+	}
 	oh.frame, oh.length = body.frame, body.length
 	oh.expect100 = false
 	if body.stream != nil && !oh.isUpgrade() {
@@ -135,7 +166,9 @@ func (ex *exchange) roundTrip(ctx context.Context, c *upConn, w http.ResponseWri
 	now := nanotime()
 	poll := min(headPoll, rht)
 	c.arm(now, poll)
-	wt := waiter{ctx: ctx, poll: poll, hard: now + int64(rht), what: &timeoutError{rht}}
+	// Sending: rht at most between two writes (a large body to a server
+	// that stopped reading). Then rht at most for the response head.
+	wt := waiter{ctx: ctx, poll: poll, hard: now + int64(rht), what: &sendTimeoutError{rht}, idle: rht}
 
 	var err error
 	switch {
@@ -145,13 +178,17 @@ func (ex *exchange) roundTrip(ctx context.Context, c *upConn, w http.ResponseWri
 	case body.mem != nil:
 		bufs := net.Buffers{ex.head, body.mem}
 		err = c.writeBuffers(&bufs, &wt)
+	case body.sp != nil && body.frame == frameLength:
+		if err = c.write(ex.head, &wt); err == nil {
+			_, err = body.sp.WriteTo(&connWriter{c, &wt})
+		}
 	default:
 		err = c.write(ex.head, &wt)
 	}
 	if err != nil {
 		return ex.sendFailed(c, err, &wt)
 	}
-	if body.stream != nil {
+	if body.stream != nil || (body.sp != nil && body.frame == frameChunked) {
 		if oh.expect100 {
 			// Wait for 100 Continue (or a refusal) before the body.
 			cw := wt
@@ -171,7 +208,7 @@ func (ex *exchange) roundTrip(ctx context.Context, c *upConn, w http.ResponseWri
 			return ex.sendFailed(c, err, &wt)
 		}
 	}
-	wt.hard = nanotime() + int64(rht)
+	wt.hard, wt.idle, wt.what = nanotime()+int64(rht), 0, &timeoutError{rht}
 	if err := ex.readHead(c, w, &wt, false); err != nil {
 		return ex.recvFailed(c, err)
 	}
@@ -288,9 +325,15 @@ func (ex *exchange) sendStream(c *upConn, body *outBody, wt *waiter) error {
 	if chunked {
 		data = buf[pre : len(buf)-2]
 	}
+	src := body.stream
+	if src == nil {
+		src = io.NewSectionReader(body.sp, 0, body.sp.Size()) // replayed
+	}
 	for {
-		n, rerr := body.stream.Read(data)
-		body.n += int64(n)
+		n, rerr := src.Read(data)
+		if body.stream != nil {
+			body.n += int64(n)
+		}
 		if n > 0 {
 			out := data[:n]
 			if chunked {
@@ -326,6 +369,34 @@ func (ex *exchange) sendStream(c *upConn, body *outBody, wt *waiter) error {
 		return &clientBodyError{io.ErrUnexpectedEOF}
 	}
 	return nil
+}
+
+// connWriter writes a spooled body to an upstream connection, waiting as
+// its waiter allows; its ReadFrom lets the file part reach sendfile(2).
+type connWriter struct {
+	c  *upConn
+	wt *waiter
+}
+
+func (w *connWriter) Write(p []byte) (int, error) {
+	if err := w.c.write(p, w.wt); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+func (w *connWriter) ReadFrom(r io.Reader) (int64, error) {
+	var total int64
+	for {
+		n, err := w.c.ReadFrom(r)
+		total += n
+		if err == nil || !isDeadline(err) {
+			return total, err
+		}
+		if err := w.c.rearm(w.wt); err != nil {
+			return total, err
+		}
+	}
 }
 
 // writeBuffers writes bufs with writev, waiting as wt allows.

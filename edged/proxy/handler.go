@@ -34,7 +34,10 @@ type HandlerOptions struct {
 	// Upgrades lists the protocols a request may upgrade to (Upgrade
 	// header); nil means DefaultUpgrades, empty means none.
 	Upgrades []string
-	Log      *slog.Logger
+	// Buffering: the zero value buffers nothing (bodies stream through);
+	// edged's routes use DefaultBuffering unless they say otherwise.
+	Buffering Buffering
+	Log       *slog.Logger
 }
 
 type handler struct {
@@ -44,12 +47,17 @@ type handler struct {
 	upgrade []string
 	strip   string // without a trailing slash
 	flush   time.Duration
+	buf     Buffering
 	log     *slog.Logger
 }
 
 // NewHandler returns the handler that proxies requests to p.
 func NewHandler(p *Pool, o HandlerOptions) http.Handler {
-	h := &handler{p: p, trusted: o.TrustedProxies, upgrade: o.Upgrades, flush: o.FlushInterval, log: o.Log}
+	h := &handler{p: p, trusted: o.TrustedProxies, upgrade: o.Upgrades, flush: o.FlushInterval, buf: o.Buffering, log: o.Log}
+	if h.buf.ResponseMemory == 0 {
+		// X-Accel-Buffering: yes may still ask for it.
+		h.buf.ResponseMemory = DefaultResponseMemory
+	}
 	if h.upgrade == nil {
 		h.upgrade = DefaultUpgrades
 	}
@@ -93,14 +101,23 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ex.oh.path, ex.oh.query = h.target(r)
 	upgrade := ex.oh.upgrade
 
-	// The request body streams through. An attempt that failed to connect
-	// has read none of it, so it can go to the next server; other failures
-	// are retried only if the user opted in and the body is small enough to
-	// have been kept.
+	ex.info = info
+	// With request buffering the whole body is read before a server is
+	// chosen (a client that never finishes its upload never reaches a
+	// worker), and any attempt can resend it. Without, the body streams
+	// through: an attempt that failed to connect has read none of it, so
+	// it can go to the next server; other failures are retried only if the
+	// user opted in and the body is small enough to have been kept.
 	var body outBody
+	defer body.close()
 	replayAfterSend := p.cfg.RetryIdempotent && idempotent(r.Method)
 	if r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0 && upgrade == "" {
-		if replayAfterSend && r.ContentLength <= p.cfg.RetryBodyMax {
+		if h.buf.Request {
+			if err := h.bufferRequest(r, info, &body); err != nil {
+				h.badBody(w, r, err)
+				return
+			}
+		} else if replayAfterSend && r.ContentLength <= p.cfg.RetryBodyMax {
 			b, whole, err := readUpTo(r.Body, p.cfg.RetryBodyMax)
 			if err != nil {
 				h.badBody(w, r, err)
@@ -232,6 +249,15 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// keepAliveExpiry is when to stop using a connection whose server said
+// Keep-Alive: timeout=secs: a second before.
+func keepAliveExpiry(secs int64) int64 {
+	if secs <= 0 {
+		return 0
+	}
+	return nanotime() + (secs-1)*int64(time.Second)
+}
+
 // safeToResend is net/http's rule for sending a request again after a
 // kept-alive connection failed under it: a method without side effects, or
 // a request that carries an idempotency key.
@@ -339,30 +365,48 @@ func (h *handler) serveResponse(w http.ResponseWriter, r *http.Request, ex *exch
 	st.metrics.requests[statusClass(status)].Inc()
 	h.p.recordSuccess(s)
 
-	wh := w.Header()
-	head := c.buffered()[:ex.headLen]
-	var meta respMeta
-	meta, ex.seen = copyResponseHeader(wh, head, ex.resp.Fields, ex.seen)
+	ex.snap.take(c.buffered()[:ex.headLen], ex.resp.Fields)
+	fm := scanFields(ex.resp.Fields)
 	c.consume(ex.headLen)
-	if meta.keepAlive > 0 {
-		// Come back a second before the server said it closes.
-		c.expires = nanotime() + (meta.keepAlive-1)*int64(time.Second)
-	}
-	if meta.trailerNames != "" {
-		wh["Trailer"] = []string{meta.trailerNames}
+	if fm.keepAlive > 0 {
+		c.expires = keepAliveExpiry(fm.keepAlive)
 	}
 	kind, length := ex.resp.BodyFor(r.Method)
 	keep := !ex.resp.Close && !ex.unsent
 	b := &ex.body
-	b.reset(c, kind, length, keep, waiter{ctx: r.Context(), poll: bodyPoll})
-	w.WriteHeader(status)
-	if kind == httpwire.BodyNone {
+	buffered := kind != httpwire.BodyNone && h.buffers(fm)
+	bw := waiter{ctx: r.Context(), poll: bodyPoll}
+	if buffered {
+		// A buffered body has no reason to pause (nginx
+		// proxy_read_timeout); a stream may stay silent for long.
+		rht := h.p.cfg.ResponseHeaderTimeout
+		bw.poll, bw.idle, bw.what = min(bodyPoll, rht), rht, &bodyTimeoutError{rht}
+	}
+	b.reset(c, kind, length, keep, bw)
+	if buffered && kind == httpwire.BodyLength && length <= h.buf.ResponseMemory {
+		h.serveSmall(w, r, ex, s, length)
 		return
 	}
+	wh := w.Header()
+	var meta respMeta
+	meta, ex.seen = copyResponseHeader(wh, &ex.snap, ex.seen)
+	if meta.trailerNames != "" {
+		wh["Trailer"] = []string{meta.trailerNames}
+	}
+	if kind == httpwire.BodyNone {
+		w.WriteHeader(status)
+		return
+	}
+	if buffered {
+		w.WriteHeader(status)
+		h.servePiped(w, r, ex, s, c)
+		return
+	}
+	w.WriteHeader(status)
 
 	rc := http.NewResponseController(w)
 	mode := h.flush
-	if mode == 0 && (kind != httpwire.BodyLength || isEventStream(meta.contentType)) {
+	if mode == 0 && (kind != httpwire.BodyLength || fm.eventStream) {
 		mode = -1
 	}
 	if mode < 0 {
@@ -377,12 +421,7 @@ func (h *handler) serveResponse(w http.ResponseWriter, r *http.Request, ex *exch
 		return
 	case rerr != nil:
 		b.Close()
-		h.p.recordFailure(s, causeBody, rerr)
-		h.log.Warn("upstream server died while sending the response body; aborting the client connection so it sees the truncation",
-			"server", s.cfg.Addr, "cause", rerr.Error(), "status", status,
-			"method", r.Method, "path", r.URL.Path, "request_id", h.requestID(r))
-		s.release()
-		panic(http.ErrAbortHandler)
+		h.bodyFailed(r, s, status, rerr)
 	}
 	for k, vv := range b.trailer {
 		wh[http.TrailerPrefix+k] = vv

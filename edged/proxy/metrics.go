@@ -2,6 +2,9 @@ package proxy
 
 import (
 	"sync"
+	"time"
+
+	"github.com/edgeapp/edgeapp/edged/spool"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -31,6 +34,11 @@ type Metrics struct {
 	retries     *prometheus.CounterVec
 	failures    *prometheus.CounterVec
 	unavailable *prometheus.CounterVec
+	waits       *prometheus.CounterVec
+
+	// Buffering: bytes by direction and medium, files by direction.
+	spoolBytes [2][2]prometheus.Counter
+	spoolFiles [2]prometheus.Counter
 
 	upDesc, inflightDesc *prometheus.Desc
 
@@ -63,6 +71,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "edged_upstream_unavailable_total",
 			Help: "Requests answered 503 because no server of the upstream was available.",
 		}, []string{"upstream"}),
+		waits: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "edged_proxy_wait_seconds_total",
+			Help: "Time buffered exchanges spent waiting on the client (reading its body, writing the response) and on the upstream (reading the response body).",
+		}, []string{"upstream", "side"}),
 		upDesc: prometheus.NewDesc("edged_upstream_server_up",
 			"1 if the upstream server takes requests, 0 if health checks or failures took it out.",
 			[]string{"upstream", "server", "backup"}, nil),
@@ -70,10 +82,59 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			"Requests in flight to the upstream server.", []string{"upstream", "server"}, nil),
 		pools: map[string]*Pool{},
 	}
+	spoolBytes := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "edged_proxy_spooled_bytes_total",
+		Help: "Body bytes buffered between client and upstream, by direction (request, response) and medium (memory, file).",
+	}, []string{"direction", "medium"})
+	spoolFiles := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "edged_proxy_spool_files_total",
+		Help: "Bodies that did not fit in memory and went to a temporary file, by direction.",
+	}, []string{"direction"})
+	for d, dn := range []string{"request", "response"} {
+		for k, mn := range []string{"memory", "file"} {
+			m.spoolBytes[d][k] = spoolBytes.WithLabelValues(dn, mn)
+		}
+		m.spoolFiles[d] = spoolFiles.WithLabelValues(dn)
+	}
 	if reg != nil {
-		reg.MustRegister(m.requests, m.latency, m.retries, m.failures, m.unavailable, (*gaugeCollector)(m))
+		reg.MustRegister(m.requests, m.latency, m.retries, m.failures, m.unavailable, m.waits, spoolBytes, spoolFiles, (*gaugeCollector)(m))
 	}
 	return m
+}
+
+// Directions of buffered bodies.
+const (
+	dirRequest = iota
+	dirResponse
+)
+
+// waitCounters are an upstream's edged_proxy_wait_seconds_total children.
+type waitCounters struct{ client, upstream prometheus.Counter }
+
+func (m *Metrics) waitsFor(upstream string) waitCounters {
+	return waitCounters{m.waits.WithLabelValues(upstream, "client"), m.waits.WithLabelValues(upstream, "upstream")}
+}
+
+// spooled counts what a spool held and the time its exchange waited.
+func (p *Pool) spooled(dir int, sp *spool.Spool, client, upstream time.Duration) {
+	mem, file, madeFile := sp.Stats()
+	m := p.m
+	m.spoolBytes[dir][0].Add(float64(mem))
+	if madeFile {
+		m.spoolBytes[dir][1].Add(float64(file))
+		m.spoolFiles[dir].Inc()
+	}
+	p.waited(client, upstream)
+}
+
+// waited counts the time a buffered exchange waited on either side.
+func (p *Pool) waited(client, upstream time.Duration) {
+	if client > 0 {
+		p.waitC.client.Add(client.Seconds())
+	}
+	if upstream > 0 {
+		p.waitC.upstream.Add(upstream.Seconds())
+	}
 }
 
 // gaugeCollector reports health and in-flight gauges straight from the live

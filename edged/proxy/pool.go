@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"fmt"
+	"github.com/prometheus/client_golang/prometheus"
 	"log/slog"
 	"net/http"
 	"sync"
@@ -28,6 +29,7 @@ type Pool struct {
 	m       *Metrics
 	log     *slog.Logger
 
+	waitC    waitCounters // edged_proxy_wait_seconds_total
 	inflight atomic.Int64 // requests routed through this pool right now
 	closed   atomic.Bool
 
@@ -99,6 +101,7 @@ func NewPool(cfg UpstreamConfig, prev *Pool, m *Metrics, log *slog.Logger) (*Poo
 		log:  log.With("upstream", cfg.Name),
 		stop: make(chan struct{}),
 	}
+	p.waitC = m.waitsFor(cfg.Name)
 	if cfg.Policy == "hash" {
 		p.hashKey, _, _ = parseHashKey(cfg.HashKey)
 	}
@@ -212,6 +215,7 @@ func (p *Pool) Close() {
 			for _, s := range p.servers {
 				p.m.forget(p.name, s.cfg.Addr)
 			}
+			p.m.waits.DeletePartialMatch(prometheus.Labels{"upstream": p.name})
 		}
 		if p.inflight.Load() == 0 {
 			p.releaseIdle()

@@ -598,6 +598,7 @@ func TestFlushIntervalPositive(t *testing.T) {
 func pattern(i int64) byte { return byte(i*7 + i>>11) }
 
 func TestStreamedUploadAndDownload64MiB(t *testing.T) {
+	streamingOnly(t)
 	const size = 64 << 20
 	gotFirstMiB := make(chan struct{})
 	up := startTCP(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -824,6 +825,7 @@ func resetter() http.Handler {
 }
 
 func TestNoRetryAfterSendUnlessOptedIn(t *testing.T) {
+	streamingOnly(t)
 	echo := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		b, _ := io.ReadAll(r.Body)
 		fmt.Fprintf(w, "b:%s", b)
@@ -1018,6 +1020,7 @@ func TestRealWebSocketThroughProxy(t *testing.T) {
 }
 
 func TestExpectContinue(t *testing.T) {
+	streamingOnly(t)
 	up := startTCP(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/reject" {
 			http.Error(w, "too large", http.StatusRequestEntityTooLarge)

@@ -4,18 +4,15 @@ import (
 	"bytes"
 	"net/http"
 	"strings"
+	"unsafe"
 
 	"github.com/edgeapp/edgeapp/edged/httpwire"
 )
 
-// respMeta is what the upstream's response head says besides its
-// end-to-end fields: how long the server keeps the connection, the
-// trailers it announced, and X-Accel-Buffering.
+// respMeta is what the hop-by-hop fields of a response head say that the
+// client must hear in another way: the trailers announced.
 type respMeta struct {
-	keepAlive    int64  // Keep-Alive: timeout=N, in seconds; 0 if none
 	trailerNames string // the Trailer field, to announce to the client
-	accel        int8   // X-Accel-Buffering: 1 yes, -1 no, 0 absent
-	contentType  string // for text/event-stream
 }
 
 // isHopResponseField reports whether a response field is for one
@@ -57,69 +54,113 @@ func equalFoldB(b []byte, s string) bool {
 	return true
 }
 
-// copyResponseHeader puts the end-to-end fields of a parsed response head
-// into h, replacing what h held under the same names (headers a handler
-// before the proxy set, such as the request ID, stay unless the upstream
-// sends its own), and returns what the hop-by-hop fields said. head is the
-// buffer the fields point into; it is copied into one string, and every
-// name and value is a substring of it, so a head costs three allocations
-// (that string, the values' backing array, and names sent in lower case).
-func copyResponseHeader(h http.Header, head []byte, fields []httpwire.Field, seen []string) (respMeta, []string) {
-	var meta respMeta
-	var conn []byte
-	n := 0
+// fieldMeta is what the response head says about buffering and the
+// connection, found in one pass over its fields.
+type fieldMeta struct {
+	accel       int8 // X-Accel-Buffering: 1 yes, -1 no, 0 absent
+	eventStream bool // Content-Type: text/event-stream
+	keepAlive   int64
+}
+
+func scanFields(fields []httpwire.Field) fieldMeta {
+	var fm fieldMeta
 	for i := range fields {
 		f := &fields[i]
-		if equalFoldB(f.Name, "connection") {
-			if conn == nil {
-				conn = f.Value
-			} else {
-				conn = append(append(append([]byte(nil), conn...), ','), f.Value...)
+		switch len(f.Name) {
+		case 10:
+			if equalFoldB(f.Name, "keep-alive") {
+				fm.keepAlive = keepAliveTimeout(f.Value)
+			}
+		case 12:
+			if equalFoldB(f.Name, "content-type") {
+				fm.eventStream = len(f.Value) >= 17 && equalFoldB(f.Value[:17], "text/event-stream")
+			}
+		case 17:
+			if equalFoldB(f.Name, "x-accel-buffering") {
+				switch {
+				case equalFoldB(f.Value, "no"):
+					fm.accel = -1
+				case equalFoldB(f.Value, "yes"):
+					fm.accel = 1
+				}
 			}
 		}
-		n++
 	}
-	hs := string(head)
+	return fm
+}
+
+// span is a header field as offsets into the response head's string.
+type span struct{ name, nameLen, value, valueLen int32 }
+
+// headSnapshot is a response head copied out of the connection's buffer
+// into one string, its fields as spans of it, so that the body can be read
+// (and the buffer reused) before the fields go into a header map.
+type headSnapshot struct {
+	s     string
+	spans []span
+}
+
+// take copies head, whose fields are fields (slices of head).
+func (hs *headSnapshot) take(head []byte, fields []httpwire.Field) {
+	hs.s = string(head)
 	base := cap(head)
-	sub := func(b []byte) string {
-		off := base - cap(b)
-		return hs[off : off+len(b)]
-	}
-	vals := make([]string, 0, n)
-	seen = seen[:0]
+	hs.spans = hs.spans[:0]
 	for i := range fields {
 		f := &fields[i]
-		if isHopResponseField(f.Name) {
+		hs.spans = append(hs.spans, span{
+			name: int32(base - cap(f.Name)), nameLen: int32(len(f.Name)),
+			value: int32(base - cap(f.Value)), valueLen: int32(len(f.Value)),
+		})
+	}
+}
+
+func (hs *headSnapshot) name(sp span) string  { return hs.s[sp.name : sp.name+sp.nameLen] }
+func (hs *headSnapshot) value(sp span) string { return hs.s[sp.value : sp.value+sp.valueLen] }
+
+// copyResponseHeader puts the end-to-end fields of a response head into h,
+// replacing what h held under the same names (headers a handler before the
+// proxy set, such as the request ID, stay unless the upstream sends its
+// own), and returns the trailers the head announced. Every name and value
+// is a substring of the head's one string, so a head costs two
+// allocations besides that string (the values' backing array, and names
+// sent in lower case).
+func copyResponseHeader(h http.Header, hs *headSnapshot, seen []string) (respMeta, []string) {
+	var meta respMeta
+	var conn []byte
+	for _, sp := range hs.spans {
+		if n := hs.name(sp); len(n) == 10 && strings.EqualFold(n, "connection") {
+			v := hs.value(sp)
+			if conn == nil {
+				conn = []byte(v)
+			} else {
+				conn = append(append(conn, ','), v...)
+			}
+		}
+	}
+	vals := make([]string, 0, len(hs.spans))
+	seen = seen[:0]
+	for _, sp := range hs.spans {
+		name := hs.name(sp)
+		nb := unsafeBytes(name)
+		if isHopResponseField(nb) {
 			switch {
-			case equalFoldB(f.Name, "keep-alive"):
-				meta.keepAlive = keepAliveTimeout(f.Value)
-			case equalFoldB(f.Name, "trailer"):
+			case equalFoldB(nb, "trailer"):
 				if meta.trailerNames == "" {
-					meta.trailerNames = sub(f.Value)
+					meta.trailerNames = hs.value(sp)
 				} else {
-					meta.trailerNames += ", " + sub(f.Value)
+					meta.trailerNames += ", " + hs.value(sp)
 				}
 			}
 			continue
 		}
-		if conn != nil && connNames(conn, f.Name) {
+		if conn != nil && connNames(conn, nb) {
 			continue
 		}
-		if len(f.Name) == 17 && equalFoldB(f.Name, "x-accel-buffering") {
-			// nginx's convention: honoured here, never passed on.
-			switch {
-			case equalFoldB(f.Value, "no"):
-				meta.accel = -1
-			case equalFoldB(f.Value, "yes"):
-				meta.accel = 1
-			}
-			continue
+		if len(name) == 17 && equalFoldB(nb, "x-accel-buffering") {
+			continue // nginx's convention: honoured (scanFields), never passed on
 		}
-		k := http.CanonicalHeaderKey(sub(f.Name))
-		v := sub(f.Value)
-		if k == "Content-Type" && meta.contentType == "" {
-			meta.contentType = v
-		}
+		v := hs.value(sp)
+		k := http.CanonicalHeaderKey(name)
 		vals = append(vals, v)
 		one := vals[len(vals)-1 : len(vals) : len(vals)]
 		if notSeen(seen, k) {
@@ -131,6 +172,9 @@ func copyResponseHeader(h http.Header, head []byte, fields []httpwire.Field, see
 	}
 	return meta, seen
 }
+
+// unsafeBytes views s as bytes for the read-only helpers above.
+func unsafeBytes(s string) []byte { return unsafe.Slice(unsafe.StringData(s), len(s)) }
 
 func listedExact(names []string, k string) bool { return !notSeen(names, k) }
 
@@ -183,11 +227,6 @@ func keepAliveTimeout(v []byte) int64 {
 		}
 	}
 	return 0
-}
-
-// isEventStream reports whether a Content-Type is text/event-stream.
-func isEventStream(ct string) bool {
-	return len(ct) >= 17 && strings.EqualFold(ct[:17], "text/event-stream")
 }
 
 // interimHeader copies a 1xx response's fields into h for WriteHeader(1xx)

@@ -136,7 +136,8 @@ func (h *handler) serveUpgrade(w http.ResponseWriter, r *http.Request, ex *excha
 	h.p.recordSuccess(s)
 
 	resh := make(http.Header, len(ex.resp.Fields)+2)
-	copyResponseHeader(resh, c.buffered()[:ex.headLen], ex.resp.Fields, nil)
+	ex.snap.take(c.buffered()[:ex.headLen], ex.resp.Fields)
+	copyResponseHeader(resh, &ex.snap, nil)
 	c.consume(ex.headLen)
 
 	cconn, brw, err := http.NewResponseController(w).Hijack()

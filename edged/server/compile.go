@@ -216,6 +216,7 @@ func (s *Server) routeHandler(cfg *config.Config, rt *runtime, rc config.Route, 
 			FlushInterval:   cfg.Upstreams[rc.Upstream].FlushInterval.D(),
 			RequestIDHeader: rt.requestID,
 			Upgrades:        rc.Upgrades,
+			Buffering:       buffering(cfg, rc),
 			Log:             s.log,
 		})
 		if rc.Cache != "" {
@@ -278,6 +279,20 @@ func (s *Server) staticOptions(rc config.Route) static.Options {
 		Root: rc.Static, Prefix: prefix, Index: rc.Index, Browse: rc.Browse, Fallback: rc.Fallback,
 		Precompressed: rc.Precompressed, AllowSymlinksOutsideRoot: rc.FollowSymlink,
 		CacheControl: rc.CacheControl, ServeHidden: rc.ServeHidden, Log: s.log,
+	}
+}
+
+// buffering is a route's request and response buffering: on unless the
+// route turns it off, sized by [server].
+func buffering(cfg *config.Config, rc config.Route) proxy.Buffering {
+	s := cfg.Server
+	return proxy.Buffering{
+		Request:         rc.RequestBuffering == nil || *rc.RequestBuffering,
+		Response:        rc.ResponseBuffering == nil || *rc.ResponseBuffering,
+		Dir:             s.TempDir,
+		RequestMemory:   int64(s.ClientBodyBufferSize),
+		ResponseMemory:  int64(s.ResponseBufferSize),
+		ResponseFileMax: int64(s.ResponseTempMax),
 	}
 }
 
