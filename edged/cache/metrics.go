@@ -94,10 +94,19 @@ func (m *Metrics) attach(c *Cache) cacheMetrics {
 	}
 }
 
+// detach stops reporting c; its counters go too, so that a cache opened
+// for a configuration that was then refused leaves no series behind.
 func (m *Metrics) detach(c *Cache) {
 	m.mu.Lock()
-	if m.caches[c.o.Name] == c {
+	gone := m.caches[c.o.Name] == c
+	if gone {
 		delete(m.caches, c.o.Name)
 	}
 	m.mu.Unlock()
+	if gone {
+		l := prometheus.Labels{"cache": c.o.Name}
+		for _, v := range []*prometheus.CounterVec{m.hits, m.misses, m.stale, m.coalesced, m.revalidations, m.bypass, m.evictions, m.storeErrors} {
+			v.DeletePartialMatch(l)
+		}
+	}
 }

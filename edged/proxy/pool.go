@@ -32,6 +32,7 @@ type Pool struct {
 	waitC    waitCounters // edged_proxy_wait_seconds_total
 	inflight atomic.Int64 // requests routed through this pool right now
 	closed   atomic.Bool
+	started  atomic.Bool
 
 	startOnce, closeOnce sync.Once
 	stop                 chan struct{}
@@ -47,6 +48,9 @@ type server struct {
 	st   *serverState
 	cp   *connPool // its keep-alive connections
 	hash uint64    // of Addr, for rendezvous hashing
+	// fresh: this pool made the state (no earlier pool had the server), so
+	// if the pool is closed without ever starting, its series go too
+	fresh bool
 }
 
 // serverState is what survives a reload for a server whose address did not
@@ -126,6 +130,7 @@ func NewPool(cfg UpstreamConfig, prev *Pool, m *Metrics, log *slog.Logger) (*Poo
 			delete(old, sc.Addr)
 		} else {
 			s.st = &serverState{addr: sc.Addr, metrics: m.forServer(cfg.Name, sc.Addr)}
+			s.fresh = true
 		}
 		if s.cp == nil {
 			s.cp = newConnPool(key)
@@ -162,6 +167,7 @@ func (p *Pool) Start() {
 		if p.closed.Load() {
 			return
 		}
+		p.started.Store(true)
 		p.m.publish(p)
 		for _, addr := range p.removed {
 			p.m.forget(p.name, addr)
@@ -216,6 +222,20 @@ func (p *Pool) Close() {
 				p.m.forget(p.name, s.cfg.Addr)
 			}
 			p.m.waits.DeletePartialMatch(prometheus.Labels{"upstream": p.name})
+		} else if !p.started.Load() {
+			// Built for a configuration that was refused: the series it
+			// made for servers new to this upstream go with it.
+			for _, s := range p.servers {
+				if s.fresh {
+					p.m.forget(p.name, s.cfg.Addr)
+				}
+			}
+			p.m.mu.Lock()
+			_, running := p.m.pools[p.name]
+			p.m.mu.Unlock()
+			if !running {
+				p.m.waits.DeletePartialMatch(prometheus.Labels{"upstream": p.name})
+			}
 		}
 		if p.inflight.Load() == 0 {
 			p.releaseIdle()

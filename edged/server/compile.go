@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -22,6 +23,7 @@ import (
 	"github.com/edgeapp/edgeapp/edged/static"
 	"github.com/edgeapp/edgeapp/edged/tlsconf"
 	"github.com/edgeapp/edgeapp/internal/tomlconf"
+	"golang.org/x/sys/unix"
 )
 
 // runtime is one compiled configuration. It is immutable once built; a
@@ -43,6 +45,9 @@ type runtime struct {
 	bodyTimeout, sendTimeout time.Duration
 	connLimits               connlimit.Limits
 	adminToken               string // bearer token the admin API requires; "" = none
+	// caches opened for this runtime; commit makes them process-wide,
+	// discard closes them
+	newCaches map[string]*cache.Cache
 }
 
 type siteData struct {
@@ -56,7 +61,8 @@ type siteData struct {
 type routeData struct {
 	handler http.Handler
 	respOps *headerOps
-	metrics *routeMetrics
+	metrics *routeMetrics // bound at commit (reload.go)
+	labels  routeLabels
 	noLog   bool // access_log = false on the route
 	// earlyData: safe HTTP/3 requests may be served from 0-RTT data.
 	earlyData bool
@@ -154,7 +160,7 @@ func (s *Server) compile(cfg *config.Config, prev *runtime) (*runtime, error) {
 				Data: &routeData{
 					handler:   h,
 					respOps:   newHeaderOps(rc.ResponseHeaders.Set, rc.ResponseHeaders.Add, rc.ResponseHeaders.Remove),
-					metrics:   s.metrics.forRoute(name, rname),
+					labels:    routeLabels{name, rname},
 					noLog:     rc.AccessLog != nil && !*rc.AccessLog,
 					earlyData: rc.EarlyData,
 				},
@@ -163,16 +169,25 @@ func (s *Server) compile(cfg *config.Config, prev *runtime) (*runtime, error) {
 		sites = append(sites, site)
 	}
 	if err := errs.Err(); err != nil {
-		closePools(rt.pools, prev)
+		rt.closeUnshared(prev)
 		return nil, err
 	}
 	r, err := router.New(sites)
 	if err != nil {
-		closePools(rt.pools, prev)
+		rt.closeUnshared(prev)
 		return nil, err
 	}
 	rt.router = r
 	return rt, nil
+}
+
+// closeUnshared closes what a runtime that will not be used opened and
+// prev (the running one, or nil) does not share: pools and new caches.
+func (rt *runtime) closeUnshared(prev *runtime) {
+	closePools(rt.pools, prev)
+	for _, c := range rt.newCaches {
+		c.Close()
+	}
 }
 
 // closePools closes the pools of a runtime that will not be used, except
@@ -220,7 +235,7 @@ func (s *Server) routeHandler(cfg *config.Config, rt *runtime, rc config.Route, 
 			Log:             s.log,
 		})
 		if rc.Cache != "" {
-			c, err := s.cacheFor(rc.Cache, cfg.Caches[rc.Cache])
+			c, err := s.cacheFor(rt, rc.Cache, cfg.Caches[rc.Cache])
 			if err != nil {
 				return nil, err
 			}
@@ -322,25 +337,69 @@ func upstreamConfig(name string, u *config.Upstream) proxy.UpstreamConfig {
 	return pc
 }
 
-// cacheFor returns the process-wide cache of that name, opening it the
-// first time. A cache outlives reloads: its contents are worth keeping.
-func (s *Server) cacheFor(name string, cc *config.Cache) (*cache.Cache, error) {
-	s.cacheMu.Lock()
-	defer s.cacheMu.Unlock()
+// cacheFor returns the process-wide cache of that name, or opens it for
+// rt: a cache outlives reloads (its contents are worth keeping), so only
+// a cache the running configuration lacks is opened, and it becomes
+// process-wide only when rt is committed. A disk directory that cannot be
+// used refuses the configuration. In check mode (edged -t) nothing that a
+// running edged may hold is opened: the directory is checked and the
+// cache is a throwaway in memory.
+func (s *Server) cacheFor(rt *runtime, name string, cc *config.Cache) (*cache.Cache, error) {
 	opts := cacheOptions(name, cc)
-	if c, ok := s.caches[name]; ok {
-		if s.cacheOpts[name] != fmt.Sprint(opts) {
+	s.cacheMu.Lock()
+	c, ok := s.caches[name]
+	changed := ok && s.cacheOpts[name] != fmt.Sprint(opts)
+	s.cacheMu.Unlock()
+	if ok {
+		if changed && !s.checkOnly {
 			s.log.Warn("cache settings changed; they take effect at the next restart", "cache", name)
 		}
 		return c, nil
 	}
-	c, err := cache.Open(opts, s.cacheMetrics)
+	if c, ok := rt.newCaches[name]; ok {
+		return c, nil
+	}
+	if opts.DiskDir != "" {
+		if err := checkCacheDir(opts.DiskDir); err != nil {
+			return nil, fmt.Errorf("cache %q: %w", name, err)
+		}
+	}
+	m := s.cacheMetrics
+	if s.checkOnly {
+		opts.DiskDir = ""
+	}
+	c, err := cache.Open(opts, m)
 	if err != nil {
 		return nil, fmt.Errorf("opening cache %q: %w", name, err)
 	}
-	s.caches[name] = c
-	s.cacheOpts[name] = fmt.Sprint(opts)
+	if rt.newCaches == nil {
+		rt.newCaches = map[string]*cache.Cache{}
+	}
+	rt.newCaches[name] = c
 	return c, nil
+}
+
+// checkCacheDir says whether a cache's disk directory is usable: an
+// existing directory this process may write, or one it could create
+// (its nearest existing parent is a writable directory). It creates
+// nothing.
+func checkCacheDir(dir string) error {
+	for d := dir; ; d = filepath.Dir(d) {
+		fi, err := os.Stat(d)
+		if errors.Is(err, os.ErrNotExist) && d != "/" {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("disk directory %s: %w", dir, err)
+		}
+		if !fi.IsDir() {
+			return fmt.Errorf("disk directory %s: %s is not a directory", dir, d)
+		}
+		if err := unix.Access(d, unix.W_OK|unix.X_OK); err != nil {
+			return fmt.Errorf("disk directory %s: %s is not writable: %w", dir, d, err)
+		}
+		return nil
+	}
 }
 
 func cacheOptions(name string, cc *config.Cache) cache.Options {

@@ -61,6 +61,14 @@ func (m *metrics) forRoute(site, route string) *routeMetrics {
 	return rm
 }
 
+// dropRoute removes the series of a route that left the configuration.
+func (m *metrics) dropRoute(site, route string) {
+	for _, c := range []string{"other", "1xx", "2xx", "3xx", "4xx", "5xx"} {
+		m.requests.DeleteLabelValues(site, route, c)
+	}
+	m.duration.DeleteLabelValues(site, route)
+}
+
 func (rm *routeMetrics) observe(status int, seconds float64) {
 	c := status / 100
 	if c < 1 || c > 5 {

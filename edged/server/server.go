@@ -84,6 +84,7 @@ type Server struct {
 	stopping          atomic.Bool
 	stopFlush         chan struct{}
 	pp                proxyProtocol // PROXY protocol listeners (proxyproto.go)
+	checkOnly         bool          // edged -t: prepare opens nothing a running edged holds (reload.go)
 	quic              quicListeners // HTTP/3 (h3.go)
 }
 
@@ -92,8 +93,8 @@ type reloadResult struct {
 	Err string
 }
 
-// New loads and compiles the configuration and opens the listeners, but
-// serves nothing until Serve.
+// New loads and prepares the configuration, opens the listeners and puts
+// the configuration in service, but accepts nothing until Serve.
 func New(opts Options) (*Server, error) {
 	cfg, err := config.Load(opts.ConfigPath)
 	if err != nil {
@@ -101,7 +102,6 @@ func New(opts Options) (*Server, error) {
 	}
 	s := &Server{
 		opts: opts, log: opts.Log, notifier: opts.Notifier,
-		registry:  prometheus.NewRegistry(),
 		caches:    map[string]*cache.Cache{},
 		cacheOpts: map[string]string{},
 		serveErr:  make(chan error, 8),
@@ -111,15 +111,13 @@ func New(opts Options) (*Server, error) {
 	var idb [6]byte
 	rand.Read(idb[:])
 	s.idPrefix = hex.EncodeToString(idb[:])
-	s.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	s.metrics = newMetrics(s.registry)
-	s.proxyMetrics = proxy.NewMetrics(s.registry)
-	s.cacheMetrics = cache.NewMetrics(s.registry)
-	s.limitMetrics = limit.NewMetrics(s.registry, func() []*limit.Zone { return s.current.Load().zoneList() })
-	s.accessMetrics = access.NewMetrics(s.registry)
-	s.authMetrics = auth.NewMetrics(s.registry)
-	s.tlsMetrics = tlsconf.NewMetrics(s.registry)
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	s.initMetrics(reg)
 
+	if err := checkTLS(cfg, s.log); err != nil {
+		return nil, err
+	}
 	if err := s.openListeners(cfg); err != nil {
 		return nil, err
 	}
@@ -128,46 +126,29 @@ func New(opts Options) (*Server, error) {
 		s.closeListeners()
 		return nil, fmt.Errorf("setting up TLS: %w", err)
 	}
-	rt, err := s.compile(cfg, nil)
+	p, err := s.prepare(cfg, nil)
 	if err != nil {
+		s.tls.Close()
 		s.closeListeners()
 		return nil, err
 	}
-	s.limiter = connlimit.New(rt.connLimits)
+	s.limiter = connlimit.New(p.rt.connLimits)
 	s.metrics.registerLimiter(s.registry, s.limiter)
 	warnFileLimit(s.log, cfg.Server.MaxConnections)
-	al, err := accesslog.Open(accessLogOptions(cfg, s.log))
-	if err != nil {
-		s.closeListeners()
-		return nil, err
-	}
-	s.accessLog.Store(al)
-	s.current.Store(rt)
-	s.metrics.configGen.Set(1)
-	s.metrics.lastReload.SetToCurrentTime()
+	s.commit(p, nil)
 	return s, nil
 }
 
-// Check validates a configuration as far as possible without starting
-// anything: `edged -t`.
-func Check(path string) error {
-	cfg, err := config.Load(path)
-	if err != nil {
-		return err
-	}
-	var errs []error
-	for name, u := range cfg.Upstreams {
-		if err := upstreamConfig(name, u).Validate(); err != nil {
-			errs = append(errs, cfg.Doc.Errorf("upstream."+name, "%v", err))
-		}
-	}
-	if err := checkTLS(cfg, slog.New(slog.DiscardHandler)); err != nil {
-		errs = append(errs, err)
-	}
-	if err := checkShield(cfg); err != nil {
-		errs = append(errs, err)
-	}
-	return errors.Join(errs...)
+// initMetrics makes edged's metrics and each part's in reg.
+func (s *Server) initMetrics(reg *prometheus.Registry) {
+	s.registry = reg
+	s.metrics = newMetrics(reg)
+	s.proxyMetrics = proxy.NewMetrics(reg)
+	s.cacheMetrics = cache.NewMetrics(reg)
+	s.limitMetrics = limit.NewMetrics(reg, func() []*limit.Zone { return s.current.Load().zoneList() })
+	s.accessMetrics = access.NewMetrics(reg)
+	s.authMetrics = auth.NewMetrics(reg)
+	s.tlsMetrics = tlsconf.NewMetrics(reg)
 }
 
 func (s *Server) openListeners(cfg *config.Config) error {
@@ -269,17 +250,11 @@ func (s *Server) newHTTPServer(cfg *config.Config, kind string, h http.Handler) 
 // ReopenLogs may be called meanwhile from another goroutine.
 func (s *Server) Serve(ctx context.Context) error {
 	cfg := s.startCfg
-	if err := s.tls.Apply(ctx, tlsSites(cfg)); err != nil {
-		s.log.Error("certificates: some sites have no certificate yet; they fail TLS until one is obtained", "err", err)
-	}
 	httpHandler := s.tls.HTTPChallenge(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { s.serve(w, r, false) }))
 	s.httpSrv = s.newHTTPServer(cfg, "http", httpHandler)
 	secureHandler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { s.serve(w, r, true) })
 	s.httpsSrv = s.newHTTPServer(cfg, "https", s.withAltSvc(secureHandler))
 	s.httpsSrv.TLSConfig = s.tls.TLSConfig()
-	for _, pool := range s.current.Load().pools {
-		pool.Start()
-	}
 	for _, ln := range s.httpLns {
 		go s.runServer(s.httpSrv, trackingListener{s.limiter.Listener(ln, true)})
 	}
@@ -413,45 +388,12 @@ func (s *Server) reload() error {
 		return err
 	}
 	old := s.current.Load()
-	if err := checkTLS(cfg, s.log); err != nil {
-		return err
-	}
-	rt, err := s.compile(cfg, old)
+	p, err := s.prepare(cfg, old)
 	if err != nil {
 		return err
 	}
-	s.warnRestartOnly(old.cfg, cfg)
-	if !reflect.DeepEqual(cfg.AccessLog, old.cfg.AccessLog) {
-		al, err := accesslog.Open(accessLogOptions(cfg, s.log))
-		if err != nil {
-			closePools(rt.pools, old)
-			return err
-		}
-		prevLog := s.accessLog.Swap(al)
-		prevLog.Close()
-	}
-	for name, p := range rt.pools {
-		if old.pools[name] != p {
-			p.Start()
-		}
-	}
-	s.current.Store(rt)
-	s.reloadProxyProtocol(old.cfg, cfg)
-	s.limiter.SetLimits(rt.connLimits)
-	s.warnQUICRestart(old.cfg, cfg)
-	// Requests already routed to the old pools finish there; Close only
-	// stops their health checks and idle connections.
-	for name, p := range old.pools {
-		if rt.pools[name] != p {
-			p.Close()
-		}
-	}
-	if err := s.tls.Apply(context.Background(), tlsSites(cfg)); err != nil {
-		s.log.Error("certificates: some sites have no certificate yet", "err", err)
-	}
-	s.metrics.configGen.Set(float64(rt.generation))
-	s.metrics.lastReload.SetToCurrentTime()
-	s.log.Info("configuration reloaded", "config", s.opts.ConfigPath, "generation", rt.generation, "sites", len(cfg.Sites))
+	s.commit(p, old)
+	s.log.Info("configuration reloaded", "config", s.opts.ConfigPath, "generation", p.rt.generation, "sites", len(cfg.Sites))
 	return nil
 }
 

@@ -2,7 +2,6 @@ package server
 
 import (
 	"fmt"
-	"log/slog"
 	"net/http"
 	"sort"
 
@@ -11,7 +10,6 @@ import (
 	"github.com/edgeapp/edgeapp/edged/config"
 	"github.com/edgeapp/edgeapp/edged/errorpage"
 	"github.com/edgeapp/edgeapp/edged/limit"
-	"github.com/edgeapp/edgeapp/internal/tomlconf"
 )
 
 // compileLimits builds the [limit.NAME] zones. Each takes over the per-key
@@ -247,26 +245,4 @@ func (rt *runtime) share(key, v any) {
 		rt.shared = map[any]any{}
 	}
 	rt.shared[key] = v
-}
-
-// checkShield builds every site's and route's shields as a reload would
-// (reading htpasswd files and error pages) and throws them away, so that
-// `edged -t` finds what the reload would refuse.
-func checkShield(cfg *config.Config) error {
-	s := &Server{log: slog.New(slog.DiscardHandler)}
-	rt := &runtime{}
-	var errs tomlconf.Errors
-	fail := func(key string, err error) { errs = append(errs, cfg.Doc.Errorf(key, "%v", err)) }
-	s.compileLimits(cfg, rt, nil, fail)
-	for i, sc := range cfg.Sites {
-		if _, err := sitePages(rt, sc); err != nil {
-			fail(fmt.Sprintf("site[%d]", i), err)
-		}
-		for j, rc := range sc.Routes {
-			if _, err := s.shieldRoute(rt, sc, rc, "", "", http.NotFoundHandler()); err != nil {
-				fail(fmt.Sprintf("site[%d].route[%d]", i, j), err)
-			}
-		}
-	}
-	return errs.Err()
 }

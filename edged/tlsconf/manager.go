@@ -242,18 +242,40 @@ func issuerKeyFor(m *Manager, mode string) string {
 // certificate files are read again every time. Certificates to obtain are
 // obtained in the background; Apply never waits for a CA.
 func (m *Manager) Apply(ctx context.Context, sites []Site) error {
+	p, err := m.Prepare(ctx, sites)
+	if err != nil {
+		return err
+	}
+	m.Commit(ctx, p)
+	return nil
+}
+
+// Plan is a set of sites that Prepare checked and loaded what they need
+// for (manual certificates, the storage directory, the internal CA), for
+// Commit to put in service.
+type Plan struct {
+	sites  []Site
+	manual map[int]*manualCert
+	ca     *internalCA // made for these sites; nil when the manager has one or none is needed
+}
+
+// Prepare does everything of Apply that can fail, and changes nothing
+// that serves: a reload prepares the certificates' side with the rest of
+// the configuration and commits only if all of it is good.
+func (m *Manager) Prepare(ctx context.Context, sites []Site) (*Plan, error) {
 	manual, err := checkSites(sites, m.o.dns01)
 	errs := []error{err}
 	errs = append(errs, checkOnDemandOptions(m.o.Options, sites)...)
 	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("tls: sites not applied, the previous ones stay: %w", err)
+		return nil, fmt.Errorf("tls: sites not applied, the previous ones stay: %w", err)
 	}
 
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.closed {
-		return errors.New("tls: manager is closed")
+		return nil, errors.New("tls: manager is closed")
 	}
+	p := &Plan{sites: sites, manual: manual}
 	needInternal, needStorage := false, false
 	for _, s := range sites {
 		needInternal = needInternal || s.Mode == ModeInternal
@@ -261,14 +283,29 @@ func (m *Manager) Apply(ctx context.Context, sites []Site) error {
 	}
 	if needStorage {
 		if err := checkStorageDir(m.o.storageDir); err != nil {
-			return fmt.Errorf("tls: sites not applied, the previous ones stay: %w", err)
+			return nil, fmt.Errorf("tls: sites not applied, the previous ones stay: %w", err)
 		}
 	}
 	if needInternal && m.ca == nil {
 		ca, err := loadOrCreateInternalCA(ctx, m.storage, m.o.storageDir, m.o.InternalLifetime)
 		if err != nil {
-			return fmt.Errorf("tls: sites not applied, the previous ones stay: %w", err)
+			return nil, fmt.Errorf("tls: sites not applied, the previous ones stay: %w", err)
 		}
+		p.ca = ca
+	}
+	return p, nil
+}
+
+// Commit puts a prepared plan in service; it cannot fail.
+func (m *Manager) Commit(ctx context.Context, p *Plan) {
+	sites, manual := p.sites, p.manual
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return
+	}
+	if p.ca != nil && m.ca == nil {
+		ca := p.ca
 		cfg := *m.acme // same storage, logger, events and key type
 		cfg.Issuers = []certmagic.Issuer{ca}
 		m.internal = certmagic.New(m.cache, cfg)
@@ -388,7 +425,6 @@ func (m *Manager) Apply(ctx context.Context, sites []Site) error {
 		}
 	}
 	m.log.Info("tls: sites applied", "managed", len(m.managed), "new", len(started), "manual", len(manualStatus), "on_demand", m.onDemandPatterns(t))
-	return nil
 }
 
 // manage loads host's certificate from storage or obtains it, retrying
