@@ -105,10 +105,40 @@ type waiter struct {
 	ctx  context.Context
 	poll time.Duration
 	hard int64 // nanotime after which waiting ends with timeout; 0: none
-	what error // the error for passing hard
-	// idle, when set, moves hard to idle from the start of each read or
-	// write: the longest silence between two of them.
-	idle time.Duration
+	// idle, when set, replaces hard by a limit on each read or write: the
+	// longest silence between two of them. It is counted from the first
+	// time the deadline comes back during the read or write (at most poll
+	// after it began), so that a read that does not wait costs no clock.
+	idle    time.Duration
+	started int64
+	// kind and limit make the error for passing the limit (see timeout),
+	// err when kind is 0.
+	kind  uint8
+	limit time.Duration
+	err   error
+}
+
+// Kinds of waits, for their timeout errors.
+const (
+	waitHead uint8 = iota + 1
+	waitSend
+	waitBody
+	waitExpect
+)
+
+// timeout is the error for a wait that went past its limit, made only then.
+func (wt *waiter) timeout() error {
+	switch wt.kind {
+	case waitHead:
+		return &timeoutError{wt.limit}
+	case waitSend:
+		return &sendTimeoutError{wt.limit}
+	case waitBody:
+		return &bodyTimeoutError{wt.limit}
+	case waitExpect:
+		return errExpectTimeout
+	}
+	return wt.err
 }
 
 // errClientGone ends an exchange whose client went away.
@@ -116,8 +146,8 @@ var errClientGone = errors.New("the client went away")
 
 // read reads into p, waiting as wt allows.
 func (c *upConn) read(p []byte, wt *waiter) (int, error) {
-	if wt != nil && wt.idle > 0 {
-		wt.hard = nanotime() + int64(wt.idle)
+	if wt != nil {
+		wt.started = 0
 	}
 	for {
 		n, err := c.nc.Read(p)
@@ -139,10 +169,10 @@ func (c *upConn) read(p []byte, wt *waiter) (int, error) {
 
 // write writes all of p, waiting as wt allows.
 func (c *upConn) write(p []byte, wt *waiter) error {
+	if wt != nil {
+		wt.started = 0
+	}
 	for len(p) > 0 {
-		if wt != nil && wt.idle > 0 {
-			wt.hard = nanotime() + int64(wt.idle)
-		}
 		n, err := c.Write(p)
 		p = p[n:]
 		if err == nil {
@@ -166,9 +196,15 @@ func (c *upConn) rearm(wt *waiter) error {
 	}
 	now := nanotime()
 	d := int64(wt.poll)
+	if wt.idle > 0 {
+		if wt.started == 0 {
+			wt.started = now
+		}
+		wt.hard = wt.started + int64(wt.idle)
+	}
 	if wt.hard != 0 {
 		if now >= wt.hard {
-			return wt.what
+			return wt.timeout()
 		}
 		d = min(d, wt.hard-now)
 	}

@@ -130,9 +130,8 @@ func putExchange(ex *exchange) {
 
 // conn returns a connection to s: an idle one unless fresh, else a new
 // one. checkIdle makes it look at an idle connection first (see alive).
-func (s *server) conn(ctx context.Context, fresh, checkIdle bool) (*upConn, error) {
+func (s *server) conn(ctx context.Context, now int64, fresh, checkIdle bool) (*upConn, error) {
 	if !fresh {
-		now := nanotime()
 		for {
 			c := s.cp.get(now)
 			if c == nil {
@@ -150,7 +149,7 @@ func (s *server) conn(ctx context.Context, fresh, checkIdle bool) (*upConn, erro
 // roundTrip sends the request on c and reads the final response head into
 // ex.resp (1xx responses before it are passed to w). The head stays in c's
 // buffer (ex.headLen bytes) for the caller to copy before consuming it.
-func (ex *exchange) roundTrip(ctx context.Context, c *upConn, w http.ResponseWriter, r *http.Request, info *reqinfo.Info, body *outBody, rht time.Duration) error {
+func (ex *exchange) roundTrip(ctx context.Context, now int64, c *upConn, w http.ResponseWriter, r *http.Request, info *reqinfo.Info, body *outBody, rht time.Duration) error {
 	ex.unsent = false
 	oh := &ex.oh
 	if body.sp != nil && body.mem == nil && body.frame == frameLength {
@@ -163,12 +162,11 @@ func (ex *exchange) roundTrip(ctx context.Context, c *upConn, w http.ResponseWri
 	}
 	ex.head = appendRequestHead(ex.head[:0], r, info, oh, ex.scratch)
 
-	now := nanotime()
 	poll := min(headPoll, rht)
 	c.arm(now, poll)
 	// Sending: rht at most between two writes (a large body to a server
 	// that stopped reading). Then rht at most for the response head.
-	wt := waiter{ctx: ctx, poll: poll, hard: now + int64(rht), what: &sendTimeoutError{rht}, idle: rht}
+	wt := waiter{ctx: ctx, poll: poll, idle: rht, kind: waitSend, limit: rht}
 
 	var err error
 	switch {
@@ -192,7 +190,7 @@ func (ex *exchange) roundTrip(ctx context.Context, c *upConn, w http.ResponseWri
 		if oh.expect100 {
 			// Wait for 100 Continue (or a refusal) before the body.
 			cw := wt
-			cw.hard, cw.what = nanotime()+int64(ExpectContinueTimeout), errExpectTimeout
+			cw.hard, cw.idle, cw.kind = nanotime()+int64(ExpectContinueTimeout), 0, waitExpect
 			err := ex.readHead(c, w, &cw, true)
 			switch {
 			case err == nil && ex.resp.Status != 100:
@@ -208,7 +206,11 @@ func (ex *exchange) roundTrip(ctx context.Context, c *upConn, w http.ResponseWri
 			return ex.sendFailed(c, err, &wt)
 		}
 	}
-	wt.hard, wt.idle, wt.what = nanotime()+int64(rht), 0, &timeoutError{rht}
+	sentAt := now // a body sent with the head took no time worth a clock
+	if body.stream != nil || (body.sp != nil && body.mem == nil) {
+		sentAt = nanotime()
+	}
+	wt.hard, wt.idle, wt.kind, wt.limit = sentAt+int64(rht), 0, waitHead, rht
 	if err := ex.readHead(c, w, &wt, false); err != nil {
 		return ex.recvFailed(c, err)
 	}
@@ -240,7 +242,7 @@ func (ex *exchange) sendFailed(c *upConn, err error, wt *waiter) error {
 	}
 	if c.written > 0 {
 		early := *wt
-		early.hard = nanotime() + int64(50*time.Millisecond)
+		early.hard, early.idle, early.kind, early.limit = nanotime()+int64(50*time.Millisecond), 0, waitHead, 50*time.Millisecond
 		if ex.readHead(c, nil, &early, false) == nil && ex.resp.Status >= 200 {
 			ex.unsent = true
 			return nil

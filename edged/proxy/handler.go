@@ -188,13 +188,13 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				return
 			}
 		} else {
-			start := time.Now()
+			start := sel.now
 			var c *upConn
-			c, err = s.conn(ctx, fresh, !resendable)
+			c, err = s.conn(ctx, start, fresh, !resendable)
 			if err == nil {
-				err = ex.roundTrip(ctx, c, w, r, info, &body, p.cfg.ResponseHeaderTimeout)
+				err = ex.roundTrip(ctx, start, c, w, r, info, &body, p.cfg.ResponseHeaderTimeout)
 			}
-			info.Upstream, info.UpstreamTime = s.cfg.Addr, time.Since(start)
+			info.Upstream, info.UpstreamTime = s.cfg.Addr, time.Duration(nanotime()-start)
 			if err == nil {
 				info.UpstreamStatus = ex.resp.Status
 				s.st.total.Add(1)
@@ -209,6 +209,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if errors.As(err, &se) && !staleUsed && (!se.sent || resendable) && body.n == 0 {
 			// Not the server's failure: the same server, a new connection.
 			staleUsed, fresh = true, true
+			sel.now = nanotime()
 			continue
 		}
 		attempt++
@@ -380,7 +381,7 @@ func (h *handler) serveResponse(w http.ResponseWriter, r *http.Request, ex *exch
 		// A buffered body has no reason to pause (nginx
 		// proxy_read_timeout); a stream may stay silent for long.
 		rht := h.p.cfg.ResponseHeaderTimeout
-		bw.poll, bw.idle, bw.what = min(bodyPoll, rht), rht, &bodyTimeoutError{rht}
+		bw.poll, bw.idle, bw.kind, bw.limit = min(bodyPoll, rht), rht, waitBody, rht
 	}
 	b.reset(c, kind, length, keep, bw)
 	if buffered && kind == httpwire.BodyLength && length <= h.buf.ResponseMemory {
@@ -404,10 +405,13 @@ func (h *handler) serveResponse(w http.ResponseWriter, r *http.Request, ex *exch
 	}
 	w.WriteHeader(status)
 
-	rc := http.NewResponseController(w)
 	mode := h.flush
 	if mode == 0 && (kind != httpwire.BodyLength || fm.eventStream) {
 		mode = -1
+	}
+	var rc *http.ResponseController
+	if mode != 0 {
+		rc = http.NewResponseController(w)
 	}
 	if mode < 0 {
 		_ = rc.Flush() // the client sees the header before the first event

@@ -146,7 +146,7 @@ func probe(ctx context.Context, s *server, h HealthConfig, hostHeader string) st
 	case hostHeader != "":
 		host = hostHeader
 	}
-	c, err := s.conn(ctx, false, false)
+	c, err := s.conn(ctx, nanotime(), false, false)
 	if err != nil {
 		return err.Error()
 	}
@@ -159,7 +159,7 @@ func probe(ctx context.Context, s *server, h HealthConfig, hostHeader string) st
 	dl, _ := ctx.Deadline()
 	hard := nanotime() + int64(time.Until(dl))
 	noAnswer := fmt.Errorf("no answer within %v", h.Timeout)
-	wt := waiter{ctx: ctx, poll: min(headPoll, h.Timeout), hard: hard, what: noAnswer}
+	wt := waiter{ctx: ctx, poll: min(headPoll, h.Timeout), hard: hard, err: noAnswer}
 	c.arm(nanotime(), wt.poll)
 	if err = c.write(head, &wt); err == nil {
 		err = ex.readHead(c, nil, &wt, false)

@@ -126,15 +126,18 @@ func (hs *headSnapshot) value(sp span) string { return hs.s[sp.value : sp.value+
 // sent in lower case).
 func copyResponseHeader(h http.Header, hs *headSnapshot, seen []string) (respMeta, []string) {
 	var meta respMeta
-	var conn []byte
+	// The names Connection lists, other than the hop-by-hop fields and
+	// options every response may carry (keep-alive, close), which need no
+	// look-up per field.
+	var listedBuf [4]string
+	listed := listedBuf[:0]
 	for _, sp := range hs.spans {
 		if n := hs.name(sp); len(n) == 10 && strings.EqualFold(n, "connection") {
-			v := hs.value(sp)
-			if conn == nil {
-				conn = []byte(v)
-			} else {
-				conn = append(append(conn, ','), v...)
-			}
+			forTokens(hs.value(sp), func(tok string) {
+				if !isHopHeader(tok) {
+					listed = append(listed, tok)
+				}
+			})
 		}
 	}
 	vals := make([]string, 0, len(hs.spans))
@@ -153,7 +156,7 @@ func copyResponseHeader(h http.Header, hs *headSnapshot, seen []string) (respMet
 			}
 			continue
 		}
-		if conn != nil && connNames(conn, nb) {
+		if len(listed) > 0 && listedName(listed, name) {
 			continue
 		}
 		if len(name) == 17 && equalFoldB(nb, "x-accel-buffering") {
@@ -188,17 +191,10 @@ func notSeen(seen []string, k string) bool {
 	return true
 }
 
-// connNames reports whether the Connection value conn lists name.
-func connNames(conn, name []byte) bool {
-	for rest := conn; len(rest) > 0; {
-		var tok []byte
-		if i := bytes.IndexByte(rest, ','); i >= 0 {
-			tok, rest = rest[:i], rest[i+1:]
-		} else {
-			tok, rest = rest, nil
-		}
-		tok = bytes.Trim(tok, " \t")
-		if len(tok) == len(name) && bytes.EqualFold(tok, name) {
+// listedName reports whether name is among the Connection-listed names.
+func listedName(listed []string, name string) bool {
+	for _, l := range listed {
+		if strings.EqualFold(l, name) {
 			return true
 		}
 	}

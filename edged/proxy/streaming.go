@@ -103,12 +103,12 @@ func (f *delayedFlush) stop() {
 func (h *handler) serveUpgrade(w http.ResponseWriter, r *http.Request, ex *exchange, s *server, info *reqinfo.Info) (done bool, err error) {
 	ctx := r.Context()
 	start := time.Now()
-	c, err := s.conn(ctx, true, false)
+	c, err := s.conn(ctx, 0, true, false)
 	if err != nil {
 		return false, err
 	}
 	var none outBody
-	if err := ex.roundTrip(ctx, c, w, r, info, &none, h.p.cfg.ResponseHeaderTimeout); err != nil {
+	if err := ex.roundTrip(ctx, nanotime(), c, w, r, info, &none, h.p.cfg.ResponseHeaderTimeout); err != nil {
 		return false, err
 	}
 	s.st.total.Add(1)
