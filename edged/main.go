@@ -120,7 +120,9 @@ func run(cfgPath string) int {
 		}
 	}()
 	watchdogStop := make(chan struct{})
-	go notifier.RunWatchdog(systemd.WatchdogInterval(), nil, watchdogStop)
+	// Each ping waits for edged to answer a request it sends itself.
+	interval := systemd.WatchdogInterval()
+	go notifier.RunWatchdog(interval, func() bool { return srv.Healthy(interval / 2) }, watchdogStop)
 	err = srv.Serve(ctx)
 	close(watchdogStop)
 	if err != nil {

@@ -85,6 +85,7 @@ type Server struct {
 	stopFlush         chan struct{}
 	pp                proxyProtocol // PROXY protocol listeners (proxyproto.go)
 	checkOnly         bool          // edged -t: prepare opens nothing a running edged holds (reload.go)
+	wd                watchdog      // the self-probe before each WATCHDOG=1 (watchdog.go)
 	quic              quicListeners // HTTP/3 (h3.go)
 }
 
@@ -121,6 +122,8 @@ func New(opts Options) (*Server, error) {
 	if err := s.openListeners(cfg); err != nil {
 		return nil, err
 	}
+	s.wd.token = newWatchdogToken()
+	s.probeTarget()
 	s.tls, err = tlsconf.New(tlsOptions(cfg, s.log), s.tlsMetrics)
 	if err != nil {
 		s.closeListeners()
@@ -257,6 +260,9 @@ func (s *Server) Serve(ctx context.Context) error {
 	s.httpsSrv.TLSConfig = s.tls.TLSConfig()
 	for _, ln := range s.httpLns {
 		go s.runServer(s.httpSrv, trackingListener{s.limiter.Listener(ln, true)})
+	}
+	if s.wd.pipe != nil {
+		go s.runServer(s.httpSrv, s.wd.pipe)
 	}
 	for _, ln := range s.httpsLns {
 		go s.runServer(s.httpsSrv, tls.NewListener(trackingListener{s.limiter.Listener(ln, false)}, s.httpsSrv.TLSConfig))
@@ -448,6 +454,10 @@ func firstLine(s string) string {
 // serve is the top of every request: site, redirect to HTTPS, route, then
 // the route's handler chain, with logging and metrics around it.
 func (s *Server) serve(w http.ResponseWriter, r *http.Request, secure bool) {
+	if r.URL.Path == watchdogPath && s.isWatchdogProbe(r) {
+		answerProbe(w)
+		return
+	}
 	start := time.Now()
 	rt := s.current.Load()
 	rw := getWriter(w)
