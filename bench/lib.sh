@@ -16,6 +16,8 @@
 #                             line per run appended to $BENCH_RESULTS
 #   bench_cpu_us PGID [user|sys]  CPU µs used so far by process group PGID
 #   BENCH_PGID[LABEL]=PGID    makes bench_interleave report CPU µs per request
+#   BENCH_UPSTREAM_PGID[SCEN]=PGID  and the upstream's CPU µs per request in
+#                             that scenario (a column of its own in the table)
 #   bench_table BASELINE      medians per scenario and target, with ratios to
 #                             the BASELINE target, as a Markdown table
 #   bench_machine             one line describing this machine
@@ -166,16 +168,21 @@ bench_cpu_us() {
 
 # BENCH_PGID[LABEL]=PGID makes bench_interleave report the CPU each request
 # cost that target's processes (µs/request); unset, the column is 0.
+# BENCH_UPSTREAM_PGID[SCENARIO]=PGID does the same for the upstream behind
+# every target of a scenario: a proxy that churns upstream connections makes
+# its upstream work harder.
 declare -gA BENCH_PGID=()
+declare -gA BENCH_UPSTREAM_PGID=()
 
 # bench_interleave SCENARIO ROUNDS DURATION CONNS THREADS LABEL=URL...
 # Warms each target for $BENCH_WARMUP, then runs the targets in turn, ROUNDS
 # times, so that drift on the machine (thermal, noisy neighbours) falls on
 # every target alike. Appends one line per run to $BENCH_RESULTS:
-# "SCENARIO LABEL ROUND RPS P50_US P99_US NON2XX ERRS REQUESTS CPU_US_PER_REQ".
+# "SCENARIO LABEL ROUND RPS P50_US P99_US NON2XX ERRS REQUESTS CPU_US_PER_REQ UP_CPU_US_PER_REQ".
 bench_interleave() {
-	local scen=$1 rounds=$2 dur=$3 conns=$4 threads=$5 t label url r res c0 c1 pg cpu
+	local scen=$1 rounds=$2 dur=$3 conns=$4 threads=$5 t label url r res c0 c1 pg cpu u0 u1 upg upcpu
 	shift 5
+	upg=${BENCH_UPSTREAM_PGID[$scen]:-}
 	for t in "$@"; do
 		label=${t%%=*} url=${t#*=}
 		bench_log "$scen: warming $label ($BENCH_WARMUP)"
@@ -184,14 +191,17 @@ bench_interleave() {
 	for ((r = 1; r <= rounds; r++)); do
 		for t in "$@"; do
 			label=${t%%=*} url=${t#*=} pg=${BENCH_PGID[$label]:-}
-			c0=0 c1=0
+			c0=0 c1=0 u0=0 u1=0
 			[ -n "$pg" ] && c0=$(bench_cpu_us "$pg")
+			[ -n "$upg" ] && u0=$(bench_cpu_us "$upg")
 			res=$(bench_wrk "$url" "$dur" "$conns" "$threads")
 			[ -n "$pg" ] && c1=$(bench_cpu_us "$pg")
+			[ -n "$upg" ] && u1=$(bench_cpu_us "$upg")
 			cpu=$(awk -v c="$((c1 - c0))" -v n="${res##* }" 'BEGIN { printf "%.1f", (n > 0 ? c / n : 0) }')
+			upcpu=$(awk -v c="$((u1 - u0))" -v n="${res##* }" 'BEGIN { printf "%.1f", (n > 0 ? c / n : 0) }')
 			# shellcheck disable=SC2086 # $res is the list of fields
-			bench_log "$scen: round $r/$rounds $label: $(_bench_fmt_run $res), $cpu µs CPU/request"
-			echo "$scen $label $r $res $cpu" >>"$BENCH_RESULTS"
+			bench_log "$scen: round $r/$rounds $label: $(_bench_fmt_run $res), $cpu µs CPU/request${upg:+, upstream $upcpu µs}"
+			echo "$scen $label $r $res $cpu $upcpu" >>"$BENCH_RESULTS"
 		done
 	done
 }
@@ -218,20 +228,23 @@ bench_table() {
 		vals[s, l, "p50"] = vals[s, l, "p50"] " " $5
 		vals[s, l, "p99"] = vals[s, l, "p99"] " " $6
 		vals[s, l, "cpu"] = vals[s, l, "cpu"] " " $10
+		vals[s, l, "up"] = vals[s, l, "up"] " " ($11 + 0)
+		if ($11 + 0 > 0) upcol = 1
 		runs[s, l]++; bad[s, l] += $7 + $8
 	}
 	END {
-		print "| scenario | server | req/s | p50 | p99 | req/s vs " base " | p50 vs " base " | p99 vs " base " | server CPU/req | runs | non-2xx+errors |"
-		print "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+		printf "| scenario | server | req/s | p50 | p99 | req/s vs %s | p50 vs %s | p99 vs %s | server CPU/req |%s runs | non-2xx+errors |\n", base, base, base, (upcol ? " upstream CPU/req |" : "")
+		print "|---|---|---:|---:|---:|---:|---:|---:|---:|" (upcol ? "---:|" : "") "---:|---:|"
 		for (i = 1; i <= ns; i++) {
 			s = scen[i]
 			brps = median(s SUBSEP base SUBSEP "rps"); bp50 = median(s SUBSEP base SUBSEP "p50"); bp99 = median(s SUBSEP base SUBSEP "p99")
 			for (j = 1; j <= nl[s]; j++) {
 				l = lab[s, j]
 				rps = median(s SUBSEP l SUBSEP "rps"); p50 = median(s SUBSEP l SUBSEP "p50"); p99 = median(s SUBSEP l SUBSEP "p99")
-				cpu = median(s SUBSEP l SUBSEP "cpu")
-				printf "| %s | %s | %d | %s | %s | %s | %s | %s | %s | %d | %d |\n", s, l, rps, us(p50), us(p99),
-					ratio(rps, brps), ratio(p50, bp50), ratio(p99, bp99), (cpu > 0 ? sprintf("%.1f µs", cpu) : "n/a"), runs[s, l], bad[s, l]
+				cpu = median(s SUBSEP l SUBSEP "cpu"); up = median(s SUBSEP l SUBSEP "up")
+				printf "| %s | %s | %d | %s | %s | %s | %s | %s | %s |%s %d | %d |\n", s, l, rps, us(p50), us(p99),
+					ratio(rps, brps), ratio(p50, bp50), ratio(p99, bp99), (cpu > 0 ? sprintf("%.1f µs", cpu) : "n/a"),
+					(upcol ? (up > 0 ? sprintf(" %.1f µs |", up) : " n/a |") : ""), runs[s, l], bad[s, l]
 			}
 		}
 	}' "$BENCH_RESULTS"

@@ -5,10 +5,16 @@
 #	bench/proxy.sh profile    also record edged's CPU profile with perf under
 #	                          the proxy and static loads and print where the time goes
 #
-# Scenarios: (1) reverse proxy to a keep-alive upstream, (2) a 1 KiB static
-# file. Both proxies talk to the same upstream: a separate nginx (1 worker)
-# on another loopback port answering a fixed 100-byte body. Runs interleave
-# (edged, nginx, edged, nginx, ...) after a warm-up; the table shows medians.
+# Scenarios: (1) reverse proxy to a keep-alive upstream, with BENCH_CONNS
+# (64) clients and (proxy-c256) with 256, (2) a 1 KiB static file, (3) the
+# seed's own arrangement: gunicorn with 2 sync workers behind each proxy,
+# on TCP (gunicorn) and on a unix socket (gunicorn-unix); sync workers
+# answer Connection: close, so every request opens a new upstream
+# connection. The keep-alive scenarios' upstream is a separate nginx (1
+# worker) on another loopback port answering a fixed 99-byte body; nginx
+# proxies to gunicorn as gunicorn's documentation configures it. Runs
+# interleave (edged, nginx, edged, nginx, ...) after a warm-up; the table
+# shows medians, and the upstream's CPU per request beside each proxy's.
 # It never fails because a number is low, only when a server cannot start.
 #
 # Also measured in both scenarios, unless BENCH_REFERENCE=0: two
@@ -19,9 +25,11 @@
 #
 # Environment: EDGED (binary; default: built from the tree, unstripped),
 # BENCH_ROUNDS, BENCH_DURATION, BENCH_WARMUP, BENCH_CONNS, BENCH_THREADS
-# (see bench/lib.sh), BENCH_SCENARIOS ("proxy static-1KiB"), EDGED_ENV (extra environment for edged, e.g.
-# "GOGC=400" for experiments), BENCH_PORT_BASE (default 18280: +0 edged, +1 upstream,
-# +2..+4 references, +10 nginx), BENCH_KEEP=1 keeps the temp dir, BENCH_VERBOSE=1 shows wrk.
+# (see bench/lib.sh), BENCH_SCENARIOS ("proxy proxy-c256 static-1KiB gunicorn
+# gunicorn-unix"), EDGED_ENV (extra environment for edged, e.g. "GOGC=400"
+# for experiments), BENCH_PORT_BASE (default 18280: +0 edged, +1 upstream,
+# +2..+4 references, +5 gunicorn, +10 nginx), BENCH_KEEP=1 keeps the temp
+# dir, BENCH_VERBOSE=1 shows wrk.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -42,11 +50,20 @@ bench_need wrk
 bench_need nginx
 [ "$mode" = profile ] && bench_need perf linux-perf
 
+scenarios=${BENCH_SCENARIOS:-proxy proxy-c256 static-1KiB gunicorn gunicorn-unix}
+want() { case " $scenarios " in *" $1 "*) return 0 ;; esac; return 1; }
+with_gunicorn=
+if want gunicorn || want gunicorn-unix; then
+	with_gunicorn=1
+	bench_need gunicorn
+fi
+
 base=${BENCH_PORT_BASE:-18280}
 edged_port=$base
 upstream_port=$((base + 1))
+gunicorn_port=$((base + 5))
 nginx_port=$((base + 10))
-for p in "$edged_port" "$upstream_port" "$((base + 2))" "$((base + 3))" "$((base + 4))" "$nginx_port"; do
+for p in "$edged_port" "$upstream_port" "$((base + 2))" "$((base + 3))" "$((base + 4))" "$gunicorn_port" "$nginx_port"; do
 	if ss -Htln "sport = :$p" 2>/dev/null | grep -q .; then
 		bench_die "port 127.0.0.1:$p is taken; set BENCH_PORT_BASE to a free range"
 	fi
@@ -90,6 +107,59 @@ ${nginx_http_common//PREFIX/$BENCH_TMP/upstream}
 }
 EOF
 
+# gunicorn, 2 sync workers, on TCP and on a unix socket, answering the same
+# 99-byte body from a minimal WSGI app.
+gunicorn_sock=$BENCH_TMP/gunicorn/app.sock
+gunicorn_nginx=
+gunicorn_edged_routes=
+gunicorn_edged_upstreams=
+if [ -n "$with_gunicorn" ]; then
+	mkdir -p "$BENCH_TMP/gunicorn"
+	cat >"$BENCH_TMP/gunicorn/benchapp.py" <<'PY'
+BODY = b"0" * 99
+
+
+def app(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "99")])
+    return [BODY]
+PY
+	# The proxy_set_header lines of gunicorn's own nginx example, and
+	# nginx's defaults otherwise (HTTP/1.0 upstream, buffering on).
+	gunicorn_nginx="
+		location /g/ {
+			proxy_pass http://127.0.0.1:$gunicorn_port;
+			proxy_set_header Host \$host;
+			proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+			proxy_set_header X-Forwarded-Proto \$scheme;
+			proxy_set_header X-Request-ID \$request_id;
+			proxy_redirect off;
+		}
+		location /gu/ {
+			proxy_pass http://unix:$gunicorn_sock:;
+			proxy_set_header Host \$host;
+			proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+			proxy_set_header X-Forwarded-Proto \$scheme;
+			proxy_set_header X-Request-ID \$request_id;
+			proxy_redirect off;
+		}"
+	gunicorn_edged_routes="
+  [[site.route]]
+  path = \"/g/\"
+  upstream = \"gtcp\"
+
+  [[site.route]]
+  path = \"/gu/\"
+  upstream = \"gunix\"
+"
+	gunicorn_edged_upstreams="
+[upstream.gtcp]
+servers = [\"127.0.0.1:$gunicorn_port\"]
+
+[upstream.gunix]
+servers = [\"unix:$gunicorn_sock\"]
+"
+fi
+
 # nginx as the system under comparison: 2 workers (one per core, as edged
 # uses GOMAXPROCS=2), Debian's defaults for sendfile/tcp_nopush, and the
 # request headers edged adds by default (Host kept, X-Forwarded-*, Forwarded,
@@ -126,15 +196,18 @@ ${nginx_http_common//PREFIX/$BENCH_TMP/nginx}
 			proxy_set_header Forwarded "for=\$remote_addr;host=\$host;proto=\$scheme";
 			proxy_set_header X-Request-ID \$request_id;
 			add_header X-Request-ID \$request_id always;
-		}
+		}$gunicorn_nginx
 	}
 }
 EOF
 
+# max_connections_per_ip = 0: every benchmark client comes from 127.0.0.1,
+# and the c256 scenario alone would sit at the default cap of 256.
 cat >"$BENCH_TMP/edged.toml" <<EOF
 [server]
 http = ["127.0.0.1:$edged_port"]
 admin = ""
+max_connections_per_ip = 0
 
 [[site]]
   [[site.route]]
@@ -144,10 +217,10 @@ admin = ""
   [[site.route]]
   path = "/"
   upstream = "app"
-
+$gunicorn_edged_routes
 [upstream.app]
 servers = ["127.0.0.1:$upstream_port"]
-
+$gunicorn_edged_upstreams
 EOF
 
 start_nginx() { # NAME; sets started_pid (no subshell: bench_track must see it)
@@ -161,8 +234,23 @@ start_nginx() { # NAME; sets started_pid (no subshell: bench_track must see it)
 }
 
 start_nginx upstream
+upstream_pid=$started_pid
 bench_wait_http "http://127.0.0.1:$upstream_port/" ||
 	bench_die "the upstream nginx did not start: $(cat "$BENCH_TMP/upstream/error.log" "$BENCH_TMP/upstream/stdout.log" 2>/dev/null)"
+BENCH_UPSTREAM_PGID[proxy]=$upstream_pid
+BENCH_UPSTREAM_PGID[proxy-c256]=$upstream_pid
+
+if [ -n "$with_gunicorn" ]; then
+	(cd "$BENCH_TMP/gunicorn" && exec setsid gunicorn -w 2 -k sync --bind "127.0.0.1:$gunicorn_port" \
+		--bind "unix:$gunicorn_sock" --log-level warning benchapp:app) >"$BENCH_TMP/gunicorn/log" 2>&1 &
+	gunicorn_pid=$!
+	bench_track "$gunicorn_pid"
+	bench_wait_http "http://127.0.0.1:$gunicorn_port/" ||
+		bench_die "gunicorn did not start: $(cat "$BENCH_TMP/gunicorn/log")"
+	chmod 666 "$gunicorn_sock" # nginx's workers run as nobody
+	BENCH_UPSTREAM_PGID[gunicorn]=$gunicorn_pid
+	BENCH_UPSTREAM_PGID[gunicorn-unix]=$gunicorn_pid
+fi
 
 start_nginx nginx
 nginx_pid=$started_pid
@@ -217,6 +305,12 @@ check edged "http://127.0.0.1:$edged_port/" 99
 check nginx "http://127.0.0.1:$nginx_port/" 99
 check edged "http://127.0.0.1:$edged_port/static/1k.bin" 1024
 check nginx "http://127.0.0.1:$nginx_port/static/1k.bin" 1024
+if [ -n "$with_gunicorn" ]; then
+	for p in g gu; do
+		check edged "http://127.0.0.1:$edged_port/$p/" 99
+		check nginx "http://127.0.0.1:$nginx_port/$p/" 99
+	done
+fi
 for t in ${ref_targets[@]+"${ref_targets[@]}"}; do check "${t%%=*}" "${t#*=}" 99; done
 for t in ${ref_static[@]+"${ref_static[@]}"}; do check "${t%%=*}" "${t#*=}" 1024; done
 
@@ -227,24 +321,34 @@ bench_log "machine: $machine"
 bench_log "edged $("$edged_bin" -version 2>/dev/null || true) (GOMAXPROCS=2 ${EDGED_ENV:-}), $("$nginx_bin" -v 2>&1 | sed 's/.*: //') (worker_processes 2), upstream nginx (1 worker)"
 bench_log "wrk -t$threads -c$conns -d$dur --latency, $rounds interleaved rounds after a $BENCH_WARMUP warm-up"
 
-scenarios=${BENCH_SCENARIOS:-proxy static-1KiB}
-case " $scenarios " in *" proxy "*)
+if want proxy; then
 	bench_interleave "proxy" "$rounds" "$dur" "$conns" "$threads" \
 		"edged=http://127.0.0.1:$edged_port/" "nginx=http://127.0.0.1:$nginx_port/" ${ref_targets[@]+"${ref_targets[@]}"}
-	;;
-esac
-case " $scenarios " in *" static-1KiB "*)
+fi
+if want proxy-c256; then
+	bench_interleave "proxy-c256" "$rounds" "$dur" 256 "$threads" \
+		"edged=http://127.0.0.1:$edged_port/" "nginx=http://127.0.0.1:$nginx_port/" ${ref_targets[@]+"${ref_targets[@]}"}
+fi
+if want static-1KiB; then
 	bench_interleave "static-1KiB" "$rounds" "$dur" "$conns" "$threads" \
 		"edged=http://127.0.0.1:$edged_port/static/1k.bin" "nginx=http://127.0.0.1:$nginx_port/static/1k.bin" \
 		${ref_static[@]+"${ref_static[@]}"}
-	;;
-esac
+fi
+if want gunicorn; then
+	bench_interleave "gunicorn" "$rounds" "$dur" "$conns" "$threads" \
+		"edged=http://127.0.0.1:$edged_port/g/" "nginx=http://127.0.0.1:$nginx_port/g/"
+fi
+if want gunicorn-unix; then
+	bench_interleave "gunicorn-unix" "$rounds" "$dur" "$conns" "$threads" \
+		"edged=http://127.0.0.1:$edged_port/gu/" "nginx=http://127.0.0.1:$nginx_port/gu/"
+fi
 
 echo
 echo "edged vs nginx on loopback: $machine"
 echo "load average before: $load0, after: $(bench_load) (anything above ~0.1 before means other work shared the cores)"
 echo "wrk -t$threads -c$conns -d$dur, median of $rounds interleaved runs each; edged GOMAXPROCS=2, nginx worker_processes 2;"
-echo "upstream: nginx, 1 worker, fixed 99-byte body, kept alive by every proxy (pool 256). CPU/req = the server's user+sys CPU / requests."
+echo "upstream: nginx, 1 worker, fixed 99-byte body, kept alive by every proxy (nginx: keepalive 256; edged: its default pool). CPU/req = the server's user+sys CPU / requests."
+[ -n "$with_gunicorn" ] && echo "gunicorn: $(gunicorn --version 2>&1 | head -n1) -w 2 -k sync, the same 99-byte body from a WSGI app, on TCP and a unix socket (Connection: close: a new upstream connection per request)."
 [ ${#ref_targets[@]} -gt 0 ] && echo "go-*: references from bench/upstream, GOMAXPROCS=2: nethttp = bare net/http (Transport; http.FileServer), raw = bare HTTP/1.1 on net.Conn, hybrid = net/http server + raw upstream exchange."
 echo
 bench_table nginx
