@@ -50,18 +50,23 @@ func runBenchUpstream() {
 	}
 	fmt.Println(ln.Addr().String())
 	body := []byte("hello, world\n")
+	closing := os.Getenv("PROXY_BENCH_CLOSE") == "1"
 	go http.Serve(ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header()["Content-Type"] = []string{"text/plain"}
 		w.Header()["Content-Length"] = []string{"13"}
+		if closing { // as gunicorn's sync workers: a connection per request
+			w.Header()["Connection"] = []string{"close"}
+		}
 		w.Write(body)
 	}))
 	io.Copy(io.Discard, os.Stdin) // until the benchmark closes our stdin
 }
 
-// childUpstream starts the upstream in a child process and returns its address.
-func childUpstream(b *testing.B) string {
+// childUpstream starts the upstream in a child process and returns its
+// address; env adds to its environment.
+func childUpstream(b *testing.B, env ...string) string {
 	cmd := exec.Command(os.Args[0])
-	cmd.Env = append(os.Environ(), "PROXY_BENCH_UPSTREAM=1")
+	cmd.Env = append(append(os.Environ(), "PROXY_BENCH_UPSTREAM=1"), env...)
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		b.Fatal(err)
@@ -108,6 +113,28 @@ func BenchmarkProxyKeepAlive(b *testing.B) {
 	}
 	defer p.Close()
 	runHandlerBench(b, NewHandler(p, HandlerOptions{}))
+}
+
+// BenchmarkProxyNewConnPerRequest: as BenchmarkProxyKeepAlive, but the
+// upstream answers Connection: close (gunicorn's sync workers), so every
+// request dials a new connection.
+func BenchmarkProxyNewConnPerRequest(b *testing.B) {
+	addr := childUpstream(b, "PROXY_BENCH_CLOSE=1")
+	p, err := NewPool(UpstreamConfig{Name: "bench", Servers: servers(addr), MaxFails: 1, Retries: 2}, nil, nil, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer p.Close()
+	runHandlerBench(b, NewHandler(p, HandlerOptions{}))
+}
+
+// BenchmarkHTTPUtilNewConnPerRequest is the standard library's proxy
+// against the same closing upstream.
+func BenchmarkHTTPUtilNewConnPerRequest(b *testing.B) {
+	target, _ := url.Parse("http://" + childUpstream(b, "PROXY_BENCH_CLOSE=1"))
+	rp := httputil.NewSingleHostReverseProxy(target)
+	rp.Transport = &http.Transport{MaxIdleConnsPerHost: 64, DisableCompression: true}
+	runHandlerBench(b, rp)
 }
 
 func runHandlerBench(b *testing.B, h http.Handler) {
