@@ -23,6 +23,7 @@ type Config struct {
 	Upstreams map[string]*Upstream `toml:"upstream"`
 	Caches    map[string]*Cache    `toml:"cache"`
 	Limits    map[string]*Limit    `toml:"limit"`
+	Streams   []Stream             `toml:"stream"` // TCP/TLS stream proxies, mail ports (streams.go)
 
 	// Doc locates keys for error messages; nil for configs built in code.
 	Doc *tomlconf.Doc `toml:"-"`
@@ -340,6 +341,7 @@ func (s *ServerEntry) UnmarshalTOML(v any) error {
 // Health configures active health checks; off unless Path is set.
 type Health struct {
 	Path     string            `toml:"path"`
+	TCP      bool              `toml:"tcp"`      // without path: a check is a TCP connect (stream upstreams)
 	Interval tomlconf.Duration `toml:"interval"` // default 5s
 	Timeout  tomlconf.Duration `toml:"timeout"`  // default 2s
 	Status   int               `toml:"status"`   // expected status; default any 2xx or 3xx

@@ -208,7 +208,7 @@ func (c *Config) ApplyDefaults() {
 			}
 		}
 		h := &u.Health
-		if h.Path != "" {
+		if h.Path != "" || h.TCP {
 			setDur(&h.Interval, h.Interval != 0, 5*time.Second)
 			setDur(&h.Timeout, h.Timeout != 0, 2*time.Second)
 			if h.Rise == 0 {

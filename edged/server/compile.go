@@ -21,6 +21,7 @@ import (
 	"github.com/edgeapp/edgeapp/edged/proxy"
 	"github.com/edgeapp/edgeapp/edged/router"
 	"github.com/edgeapp/edgeapp/edged/static"
+	"github.com/edgeapp/edgeapp/edged/stream"
 	"github.com/edgeapp/edgeapp/edged/tlsconf"
 	"github.com/edgeapp/edgeapp/internal/tomlconf"
 	"golang.org/x/sys/unix"
@@ -39,7 +40,8 @@ type runtime struct {
 	requestID  string // header name, "" when disabled
 	generation int
 	loadedAt   time.Time
-	httpsPort  string // for redirects when https is not on 443
+	httpsPort  string                      // for redirects when https is not on 443
+	streams    map[string]*stream.Settings // by [[stream]] name (streams.go)
 
 	// client_body_timeout and send_timeout, for engines without their own
 	bodyTimeout, sendTimeout time.Duration
@@ -120,6 +122,9 @@ func (s *Server) compile(cfg *config.Config, prev *runtime) (*runtime, error) {
 		rt.pools[name] = pool
 	}
 	s.compileLimits(cfg, rt, prev, fail)
+	if err := s.compileStreams(cfg, rt); err != nil {
+		fail("stream", err)
+	}
 	var compressMW func(http.Handler) http.Handler
 	if mw, err := compress.New(compress.Options{Types: cfg.Compress.Types, MinSize: int64(cfg.Compress.MinSize), Encodings: cfg.Compress.Encodings, GzipLevel: cfg.Compress.GzipLevel, ZstdLevel: cfg.Compress.ZstdLevel}); err != nil {
 		fail("compress", err)
@@ -327,7 +332,7 @@ func upstreamConfig(name string, u *config.Upstream) proxy.UpstreamConfig {
 		RetryBodyMax:          int64(u.RetryBodyMax),
 		HostHeader:            u.HostHeader,
 		Health: proxy.HealthConfig{
-			Path: u.Health.Path, Interval: u.Health.Interval.D(), Timeout: u.Health.Timeout.D(),
+			Path: u.Health.Path, Connect: u.Health.TCP, Interval: u.Health.Interval.D(), Timeout: u.Health.Timeout.D(),
 			ExpectStatus: u.Health.Status, Rise: u.Health.Rise, Fall: u.Health.Fall, Host: u.Health.Host,
 		},
 	}
@@ -420,7 +425,7 @@ func tlsSites(cfg *config.Config) []tlsconf.Site {
 	for _, sc := range cfg.Sites {
 		out = append(out, tlsconf.Site{Hosts: sc.Hosts, Mode: sc.TLS.Mode, CertFile: sc.TLS.Cert, KeyFile: sc.TLS.Key, OnDemand: sc.OnDemand})
 	}
-	return out
+	return append(out, streamTLSSites(cfg)...) // after the sites: index len(cfg.Sites)+i is stream[i]
 }
 
 // checkTLS validates the TLS options and sites without side effects, and
@@ -434,7 +439,9 @@ func checkTLS(cfg *config.Config, log *slog.Logger) error {
 	for _, e := range unjoin(err) {
 		var se *tlsconf.SiteError
 		var oe *tlsconf.OptionError
-		if errors.As(e, &se) {
+		if errors.As(e, &se) && se.Index >= len(cfg.Sites) {
+			errs = append(errs, cfg.Doc.Errorf(fmt.Sprintf("stream[%d].%s", se.Index-len(cfg.Sites), se.Field), "%v", se.Err))
+		} else if errors.As(e, &se) {
 			errs = append(errs, cfg.Doc.Errorf(fmt.Sprintf("site[%d].%s", se.Index, se.Field), "%v", se.Err))
 		} else if errors.As(e, &oe) {
 			errs = append(errs, cfg.Doc.Errorf("tls."+oe.Field, "%v", oe.Err))

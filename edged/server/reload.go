@@ -104,6 +104,8 @@ func (s *Server) commit(p *prepared, old *runtime) {
 	s.limiter.SetLimits(rt.connLimits)
 	if old != nil {
 		s.reloadProxyProtocol(old.cfg, cfg)
+		s.warnQUICRestart(old.cfg, cfg)
+		s.reloadStreams(old.cfg, cfg, rt)
 		// Requests already routed to the old pools finish there; Close
 		// only stops their health checks and idle connections.
 		for name, pool := range old.pools {

@@ -87,6 +87,7 @@ type Server struct {
 	checkOnly         bool          // edged -t: prepare opens nothing a running edged holds (reload.go)
 	wd                watchdog      // the self-probe before each WATCHDOG=1 (watchdog.go)
 	quic              quicListeners // HTTP/3 (h3.go)
+	streams           streams       // [[stream]] proxies (streams.go)
 }
 
 type reloadResult struct {
@@ -188,6 +189,10 @@ func (s *Server) openListeners(cfg *config.Config) error {
 		s.closeListeners()
 		return err
 	}
+	if err := s.openStreams(cfg); err != nil {
+		s.closeListeners()
+		return err
+	}
 	if cfg.Server.Admin != "" {
 		warnAdminAddress(s.log, cfg.Server.Admin, cfg.Server.AdminTokenFile)
 		s.adminLn, err = systemd.Bind(cfg.Server.Admin)
@@ -268,6 +273,7 @@ func (s *Server) Serve(ctx context.Context) error {
 		go s.runServer(s.httpsSrv, tls.NewListener(trackingListener{s.limiter.Listener(ln, false)}, s.httpsSrv.TLSConfig))
 	}
 	s.startQUIC(cfg, secureHandler)
+	s.startStreams(s.current.Load())
 	if s.adminLn != nil {
 		s.adminSrv = &http.Server{Handler: s.adminAuth(s.adminHandler()), ReadHeaderTimeout: 10 * time.Second}
 		go s.runServer(s.adminSrv, s.adminLn)
@@ -326,6 +332,11 @@ func (s *Server) shutdown() {
 	go func() {
 		defer wg.Done()
 		s.stopQUIC(ctx)
+	}()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		s.stopStreams(ctx)
 	}()
 	wg.Wait()
 	if s.adminSrv != nil {
