@@ -107,8 +107,8 @@ demo: build
 # by `make deps`, which .ci/run calls on a fresh machine. This is the one
 # list of peers: add yours to the line of its purpose. A test whose peer is
 # missing skips and names the package it wants.
-DEPS_TEST  := curl python3 gunicorn knot apache2-utils
-DEPS_BENCH := nginx haproxy varnish wrk
+DEPS_TEST  := curl python3 gunicorn knot apache2-utils dovecot-imapd dovecot-pop3d postfix
+DEPS_BENCH := nginx haproxy varnish wrk caddy
 DEPS_PKG   := systemd cpio lintian rpm rpmlint mandoc
 DEPS_VM    := qemu-system-x86 qemu-utils mmdebstrap e2fsprogs busybox-static kmod
 DEPS_TLS   := testssl.sh
