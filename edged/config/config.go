@@ -278,11 +278,12 @@ type Upstream struct {
 	IdleTimeout           tomlconf.Duration `toml:"idle_timeout"`            // idle upstream keep-alive; default 90s
 	MaxIdle               int               `toml:"max_idle"`                // idle keep-alive connections per server; default 0 = as the load needs
 
-	Retries         *int              `toml:"retries"`          // tries on another server when connecting failed; default 2
-	RetryIdempotent bool              `toml:"retry_idempotent"` // also retry idempotent requests that failed after sending
-	RetryBodyMax    tomlconf.Size     `toml:"retry_body_max"`   // body bytes buffered for such retries; default 64KiB
-	HostHeader      string            `toml:"host_header"`      // Host sent upstream; default the client's
-	FlushInterval   tomlconf.Duration `toml:"flush_interval"`   // 0 = automatic (SSE and unknown length flush at once)
+	Retries         *int              `toml:"retries"`             // tries on another server when connecting failed; default 2
+	RetryIdempotent bool              `toml:"retry_idempotent"`    // also retry idempotent requests that failed after sending
+	RetryBodyMax    tomlconf.Size     `toml:"retry_body_max"`      // body bytes buffered for such retries; default 64KiB
+	HostHeader      string            `toml:"host_header"`         // Host sent upstream; default the client's
+	SendProxy       string            `toml:"send_proxy_protocol"` // "v1", "v2": a PROXY header opens each connection (then not reused)
+	FlushInterval   tomlconf.Duration `toml:"flush_interval"`      // 0 = automatic (SSE and unknown length flush at once)
 
 	Health Health `toml:"health"`
 }

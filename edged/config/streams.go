@@ -128,6 +128,14 @@ func (c *Config) validateStreams(bad func(string, string, ...any)) {
 	if pp.Timeout.D() < 0 || pp.Timeout.D() > time.Minute {
 		bad("server.proxy_protocol.timeout", "%v: want up to 1m", pp.Timeout)
 	}
+	for name, u := range c.Upstreams {
+		if u == nil {
+			continue
+		}
+		if _, err := proxyproto.ParseVersion(u.SendProxy); err != nil {
+			bad("upstream."+name+".send_proxy_protocol", "%v", err)
+		}
+	}
 	names := map[string]int{}
 	for i, st := range c.Streams {
 		key := fmt.Sprintf("stream[%d]", i)

@@ -121,7 +121,11 @@ type UpstreamConfig struct {
 	RetryBodyMax    int64
 
 	HostHeader string // Host sent upstream; "" = the client's
-	Health     HealthConfig
+	// SendProxy 1 or 2 opens every connection with a PROXY protocol
+	// header of that version naming the client; such connections are
+	// not reused. 0: none.
+	SendProxy int
+	Health    HealthConfig
 }
 
 var policies = map[string]bool{"": true, "round_robin": true, "least_conn": true, "random_two": true, "hash": true, "first": true}
@@ -131,6 +135,9 @@ var policies = map[string]bool{"": true, "round_robin": true, "least_conn": true
 func (c UpstreamConfig) Validate() error {
 	if len(c.Servers) == 0 {
 		return errors.New("servers: an upstream needs at least one server")
+	}
+	if c.SendProxy < 0 || c.SendProxy > 2 {
+		return fmt.Errorf("send_proxy_protocol: version %d, want 1 or 2", c.SendProxy)
 	}
 	seen := make(map[string]bool, len(c.Servers))
 	primaries := 0

@@ -41,6 +41,7 @@ type upConn struct {
 	r, w int     // buf[r:w] is read but not consumed
 
 	reused   bool  // it served an exchange before this one
+	private  bool  // opened with a PROXY header: never reused (sendproxy.go)
 	idleAt   int64 // nanotime it went idle
 	expires  int64 // nanotime the server said it would close it (Keep-Alive: timeout); 0: never said
 	written  int64 // bytes of the current request written
@@ -390,6 +391,10 @@ func (p *connPool) newConn(ctx context.Context) (*upConn, error) {
 
 // put makes c idle, or closes it when the list is full or the pool closed.
 func (p *connPool) put(c *upConn) {
+	if c.private {
+		c.close() // it named one client in its PROXY header
+		return
+	}
 	now := nanotime()
 	c.idleAt, c.reused, c.written, c.received = now, true, 0, 0
 	p.mu.Lock()

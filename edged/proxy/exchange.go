@@ -131,6 +131,9 @@ func putExchange(ex *exchange) {
 // conn returns a connection to s: an idle one unless fresh, else a new
 // one. checkIdle makes it look at an idle connection first (see alive).
 func (s *server) conn(ctx context.Context, now int64, fresh, checkIdle bool) (*upConn, error) {
+	if s.sendProxy != 0 {
+		return s.proxiedConn(ctx)
+	}
 	if !fresh {
 		for {
 			c := s.cp.get(now)

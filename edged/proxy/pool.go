@@ -51,6 +51,8 @@ type server struct {
 	// fresh: this pool made the state (no earlier pool had the server), so
 	// if the pool is closed without ever starting, its series go too
 	fresh bool
+
+	sendProxy int // PROXY protocol version sent on its connections, 0: none (sendproxy.go)
 }
 
 // serverState is what survives a reload for a server whose address did not
@@ -120,7 +122,7 @@ func NewPool(cfg UpstreamConfig, prev *Pool, m *Metrics, log *slog.Logger) (*Poo
 	}
 	var prim, back []*server
 	for i, sc := range cfg.Servers {
-		s := &server{cfg: sc, idx: i, hash: hashString(sc.Addr)}
+		s := &server{cfg: sc, idx: i, hash: hashString(sc.Addr), sendProxy: cfg.SendProxy}
 		key := poolKey{sc.Addr, cfg.ConnectTimeout, cfg.IdleConnTimeout, cfg.MaxIdleConnsPerServer}
 		if o := old[sc.Addr]; o != nil {
 			s.st = o.st

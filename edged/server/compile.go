@@ -331,6 +331,7 @@ func upstreamConfig(name string, u *config.Upstream) proxy.UpstreamConfig {
 		RetryIdempotent:       u.RetryIdempotent,
 		RetryBodyMax:          int64(u.RetryBodyMax),
 		HostHeader:            u.HostHeader,
+		SendProxy:             sendProxyVersion(u.SendProxy),
 		Health: proxy.HealthConfig{
 			Path: u.Health.Path, Connect: u.Health.TCP, Interval: u.Health.Interval.D(), Timeout: u.Health.Timeout.D(),
 			ExpectStatus: u.Health.Status, Rise: u.Health.Rise, Fall: u.Health.Fall, Host: u.Health.Host,

@@ -102,6 +102,9 @@ func (s *Server) compileStreams(cfg *config.Config, rt *runtime) error {
 			st.StartTLS = sc.Protocol
 		}
 		st.SendProxy, _ = proxyproto.ParseVersion(sc.SendProxyProtocol)
+		if st.SendProxy == 0 {
+			st.SendProxy = sendProxyVersion(cfg.Upstreams[sc.Upstream].SendProxy)
+		}
 		if sc.UpstreamTLS {
 			tc := &tls.Config{ServerName: sc.UpstreamTLSName, MinVersion: tls.VersionTLS12, ClientSessionCache: tls.NewLRUClientSessionCache(64)}
 			if sc.UpstreamTLSCA != "" {
@@ -126,6 +129,12 @@ func (s *Server) compileStreams(cfg *config.Config, rt *runtime) error {
 		rt.streams[sc.Name] = st
 	}
 	return nil
+}
+
+// sendProxyVersion is an upstream's send_proxy_protocol (validated).
+func sendProxyVersion(s string) int {
+	v, _ := proxyproto.ParseVersion(s)
+	return v
 }
 
 // streamTLS is the certificate manager's configuration for a stream: no
