@@ -128,7 +128,6 @@ func (s *Server) Serve(errc chan<- error) {
 					c.Close()
 					return
 				}
-				s.wg.Add(1)
 				go s.handle(c)
 			}
 		}()
@@ -153,6 +152,7 @@ func (s *Server) track(c net.Conn) bool {
 		return false
 	}
 	s.conns[c] = struct{}{}
+	s.wg.Add(1) // under the lock: Stop's Wait starts only after closing is set
 	return true
 }
 
