@@ -154,6 +154,10 @@ type OnDemand struct {
 	Ask      string            `toml:"ask"`      // URL asked GET ?domain=NAME; 200 allows
 	Rate     int               `toml:"rate"`     // issuances allowed per Interval; default 10
 	Interval tomlconf.Duration `toml:"interval"` // default 1m
+	// AskRate caps calls to the ask hook per second, AskConcurrency those
+	// in flight; defaults tlsconf.DefaultAskRate, DefaultAskConcurrency.
+	AskRate        int `toml:"ask_rate"`
+	AskConcurrency int `toml:"ask_concurrency"`
 }
 
 // Site is one virtual host.

@@ -148,6 +148,12 @@ func (c *Config) ApplyDefaults() {
 	if t.OnDemand.Interval == 0 {
 		t.OnDemand.Interval = tomlconf.Duration(time.Minute)
 	}
+	if t.OnDemand.AskRate == 0 {
+		t.OnDemand.AskRate = tlsconf.DefaultAskRate
+	}
+	if t.OnDemand.AskConcurrency == 0 {
+		t.OnDemand.AskConcurrency = tlsconf.DefaultAskConcurrency
+	}
 	for i := range c.Sites {
 		site := &c.Sites[i]
 		if site.TLS.Mode == "" {
@@ -255,20 +261,13 @@ func defaultTLSMode(hosts []string) string {
 	return "off"
 }
 
-// publicCA reports whether the ACME CA is a public one (Let's Encrypt),
-// which can only validate public names; a private CA (step-ca, Pebble)
-// may well issue for .internal or .test names.
-func publicCA(t TLS) bool {
-	return t.CARoot == "" && strings.Contains(t.CA, "api.letsencrypt.org")
-}
+// publicCA reports whether the ACME CA is a public one, which can only
+// validate public names; a private CA (step-ca, Pebble) may well issue for
+// .internal or .test names. tlsconf owns the rule.
+func publicCA(t TLS) bool { return tlsconf.PublicCA(t.CA, t.CARoot) }
 
-func isLocalName(h string) bool {
-	if _, err := netip.ParseAddr(h); err == nil {
-		return true
-	}
-	return h == "localhost" || strings.HasSuffix(h, ".localhost") || strings.HasSuffix(h, ".local") ||
-		strings.HasSuffix(h, ".internal") || strings.HasSuffix(h, ".test") || !strings.Contains(h, ".")
-}
+// isLocalName reports a name no public CA issues for (tlsconf's rule).
+func isLocalName(h string) bool { return !tlsconf.PublicName(h) }
 
 // Validate checks everything that can be checked without side effects and
 // returns all problems at once.
@@ -392,6 +391,12 @@ func (c *Config) validateTLS(bad func(string, string, ...any)) {
 	}
 	if !filepath.IsAbs(t.Storage) {
 		bad("tls.storage", "%q: want an absolute directory", t.Storage)
+	}
+	if t.OnDemand.AskRate < 0 {
+		bad("tls.on_demand.ask_rate", "%d is negative", t.OnDemand.AskRate)
+	}
+	if t.OnDemand.AskConcurrency < 0 {
+		bad("tls.on_demand.ask_concurrency", "%d is negative", t.OnDemand.AskConcurrency)
 	}
 	if a := t.OnDemand.Ask; a != "" {
 		if u, err := url.Parse(a); err != nil || u.Scheme != "http" && u.Scheme != "https" || u.Host == "" {

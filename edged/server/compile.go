@@ -477,7 +477,8 @@ func tlsOptions(cfg *config.Config, log *slog.Logger) tlsconf.Options {
 			PropagationTimeout: d.PropagationTimeout.D(), PropagationDelay: d.PropagationDelay.D()}
 	}
 	if t.OnDemand.Ask != "" {
-		o.OnDemand = &tlsconf.OnDemand{Ask: t.OnDemand.Ask, RateLimit: t.OnDemand.Rate, RateInterval: t.OnDemand.Interval.D(), RefuseCacheFor: time.Minute}
+		o.OnDemand = &tlsconf.OnDemand{Ask: t.OnDemand.Ask, RateLimit: t.OnDemand.Rate, RateInterval: t.OnDemand.Interval.D(), RefuseCacheFor: time.Minute,
+			AskRate: t.OnDemand.AskRate, AskConcurrency: t.OnDemand.AskConcurrency}
 	}
 	return o
 }

@@ -138,7 +138,7 @@ func New(o Options, met *Metrics) (*Manager, error) {
 
 	if n.OnDemand != nil && n.OnDemand.Ask != "" {
 		issuerKey := mgr.acmeIssuer.IssuerKey()
-		mgr.gate, err = newOnDemandGate(n.OnDemand, mgr.storage, func() []string { return []string{issuerKey} }, met)
+		mgr.gate, err = newOnDemandGate(n.OnDemand, mgr.storage, func() []string { return []string{issuerKey} }, PublicCA(n.caURL, n.CARoot), met)
 		if err != nil {
 			return nil, err
 		}

@@ -38,7 +38,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"kind", "result"}),
 		onDemand: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "edged_tls_on_demand_decisions_total",
-			Help: "On-demand certificate decisions: stored, allowed, refused, refused_cached, ask_error, rate_limited.",
+			Help: "On-demand certificate decisions: stored, allowed, refused, refused_cached, ask_error, ask_limited (ask_rate, ask_concurrency), rate_limited (issuance budget), not_public, invalid.",
 		}, []string{"decision"}),
 	}
 	if reg != nil {

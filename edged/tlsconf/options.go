@@ -56,6 +56,9 @@ type OnDemand struct {
 	// RefuseCacheFor is how long a name the ask hook refused is refused
 	// again without asking. 0 means 1 minute.
 	RefuseCacheFor time.Duration
+	// AskRate caps ask calls per second and AskConcurrency those in
+	// flight; 0 means DefaultAskRate, DefaultAskConcurrency.
+	AskRate, AskConcurrency int
 }
 
 // DNS configures the DNS-01 challenge: TXT records are added and removed
