@@ -140,8 +140,20 @@ taskset -c 1 "$NGINX" -c "$TMP/up/nginx.conf" -p "$TMP/up" &
 PIDS+=($!)
 taskset -c 0 "$NGINX" -c "$TMP/ngx/nginx.conf" -p "$TMP/ngx" &
 PIDS+=($!)
+NGX_PID=$!
 GOMAXPROCS=1 taskset -c 0 "$TMP/edged" -config "$TMP/edged.toml" 2>"$TMP/edged.log" &
 PIDS+=($!)
+EDGE_PID=$!
+
+# cpu_us PID: user+system CPU µs of PID and its children (nginx's worker).
+cpu_us() {
+	local hz p t=0
+	hz=$(getconf CLK_TCK)
+	for p in "$1" $(pgrep -P "$1"); do
+		t=$((t + $(awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$p/stat" 2>/dev/null || echo 0)))
+	done
+	echo $((t * 1000000 / hz))
+}
 
 waitup() { # url
 	for _ in $(seq 1 100); do
@@ -157,17 +169,20 @@ waitup "https://127.0.0.1:$P_EDGE/hs"
 waitup "https://127.0.0.1:$P_NGX/"
 waitup "https://127.0.0.1:$P_EDGE/"
 
-# rps URL [extra wrk args...]: requests/s, and fails on errors.
+# rps PID URL [extra wrk args...]: "requests/s CPU-µs-per-request" of the
+# server PID, and fails on errors.
 rps() {
-	local url=$1; shift
-	local out
+	local pid=$1 url=$2; shift 2
+	local out c0 c1
+	c0=$(cpu_us "$pid")
 	out=$(timeout $((DURATION + 30)) taskset -c 1 wrk -t 1 -c "$CONNS" -d "${DURATION}s" "$@" "$url")
+	c1=$(cpu_us "$pid")
 	echo "$out" | sed 's/^/    /' >&2
 	if echo "$out" | grep -q "Non-2xx"; then
 		echo "tls.sh: non-2xx responses from $url" >&2
 		exit 1
 	fi
-	echo "$out" | awk '/Requests\/sec/ {print $2}'
+	echo "$out" | awk -v c=$((c1 - c0)) '/ requests in / { n = $1 } /Requests\/sec/ { r = $2 } END { printf "%s %.1f", r, (n > 0 ? c / n : 0) }'
 }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
 
@@ -175,25 +190,35 @@ median() { sort -n | awk '{a[NR]=$1} END { if (NR == 0) print 0; else if (NR % 2
 
 # Rounds alternate the servers so that load from elsewhere on the machine
 # hits both alike; the median of the rounds is reported.
-declare -A R
+declare -A R C
+run() { # KEY SRV PID URL [wrk args...]
+	local k=$1 srv=$2 res
+	shift 2
+	res=$(rps "$@")
+	R[${k}_$srv]+="${res% *} "
+	C[${k}_$srv]+="${res#* } "
+}
 for round in $(seq 1 "$ROUNDS"); do
 	for srv in nginx edged; do
-		port=$P_NGX; [ $srv = edged ] && port=$P_EDGE
+		port=$P_NGX pid=$NGX_PID
+		[ $srv = edged ] && port=$P_EDGE pid=$EDGE_PID
 		echo "round $round, $srv: handshakes (new connection per request)" >&2
-		R[hs_$srv]+="$(rps "https://127.0.0.1:$port/hs" -H "Connection: close") "
+		run hs $srv "$pid" "https://127.0.0.1:$port/hs" -H "Connection: close"
 		echo "round $round, $srv: HTTPS keep-alive, fixed response" >&2
-		R[ka_$srv]+="$(rps "https://127.0.0.1:$port/hs") "
+		run ka $srv "$pid" "https://127.0.0.1:$port/hs"
 		echo "round $round, $srv: HTTPS keep-alive reverse proxy" >&2
-		R[px_$srv]+="$(rps "https://127.0.0.1:$port/") "
+		run px $srv "$pid" "https://127.0.0.1:$port/"
 	done
 done
 med() { echo "${R[$1]}" | tr ' ' '\n' | grep . | median; }
+medc() { echo "${C[$1]}" | tr ' ' '\n' | grep . | median; }
 
 echo
 echo "edged vs nginx $(nginx -v 2>&1 | sed 's/.*\///'), ECDSA P-256, loopback, 1 core each, wrk -c $CONNS, ${DURATION}s x $ROUNDS rounds (median)"
-printf '%-40s %12s %12s %8s\n' "benchmark" "edged" "nginx" "ratio"
+echo "load average: $(cut -d' ' -f1-3 /proc/loadavg); CPU/req = the server's user+system CPU per request"
+printf '%-40s %12s %12s %8s %14s %14s\n' "benchmark" "edged" "nginx" "ratio" "edged CPU/req" "nginx CPU/req"
 for row in "hs:tls handshakes/s (new conn per req)" "px:https keep-alive proxy req/s" "ka:https keep-alive fixed response req/s"; do
 	k=${row%%:*}
 	e=$(med "${k}_edged"); n=$(med "${k}_nginx")
-	printf '%-40s %12s %12s %8s\n' "${row#*:}" "$e" "$n" "$(ratio "$e" "$n")"
+	printf '%-40s %12s %12s %8s %11s µs %11s µs\n' "${row#*:}" "$e" "$n" "$(ratio "$e" "$n")" "$(medc "${k}_edged")" "$(medc "${k}_nginx")"
 done
