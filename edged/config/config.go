@@ -15,6 +15,11 @@ const DefaultPath = "/etc/edged/edged.toml"
 
 // Config is the whole of edged.toml.
 type Config struct {
+	// Include lists drop-in files (glob patterns, relative to this file's
+	// directory) holding more sites, upstreams, caches, limit zones and
+	// streams: include = ["/etc/edged/sites.d/*.toml"] (include.go).
+	Include []string `toml:"include"`
+
 	Server    Server               `toml:"server"`
 	AccessLog AccessLog            `toml:"access_log"`
 	Compress  Compress             `toml:"compress"`

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -31,11 +32,28 @@ func Load(path string) (*Config, error) {
 		return nil, err
 	}
 	c.Doc = doc
+	return c.finish()
+}
+
+// finish reads the drop-ins, applies defaults and validates: the error
+// lists every problem of every file, each in its file, at its line.
+func (c *Config) finish() (*Config, error) {
+	var errs tomlconf.Errors
+	collect := func(err error) {
+		var es tomlconf.Errors
+		if errors.As(err, &es) {
+			errs = append(errs, es...)
+		} else if err != nil {
+			errs = append(errs, &tomlconf.Error{File: c.Doc.File, Msg: err.Error()})
+		}
+	}
+	collect(c.loadIncludes())
 	c.ApplyDefaults()
-	if err := c.Validate(); err != nil {
+	collect(c.Validate())
+	if err := errs.Err(); err != nil {
 		return nil, err
 	}
-	return &c, nil
+	return c, nil
 }
 
 // Parse is Load for configuration text already in memory.
@@ -46,11 +64,7 @@ func Parse(file string, data []byte) (*Config, error) {
 		return nil, err
 	}
 	c.Doc = doc
-	c.ApplyDefaults()
-	if err := c.Validate(); err != nil {
-		return nil, err
-	}
-	return &c, nil
+	return c.finish()
 }
 
 // DefaultRuntimeDir holds the admin socket when systemd gave no
@@ -426,7 +440,7 @@ func (c *Config) validateSites(bad func(string, string, ...any)) {
 			}
 			lh := strings.ToLower(h)
 			if prev, ok := owner[lh]; ok {
-				bad(hk, "host %q is already served by site[%d]", h, prev)
+				bad(hk, "host %q is already served by %s", h, c.Doc.Where(fmt.Sprintf("site[%d]", prev)))
 			}
 			owner[lh] = i
 		}

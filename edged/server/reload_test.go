@@ -226,3 +226,31 @@ disk = "`+dir+`/cache"
 		t.Fatalf("a cache directory that is a file: %v", err)
 	}
 }
+
+// TestReloadAndCheckReadDropIns: a site added as a drop-in file is served
+// after a reload, and edged -t names a broken drop-in's file and line.
+func TestReloadAndCheckReadDropIns(t *testing.T) {
+	ts := startServer(t, "include = [\"sites.d/*.toml\"]\n"+serverPreamble+"[[site]]\n[[site.route]]\npath = \"/\"\nrespond = \"default\"\n")
+	os.MkdirAll(filepath.Join(ts.dir, "sites.d"), 0o755)
+	os.WriteFile(filepath.Join(ts.dir, "sites.d", "shop.toml"), []byte("[[site]]\nhosts = [\"shop.example.com\"]\ntls = \"off\"\n[[site.route]]\npath = \"/\"\nrespond = \"shop\"\n"), 0o644)
+	if err := Check(ts.path); err != nil {
+		t.Fatal(err)
+	}
+	if err := ts.srv.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if code, body, _ := ts.get("/", "Host", "shop.example.com"); code != 200 || body != "shop" {
+		t.Fatalf("the drop-in's site: %d %q", code, body)
+	}
+	os.WriteFile(filepath.Join(ts.dir, "sites.d", "broken.toml"), []byte("[[site]]\nhosts = [\"b.example.com\"]\ntls = \"off\"\n[[site.route]]\npath = \"/\"\nupstream = \"missing\"\n"), 0o644)
+	want := filepath.Join(ts.dir, "sites.d", "broken.toml") + ":6: site[0].route[0].upstream: no [upstream.missing] is defined"
+	if err := Check(ts.path); err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("edged -t: %v", err)
+	}
+	if err := ts.srv.Reload(); err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("reload: %v", err)
+	}
+	if code, body, _ := ts.get("/", "Host", "shop.example.com"); code != 200 || body != "shop" {
+		t.Fatalf("after the refused reload: %d %q", code, body)
+	}
+}

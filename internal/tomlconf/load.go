@@ -60,17 +60,29 @@ func (es Errors) Err() error {
 	if len(es) == 0 {
 		return nil
 	}
-	sort.SliceStable(es, func(i, j int) bool { return es[i].Line < es[j].Line })
+	sort.SliceStable(es, func(i, j int) bool {
+		if es[i].File != es[j].File {
+			return es[i].File < es[j].File
+		}
+		return es[i].Line < es[j].Line
+	})
 	return es
 }
 
 // Doc is a decoded file and the line of every key in it, for validation
 // messages.
 type Doc struct {
-	File  string
-	lines map[string]int // indexed key -> line
-	plain map[string][]int
-	md    toml.MetaData
+	File   string
+	lines  map[string]int // indexed key -> line
+	plain  map[string][]int
+	md     toml.MetaData
+	mounts []mount // keys written in other files (drop-ins)
+}
+
+type mount struct {
+	prefix    string
+	doc       *Doc
+	subPrefix string
 }
 
 // MaxFileSize caps a configuration file: a mistaken path (a log, a
@@ -187,13 +199,44 @@ func (d *Doc) Line(key string) int {
 	return 0
 }
 
-// Errorf makes a positioned validation error for key.
+// Errorf makes a positioned validation error for key, in the file that
+// holds it (see Mount).
 func (d *Doc) Errorf(key, format string, args ...any) *Error {
-	file := ""
-	if d != nil {
-		file = d.File
+	file, line, local := d.Locate(key)
+	return &Error{File: file, Line: line, Key: local, Msg: fmt.Sprintf(format, args...)}
+}
+
+// Mount says that the keys under prefix of the merged configuration
+// (site[3], upstream.app) were written in another file, sub, under
+// subPrefix (site[1], upstream.app): errors about them name that file,
+// its line and its own key.
+func (d *Doc) Mount(prefix string, sub *Doc, subPrefix string) {
+	d.mounts = append(d.mounts, mount{prefix: prefix, doc: sub, subPrefix: subPrefix})
+}
+
+// Locate returns the file, line and key (as written there) of a key of the
+// merged configuration.
+func (d *Doc) Locate(key string) (file string, line int, local string) {
+	if d == nil {
+		return "", 0, key
 	}
-	return &Error{File: file, Line: d.Line(key), Key: key, Msg: fmt.Sprintf(format, args...)}
+	for _, m := range d.mounts {
+		rest, ok := strings.CutPrefix(key, m.prefix)
+		if ok && (rest == "" || rest[0] == '.' || rest[0] == '[') {
+			return m.doc.Locate(m.subPrefix + rest)
+		}
+	}
+	return d.File, d.Line(key), key
+}
+
+// Where is "file:line" for a key, for messages that point at another
+// place ("already served by site[0] at edged.toml:12").
+func (d *Doc) Where(key string) string {
+	file, line, local := d.Locate(key)
+	if line > 0 {
+		return fmt.Sprintf("%s (%s:%d)", local, file, line)
+	}
+	return fmt.Sprintf("%s (%s)", local, file)
 }
 
 var indexRE = regexp.MustCompile(`\[\d+\]`)
