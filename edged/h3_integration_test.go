@@ -82,7 +82,7 @@ func h3Upstream(t *testing.T) string {
 
 const h3Config = `
 [server]
-admin = ""
+admin = "{{ADMIN}}"
 [tls]
 storage = "{{DIR}}/tls"
 [[site]]
@@ -131,6 +131,9 @@ func TestHTTP3(t *testing.T) {
 	}
 	if res.Header.Get("Alt-Svc") != "" {
 		t.Errorf("HTTP/3 response advertises Alt-Svc %q", res.Header.Get("Alt-Svc"))
+	}
+	if m := adminGet(t, e, "/metrics"); !strings.Contains(m, `edged_connections_active{listener="quic"} 1`) {
+		t.Errorf("metrics do not count the one QUIC connection open")
 	}
 
 	// A reload that changes the route chain keeps the QUIC connection.

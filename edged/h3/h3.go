@@ -41,7 +41,10 @@ type Options struct {
 	// per request (nil: no request is served early).
 	Allow0RTT bool
 	EarlyOK   func(*http.Request) bool
-	Log       *slog.Logger
+	// Conns, if set, is told +1 when a QUIC connection opens and -1 when
+	// it closes.
+	Conns func(delta int)
+	Log   *slog.Logger
 }
 
 // Server is one HTTP/3 server over any number of UDP sockets.
@@ -78,6 +81,10 @@ func New(o Options) *Server {
 		IdleTimeout:    o.IdleTimeout,
 		Logger:         s.log,
 		ConnContext: func(ctx context.Context, c *quic.Conn) context.Context {
+			if o.Conns != nil {
+				o.Conns(1)
+				go func() { <-c.Context().Done(); o.Conns(-1) }()
+			}
 			return context.WithValue(ctx, connKey{}, c)
 		},
 	}

@@ -79,6 +79,7 @@ func (s *Server) startQUIC(cfg *config.Config, h http.Handler) {
 		return
 	}
 	allow0RTT := anyEarlyData(cfg)
+	gauge := s.metrics.connections.WithLabelValues("quic")
 	s.quic.srv = h3.New(h3.Options{
 		Handler:        h,
 		TLSConfig:      s.tls.TLSConfig(),
@@ -86,6 +87,7 @@ func (s *Server) startQUIC(cfg *config.Config, h http.Handler) {
 		MaxHeaderBytes: int(cfg.Server.MaxHeaderBytes),
 		Allow0RTT:      allow0RTT,
 		EarlyOK:        s.earlyDataAllowed,
+		Conns:          func(d int) { gauge.Add(float64(d)) },
 		Log:            s.log.With("listener", "quic"),
 	})
 	for _, pc := range s.quic.pcs {
