@@ -12,7 +12,10 @@ VERSION ?= $(shell v=$$(git describe --tags --always --dirty 2>/dev/null | sed '
 LDFLAGS := -s -w -X main.version=$(VERSION)
 GOFLAGS_BUILD := -trimpath -ldflags "$(LDFLAGS)"
 
-.PHONY: all build test test-short test-modcache lint bench deb rpm packages e2e vm-test install demo deps testssl clean FORCE
+ENGINE_SUITES := ./edged ./edged/server ./edged/proxy ./edged/static ./edged/cache ./edged/compress
+FUZZTIME ?= 20s
+
+.PHONY: fuzz all build test test-short test-modcache lint bench deb rpm packages e2e vm-test install demo deps testssl clean FORCE
 
 all: build
 
@@ -35,6 +38,8 @@ test: lint
 	@echo "appd's user and configuration tests again without cgo, as the packages build it:"
 	CGO_ENABLED=0 $(GO) test -count=1 ./appd/config ./appd
 	CGO_ENABLED=0 $(GO) test -count=1 -run User ./appd/supervisor
+	# The suites that go through a server, again on the fallback engine.
+	EDGED_TEST_ENGINE=net/http $(GO) test -race -count=1 -timeout 20m $(ENGINE_SUITES)
 
 # The tests that take files from the Go module cache (they call `go mod
 # download` or `go list -m`), each package alone with an empty GOMODCACHE, as
@@ -47,6 +52,15 @@ test-modcache:
 	  rc=0; GOMODCACHE=$$d $(GO) test -short -count=1 $$p || rc=$$?; \
 	  GOMODCACHE=$$d $(GO) clean -modcache; rm -rf $$d; \
 	  [ $$rc = 0 ] || exit $$rc; \
+	done
+
+# Every fuzzer for FUZZTIME each (their seed corpora run in make test).
+fuzz:
+	@set -e; for dir in $$(grep -l --include='*_test.go' -r '^func Fuzz' . | xargs -n1 dirname | sort -u); do \
+	  for f in $$(grep -h -o '^func Fuzz[A-Za-z0-9_]*' $$dir/*_test.go | cut -d' ' -f2); do \
+	    echo "fuzz $$dir $$f ($(FUZZTIME))"; \
+	    $(GO) test -run '^$$' -fuzz "^$$f\$$" -fuzztime $(FUZZTIME) $$dir; \
+	  done; \
 	done
 
 test-short: lint

@@ -4,6 +4,8 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+
+	"github.com/edgeapp/edgeapp/edged/engine/enginetest"
 	"net/http/httputil"
 	"net/url"
 	"strings"
@@ -116,7 +118,7 @@ func (e *env) open(o Options) {
 	// The front server stays across reopens: its address is part of the keys.
 	e.handler.Store(c.Handler(e.proxy, e.ho))
 	if e.front == nil {
-		e.front = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		e.front = enginetest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			e.handler.Load().(http.Handler).ServeHTTP(w, r)
 		}))
 		e.t.Cleanup(e.front.Close)

@@ -7,6 +7,8 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+
+	"github.com/edgeapp/edgeapp/edged/engine/enginetest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -39,7 +41,7 @@ func serve(t testing.TB, o Options, h http.HandlerFunc) *httptest.Server {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(mw(h))
+	srv := enginetest.NewServer(mw(h))
 	t.Cleanup(srv.Close)
 	return srv
 }

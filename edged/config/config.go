@@ -57,6 +57,9 @@ type Server struct {
 	MaxHeaderBytes    tomlconf.Size     `toml:"max_header_bytes"`    // default 64KiB; larger -> 431
 	MaxBody           tomlconf.Size     `toml:"max_body"`            // default 64MiB; larger -> 413; 0 = unlimited
 	H2C               bool              `toml:"h2c"`                 // HTTP/2 over cleartext on the http listener; default false
+	// Engine serves client connections: "edged" (edged's own HTTP/1.1
+	// engine) or "net/http" (Go's server, kept as a fallback).
+	Engine string `toml:"engine"`
 
 	// ClientBodyTimeout and SendTimeout bound the time between two reads of
 	// a request body and between two writes to a client (nginx's

@@ -15,6 +15,7 @@ import (
 	"github.com/edgeapp/edgeapp/edged/accesslog"
 	"github.com/edgeapp/edgeapp/edged/cache"
 	"github.com/edgeapp/edgeapp/edged/connlimit"
+	"github.com/edgeapp/edgeapp/edged/engine"
 	"github.com/edgeapp/edgeapp/edged/proxy"
 	"github.com/edgeapp/edgeapp/edged/tlsconf"
 	"github.com/edgeapp/edgeapp/internal/logging"
@@ -121,6 +122,9 @@ func (c *Config) ApplyDefaults() {
 	}
 	if s.RequestIDHeader == "" {
 		s.RequestIDHeader = "X-Request-ID"
+	}
+	if s.Engine == "" {
+		s.Engine = engine.Default
 	}
 	if s.LogLevel == "" {
 		s.LogLevel = "info"
@@ -350,6 +354,9 @@ func (c *Config) Validate() error {
 		if err := proxy.CheckBuffering(proxy.Buffering{Dir: s.TempDir}); err != nil {
 			bad("server.temp_dir", "%v", err)
 		}
+	}
+	if err := engine.CheckName(s.Engine); err != nil {
+		bad("server.engine", "%v", err)
 	}
 	if s.MaxHeaderBytes < 1024 {
 		bad("server.max_header_bytes", "%v is too small to hold a request's headers (at least 1KiB)", s.MaxHeaderBytes)

@@ -8,6 +8,8 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+
+	"github.com/edgeapp/edgeapp/edged/engine/enginetest"
 	"net/http/httputil"
 	"net/url"
 	"os"
@@ -166,7 +168,7 @@ func BenchmarkProxyKeepAliveHTTP(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer p.Close()
-	fr := httptest.NewServer(NewHandler(p, HandlerOptions{}))
+	fr := enginetest.NewServer(NewHandler(p, HandlerOptions{}))
 	defer fr.Close()
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
 	b.SetParallelism(16)

@@ -87,9 +87,12 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	info := reqinfo.From(r.Context())
 	if info == nil {
-		// Mounted outside edged's server (tests, embedders): work the
-		// client out here, from the same rule.
 		info = new(reqinfo.Info)
+	}
+	if !info.Peer.IsValid() && !info.Client.IsValid() {
+		// Mounted outside edged's server (tests, embedders; an engine's
+		// record not filled by server.serve): work the client out here,
+		// from the same rule.
 		info.SetClient(r.RemoteAddr, r.Header["X-Forwarded-For"], h.trusted)
 	}
 	ex := getExchange()

@@ -9,6 +9,8 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+
+	"github.com/edgeapp/edgeapp/edged/engine/enginetest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -181,7 +183,7 @@ func newFront(t testing.TB, cfg UpstreamConfig, o HandlerOptions) *front {
 		o.Buffering = DefaultBuffering()
 		o.Buffering.Dir = t.TempDir()
 	}
-	srv := httptest.NewServer(NewHandler(p, o))
+	srv := enginetest.NewServer(NewHandler(p, o))
 	t.Cleanup(srv.Close)
 	return &front{pool: p, srv: srv, log: lb, m: m, reg: reg}
 }

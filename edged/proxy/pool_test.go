@@ -4,7 +4,8 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/http/httptest"
+
+	"github.com/edgeapp/edgeapp/edged/engine/enginetest"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -64,7 +65,7 @@ func TestStateCarriesOverReload(t *testing.T) {
 		t.Fatal(err)
 	}
 	p1.Start()
-	h1 := httptest.NewServer(NewHandler(p1, HandlerOptions{}))
+	h1 := enginetest.NewServer(NewHandler(p1, HandlerOptions{}))
 	defer h1.Close()
 	for i := 0; i < 3; i++ {
 		if _, body := get(t, h1.URL+"/"); body != "b" {
@@ -105,7 +106,7 @@ func TestStateCarriesOverReload(t *testing.T) {
 	p5.Close()
 
 	p1.Close()
-	h2 := httptest.NewServer(NewHandler(p2, HandlerOptions{}))
+	h2 := enginetest.NewServer(NewHandler(p2, HandlerOptions{}))
 	defer h2.Close()
 	if _, body := get(t, h2.URL+"/"); body != "b" {
 		t.Fatalf("after the old pool closed: %q", body)
@@ -179,7 +180,7 @@ func TestCloseDoesNotBreakInFlight(t *testing.T) {
 				t.Fatal(err)
 			}
 			p1.Start()
-			fr := httptest.NewServer(NewHandler(p1, HandlerOptions{}))
+			fr := enginetest.NewServer(NewHandler(p1, HandlerOptions{}))
 			defer fr.Close()
 			ws, wsr, res := dialUpgrade(t, fr.URL)
 			defer ws.Close()
@@ -280,7 +281,7 @@ func TestMetrics(t *testing.T) {
 		t.Fatal(err)
 	}
 	p.Start()
-	fr := httptest.NewServer(NewHandler(p, HandlerOptions{}))
+	fr := enginetest.NewServer(NewHandler(p, HandlerOptions{}))
 	defer fr.Close()
 	for i := 0; i < 4; i++ {
 		get(t, fr.URL+"/")
@@ -362,7 +363,7 @@ func TestReloadUnderLoad(t *testing.T) {
 	p.Start()
 	h := NewHandler(p, HandlerOptions{})
 	cur.Store(&h)
-	fr := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { (*cur.Load()).ServeHTTP(w, r) }))
+	fr := enginetest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { (*cur.Load()).ServeHTTP(w, r) }))
 	defer fr.Close()
 
 	stop := make(chan struct{})
@@ -440,7 +441,7 @@ func TestCloseReleasesIdleConnections(t *testing.T) {
 		t.Fatal(err)
 	}
 	p1.Start()
-	fr := httptest.NewServer(NewHandler(p1, HandlerOptions{}))
+	fr := enginetest.NewServer(NewHandler(p1, HandlerOptions{}))
 	defer fr.Close()
 	get(t, fr.URL+"/")
 	if open.Load() != 1 {
@@ -453,7 +454,7 @@ func TestCloseReleasesIdleConnections(t *testing.T) {
 	}
 	p2.Start()
 	p1.Close()
-	fr2 := httptest.NewServer(NewHandler(p2, HandlerOptions{}))
+	fr2 := enginetest.NewServer(NewHandler(p2, HandlerOptions{}))
 	defer fr2.Close()
 	get(t, fr2.URL+"/")
 	if open.Load() != 1 {

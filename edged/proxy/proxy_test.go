@@ -10,7 +10,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"net/netip"
 	"strings"
 	"sync"
@@ -20,6 +19,8 @@ import (
 	"time"
 
 	"golang.org/x/net/websocket"
+
+	"github.com/edgeapp/edgeapp/edged/engine/enginetest"
 )
 
 func TestProxyForwardsRequestAndResponse(t *testing.T) {
@@ -1080,7 +1081,7 @@ func TestClientBodyFailuresAreNotUpstreamFailures(t *testing.T) {
 	}
 	defer p.Close()
 	// The route's body limit, as edged's server layer sets it.
-	fr := httptest.NewServer(http.MaxBytesHandler(NewHandler(p, HandlerOptions{Log: log}), 1000))
+	fr := enginetest.NewServer(http.MaxBytesHandler(NewHandler(p, HandlerOptions{Log: log}), 1000))
 	defer fr.Close()
 
 	req, _ := http.NewRequest("POST", fr.URL+"/", io.MultiReader(strings.NewReader(strings.Repeat("x", 5000))))

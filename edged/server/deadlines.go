@@ -37,7 +37,7 @@ const sendfileChunk = 256 << 10
 // net/http reads and drops an unread body before it answers.
 func (s *Server) armDeadlines(w http.ResponseWriter, rw *respWriter, body *countingBody, rt *runtime, now time.Time) {
 	dl, ok := w.(deadliner)
-	if !ok {
+	if _, native := w.(interface{ NativeTimeouts() }); !ok || native {
 		return
 	}
 	if rt.sendTimeout > 0 {

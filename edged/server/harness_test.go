@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edgeapp/edgeapp/edged/engine/enginetest"
 	"github.com/edgeapp/edgeapp/internal/syncbuf"
 )
 
@@ -82,6 +83,7 @@ func (ts *testServer) write(config string) {
 		config = serverPreamble + config
 	}
 	config = strings.ReplaceAll(config, "{{DIR}}", ts.dir)
+	config = enginetest.Config(config)
 	if err := os.WriteFile(ts.path, []byte(config), 0o644); err != nil {
 		ts.t.Fatal(err)
 	}

@@ -7,7 +7,6 @@ package server
 import (
 	"context"
 	"crypto/rand"
-	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -70,7 +69,7 @@ type Server struct {
 	reloadMu  sync.Mutex
 	lastError atomic.Pointer[reloadResult]
 
-	httpSrv, httpsSrv *http.Server
+	httpSrv, httpsSrv frontend
 	adminSrv          *http.Server
 	httpLns, httpsLns []net.Listener
 	adminLn           net.Listener
@@ -222,55 +221,23 @@ func (s *Server) closeListeners() {
 	}
 }
 
-func (s *Server) newHTTPServer(cfg *config.Config, kind string, h http.Handler) *http.Server {
-	sc := cfg.Server
-	gauge := s.metrics.connections.WithLabelValues(kind)
-	srv := &http.Server{
-		Handler:           h,
-		ReadHeaderTimeout: sc.ReadHeaderTimeout.D(),
-		ReadTimeout:       sc.ReadTimeout.D(),
-		WriteTimeout:      sc.WriteTimeout.D(),
-		IdleTimeout:       sc.IdleTimeout.D(),
-		MaxHeaderBytes:    int(sc.MaxHeaderBytes),
-		ErrorLog:          slog.NewLogLogger(s.log.With("listener", kind).Handler(), slog.LevelDebug),
-		ConnState: func(c net.Conn, st http.ConnState) {
-			switch st {
-			case http.StateNew:
-				gauge.Inc()
-			case http.StateClosed, http.StateHijacked:
-				gauge.Dec()
-			}
-			s.conns.connState(c, st)
-		},
-	}
-	var p http.Protocols
-	p.SetHTTP1(true)
-	if kind == "https" {
-		p.SetHTTP2(true)
-	} else if sc.H2C {
-		p.SetUnencryptedHTTP2(true)
-	}
-	srv.Protocols = &p
-	return srv
-}
-
 // Serve serves until ctx is done, then shuts down gracefully. Reload and
 // ReopenLogs may be called meanwhile from another goroutine.
 func (s *Server) Serve(ctx context.Context) error {
 	cfg := s.startCfg
 	httpHandler := s.tls.HTTPChallenge(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { s.serve(w, r, false) }))
-	s.httpSrv = s.newHTTPServer(cfg, "http", httpHandler)
 	secureHandler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { s.serve(w, r, true) })
-	s.httpsSrv = s.newHTTPServer(cfg, "https", s.withAltSvc(secureHandler))
-	s.httpsSrv.TLSConfig = s.tls.TLSConfig()
+	var wrapHTTP, wrapHTTPS func(net.Listener) net.Listener
+	s.httpSrv, wrapHTTP = s.newFrontend(cfg, "http", httpHandler, nil)
+	s.httpsSrv, wrapHTTPS = s.newFrontend(cfg, "https", s.withAltSvc(secureHandler), s.tls.TLSConfig())
 	for _, ln := range s.httpLns {
-		go s.runServer(s.httpSrv, trackingListener{s.limiter.Listener(ln, true)})
+		go s.runServer(s.httpSrv, wrapHTTP(s.limiter.Listener(ln, true)))
 	}
 	if s.wd.pipe != nil {
 		go s.runServer(s.httpSrv, s.wd.pipe)
 	}
 	for _, ln := range s.httpsLns {
-		go s.runServer(s.httpsSrv, tls.NewListener(trackingListener{s.limiter.Listener(ln, false)}, s.httpsSrv.TLSConfig))
+		go s.runServer(s.httpsSrv, wrapHTTPS(s.limiter.Listener(ln, false)))
 	}
 	s.startQUIC(cfg, secureHandler)
 	s.startStreams(s.current.Load())
@@ -292,7 +259,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	return err
 }
 
-func (s *Server) runServer(srv *http.Server, ln net.Listener) {
+func (s *Server) runServer(srv frontend, ln net.Listener) {
 	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) && !s.stopping.Load() {
 		s.serveErr <- fmt.Errorf("serving %s: %w", ln.Addr(), err)
 	}
@@ -301,13 +268,14 @@ func (s *Server) runServer(srv *http.Server, ln net.Listener) {
 func (s *Server) shutdown() {
 	rt := s.current.Load()
 	timeout := rt.cfg.Server.ShutdownTimeout.D()
+	// Every response from here on closes its connection; set before
+	// STOPPING=1 so that whoever sees the notification sees the drain.
+	s.stopping.Store(true)
 	s.notifier.Stopping(fmt.Sprintf("draining connections (up to %v)", timeout))
 	s.log.Info("shutting down: no new connections, finishing requests in flight", "timeout", timeout)
 	// Stop accepting (systemd keeps its copy of the sockets, so new
-	// connections wait in the backlog for the next edged), tell every
-	// response to close its connection, and let requests already on their
-	// way arrive before net/http's Shutdown, which would drop them.
-	s.stopping.Store(true)
+	// connections wait in the backlog for the next edged), and let
+	// requests already on their way arrive before the server's Shutdown.
 	for _, ln := range append(append([]net.Listener{}, s.httpLns...), s.httpsLns...) {
 		ln.Close()
 	}
@@ -318,7 +286,7 @@ func (s *Server) shutdown() {
 	ctx, cancel := context.WithDeadline(context.Background(), deadline)
 	defer cancel()
 	var wg sync.WaitGroup
-	for _, srv := range []*http.Server{s.httpSrv, s.httpsSrv} {
+	for _, srv := range []frontend{s.httpSrv, s.httpsSrv} {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -426,6 +394,7 @@ func (s *Server) warnRestartOnly(old, cur *config.Config) {
 		{"server.https", !reflect.DeepEqual(o.HTTPS, c.HTTPS)},
 		{"server.admin", o.Admin != c.Admin},
 		{"server timeouts and max_header_bytes", o.ReadHeaderTimeout != c.ReadHeaderTimeout || o.ReadTimeout != c.ReadTimeout || o.WriteTimeout != c.WriteTimeout || o.IdleTimeout != c.IdleTimeout || o.MaxHeaderBytes != c.MaxHeaderBytes || o.H2C != c.H2C},
+		{"server.engine", o.Engine != c.Engine},
 		{"tls account settings", !reflect.DeepEqual(old.TLS, cur.TLS)},
 	} {
 		if d.changed {

@@ -13,6 +13,8 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+
+	"github.com/edgeapp/edgeapp/edged/engine/enginetest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -127,7 +129,7 @@ func serveTree(t testing.TB, o Options) *httptest.Server {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(h)
+	srv := enginetest.NewServer(h)
 	t.Cleanup(srv.Close)
 	return srv
 }
@@ -231,7 +233,7 @@ func testTraversal(t *testing.T, mode string) {
 		if mode == "os.Root" {
 			useOsRoot(t, h)
 		}
-		srv := httptest.NewServer(h)
+		srv := enginetest.NewServer(h)
 		defer srv.Close()
 		p := strings.TrimSuffix(prefix, "/")
 		cases := []struct {
@@ -692,7 +694,7 @@ func TestSendfileBody(t *testing.T) {
 		t.Fatal(err)
 	}
 	for name, handler := range map[string]http.Handler{"plain": h, "compress": mw(h)} {
-		srv := httptest.NewServer(handler)
+		srv := enginetest.NewServer(handler)
 		defer srv.Close()
 		for _, f := range []string{"big.bin", "img.png"} {
 			resp, b := do(t, "GET", srv.URL+"/"+f, "Accept-Encoding", "gzip")
@@ -715,7 +717,7 @@ func TestThroughCompress(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(mw(h))
+	srv := enginetest.NewServer(mw(h))
 	defer srv.Close()
 
 	resp, b := do(t, "GET", srv.URL+"/app.js", "Accept-Encoding", "gzip")
@@ -766,7 +768,7 @@ func TestRootSwap(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(h)
+	srv := enginetest.NewServer(h)
 	defer srv.Close()
 	if _, b := do(t, "GET", srv.URL+"/v.txt"); string(b) != "a" {
 		t.Fatalf("before: %q", b)
@@ -804,7 +806,7 @@ func TestConcurrentRootSwap(t *testing.T) {
 		t.Fatal(err)
 	}
 	o := h.(*handler).fs
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	srv := enginetest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		o.next.Store(0)
 		h.ServeHTTP(w, r)
 	}))
@@ -863,7 +865,7 @@ func TestSidecarMissCache(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(h)
+	srv := enginetest.NewServer(h)
 	defer srv.Close()
 	if resp, _ := do(t, "GET", srv.URL+"/late.js", "Accept-Encoding", "gzip, br"); resp.Header.Get("Content-Encoding") != "" {
 		t.Fatalf("no sidecar yet, got %q", resp.Header.Get("Content-Encoding"))

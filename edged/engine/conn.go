@@ -1,0 +1,552 @@
+package engine
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"runtime"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/edgeapp/edgeapp/edged/httpwire"
+	"github.com/edgeapp/edgeapp/edged/reqinfo"
+)
+
+// conn is one client connection and everything reused from one request to
+// the next on it.
+type conn struct {
+	s   *Server
+	rwc net.Conn // reads, writes and Close go through it
+	// raw waits for readability without a buffer, tcp sends files with
+	// sendfile(2); both nil on TLS and behind wrappers that do not expose
+	// the TCP connection (see unwrapTCP).
+	raw syscall.RawConn
+	tcp *net.TCPConn
+	tls *tls.Conn
+
+	remoteAddr string
+	tlsState   *tls.ConnectionState
+
+	state atomic.Int32 // http.ConnState
+	since atomic.Int64 // unix nanoseconds of the last state change
+
+	// The read buffer holds rbuf[r:w] unread; nil while idle.
+	rbufp *[]byte
+	rbuf  []byte
+	r, w  int
+	bw    *bufio.Writer // nil while idle
+	out   connWriter
+
+	ctx    context.Context // connection context: server values, reqinfo
+	cancel context.CancelFunc
+	info   reqinfo.Info
+	// rctx is the current request's context; another goroutine (Close)
+	// may cancel it.
+	rctx atomic.Pointer[reqCtx]
+
+	wire               httpwire.Request
+	headStart, headEnd int // the current request's head in rbuf
+	resp               response
+
+	readDL, writeDL time.Time // deadlines set on rwc
+	userDL          bool      // the handler set deadlines itself
+	reqStart        time.Time
+	served          int  // requests served
+	closeAfter      bool // close once the current response is complete
+	hijacked        bool
+	expect100       bool // the current request expects 100-continue
+	continueSent    bool
+	bodyBroken      bool // the request body could not be read to its end
+	watchDone       chan struct{}
+}
+
+func newConn(s *Server, rwc net.Conn) *conn {
+	c := &conn{s: s, rwc: rwc, remoteAddr: rwc.RemoteAddr().String()}
+	c.out.c = c
+	if t, ok := rwc.(*tls.Conn); ok {
+		c.tls = t
+	} else if tcp := unwrapTCP(rwc); tcp != nil {
+		c.tcp = tcp
+		c.raw, _ = tcp.SyscallConn()
+	}
+	ctx := context.WithValue(s.baseCtx, http.LocalAddrContextKey, rwc.LocalAddr())
+	ctx = reqinfo.NewContext(ctx, &c.info)
+	c.ctx, c.cancel = context.WithCancel(ctx)
+	c.resp.c = c
+	c.resp.header = make(http.Header, 8)
+	return c
+}
+
+// unwrapTCP finds the *net.TCPConn under listener wrappers that expose it
+// with NetConn() (connection caps, accounting). Such a wrapper must not
+// buffer what it reads, since the engine waits for readability on the
+// TCP connection itself; a PROXY protocol wrapper that reads ahead must
+// not offer NetConn.
+func unwrapTCP(c net.Conn) *net.TCPConn {
+	for range 8 {
+		switch v := c.(type) {
+		case *net.TCPConn:
+			return v
+		case *tls.Conn:
+			return nil
+		case interface{ NetConn() net.Conn }:
+			c = v.NetConn()
+		default:
+			return nil
+		}
+	}
+	return nil
+}
+
+func (c *conn) setState(st http.ConnState) {
+	c.state.Store(int32(st))
+	c.since.Store(time.Now().UnixNano())
+	if h := c.s.o.ConnState; h != nil {
+		h(c.rwc, st)
+	}
+}
+
+// serve runs the connection until it closes or is handed over.
+func (c *conn) serve() {
+	defer c.end()
+	if c.tls != nil {
+		if !c.handshake() {
+			return
+		}
+		if c.tlsState.NegotiatedProtocol == "h2" {
+			c.serveH2(c.rwc)
+			return
+		}
+	}
+	for {
+		if c.r == c.w {
+			c.release()
+			if c.served > 0 {
+				c.setState(http.StateIdle)
+			}
+			if !c.awaitRequest() {
+				return
+			}
+		}
+		if c.s.o.H2C && c.served == 0 {
+			if h2, ok := c.priorKnowledge(); !ok {
+				return
+			} else if h2 {
+				c.serveH2(&replayConn{Conn: c.rwc, buf: c.unread()})
+				return
+			}
+		}
+		if err := c.readHead(); err != nil {
+			c.refuse(err)
+			return
+		}
+		c.setState(http.StateActive)
+		c.serveRequest()
+		c.served++
+		if c.hijacked || c.closeAfter {
+			return
+		}
+		if c.r == c.w || c.s.closing.Load() {
+			if c.out.flush() != nil {
+				return
+			}
+		}
+	}
+}
+
+func (c *conn) handshake() bool {
+	d := c.s.o.ReadHeaderTimeout
+	if d <= 0 {
+		d = c.s.o.IdleTimeout
+	}
+	ctx := context.Background()
+	if d > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, d)
+		defer cancel()
+	}
+	if err := c.tls.HandshakeContext(ctx); err != nil {
+		c.s.o.Log.Debug("TLS handshake failed; closing the connection", "client", c.remoteAddr, "err", err)
+		return false
+	}
+	c.tlsState = tlsState(c.tls)
+	return true
+}
+
+// end closes the connection (unless handed over) and returns its buffers.
+func (c *conn) end() {
+	if c.hijacked {
+		c.releaseBuffers()
+		c.cancel()
+		c.s.forget(c)
+		return
+	}
+	if c.bw != nil {
+		c.out.flush()
+	}
+	if c.closeAfter && c.tcp != nil {
+		// Let the client read the response before the close resets the
+		// connection over unread request bytes (net/http does the same).
+		c.tcp.CloseWrite()
+		c.rwc.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+		if c.rbuf != nil {
+			io.CopyBuffer(io.Discard, io.LimitReader(c.rwc, 256<<10), c.rbuf)
+		} else {
+			io.Copy(io.Discard, io.LimitReader(c.rwc, 256<<10))
+		}
+	}
+	c.rwc.Close()
+	c.releaseBuffers()
+	c.cancel()
+	c.setState(http.StateClosed)
+	c.s.forget(c)
+}
+
+// release returns the buffers while the connection waits; a flushed
+// writer has nothing left in it.
+func (c *conn) release() {
+	if c.bw != nil && c.bw.Buffered() > 0 {
+		return
+	}
+	c.releaseBuffers()
+}
+
+func (c *conn) releaseBuffers() {
+	if c.rbufp != nil {
+		c.s.bufs.putRead(c.rbufp)
+		c.rbufp, c.rbuf, c.r, c.w = nil, nil, 0, 0
+	}
+	if c.bw != nil {
+		c.s.bufs.putWriter(c.bw)
+		c.bw = nil
+	}
+}
+
+func (c *conn) acquire() {
+	if c.rbufp == nil {
+		c.rbufp = c.s.bufs.getRead(false)
+		c.rbuf, c.r, c.w = *c.rbufp, 0, 0
+	}
+	if c.bw == nil {
+		c.bw = c.s.bufs.getWriter(&c.out)
+	}
+}
+
+// awaitRequest waits for the next request's first bytes, up to the idle
+// timeout. On plain TCP the read is made inside the poller's readiness
+// callback with a buffer taken from the pool for that syscall only, so a
+// waiting connection holds no buffer, and a read is attempted before
+// every wait, so no readiness edge is missed.
+func (c *conn) awaitRequest() bool {
+	c.setReadDeadline(c.s.o.IdleTimeout)
+	if c.raw == nil {
+		c.acquire()
+		n, err := c.rwc.Read(c.rbuf)
+		c.w = n
+		return n > 0 || err == nil
+	}
+	var n int
+	var rerr error
+	err := c.raw.Read(func(fd uintptr) bool {
+		if c.rbufp == nil {
+			c.rbufp = c.s.bufs.getRead(false)
+			c.rbuf = *c.rbufp
+		}
+		for {
+			n, rerr = syscall.Read(int(fd), c.rbuf) // syscall's Read tells the race detector about the I/O
+			if rerr != syscall.EINTR {
+				break
+			}
+		}
+		if rerr == syscall.EAGAIN {
+			c.s.bufs.putRead(c.rbufp)
+			c.rbufp, c.rbuf = nil, nil
+			return false
+		}
+		return true
+	})
+	if err != nil || rerr != nil || n <= 0 {
+		return false
+	}
+	c.r, c.w = 0, n
+	c.acquire()
+	return true
+}
+
+// readHead reads until the buffer holds a complete request head and
+// parses it into c.wire; the head's bytes are c.rbuf[c.r-len:c.r] after.
+func (c *conn) readHead() error {
+	deadlineSet := false
+	for {
+		n, err := httpwire.ParseRequest(c.rbuf[c.r:c.w], &c.wire)
+		if err == nil && n > c.s.o.MaxHeaderBytes {
+			return errHeadTooLarge
+		}
+		if err == nil {
+			c.headStart, c.headEnd = c.r, c.r+n
+			c.r += n
+			return nil
+		}
+		if err != httpwire.ErrIncomplete {
+			return err
+		}
+		if c.w-c.r >= c.s.o.MaxHeaderBytes {
+			return errHeadTooLarge
+		}
+		if !deadlineSet {
+			// A head split across reads: from now on it must arrive
+			// within read_header_timeout.
+			c.setReadDeadline(c.s.o.ReadHeaderTimeout)
+			deadlineSet = true
+		}
+		c.makeRoom()
+		k, err := c.rwc.Read(c.rbuf[c.w:])
+		c.w += k
+		if k == 0 && err != nil {
+			return errClientGone
+		}
+	}
+}
+
+// makeRoom moves unread bytes to the front or to a larger buffer so that a
+// read has space.
+func (c *conn) makeRoom() {
+	if c.w < len(c.rbuf) {
+		return
+	}
+	unread := c.w - c.r
+	if c.r > 0 && unread < len(c.rbuf)/2 {
+		copy(c.rbuf, c.rbuf[c.r:c.w])
+		c.r, c.w = 0, unread
+		return
+	}
+	if len(c.rbuf) == smallBuf {
+		p := c.s.bufs.getRead(true)
+		copy(*p, c.rbuf[c.r:c.w])
+		c.s.bufs.putRead(c.rbufp)
+		c.rbufp, c.rbuf, c.r, c.w = p, *p, 0, unread
+		return
+	}
+	copy(c.rbuf, c.rbuf[c.r:c.w])
+	c.r, c.w = 0, unread
+}
+
+// unread returns a copy of what is buffered and not yet consumed.
+func (c *conn) unread() []byte {
+	if c.r == c.w {
+		return nil
+	}
+	return bytes.Clone(c.rbuf[c.r:c.w])
+}
+
+var (
+	errHeadTooLarge = &httpwire.Error{Status: http.StatusRequestHeaderFieldsTooLarge, Reason: "request header fields too large"}
+	errClientGone   = errors.New("client closed the connection")
+	errBadURL       = &httpwire.Error{Status: http.StatusBadRequest, Reason: "invalid request target"}
+	errExpectation  = &httpwire.Error{Status: http.StatusExpectationFailed, Reason: "unsupported expectation"}
+)
+
+// refuse answers a request that cannot be served with its status and
+// closes the connection.
+func (c *conn) refuse(err error) {
+	var we *httpwire.Error
+	if !errors.As(err, &we) {
+		return // the client went away or timed out
+	}
+	c.s.o.Log.Debug("refused a malformed request; closing the connection", "client", c.remoteAddr, "status", we.Status, "reason", we.Reason)
+	msg := http.StatusText(we.Status)
+	body := make([]byte, 0, 128)
+	body = append(body, msg...)
+	body = append(body, ": "...)
+	body = append(body, we.Reason...)
+	body = append(body, '\n')
+	b := httpwire.AppendStatusLine(nil, we.Status)
+	b = append(b, "Content-Type: text/plain; charset=utf-8\r\nConnection: close\r\nContent-Length: "...)
+	b = appendInt(b, int64(len(body)))
+	b = append(b, "\r\n\r\n"...)
+	b = append(b, body...)
+	c.closeAfter = true
+	c.bw.Write(b) // after any pipelined responses still buffered
+	c.bw.Flush()
+}
+
+// priorKnowledge tells an HTTP/2 client's preface from HTTP/1.1, reading
+// until the buffer can tell.
+func (c *conn) priorKnowledge() (h2, ok bool) {
+	const preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+	for {
+		got := c.rbuf[c.r:c.w]
+		n := min(len(got), len(preface))
+		if string(got[:n]) != preface[:n] {
+			return false, true
+		}
+		if n == len(preface) {
+			return true, true
+		}
+		c.makeRoom()
+		k, err := c.rwc.Read(c.rbuf[c.w:])
+		c.w += k
+		if k == 0 && err != nil {
+			return false, false
+		}
+	}
+}
+
+// watchGone watches the connection while a handler runs and its request
+// body is done, for the client closing it: the request's context is then
+// cancelled (the proxy stops waiting for its upstream). It runs only when
+// someone waits on the context, and peeks, so a pipelined request stays
+// in the socket. TLS connections are not watched.
+func (c *conn) watchGone() bool {
+	if c.raw == nil || c.r != c.w {
+		return false
+	}
+	if c.watchDone == nil {
+		c.watchDone = make(chan struct{}, 1)
+	}
+	go func() {
+		gone := false
+		c.raw.Read(func(fd uintptr) bool {
+			var b [1]byte
+			n, _, err := unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+			switch err {
+			case unix.EAGAIN, unix.EINTR:
+				return false
+			case nil:
+				gone = n == 0
+			default:
+				gone = true
+			}
+			return true
+		})
+		if gone {
+			c.rctx.Load().cancel(context.Canceled)
+		}
+		c.watchDone <- struct{}{}
+	}()
+	return true
+}
+
+// unwatch stops watchGone's goroutine and waits for it.
+func (c *conn) unwatch() {
+	if c.raw == nil || c.watchDone == nil {
+		return
+	}
+	c.rwc.SetReadDeadline(aLongTimeAgo)
+	<-c.watchDone
+	c.readDL = aLongTimeAgo // whatever is set next replaces it
+}
+
+var aLongTimeAgo = time.Unix(1, 0)
+
+// setReadDeadline keeps the read deadline between d and 1.1·d from now
+// without touching the connection's timer at every request: a deadline
+// already in that window stays.
+func (c *conn) setReadDeadline(d time.Duration) {
+	if c.userDL {
+		return
+	}
+	dl := c.deadline(d, c.s.o.ReadTimeout, c.readDL)
+	if !dl.Equal(c.readDL) {
+		c.readDL = dl
+		c.rwc.SetReadDeadline(dl)
+	}
+}
+
+func (c *conn) setWriteDeadline(d time.Duration) {
+	if c.userDL {
+		return
+	}
+	dl := c.deadline(d, c.s.o.WriteTimeout, c.writeDL)
+	if !dl.Equal(c.writeDL) {
+		c.writeDL = dl
+		c.rwc.SetWriteDeadline(dl)
+	}
+}
+
+// deadline returns cur if it lies in [now+d, now+1.1d], otherwise a new
+// one in the middle of that window; a whole-exchange limit (read_timeout,
+// write_timeout) caps it.
+func (c *conn) deadline(d, whole time.Duration, cur time.Time) time.Time {
+	var want time.Time
+	if d > 0 {
+		now := time.Now()
+		lo := now.Add(d)
+		if !cur.Before(lo) && !cur.After(lo.Add(d/10)) {
+			want = cur
+		} else {
+			want = lo.Add(d / 20)
+		}
+	}
+	if whole > 0 && !c.reqStart.IsZero() {
+		if end := c.reqStart.Add(whole); want.IsZero() || end.Before(want) {
+			want = end
+		}
+	}
+	return want
+}
+
+// connWriter is what the buffered writer writes to: the connection, with
+// send_timeout between two writes.
+type connWriter struct{ c *conn }
+
+func (w *connWriter) Write(p []byte) (int, error) {
+	c := w.c
+	c.setWriteDeadline(c.s.o.SendTimeout)
+	n, err := c.rwc.Write(p)
+	if err != nil {
+		c.closeAfter = true
+	}
+	return n, err
+}
+
+func (w *connWriter) flush() error {
+	if w.c.bw == nil {
+		return nil
+	}
+	return w.c.bw.Flush()
+}
+
+// replayConn gives back bytes already read from a connection before
+// reading more (the HTTP/2 preface read while telling protocols apart).
+type replayConn struct {
+	net.Conn
+	buf []byte
+}
+
+func (r *replayConn) Read(p []byte) (int, error) {
+	if len(r.buf) > 0 {
+		n := copy(p, r.buf)
+		r.buf = r.buf[n:]
+		return n, nil
+	}
+	return r.Conn.Read(p)
+}
+
+func appendInt(b []byte, n int64) []byte {
+	if n == 0 {
+		return append(b, '0')
+	}
+	var d [20]byte
+	i := len(d)
+	for n > 0 {
+		i--
+		d[i] = byte('0' + n%10)
+		n /= 10
+	}
+	return append(b, d[i:]...)
+}
+
+// stack returns the calling goroutine's stack for a panic report.
+func stack() []byte {
+	buf := make([]byte, 64<<10)
+	return buf[:runtime.Stack(buf, false)]
+}
