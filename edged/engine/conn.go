@@ -86,10 +86,11 @@ func newConn(s *Server, rwc net.Conn) *conn {
 }
 
 // unwrapTCP finds the *net.TCPConn under listener wrappers that expose it
-// with NetConn() (connection caps, accounting). Such a wrapper must not
-// buffer what it reads, since the engine waits for readability on the
-// TCP connection itself; a PROXY protocol wrapper that reads ahead must
-// not offer NetConn.
+// with NetConn() (connection caps, the PROXY protocol). After the
+// connection's first read, which goes through the wrappers, the engine
+// waits for readability on the TCP connection itself, so a wrapper may
+// read ahead only what that first read returns (the PROXY reader keeps at
+// most 512 bytes read with the header; the first read takes 4 KiB).
 func unwrapTCP(c net.Conn) *net.TCPConn {
 	for range 8 {
 		switch v := c.(type) {
@@ -247,7 +248,9 @@ func (c *conn) acquire() {
 // every wait, so no readiness edge is missed.
 func (c *conn) awaitRequest() bool {
 	c.setReadDeadline(c.s.o.IdleTimeout)
-	if c.raw == nil {
+	if c.raw == nil || c.served == 0 {
+		// A connection's first read goes through its wrappers, which may
+		// hold bytes read ahead (a PROXY protocol header's reader).
 		c.acquire()
 		n, err := c.rwc.Read(c.rbuf)
 		c.w = n

@@ -26,13 +26,19 @@ func Name() string {
 }
 
 // Config sets engine = Name() in an edged.toml text: in its [server]
-// table, or in one added at the top. Unchanged when the variable is unset.
+// table, or in one added at the top. Unchanged when the variable is unset
+// or the text sets an engine already.
 func Config(cfg string) string {
 	if os.Getenv("EDGED_TEST_ENGINE") == "" {
 		return cfg
 	}
 	line := "engine = \"" + Name() + "\"\n"
 	lines := strings.SplitAfter(cfg, "\n")
+	for _, l := range lines {
+		if strings.HasPrefix(l, "engine = ") {
+			return cfg // set already (a test writes back what it read)
+		}
+	}
 	for i, l := range lines {
 		if strings.TrimSpace(l) == "[server]" {
 			return strings.Join(lines[:i+1], "") + line + strings.Join(lines[i+1:], "")
