@@ -227,10 +227,12 @@ func (l *Listener) refuse(c net.Conn, reason string, err error) {
 	} else {
 		l.log.Info("PROXY protocol listener: connection refused", "listener", l.name, "peer", c.RemoteAddr().String(), "reason", reason, "err", err)
 	}
-	c.Close()
+	// Counted before the close, so that whoever sees the close sees it
+	// counted (the integration test reads the metric right after).
 	if l.refused != nil {
 		l.refused(reason)
 	}
+	c.Close()
 }
 
 // headerBuf holds a whole v1 line (107 bytes) and a v2 header with its
