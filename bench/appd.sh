@@ -212,6 +212,7 @@ bench_appd() {
 	wait_http "$port"
 	warm "$port"
 	R[$key.$app.mem]=$(tree_mem "$apid")
+	R[$key.$app.own]=$(awk '/^Pss:/ {print $2}' "/proc/$apid/smaps_rollup")
 
 	run_wrk "$port" "$dir/wrk.txt"
 	sleep 1
@@ -285,13 +286,13 @@ declare -A label=(
 )
 printf '\nMemory of the whole process tree once warm (smaps_rollup), %d workers, %d CPUs, load %s\n' \
 	"$WORKERS" "$(nproc)" "$(cut -d' ' -f1-3 /proc/loadavg)"
-printf '%-38s %10s %10s %6s   %10s %10s %6s\n' "" "tiny PSS" "RSS" "procs" "+${BIG_MB}MiB PSS" "RSS" "procs"
+printf '%-38s %10s %10s %6s   %10s %10s %6s   %s\n' "" "tiny PSS" "RSS" "procs" "+${BIG_MB}MiB PSS" "RSS" "procs" "appd's own PSS"
 for k in "${names[@]}"; do
 	has "$k" || continue
 	read -r tp tr tn <<<"${R[$k.tiny.mem]:-}"
 	read -r bp br bn <<<"${R[$k.big.mem]:-}"
-	printf '%-38s %8s MiB %6s MiB %6s   %8s MiB %6s MiB %6s\n' "${label[$k]}" "$(mib "${tp:-}")" "$(mib "${tr:-}")" "${tn:--}" \
-		"$(mib "${bp:-}")" "$(mib "${br:-}")" "${bn:--}"
+	printf '%-38s %8s MiB %6s MiB %6s   %8s MiB %6s MiB %6s   %s\n' "${label[$k]}" "$(mib "${tp:-}")" "$(mib "${tr:-}")" "${tn:--}" \
+		"$(mib "${bp:-}")" "$(mib "${br:-}")" "${bn:--}" "$(mib "${R[$k.tiny.own]:-}")"
 done
 printf '\n%d reloads (SIGHUP) under wrk -c%d for %ss each, loopback\n' "$RELOADS" "$CONNS" "$LOAD_SECS"
 printf '%-38s %14s %14s %16s %11s %14s\n' "" "HUP->ready ms" "(+${BIG_MB}MiB)" "failed/requests" "p99" "crash->new ms"

@@ -304,3 +304,38 @@ func TestRunnerMaxRequestsRecyclesGracefully(t *testing.T) {
 		t.Errorf("a worker exited instead of being recycled:\n%s", h.logs.String())
 	}
 }
+
+// TestZygoteKeptAcrossReloadReadsConfigAgain: without preload the zygote
+// holds no application code, so a reload keeps it and forks the new
+// generation at once; each fork reads gunicorn's configuration file again.
+func TestZygoteKeptAcrossReloadReadsConfigAgain(t *testing.T) {
+	gconf := filepath.Join(t.TempDir(), "gunicorn.conf.py")
+	os.WriteFile(gconf, []byte("threads = 1\n"), 0o644)
+	text := runnerConf(t, "-c "+gconf, "zygote = true\n[workers]\ncount = 2\n")
+	h := start(t, text)
+	st := h.waitFor("2 ready", 60*time.Second, allReady(2, 1))
+	zpid := st.Zygotes[0].PID
+	if st.Slots[0].Status != "serving (SyncWorker)" {
+		t.Fatalf("gen 1 status %q", st.Slots[0].Status)
+	}
+	os.WriteFile(gconf, []byte("threads = 4\n"), 0o644)
+	h.reload(text)
+	st = h.waitFor("gen 2", 60*time.Second, allReady(2, 2))
+	if len(st.Zygotes) != 1 || st.Zygotes[0].PID != zpid {
+		t.Errorf("the zygote was replaced: %d -> %+v", zpid, st.Zygotes)
+	}
+	for _, w := range st.Slots {
+		if w.Status != "serving (ThreadWorker)" || parentPid(w.PID) != zpid {
+			t.Errorf("slot %d: status %q, parent %d (zygote %d)", w.Slot, w.Status, parentPid(w.PID), zpid)
+		}
+	}
+	// A changed command needs a new zygote.
+	h.reload(runnerConf(t, "-c "+gconf+" --timeout 40", "zygote = true\n[workers]\ncount = 2\n"))
+	st = h.waitFor("gen 3", 60*time.Second, func(st Status) bool { return allReady(2, 3)(st) && len(st.Zygotes) == 1 })
+	if st.Zygotes[0].PID == zpid {
+		t.Error("the zygote was kept although the command changed")
+	}
+	if !strings.Contains(h.logs.String(), "the zygote stays") {
+		t.Error("keeping the zygote is not logged")
+	}
+}

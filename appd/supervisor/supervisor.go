@@ -411,6 +411,7 @@ func (s *Supervisor) reload() {
 			s.kill(w)
 		}
 	}
+	keep := s.zygoteOf(s.gen)
 	s.lastGen++
 	s.gen = s.lastGen
 	if c.Workers.Autoscale && s.cfg.Workers.Autoscale {
@@ -426,6 +427,10 @@ func (s *Supervisor) reload() {
 	s.reloadNote = ""
 	s.reloads["started"]++
 	s.log.Info("reloading: starting a new generation beside the old", "gen", s.gen, "workers", s.count)
+	if keep != nil && keepZygote(keep, c) {
+		keep.gens[s.gen] = true
+		s.log.Info("the zygote stays: it holds no application code, each fork imports it", "pid", keep.pid, "gen", s.gen)
+	}
 }
 
 // rollback abandons the current generation after one of its workers

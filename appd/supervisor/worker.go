@@ -60,6 +60,7 @@ type worker struct {
 	// A zygote: its end of the socket pair, and whether it exited.
 	ctl    *zygoteConn
 	exited bool
+	gens   map[int]bool // the generations it forks for (a reload may keep it)
 	// A fork: its zygote, its pidfd (signals and exit), whether appd let
 	// it go (after placing it in its leaf), its output pipe until the pid
 	// is known, and when its pidfd said it exited (the zygote's report

@@ -37,13 +37,16 @@ package supervisor
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
+	"github.com/edgeapp/edgeapp/appd/config"
 	"golang.org/x/sys/unix"
 )
 
@@ -150,11 +153,23 @@ func closeFDs(fds []int) {
 // zygoteOf is generation gen's zygote that is not on its way out.
 func (s *Supervisor) zygoteOf(gen int) *worker {
 	for _, w := range s.workers {
-		if w.kind == zygote && w.gen == gen && w.state != Draining && !w.killed {
+		if w.kind == zygote && w.gens[gen] && w.state != Draining && !w.killed {
 			return w
 		}
 	}
 	return nil
+}
+
+// keepZygote lets a reload to c keep the zygote z, rather than start a new
+// one: when neither preloads (z holds no application code: its forks
+// import the application and read gunicorn's configuration themselves)
+// and what the zygote was started with is the same. The new generation's
+// forks then come at the speed of fork.
+func keepZygote(z *worker, c *config.Config) bool {
+	a, b := z.cfg.App, c.App
+	return z.state == Ready && a.Zygote && b.Zygote && !a.Preload && !b.Preload &&
+		slices.Equal(a.Command, b.Command) && maps.Equal(a.Environment, b.Environment) &&
+		a.Directory == b.Directory && a.User == b.User && a.Group == b.Group
 }
 
 // spawnZygote starts the current generation's zygote (after its backoff).
@@ -165,7 +180,7 @@ func (s *Supervisor) spawnZygote(now time.Time) {
 	c := s.cfg
 	s.nextID++
 	w := &worker{id: s.nextID, slot: -1, gen: s.gen, cfg: c, kind: zygote, state: Starting, started: now,
-		startDeadline: now.Add(c.Workers.StartTimeout.D())}
+		startDeadline: now.Add(c.Workers.StartTimeout.D()), gens: map[int]bool{s.gen: true}}
 	if s.tree != nil {
 		leaf, err := s.tree.NewLeaf(fmt.Sprintf("zygote-%d", w.id), limitsOf(c, s.tree.Controllers()))
 		if err != nil {
@@ -191,9 +206,9 @@ func (s *Supervisor) spawnZygote(now time.Time) {
 // request; the worker exists (pid 0) from now on, so start_timeout and
 // the slot's accounting apply as to any worker.
 func (s *Supervisor) fork(z *worker, i int, now time.Time) {
-	c := z.cfg
+	c := s.cfg
 	s.nextID++
-	w := &worker{id: s.nextID, slot: i, gen: z.gen, cfg: c, kind: forked, zygote: z, state: Starting, started: now,
+	w := &worker{id: s.nextID, slot: i, gen: s.gen, cfg: c, kind: forked, zygote: z, state: Starting, started: now,
 		startDeadline: now.Add(c.Workers.StartTimeout.D()), watchdog: c.Workers.Timeout.D()}
 	if s.tree != nil {
 		leaf, err := s.tree.NewLeaf(fmt.Sprintf("w%d-%d", i, w.id), limitsOf(c, s.tree.Controllers()))
@@ -384,7 +399,7 @@ func (s *Supervisor) manageZygotes(now time.Time) {
 		if z.kind != zygote || z.state == Draining || z.killed {
 			continue
 		}
-		if !s.stopping && (z.gen == s.gen || z.gen == s.stableGen) {
+		if !s.stopping && (z.gens[s.gen] || z.gens[s.stableGen]) {
 			continue
 		}
 		busy := false
