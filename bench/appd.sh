@@ -56,7 +56,7 @@ pids=()
 cleanup() {
 	for p in "${pids[@]}"; do kill -KILL "$p" 2>/dev/null; done
 	wait 2>/dev/null
-	rm -rf "$work"
+	if [ "${BENCH_KEEP:-0}" = 1 ]; then say "kept $work"; else rm -rf "$work"; fi
 }
 trap cleanup EXIT
 
@@ -114,13 +114,16 @@ run_wrk() {
 	wrk_pid=$!
 }
 
-# wrk_summary FILE: "requests failed p99"
+# wrk_summary FILE: "requests failed p99", failed being socket errors
+# (connect, read, write, timeout: no answer within wrk's 2 s) plus non-2xx;
+# what they were goes to FILE.why.
 wrk_summary() {
 	local f=$1 reqs errs non2xx p99
 	reqs=$(awk '/requests in/ {print $1}' "$f")
 	errs=$(awk '/Socket errors/ {gsub(",",""); print $4+$6+$8+$10}' "$f")
 	non2xx=$(awk '/Non-2xx/ {print $NF}' "$f")
 	p99=$(awk '$1=="99%" {print $2}' "$f")
+	{ grep -h 'Socket errors' "$f"; grep -h 'Non-2xx' "$f"; } >"$f.why" 2>/dev/null
 	echo "${reqs:-0} $(( ${errs:-0} + ${non2xx:-0} )) ${p99:-?}"
 }
 
@@ -168,6 +171,7 @@ bench_gunicorn() {
 	done
 	wait "$wrk_pid"
 	R[$key.$app.wrk]=$(wrk_summary "$dir/wrk.txt")
+	R[$key.$app.why]=$(cat "$dir/wrk.txt.why")
 	R[$key.$app.reload]=$(printf '%s\n' "${times[@]}" | median)
 
 	local victim
@@ -231,6 +235,7 @@ bench_appd() {
 	done
 	wait "$wrk_pid"
 	R[$key.$app.wrk]=$(wrk_summary "$dir/wrk.txt")
+	R[$key.$app.why]=$(cat "$dir/wrk.txt.why")
 	R[$key.$app.reload]=$(printf '%s\n' "${times[@]}" | median)
 
 	# A crashed worker: the process that serves (for nested gunicorns, the
@@ -305,7 +310,10 @@ done
 for k in "${names[@]}"; do
 	[ -n "${R[$k.big.wrk]:-}" ] || continue
 	read -r reqs fail p99 <<<"${R[$k.big.wrk]}"
-	printf '%-38s %s/%s failed during the +%dMiB reloads\n' "${label[$k]}" "$fail" "$reqs" "$BIG_MB"
+	printf '%-38s %s/%s failed during the +%dMiB reloads, p99 %s\n' "${label[$k]}" "$fail" "$reqs" "$BIG_MB" "$p99"
+done
+for k in "${!R[@]}"; do
+	[[ $k == *.why ]] && [ -n "${R[$k]}" ] && printf '  %s: %s\n' "$k" "$(echo "${R[$k]}" | tr -s ' \n' ' ')"
 done
 echo "gunicorn's HUP time is until every worker pid is new (it does not wait for its workers to boot;"
 echo "with --preload it does not load new code either). appd's is from its log: every new worker"
