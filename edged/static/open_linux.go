@@ -71,6 +71,7 @@ const (
 
 type opener struct {
 	misses     atomic.Pointer[missCache]
+	files      atomic.Pointer[fileCache] // filecache.go
 	path       string
 	beneath    bool // refuse symlinks out of the root
 	useOpenat2 bool
@@ -106,6 +107,7 @@ func newOpener(path string, allowOutside bool, log *slog.Logger) (*opener, error
 	}
 	o.cur.Store(rd)
 	o.misses.Store(new(missCache))
+	o.files.Store(new(fileCache))
 	o.next.Store(time.Now().Add(rootRecheck).UnixNano())
 	return o, nil
 }
@@ -158,6 +160,7 @@ func (o *opener) root() *rootDir {
 	}
 	o.cur.Store(rd)
 	o.misses.Store(new(missCache))
+	o.files.Store(new(fileCache))
 	o.log.Info("static: root path now names another directory; serving from it", "root", o.path)
 	return rd
 }
@@ -195,7 +198,9 @@ func (o *opener) warn(msg string, args ...any) {
 // file is an open regular file or directory below the root. It holds the
 // bare descriptor; an *os.File is made only when one is needed (sendfile,
 // directory reading), since os.NewFile costs two syscalls (F_GETFL and a
-// failing epoll_ctl) that a small file's response does not need.
+// failing epoll_ctl) that a small file's response does not need. A small
+// file from the open-file cache has its contents in data and no
+// descriptor (fd -1).
 type file struct {
 	fd    int
 	osf   *os.File // owns fd once set
@@ -203,9 +208,14 @@ type file struct {
 	size  int64
 	mtime time.Time
 	dir   bool
+	data  []byte
+	ce    *cachedFile // with data: the cache entry, for its ready-made fields
 }
 
 func (f *file) close() {
+	if f.fd < 0 {
+		return
+	}
 	if f.osf != nil {
 		f.osf.Close()
 		return
@@ -221,8 +231,12 @@ func (f *file) osFile() *os.File {
 }
 
 // open opens name ("." or a slash-separated path with no "." or ".."
-// elements, no leading slash) below the root.
+// elements, no leading slash) below the root, or finds its contents in the
+// open-file cache.
 func (o *opener) open(name string) (file, error) {
+	if f, ok := o.cached(name); ok {
+		return f, nil
+	}
 	rd := o.root()
 	var fd int
 	var err error
@@ -259,6 +273,7 @@ func (o *opener) open(name string) (file, error) {
 	fl := file{fd: fd, name: name, size: st.Size, mtime: time.Unix(st.Mtim.Sec, st.Mtim.Nsec)}
 	switch st.Mode & unix.S_IFMT {
 	case unix.S_IFREG:
+		o.remember(&fl, &st)
 	case unix.S_IFDIR:
 		fl.dir = true
 	default:

@@ -69,13 +69,19 @@ func (h *handler) serveFile(w http.ResponseWriter, r *http.Request, f *file, nam
 	}
 	defer f.close()
 
-	etag := makeETag(f, encoding)
 	mod := f.mtime
 	if h.cache != nil {
 		hd["Cache-Control"] = h.cache
 	}
-	hd["Etag"] = []string{etag}
-	hd["Last-Modified"] = []string{mod.UTC().Format(http.TimeFormat)}
+	var etag string
+	if ce := f.ce; ce != nil && encoding == nil {
+		etag = ce.etag[0]
+		hd["Etag"], hd["Last-Modified"] = ce.etag, ce.lastModified
+	} else {
+		etag = makeETag(f, encoding)
+		hd["Etag"] = []string{etag}
+		hd["Last-Modified"] = []string{mod.UTC().Format(http.TimeFormat)}
+	}
 
 	switch checkPreconditions(r, etag, mod) {
 	case http.StatusNotModified:
@@ -121,7 +127,11 @@ func (h *handler) serveFile(w http.ResponseWriter, r *http.Request, f *file, nam
 
 	switch len(ranges) {
 	case 0:
-		hd["Content-Length"] = []string{strconv.FormatInt(size, 10)}
+		if f.ce != nil {
+			hd["Content-Length"] = f.ce.length
+		} else {
+			hd["Content-Length"] = []string{strconv.FormatInt(size, 10)}
+		}
 		w.WriteHeader(http.StatusOK)
 		if r.Method != http.MethodHead {
 			copyFile(w, f, 0, size)
@@ -158,6 +168,10 @@ var smallBufs = sync.Pool{New: func() any { return new([smallBody]byte) }}
 // Wrapping the file in anything else, or io.Copy(w, f) directly
 // (os.File.WriteTo's generic path), loses sendfile.
 func copyFile(w http.ResponseWriter, f *file, offset, length int64) error {
+	if f.data != nil {
+		_, err := w.Write(f.data[offset : offset+length])
+		return err
+	}
 	if length <= smallBody {
 		buf := smallBufs.Get().(*[smallBody]byte)
 		defer smallBufs.Put(buf)
