@@ -107,6 +107,7 @@ type exchange struct {
 	headLen int
 	snap    headSnapshot
 	info    *reqinfo.Info
+	wt      waiter
 	// unsent: the server answered before the body was sent
 	// (Expect: 100-continue), so the connection cannot be reused.
 	unsent bool
@@ -117,6 +118,8 @@ var exchanges = sync.Pool{New: func() any { return &exchange{head: make([]byte, 
 func getExchange() *exchange { return exchanges.Get().(*exchange) }
 
 func putExchange(ex *exchange) {
+	// Nothing of the request stays reachable from the pool.
+	ex.wt, ex.info, ex.snap.s = waiter{}, nil, ""
 	ex.body = bodyReader{dec: ex.body.dec}
 	ex.body.dec.Reset()
 	if cap(ex.head) > 64<<10 {
@@ -169,30 +172,31 @@ func (ex *exchange) roundTrip(ctx context.Context, now int64, c *upConn, w http.
 	c.arm(now, poll)
 	// Sending: rht at most between two writes (a large body to a server
 	// that stopped reading). Then rht at most for the response head.
-	wt := waiter{ctx: ctx, poll: poll, idle: rht, kind: waitSend, limit: rht}
+	ex.wt = waiter{ctx: ctx, poll: poll, idle: rht, kind: waitSend, limit: rht}
+	wt := &ex.wt // in the pooled exchange: taking its address costs no allocation
 
 	var err error
 	switch {
 	case body.mem != nil && len(body.mem) <= 16<<10:
 		ex.head = append(ex.head, body.mem...)
-		err = c.write(ex.head, &wt)
+		err = c.write(ex.head, wt)
 	case body.mem != nil:
 		bufs := net.Buffers{ex.head, body.mem}
-		err = c.writeBuffers(&bufs, &wt)
+		err = c.writeBuffers(&bufs, wt)
 	case body.sp != nil && body.frame == frameLength:
-		if err = c.write(ex.head, &wt); err == nil {
-			_, err = body.sp.WriteTo(&connWriter{c, &wt})
+		if err = c.write(ex.head, wt); err == nil {
+			_, err = body.sp.WriteTo(&connWriter{c, wt})
 		}
 	default:
-		err = c.write(ex.head, &wt)
+		err = c.write(ex.head, wt)
 	}
 	if err != nil {
-		return ex.sendFailed(c, err, &wt)
+		return ex.sendFailed(c, err, wt)
 	}
 	if body.stream != nil || (body.sp != nil && body.frame == frameChunked) {
 		if oh.expect100 {
 			// Wait for 100 Continue (or a refusal) before the body.
-			cw := wt
+			cw := *wt
 			cw.hard, cw.idle, cw.kind = nanotime()+int64(ExpectContinueTimeout), 0, waitExpect
 			err := ex.readHead(c, w, &cw, true)
 			switch {
@@ -205,8 +209,8 @@ func (ex *exchange) roundTrip(ctx context.Context, now int64, c *upConn, w http.
 				return ex.recvFailed(c, err)
 			}
 		}
-		if err := ex.sendStream(c, body, &wt); err != nil {
-			return ex.sendFailed(c, err, &wt)
+		if err := ex.sendStream(c, body, wt); err != nil {
+			return ex.sendFailed(c, err, wt)
 		}
 	}
 	sentAt := now // a body sent with the head took no time worth a clock
@@ -214,7 +218,7 @@ func (ex *exchange) roundTrip(ctx context.Context, now int64, c *upConn, w http.
 		sentAt = nanotime()
 	}
 	wt.hard, wt.idle, wt.kind, wt.limit = sentAt+int64(rht), 0, waitHead, rht
-	if err := ex.readHead(c, w, &wt, false); err != nil {
+	if err := ex.readHead(c, w, wt, false); err != nil {
 		return ex.recvFailed(c, err)
 	}
 	return nil
