@@ -324,6 +324,56 @@ waitfor 10 "the welcome page is still the default site" body_has "edged is runni
 )
 end $?
 
+begin "shields under a real systemd: access log to the journal with fields, a limit zone, maintenance" "edged.service appd@demo.service"
+(
+cp /etc/edged/edged.toml /tmp/edged.toml.before-shield
+# Whatever happens, the steps after this one get the configuration back.
+trap 'cp /tmp/edged.toml.before-shield /etc/edged/edged.toml; systemctl reload edged' EXIT
+sed -i 's|^\[access_log\].*|[access_log]\noutput = "journal"\nfields = ["client", "host", "method", "uri", "status", "upstream", "upstream_status", "request_id"]|' /etc/edged/edged.toml
+cat >>/etc/edged/edged.toml <<'EOF'
+
+# Added by the e2e test: a strict limit and a site in maintenance.
+[limit.e2e]
+rate = "1r/m"
+burst = 2
+nodelay = true
+
+[[site]]
+hosts = ["limited.test"]
+tls = "off"
+limit = ["e2e"]
+  [[site.route]]
+  path = "/"
+  upstream = "demo"
+
+[[site]]
+hosts = ["maint.test"]
+tls = "off"
+maintenance = { enabled = true, retry_after = "2m" }
+  [[site.route]]
+  path = "/"
+  upstream = "demo"
+EOF
+run edged -t
+run systemctl reload edged
+since=$(date '+%Y-%m-%d %H:%M:%S')
+waitfor 30 "demo.test answered" body_has "edgeapp demo" -H "Host: demo.test" "http://127.0.0.1/?shield=e2e"
+waitfor 30 "a journal record with HTTP_URI=/?shield=e2e, its status and upstream" \
+	sh -c "journalctl -t edged-access --since '$since' HTTP_URI='/?shield=e2e' HTTP_STATUS=200 -o verbose --no-pager | grep -q 'HTTP_UPSTREAM=unix:/run/appd/demo.sock'"
+journalctl -t edged-access --since "$since" -o verbose --no-pager -n 1 | sed 's/^/    /'
+codes=""
+for _ in 1 2 3 4; do
+	codes="$codes $(curl -sS -o /dev/null -w '%{http_code}' -H 'Host: limited.test' http://127.0.0.1/)"
+done
+echo "  limited.test:$codes"
+[ "$codes" = " 200 200 200 429" ] || fail "limit: want 200 200 200 429, got$codes"
+hdr=$(curl -sS -o /dev/null -D - -H 'Host: maint.test' http://127.0.0.1/)
+echo "$hdr" | grep -q '^HTTP/1.1 503' || fail "maintenance: $hdr"
+echo "$hdr" | grep -qi '^Retry-After: 120' || fail "maintenance Retry-After: $hdr"
+[ "$(edged_metric 'edged_limit_requests_total{result="refused"')" = 1 ] || fail "edged_limit_requests_total refused is not 1"
+)
+end $?
+
 begin "systemctl reload edged under load: zero failed requests" "edged.service appd@demo.service"
 (
 rm -f /tmp/stop
