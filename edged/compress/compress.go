@@ -24,6 +24,7 @@
 package compress
 
 import (
+	"errors"
 	"fmt"
 	"net/http"
 	"strings"
@@ -97,7 +98,48 @@ func New(o Options) (func(http.Handler) http.Handler, error) {
 	return m.wrap, nil
 }
 
+// Check reports each problem with o through bad, with the setting's name
+// under [compress] ("gzip_level", "encodings[1]"), without building
+// anything: configuration validation calls it, New too.
+func (o Options) Check(bad func(field string, err error)) {
+	for i, t := range o.Types {
+		if _, err := compileTypes([]string{t}); err != nil {
+			bad(fmt.Sprintf("types[%d]", i), err)
+		}
+	}
+	if o.MinSize < 0 {
+		bad("min_size", fmt.Errorf("%d: must not be negative", o.MinSize))
+	} else if o.MinSize > 64<<20 {
+		bad("min_size", fmt.Errorf("%d: at most 64MiB (it is buffered per response)", o.MinSize))
+	}
+	if l := o.GzipLevel; l != 0 && (l < 1 || l > 9) {
+		bad("gzip_level", fmt.Errorf("%d: want 1 to 9", l))
+	}
+	if l := o.ZstdLevel; l != 0 && (l < 1 || l > 22) {
+		bad("zstd_level", fmt.Errorf("%d: want 1 to 22", l))
+	}
+	if len(o.Encodings) > maxOffers {
+		bad("encodings", fmt.Errorf("%d encodings: at most %d", len(o.Encodings), maxOffers))
+	}
+	seen := map[string]bool{}
+	for i, name := range o.Encodings {
+		name = strings.ToLower(strings.TrimSpace(name))
+		switch {
+		case seen[name]:
+			bad(fmt.Sprintf("encodings[%d]", i), fmt.Errorf("%q is listed twice", name))
+		case name != "gzip" && name != "zstd":
+			bad(fmt.Sprintf("encodings[%d]", i), fmt.Errorf("%q: known encodings are zstd and gzip", name))
+		}
+		seen[name] = true
+	}
+}
+
 func newMiddleware(o Options) (*middleware, error) {
+	var errs []error
+	o.Check(func(field string, err error) { errs = append(errs, fmt.Errorf("compress: %s: %w", field, err)) })
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
 	types := o.Types
 	if len(types) == 0 {
 		types = DefaultTypes

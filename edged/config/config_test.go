@@ -84,7 +84,7 @@ func TestBadConfigsNameLineAndKey(t *testing.T) {
 		{"unknown cache", site + "  upstream = \"a\"\n  cache = \"c\"\n[upstream.a]\nservers = [\"127.0.0.1:1\"]\n", "edged.toml:7: site[0].route[0].cache: no [cache.c]"},
 		{"bad policy", site + "  upstream = \"a\"\n[upstream.a]\nservers = [\"127.0.0.1:1\"]\npolicy = \"fastest\"\n", "edged.toml:9: upstream.a.policy: \"fastest\""},
 		{"bad server addr", site + "  upstream = \"a\"\n[upstream.a]\nservers = [\"localhost\"]\n", "edged.toml:8: upstream.a.servers[0]"},
-		{"all backups", site + "  upstream = \"a\"\n[upstream.a]\nservers = [{ addr = \"127.0.0.1:1\", backup = true }]\n", "at least one must be a primary"},
+		{"all backups", site + "  upstream = \"a\"\n[upstream.a]\nservers = [{ addr = \"127.0.0.1:1\", backup = true }]\n", "at least one must not be"},
 		{"bad server key", site + "  upstream = \"a\"\n[upstream.a]\nservers = [{ address = \"127.0.0.1:1\" }]\n", "servers.address: unknown key"},
 		{"missing static dir", site + "  static = \"/nonexistent/dir\"\n", "edged.toml:6: site[0].route[0].static: stat /nonexistent/dir"},
 		{"relative static", site + "  static = \"www\"\n", "want an absolute directory"},

@@ -122,3 +122,42 @@ func TestDropInErrors(t *testing.T) {
 		})
 	}
 }
+
+// TestOwnersReportEveryProblem: the proxy, compress and static packages
+// own their settings' checks; config reports every problem they find, at
+// its key.
+func TestOwnersReportEveryProblem(t *testing.T) {
+	dir := t.TempDir()
+	src := `[compress]
+gzip_level = 12
+encodings = ["br"]
+[[site]]
+[[site.route]]
+path = "/s/"
+static = "` + dir + `"
+precompressed = ["lzma"]
+fallback = "index.html"
+[[site.route]]
+path = "/"
+upstream = "a"
+[upstream.a]
+servers = ["localhost", "10.0.0.1:99999"]
+policy = "fastest"
+retries = -1
+`
+	_, err := Parse("edged.toml", []byte(src))
+	for _, want := range []string{
+		"edged.toml:2: compress.gzip_level: 12: want 1 to 9",
+		"edged.toml:3: compress.encodings[0]",
+		"edged.toml:8: site[0].route[0].precompressed[0]",
+		"edged.toml:9: site[0].route[0].fallback",
+		"edged.toml:14: upstream.a.servers[0]",
+		"edged.toml:14: upstream.a.servers[1]",
+		"edged.toml:15: upstream.a.policy",
+		"edged.toml:16: upstream.a.retries",
+	} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("missing %q in\n%v", want, err)
+		}
+	}
+}

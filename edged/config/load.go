@@ -14,9 +14,11 @@ import (
 
 	"github.com/edgeapp/edgeapp/edged/accesslog"
 	"github.com/edgeapp/edgeapp/edged/cache"
+	"github.com/edgeapp/edgeapp/edged/compress"
 	"github.com/edgeapp/edgeapp/edged/connlimit"
 	"github.com/edgeapp/edgeapp/edged/engine"
 	"github.com/edgeapp/edgeapp/edged/proxy"
+	"github.com/edgeapp/edgeapp/edged/static"
 	"github.com/edgeapp/edgeapp/edged/tlsconf"
 	"github.com/edgeapp/edgeapp/internal/logging"
 	"github.com/edgeapp/edgeapp/internal/systemd"
@@ -136,10 +138,10 @@ func (c *Config) ApplyDefaults() {
 		c.AccessLog.Format = "combined"
 	}
 	if !c.Doc.IsDefined("compress", "min_size") {
-		c.Compress.MinSize = 1 << 10
+		c.Compress.MinSize = compress.DefaultMinSize
 	}
 	if c.Compress.Encodings == nil {
-		c.Compress.Encodings = []string{"zstd", "gzip"}
+		c.Compress.Encodings = compress.DefaultEncodings
 	}
 	t := &c.TLS
 	switch t.CA {
@@ -193,54 +195,17 @@ func (c *Config) ApplyDefaults() {
 			}
 			if r.Static != "" {
 				if r.Index == nil {
-					r.Index = []string{"index.html"}
+					r.Index = static.DefaultIndex
 				}
 				if r.Precompressed == nil {
-					r.Precompressed = []string{"br", "zstd", "gzip"}
+					r.Precompressed = static.DefaultPrecompressed
 				}
 			}
 		}
 	}
 	for _, u := range c.Upstreams {
-		if u == nil {
-			continue
-		}
-		if u.Policy == "" {
-			u.Policy = "round_robin"
-		}
-		if u.Policy == "hash" && u.HashKey == "" {
-			u.HashKey = "client_ip"
-		}
-		if u.MaxFails == nil {
-			one := 1
-			u.MaxFails = &one
-		}
-		setDur(&u.FailTimeout, u.FailTimeout != 0, 10*time.Second)
-		setDur(&u.ConnectTimeout, u.ConnectTimeout != 0, 5*time.Second)
-		setDur(&u.ResponseHeaderTimeout, u.ResponseHeaderTimeout != 0, 60*time.Second)
-		setDur(&u.IdleTimeout, u.IdleTimeout != 0, 90*time.Second)
-		if u.Retries == nil {
-			two := 2
-			u.Retries = &two
-		}
-		if u.RetryBodyMax == 0 {
-			u.RetryBodyMax = 64 << 10
-		}
-		for i := range u.Servers {
-			if u.Servers[i].Weight == 0 {
-				u.Servers[i].Weight = 1
-			}
-		}
-		h := &u.Health
-		if h.Path != "" || h.TCP {
-			setDur(&h.Interval, h.Interval != 0, 5*time.Second)
-			setDur(&h.Timeout, h.Timeout != 0, 2*time.Second)
-			if h.Rise == 0 {
-				h.Rise = 2
-			}
-			if h.Fall == 0 {
-				h.Fall = 3
-			}
+		if u != nil {
+			u.applyDefaults()
 		}
 	}
 	for _, k := range c.Caches {
@@ -364,17 +329,7 @@ func (c *Config) Validate() error {
 	if err := accesslog.Check(accesslog.Options{Output: c.AccessLog.Output, Format: c.AccessLog.Format, Fields: c.AccessLog.Fields}); err != nil {
 		bad("access_log", "%v", err)
 	}
-	if l := c.Compress.GzipLevel; l != 0 && (l < 1 || l > 9) {
-		bad("compress.gzip_level", "%d: want 1 to 9", l)
-	}
-	if l := c.Compress.ZstdLevel; l != 0 && (l < 1 || l > 22) {
-		bad("compress.zstd_level", "%d: want 1 to 22", l)
-	}
-	for i, e := range c.Compress.Encodings {
-		if e != "gzip" && e != "zstd" {
-			bad(fmt.Sprintf("compress.encodings[%d]", i), "%q: want \"zstd\" or \"gzip\"", e)
-		}
-	}
+	c.Compress.Options().Check(func(field string, err error) { bad("compress."+field, "%v", err) })
 	c.validateTLS(bad)
 	c.validateSites(bad)
 	c.validateUpstreams(bad)
@@ -569,14 +524,7 @@ func (c *Config) validateRoute(bad func(string, string, ...any), key string, r R
 		} else if !fi.IsDir() {
 			bad(key+".static", "%s is not a directory", r.Static)
 		}
-		if r.Fallback != "" && !strings.HasPrefix(r.Fallback, "/") {
-			bad(key+".fallback", "%q: want a path under the root starting with /", r.Fallback)
-		}
-		for i, p := range r.Precompressed {
-			if p != "br" && p != "zstd" && p != "gzip" {
-				bad(fmt.Sprintf("%s.precompressed[%d]", key, i), "%q: want br, zstd or gzip", p)
-			}
-		}
+		r.StaticOptions().Check(func(field string, err error) { bad(key+"."+field, "%v", err) })
 	}
 	if r.Redirect != "" && (r.Status < 300 || r.Status > 308) {
 		bad(key+".status", "%d is not a redirect status (301, 302, 303, 307, 308)", r.Status)
@@ -600,60 +548,6 @@ func (c *Config) validateRoute(bad func(string, string, ...any), key string, r R
 		for _, n := range ops.h.Remove {
 			if !validHeaderName(n) {
 				bad(key+"."+ops.name+".remove", "%q is not a valid header name", n)
-			}
-		}
-	}
-}
-
-func (c *Config) validateUpstreams(bad func(string, string, ...any)) {
-	for name, u := range c.Upstreams {
-		key := "upstream." + name
-		if u == nil {
-			continue
-		}
-		if len(u.Servers) == 0 {
-			bad(key+".servers", "upstream has no servers")
-		}
-		primaries := 0
-		for i, s := range u.Servers {
-			if _, _, err := systemd.SplitDialAddr(s.Addr); err != nil {
-				bad(fmt.Sprintf("%s.servers[%d]", key, i), "%v", err)
-			}
-			if !s.Backup {
-				primaries++
-			}
-		}
-		if len(u.Servers) > 0 && primaries == 0 {
-			bad(key+".servers", "every server is a backup: at least one must be a primary")
-		}
-		switch u.Policy {
-		case "round_robin", "least_conn", "random_two", "first":
-		case "hash":
-			k := u.HashKey
-			if k != "client_ip" && k != "uri" && !(strings.HasPrefix(k, "header:") && len(k) > 7) && !(strings.HasPrefix(k, "cookie:") && len(k) > 7) {
-				bad(key+".hash_key", "%q: want client_ip, uri, header:NAME or cookie:NAME", k)
-			}
-		default:
-			bad(key+".policy", "%q: want round_robin, least_conn, random_two, hash or first", u.Policy)
-		}
-		if *u.MaxFails < 0 {
-			bad(key+".max_fails", "must not be negative")
-		}
-		if *u.Retries < 0 {
-			bad(key+".retries", "must not be negative")
-		}
-		if h := u.Health; h.Path != "" {
-			if !strings.HasPrefix(h.Path, "/") {
-				bad(key+".health.path", "%q: a path starts with /", h.Path)
-			}
-			if h.Timeout > h.Interval {
-				bad(key+".health.timeout", "timeout %v is longer than the interval %v", h.Timeout, h.Interval)
-			}
-			if h.Status != 0 && (h.Status < 100 || h.Status > 599) {
-				bad(key+".health.status", "%d is not an HTTP status", h.Status)
-			}
-			if h.Rise < 0 || h.Fall < 0 {
-				bad(key+".health", "rise and fall must not be negative")
 			}
 		}
 	}

@@ -130,60 +130,65 @@ type UpstreamConfig struct {
 
 var policies = map[string]bool{"": true, "round_robin": true, "least_conn": true, "random_two": true, "hash": true, "first": true}
 
+// PolicyNames lists the policies, for messages and documentation.
+const PolicyNames = "round_robin, least_conn, random_two, hash, first"
+
 // Validate reports the first thing wrong with c, in words a person editing
 // the config file understands.
 func (c UpstreamConfig) Validate() error {
+	var errs []error
+	bad := func(field, format string, args ...any) {
+		errs = append(errs, &FieldError{Field: field, Err: fmt.Errorf(format, args...)})
+	}
 	if len(c.Servers) == 0 {
-		return errors.New("servers: an upstream needs at least one server")
+		bad("servers", "an upstream needs at least one server")
 	}
 	if c.SendProxy < 0 || c.SendProxy > 2 {
-		return fmt.Errorf("send_proxy_protocol: version %d, want 1 or 2", c.SendProxy)
+		bad("send_proxy_protocol", "version %d, want 1 or 2", c.SendProxy)
 	}
 	seen := make(map[string]bool, len(c.Servers))
 	primaries := 0
 	for i, s := range c.Servers {
 		if err := checkAddr(s.Addr); err != nil {
-			return fmt.Errorf("servers[%d]: %w", i, err)
-		}
-		if seen[s.Addr] {
-			return fmt.Errorf("servers[%d]: %q is listed twice", i, s.Addr)
+			bad(fmt.Sprintf("servers[%d]", i), "%w", err)
+		} else if seen[s.Addr] {
+			bad(fmt.Sprintf("servers[%d]", i), "%q is listed twice", s.Addr)
 		}
 		seen[s.Addr] = true
 		if s.Weight < 0 {
-			return fmt.Errorf("servers[%d].weight: %d is negative", i, s.Weight)
+			bad(fmt.Sprintf("servers[%d].weight", i), "%d is negative", s.Weight)
 		}
 		if s.MaxConns < 0 {
-			return fmt.Errorf("servers[%d].max_conns: %d is negative", i, s.MaxConns)
+			bad(fmt.Sprintf("servers[%d].max_conns", i), "%d is negative", s.MaxConns)
 		}
 		if !s.Backup {
 			primaries++
 		}
 	}
-	if primaries == 0 {
-		return errors.New("servers: every server is a backup; at least one must not be")
+	if len(c.Servers) > 0 && primaries == 0 {
+		bad("servers", "every server is a backup; at least one must not be")
 	}
 	if !policies[c.Policy] {
-		return fmt.Errorf("policy: %q is not one of round_robin, least_conn, random_two, hash, first", c.Policy)
+		bad("policy", "%q is not one of %s", c.Policy, PolicyNames)
 	}
 	if c.HashKey != "" {
 		if c.Policy != "hash" {
-			return fmt.Errorf("hash_key: set, but policy is %q, not \"hash\"", c.Policy)
-		}
-		if _, _, err := parseHashKey(c.HashKey); err != nil {
-			return fmt.Errorf("hash_key: %w", err)
+			bad("hash_key", "set, but policy is %q, not \"hash\"", c.Policy)
+		} else if _, _, err := parseHashKey(c.HashKey); err != nil {
+			bad("hash_key", "%w", err)
 		}
 	}
 	if c.MaxFails < 0 {
-		return fmt.Errorf("max_fails: %d is negative (0 turns passive health off)", c.MaxFails)
+		bad("max_fails", "%d is negative (0 turns passive health off)", c.MaxFails)
 	}
 	if c.Retries < 0 {
-		return fmt.Errorf("retries: %d is negative", c.Retries)
+		bad("retries", "%d is negative", c.Retries)
 	}
 	if c.RetryBodyMax < 0 {
-		return fmt.Errorf("retry_body_max: %d is negative", c.RetryBodyMax)
+		bad("retry_body_max", "%d is negative", c.RetryBodyMax)
 	}
 	if c.MaxIdleConnsPerServer < 0 {
-		return fmt.Errorf("max_idle: %d is negative", c.MaxIdleConnsPerServer)
+		bad("max_idle", "%d is negative", c.MaxIdleConnsPerServer)
 	}
 	for _, d := range []struct {
 		name string
@@ -194,24 +199,34 @@ func (c UpstreamConfig) Validate() error {
 		{"health.interval", c.Health.Interval}, {"health.timeout", c.Health.Timeout},
 	} {
 		if d.v < 0 {
-			return fmt.Errorf("%s: %v is negative", d.name, d.v)
+			bad(d.name, "%v is negative", d.v)
 		}
 	}
 	if strings.ContainsAny(c.HostHeader, " \t\r\n/") {
-		return fmt.Errorf("host_header: %q is not a host name", c.HostHeader)
+		bad("host_header", "%q is not a host name", c.HostHeader)
 	}
 	h := c.Health
 	if h.Path != "" && !strings.HasPrefix(h.Path, "/") {
-		return fmt.Errorf("health.path: %q must start with /", h.Path)
+		bad("health.path", "%q must start with /", h.Path)
 	}
 	if h.ExpectStatus != 0 && (h.ExpectStatus < 100 || h.ExpectStatus > 599) {
-		return fmt.Errorf("health.status: %d is not an HTTP status", h.ExpectStatus)
+		bad("health.status", "%d is not an HTTP status", h.ExpectStatus)
 	}
 	if h.Rise < 0 || h.Fall < 0 {
-		return errors.New("health.rise and health.fall must not be negative")
+		bad("health", "rise and fall must not be negative")
 	}
-	return nil
+	return errors.Join(errs...)
 }
+
+// FieldError is a problem with one setting of an upstream; Field is its
+// key under [upstream.NAME] ("servers[1]", "health.path").
+type FieldError struct {
+	Field string
+	Err   error
+}
+
+func (e *FieldError) Error() string { return e.Field + ": " + e.Err.Error() }
+func (e *FieldError) Unwrap() error { return e.Err }
 
 // checkAddr accepts "unix:/abs/path" and "host:port".
 func checkAddr(a string) error {

@@ -105,7 +105,7 @@ func (s *Server) compile(cfg *config.Config, prev *runtime) (*runtime, error) {
 		rt.adminToken = tok
 	}
 	for name, u := range cfg.Upstreams {
-		pc := upstreamConfig(name, u)
+		pc := u.ProxyConfig(name)
 		if err := pc.Validate(); err != nil {
 			fail("upstream."+name, err)
 			continue
@@ -126,7 +126,7 @@ func (s *Server) compile(cfg *config.Config, prev *runtime) (*runtime, error) {
 		fail("stream", err)
 	}
 	var compressMW func(http.Handler) http.Handler
-	if mw, err := compress.New(compress.Options{Types: cfg.Compress.Types, MinSize: int64(cfg.Compress.MinSize), Encodings: cfg.Compress.Encodings, GzipLevel: cfg.Compress.GzipLevel, ZstdLevel: cfg.Compress.ZstdLevel}); err != nil {
+	if mw, err := compress.New(cfg.Compress.Options()); err != nil {
 		fail("compress", err)
 	} else {
 		compressMW = mw
@@ -291,15 +291,9 @@ func (s *Server) routeHandler(cfg *config.Config, rt *runtime, rc config.Route, 
 }
 
 func (s *Server) staticOptions(rc config.Route) static.Options {
-	prefix := rc.Path
-	if rc.Exact {
-		prefix = filepath.Dir(rc.Path)
-	}
-	return static.Options{
-		Root: rc.Static, Prefix: prefix, Index: rc.Index, Browse: rc.Browse, Fallback: rc.Fallback,
-		Precompressed: rc.Precompressed, AllowSymlinksOutsideRoot: rc.FollowSymlink,
-		CacheControl: rc.CacheControl, ServeHidden: rc.ServeHidden, Log: s.log,
-	}
+	o := rc.StaticOptions()
+	o.Log = s.log
+	return o
 }
 
 // buffering is a route's request and response buffering: on unless the
@@ -314,33 +308,6 @@ func buffering(cfg *config.Config, rc config.Route) proxy.Buffering {
 		ResponseMemory:  int64(s.ResponseBufferSize),
 		ResponseFileMax: int64(s.ResponseTempMax),
 	}
-}
-
-func upstreamConfig(name string, u *config.Upstream) proxy.UpstreamConfig {
-	pc := proxy.UpstreamConfig{
-		Name:                  name,
-		Policy:                u.Policy,
-		HashKey:               u.HashKey,
-		MaxFails:              *u.MaxFails,
-		FailTimeout:           u.FailTimeout.D(),
-		ConnectTimeout:        u.ConnectTimeout.D(),
-		ResponseHeaderTimeout: u.ResponseHeaderTimeout.D(),
-		IdleConnTimeout:       u.IdleTimeout.D(),
-		MaxIdleConnsPerServer: u.MaxIdle,
-		Retries:               *u.Retries,
-		RetryIdempotent:       u.RetryIdempotent,
-		RetryBodyMax:          int64(u.RetryBodyMax),
-		HostHeader:            u.HostHeader,
-		SendProxy:             sendProxyVersion(u.SendProxy),
-		Health: proxy.HealthConfig{
-			Path: u.Health.Path, Connect: u.Health.TCP, Interval: u.Health.Interval.D(), Timeout: u.Health.Timeout.D(),
-			ExpectStatus: u.Health.Status, Rise: u.Health.Rise, Fall: u.Health.Fall, Host: u.Health.Host,
-		},
-	}
-	for _, sv := range u.Servers {
-		pc.Servers = append(pc.Servers, proxy.ServerConfig{Addr: sv.Addr, Weight: sv.Weight, Backup: sv.Backup, MaxConns: sv.MaxConns})
-	}
-	return pc
 }
 
 // cacheFor returns the process-wide cache of that name, or opens it for

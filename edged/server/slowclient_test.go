@@ -114,12 +114,13 @@ func TestSlowButMovingBodyIsNotCut(t *testing.T) {
 	}))
 	t.Cleanup(up.Close)
 	cfg, _ := slowConfig(t, strings.TrimPrefix(up.URL, "http://"), "")
+	cfg = strings.Replace(cfg, `client_body_timeout = "300ms"`, `client_body_timeout = "1s"`, 1)
 	ts := startServer(t, cfg)
 	pr, pw := io.Pipe()
 	go func() {
 		for range 10 {
 			pw.Write([]byte("0123456789"))
-			time.Sleep(100 * time.Millisecond) // the pace of a slow client, not synchronisation
+			time.Sleep(250 * time.Millisecond) // the pace of a slow client (2.5 s in all), not synchronisation
 		}
 		pw.Close()
 	}()

@@ -98,6 +98,31 @@ type handler struct {
 	next     http.Handler
 }
 
+// DefaultIndex is the index file list when Options.Index is nil.
+var DefaultIndex = []string{"index.html"}
+
+// Check reports each problem with o's settings through bad, with the
+// setting's name ("index[0]", "fallback", "precompressed[1]"), without
+// touching the file system: configuration validation calls it, New too.
+func (o Options) Check(bad func(field string, err error)) {
+	for i, name := range o.Index {
+		if name == "" || strings.ContainsRune(name, '/') || name == "." || name == ".." {
+			bad(fmt.Sprintf("index[%d]", i), fmt.Errorf("%q must be a plain file name", name))
+		}
+	}
+	if o.Fallback != "" {
+		name, code := cleanName(o.Fallback, true)
+		if code != 0 || name == "." || !strings.HasPrefix(o.Fallback, "/") {
+			bad("fallback", fmt.Errorf("%q must be an absolute path under the root, like /index.html", o.Fallback))
+		}
+	}
+	for i, enc := range o.Precompressed {
+		if _, ok := sidecarExt[enc]; !ok {
+			bad(fmt.Sprintf("precompressed[%d]", i), fmt.Errorf("%q: known are br, zstd, gzip", enc))
+		}
+	}
+}
+
 // New validates o, opens Root and returns the handler.
 func New(o Options) (http.Handler, error) {
 	log := o.Log
@@ -117,35 +142,28 @@ func New(o Options) (http.Handler, error) {
 	if o.Next != nil && o.Fallback != "" {
 		return nil, errors.New("static: a fallback file and a next handler are exclusive")
 	}
+	var errs []error
+	o.Check(func(field string, err error) { errs = append(errs, fmt.Errorf("static: %s: %w", field, err)) })
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
 	var err error
 	if h.fs, err = newOpener(o.Root, o.AllowSymlinksOutsideRoot, log); err != nil {
 		return nil, err
 	}
 	h.index = o.Index
 	if h.index == nil {
-		h.index = []string{"index.html"}
-	}
-	for _, name := range h.index {
-		if name == "" || strings.ContainsRune(name, '/') || name == "." || name == ".." {
-			return nil, fmt.Errorf("static: index file %q must be a plain file name", name)
-		}
+		h.index = DefaultIndex
 	}
 	if o.Fallback != "" {
-		name, code := cleanName(o.Fallback, true)
-		if code != 0 || name == "." || !strings.HasPrefix(o.Fallback, "/") {
-			return nil, fmt.Errorf("static: fallback %q must be an absolute path under the root, like /index.html", o.Fallback)
-		}
-		h.fallback = name
+		h.fallback, _ = cleanName(o.Fallback, true)
 	}
 	pc := o.Precompressed
 	if pc == nil {
 		pc = DefaultPrecompressed
 	}
 	for _, enc := range pc {
-		ext, ok := sidecarExt[enc]
-		if !ok {
-			return nil, fmt.Errorf("static: precompressed encoding %q: known are br, zstd, gzip", enc)
-		}
+		ext := sidecarExt[enc]
 		h.pcNames = append(h.pcNames, enc)
 		h.pcExt = append(h.pcExt, ext)
 		h.pcValue = append(h.pcValue, []string{enc})
