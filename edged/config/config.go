@@ -297,6 +297,16 @@ type Upstream struct {
 	SendProxy       string            `toml:"send_proxy_protocol"` // "v1", "v2": a PROXY header opens each connection (then not reused)
 	FlushInterval   tomlconf.Duration `toml:"flush_interval"`      // 0 = automatic (SSE and unknown length flush at once)
 
+	// TLS to the servers (nginx: proxy_pass https://), verified against
+	// the system's roots or tls_ca for tls_name (default each server's
+	// host); tls_cert and tls_key answer servers that ask for a client
+	// certificate.
+	TLS     bool   `toml:"tls"`
+	TLSName string `toml:"tls_name"` // nginx proxy_ssl_name
+	TLSCA   string `toml:"tls_ca"`   // nginx proxy_ssl_trusted_certificate
+	TLSCert string `toml:"tls_cert"` // nginx proxy_ssl_certificate
+	TLSKey  string `toml:"tls_key"`  // nginx proxy_ssl_certificate_key
+
 	Health Health `toml:"health"`
 }
 

@@ -23,6 +23,9 @@ func (u *Upstream) ProxyConfig(name string) proxy.UpstreamConfig {
 		RetryIdempotent:       u.RetryIdempotent,
 		RetryBodyMax:          int64(u.RetryBodyMax),
 		HostHeader:            u.HostHeader,
+		TLS: proxy.TLSConfig{
+			Enabled: u.TLS, ServerName: u.TLSName, CAFile: u.TLSCA, CertFile: u.TLSCert, KeyFile: u.TLSKey,
+		},
 		Health: proxy.HealthConfig{
 			Path: u.Health.Path, Connect: u.Health.TCP, Interval: u.Health.Interval.D(), Timeout: u.Health.Timeout.D(),
 			ExpectStatus: u.Health.Status, Rise: u.Health.Rise, Fall: u.Health.Fall, Host: u.Health.Host,

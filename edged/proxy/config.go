@@ -125,7 +125,9 @@ type UpstreamConfig struct {
 	// header of that version naming the client; such connections are
 	// not reused. 0: none.
 	SendProxy int
-	Health    HealthConfig
+	// TLS: https to the servers (tls.go).
+	TLS    TLSConfig
+	Health HealthConfig
 }
 
 var policies = map[string]bool{"": true, "round_robin": true, "least_conn": true, "random_two": true, "hash": true, "first": true}
@@ -142,6 +144,9 @@ func (c UpstreamConfig) Validate() error {
 	}
 	if len(c.Servers) == 0 {
 		bad("servers", "an upstream needs at least one server")
+	}
+	for _, fe := range c.TLS.check() {
+		errs = append(errs, fe)
 	}
 	if c.SendProxy < 0 || c.SendProxy > 2 {
 		bad("send_proxy_protocol", "version %d, want 1 or 2", c.SendProxy)

@@ -173,6 +173,7 @@ func (c *upConn) write(p []byte, wt *waiter) error {
 	if wt != nil {
 		wt.started = 0
 	}
+	c.writeDeadline(wt)
 	for len(p) > 0 {
 		n, err := c.Write(p)
 		p = p[n:]
@@ -181,6 +182,9 @@ func (c *upConn) write(p []byte, wt *waiter) error {
 		}
 		if !isDeadline(err) || wt == nil {
 			return err
+		}
+		if c.pool.isTLS {
+			return wt.timeout()
 		}
 		if err := c.rearm(wt); err != nil {
 			return err
@@ -210,8 +214,40 @@ func (c *upConn) rearm(wt *waiter) error {
 		d = min(d, wt.hard-now)
 	}
 	c.deadline = now + d
-	_ = c.nc.SetDeadline(epoch.Add(time.Duration(c.deadline)))
+	c.setDeadline(c.deadline)
 	return nil
+}
+
+// setDeadline moves the polling deadline. On TLS it is the read deadline
+// alone: a TLS connection whose write timed out cannot be written again,
+// so its writes get their whole limit instead (writeDeadline).
+func (c *upConn) setDeadline(at int64) {
+	t := time.Time{}
+	if at != 0 {
+		t = epoch.Add(time.Duration(at))
+	}
+	if c.pool.isTLS {
+		_ = c.nc.SetReadDeadline(t)
+		return
+	}
+	_ = c.nc.SetDeadline(t)
+}
+
+// writeDeadline gives a write on a TLS connection the whole of what wt
+// allows, since it cannot come back to look at the client in between.
+func (c *upConn) writeDeadline(wt *waiter) {
+	if !c.pool.isTLS || wt == nil {
+		return
+	}
+	at := wt.hard
+	if wt.idle > 0 {
+		at = nanotime() + int64(wt.idle)
+	}
+	t := time.Time{}
+	if at != 0 {
+		t = epoch.Add(time.Duration(at))
+	}
+	_ = c.nc.SetWriteDeadline(t)
 }
 
 // releaseBuf gives the read buffer back; only when nothing is buffered.
@@ -256,7 +292,7 @@ func (c *upConn) arm(now int64, d time.Duration) {
 		return
 	}
 	c.deadline = at
-	_ = c.nc.SetDeadline(epoch.Add(time.Duration(at)))
+	c.setDeadline(at)
 }
 
 // disarm lifts the deadline (for tunnels, which outlive the exchange).
@@ -283,7 +319,7 @@ func (c *upConn) release(keep bool) {
 		c.pool.put(c)
 		return
 	}
-	if tc, ok := c.nc.(*net.TCPConn); ok && c.r == c.w {
+	if tc, ok := netConn(c.nc).(*net.TCPConn); ok && c.r == c.w {
 		// The exchange is complete and the server is done with the
 		// connection (it said close): end it with a reset rather than a
 		// FIN handshake. That spares both kernels a round of packets and
@@ -300,7 +336,7 @@ func (c *upConn) release(keep bool) {
 // request a connection closed while idle would be a failed request rather
 // than one to send again.
 func (c *upConn) alive() bool {
-	sc, ok := c.nc.(syscall.Conn)
+	sc, ok := netConn(c.nc).(syscall.Conn)
 	if !ok {
 		return true
 	}
@@ -322,10 +358,11 @@ func (c *upConn) alive() bool {
 // new ones. It is shared by the pools of successive configurations while
 // its settings stay the same (poolKey), so a reload keeps them.
 type connPool struct {
-	key  poolKey
-	dial func(ctx context.Context) (net.Conn, error)
-	refs atomic.Int32 // pools holding it
-	open atomic.Int64 // connections open, idle or in use
+	key   poolKey
+	dial  func(ctx context.Context) (net.Conn, error)
+	refs  atomic.Int32 // pools holding it
+	isTLS bool         // its connections are *tls.Conn
+	open  atomic.Int64 // connections open, idle or in use
 
 	mu      sync.Mutex
 	idle    []*upConn // most recently used last
@@ -338,6 +375,7 @@ type poolKey struct {
 	addr          string
 	connect, idle time.Duration
 	maxIdle       int
+	tls           string // digest of the TLS settings; "" for plain connections
 }
 
 // MaxIdleCeiling bounds the idle connections kept per server when max_idle
@@ -345,14 +383,19 @@ type poolKey struct {
 // connections as were in use at once during the last idle_timeout.
 const MaxIdleCeiling = 4096
 
-func newConnPool(k poolKey) *connPool {
+func newConnPool(k poolKey, ut *upstreamTLS) *connPool {
 	// No SO_KEEPALIVE on upstream connections (nginx's
 	// proxy_socket_keepalive off): it costs four setsockopt calls per
 	// dial, which the new-connection-per-request case pays on every
 	// request; idle connections are closed by idle_timeout.
 	d := &net.Dialer{Timeout: k.connect, KeepAlive: -1}
 	network, address, _ := systemd.SplitDialAddr(k.addr) // checked by Validate
-	return &connPool{key: k, dial: dialer(d, k.addr, network, address)}
+	p := &connPool{key: k, dial: dialer(d, k.addr, network, address)}
+	if ut != nil {
+		p.isTLS = true
+		p.dial = tlsDialer(p.dial, ut.clientConfig(k.addr), k.addr, k.connect)
+	}
+	return p
 }
 
 func (p *connPool) maxIdle() int {

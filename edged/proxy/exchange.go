@@ -395,6 +395,12 @@ func (w *connWriter) Write(p []byte) (int, error) {
 }
 
 func (w *connWriter) ReadFrom(r io.Reader) (int64, error) {
+	if w.c.pool.isTLS {
+		// No sendfile under TLS: copy through Write and its deadlines.
+		bp := bufPool.Get().(*[]byte)
+		defer bufPool.Put(bp)
+		return io.CopyBuffer(struct{ io.Writer }{w}, r, *bp)
+	}
 	var total int64
 	for {
 		n, err := w.c.ReadFrom(r)
@@ -410,6 +416,15 @@ func (w *connWriter) ReadFrom(r io.Reader) (int64, error) {
 
 // writeBuffers writes bufs with writev, waiting as wt allows.
 func (c *upConn) writeBuffers(bufs *net.Buffers, wt *waiter) error {
+	if c.pool.isTLS {
+		// tls.Conn has no writev: one record per buffer.
+		for _, b := range *bufs {
+			if err := c.write(b, wt); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
 	for len(*bufs) > 0 {
 		n, err := bufs.WriteTo(c.nc)
 		c.written += n

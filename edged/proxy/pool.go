@@ -100,6 +100,14 @@ func NewPool(cfg UpstreamConfig, prev *Pool, m *Metrics, log *slog.Logger) (*Poo
 		log = slog.New(slog.DiscardHandler)
 	}
 	cfg = cfg.withDefaults()
+	ut, err := loadTLS(cfg.TLS)
+	if err != nil {
+		return nil, fmt.Errorf("upstream %q: %w", cfg.Name, err)
+	}
+	tlsDigest := ""
+	if ut != nil {
+		tlsDigest = ut.digest
+	}
 	p := &Pool{
 		name: cfg.Name,
 		cfg:  cfg,
@@ -123,7 +131,7 @@ func NewPool(cfg UpstreamConfig, prev *Pool, m *Metrics, log *slog.Logger) (*Poo
 	var prim, back []*server
 	for i, sc := range cfg.Servers {
 		s := &server{cfg: sc, idx: i, hash: hashString(sc.Addr), sendProxy: cfg.SendProxy}
-		key := poolKey{sc.Addr, cfg.ConnectTimeout, cfg.IdleConnTimeout, cfg.MaxIdleConnsPerServer}
+		key := poolKey{sc.Addr, cfg.ConnectTimeout, cfg.IdleConnTimeout, cfg.MaxIdleConnsPerServer, tlsDigest}
 		if o := old[sc.Addr]; o != nil {
 			s.st = o.st
 			if o.cp.key == key {
@@ -135,7 +143,7 @@ func NewPool(cfg UpstreamConfig, prev *Pool, m *Metrics, log *slog.Logger) (*Poo
 			s.fresh = true
 		}
 		if s.cp == nil {
-			s.cp = newConnPool(key)
+			s.cp = newConnPool(key, ut)
 		}
 		if s.cp.refs.Add(1) == 1 {
 			s.cp.reopen()

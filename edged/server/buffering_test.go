@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -127,9 +128,29 @@ func TestBufferingSettingsChecked(t *testing.T) {
 		cfg := strings.ReplaceAll(bufferingConfig("127.0.0.1:9", c.route, ""), `temp_dir = "{{DIR}}"`, c.server)
 		cfg = strings.ReplaceAll(cfg, "{{DIR}}", dir)
 		os.WriteFile(path, []byte(cfg), 0o644)
-		_, err := New(Options{ConfigPath: path, Version: "test"})
+		_, err := New(Options{ConfigPath: path, Version: "test", Log: slog.New(slog.DiscardHandler)})
 		if err == nil || !strings.Contains(err.Error(), c.want) || !strings.Contains(err.Error(), "edged.toml:") {
 			t.Errorf("%s: got %v, want an error naming edged.toml:LINE and %s", c.server, err, c.want)
+		}
+	}
+}
+
+// TestUpstreamTLSSettingsChecked: tls keys of an upstream are checked with
+// file, line and key, files included (edged -t reads them).
+func TestUpstreamTLSSettingsChecked(t *testing.T) {
+	for _, c := range []struct{ keys, want string }{
+		{`tls_ca = "/etc/ca.pem"`, "upstream.app.tls_ca: goes with tls = true"},
+		{"tls = true\ntls_ca = \"ca.pem\"", "want an absolute path"},
+		{"tls = true\ntls_cert = \"/c.pem\"", "give both or neither"},
+		{"tls = true\ntls_ca = \"/nonexistent/ca.pem\"", "tls_ca: open /nonexistent/ca.pem"},
+	} {
+		dir := t.TempDir()
+		path := dir + "/edged.toml"
+		cfg := strings.ReplaceAll(bufferingConfig("127.0.0.1:9", "", "")+c.keys+"\n", "{{DIR}}", dir)
+		os.WriteFile(path, []byte(cfg), 0o644)
+		_, err := New(Options{ConfigPath: path, Version: "test", Log: slog.New(slog.DiscardHandler)})
+		if err == nil || !strings.Contains(err.Error(), c.want) || !strings.Contains(err.Error(), "edged.toml:") {
+			t.Errorf("%s: got %v, want an error naming edged.toml:LINE and saying %q", c.keys, err, c.want)
 		}
 	}
 }
