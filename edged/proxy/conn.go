@@ -358,11 +358,13 @@ func (c *upConn) alive() bool {
 // new ones. It is shared by the pools of successive configurations while
 // its settings stay the same (poolKey), so a reload keeps them.
 type connPool struct {
-	key   poolKey
-	dial  func(ctx context.Context) (net.Conn, error)
-	refs  atomic.Int32 // pools holding it
-	isTLS bool         // its connections are *tls.Conn
-	open  atomic.Int64 // connections open, idle or in use
+	key  poolKey
+	dial func(ctx context.Context) (net.Conn, error)
+	// rawDial connects without the upstream's TLS, for TCP streams.
+	rawDial func(ctx context.Context) (net.Conn, error)
+	refs    atomic.Int32 // pools holding it
+	isTLS   bool         // its connections are *tls.Conn
+	open    atomic.Int64 // connections open, idle or in use
 
 	mu      sync.Mutex
 	idle    []*upConn // most recently used last
@@ -391,6 +393,7 @@ func newConnPool(k poolKey, ut *upstreamTLS) *connPool {
 	d := &net.Dialer{Timeout: k.connect, KeepAlive: -1}
 	network, address, _ := systemd.SplitDialAddr(k.addr) // checked by Validate
 	p := &connPool{key: k, dial: dialer(d, k.addr, network, address)}
+	p.rawDial = p.dial
 	if ut != nil {
 		p.isTLS = true
 		p.dial = tlsDialer(p.dial, ut.clientConfig(k.addr), k.addr, k.connect)

@@ -57,7 +57,7 @@ func (p *Pool) DialStream(ctx context.Context, client string) (*StreamConn, erro
 			break
 		}
 		s.st.total.Add(1)
-		nc, err := s.cp.dial(ctx)
+		nc, err := s.cp.rawDial(ctx) // a stream has its own upstream_tls
 		if err == nil {
 			p.recordSuccess(s)
 			return &StreamConn{Conn: nc, Addr: s.cfg.Addr, p: p, s: s}, nil
