@@ -39,8 +39,12 @@
 // which have no atomic exclusive create at all. On those the worst case is
 // duplicate orders, which count against the CA's rate limits.
 //
-// The next step for a real cluster is a certmagic Storage backed by a
-// store with linearizable locks: etcd or Consul (lock with a session/lease,
-// so a crashed holder's lock expires), or PostgreSQL advisory locks. The
-// Manager only needs its certmagic.Storage replaced; nothing else changes.
+// For a real cluster, Options.Backend replaces the directory with a
+// certmagic.Storage whose locks are linearizable: edged/cluster keeps
+// everything in etcd, with locks on leases (a crashed holder's lock
+// expires) and a local read-through copy for when etcd is unreachable
+// ([tls] storage = "etcd"). The internal CA's certificates and keys and the
+// on-demand issuance budget live in the same Storage, so a cluster has one
+// internal CA and one budget; only the internal root's exported copy is
+// written to the local directory.
 package tlsconf

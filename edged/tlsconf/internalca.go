@@ -22,10 +22,13 @@ import (
 	"github.com/caddyserver/certmagic"
 )
 
-// The internal CA: a root (10 years) that users may trust, exported as
-// Storage/internal-ca/root.crt, an intermediate (1 year, replaced when a
-// month is left) that signs short-lived leaves. The root key stays on disk
-// with mode 0600 next to it because the intermediate must be re-signed.
+// The internal CA: a root (10 years) that users may trust, an intermediate
+// (1 year, replaced when a month is left) that signs short-lived leaves.
+// All of it lives in the certificate storage under internal-ca/ (a
+// directory's files are mode 0600; in etcd, under the cluster prefix), so
+// every node of a cluster signs with the same CA; the root certificate is
+// also exported to the local storage directory as internal-ca/root.crt.
+// The root key is kept because the intermediate must be re-signed.
 const (
 	internalIssuerKey     = "internal"
 	internalDir           = "internal-ca"
@@ -55,53 +58,81 @@ type internalCA struct {
 
 var _ certmagic.Issuer = (*internalCA)(nil)
 
-// loadOrCreateInternalCA loads the CA from dir, creating what is missing;
-// the storage lock keeps several edged on one storage from racing.
-func loadOrCreateInternalCA(ctx context.Context, st certmagic.Storage, storageDir string, lifetime time.Duration) (*internalCA, error) {
-	if err := st.Lock(ctx, "internal-ca"); err != nil {
-		return nil, fmt.Errorf("locking the internal CA in %s: %w", storageDir, err)
+// loadOrCreateInternalCA loads the CA from the storage, creating what is
+// missing; the storage lock keeps several edged on one storage (a shared
+// directory or etcd) from racing. The root certificate (public) is also
+// written to exportDir/internal-ca/root.crt for users to trust.
+func loadOrCreateInternalCA(ctx context.Context, st certmagic.Storage, exportDir string, lifetime time.Duration) (*internalCA, error) {
+	dir := filepath.Join(exportDir, internalDir)
+	ca := &internalCA{dir: dir, lifetime: lifetime, st: st}
+	lctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	err := st.Lock(lctx, "internal-ca")
+	cancel()
+	if err != nil {
+		// A storage that cannot lock (a cluster cut off from etcd) may
+		// still read: a CA that exists is used as it is, one that does not
+		// is not made without the lock.
+		if ca.root, ca.rootKey, err = readPair(ctx, st, "root"); err == nil {
+			ca.inter, ca.interKey, err = readPair(ctx, st, "intermediate")
+		}
+		if err != nil || ca.exportRoot() != nil {
+			return nil, fmt.Errorf("locking the internal CA in the certificate storage, and no complete CA could be read from it: %w", err)
+		}
+		ca.interPEM = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.inter.Raw})
+		ca.interSubject = ca.inter.RawSubject
+		return ca, nil
 	}
 	defer st.Unlock(context.WithoutCancel(ctx), "internal-ca")
 
-	dir := filepath.Join(storageDir, internalDir)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("creating internal CA directory: %w", err)
-	}
-	ca := &internalCA{dir: dir, lifetime: lifetime, st: st}
-
-	root, rootKey, err := readPair(dir, "root")
+	root, rootKey, err := readPair(ctx, st, "root")
 	if errors.Is(err, fs.ErrNotExist) {
 		root, rootKey, err = newCACert(nil, nil, "edged internal root CA", rootLifetime, 1)
 		if err == nil {
-			err = writePair(dir, "root", root, rootKey)
+			err = writePair(ctx, st, "root", root, rootKey)
 		}
 	}
 	if err != nil {
-		return nil, fmt.Errorf("internal CA root in %s: %w", dir, err)
+		return nil, fmt.Errorf("internal CA root in the certificate storage (%s): %w", internalDir, err)
 	}
 	ca.root, ca.rootKey = root, rootKey
-	if err := ca.loadIntermediate(); err != nil {
+	if err := ca.exportRoot(); err != nil {
+		return nil, err
+	}
+	if err := ca.loadIntermediate(ctx); err != nil {
 		return nil, err
 	}
 	ca.interSubject = ca.inter.RawSubject
 	return ca, nil
 }
 
+// exportRoot writes the root certificate where users find it, when the
+// copy there is missing or another.
+func (ca *internalCA) exportRoot() error {
+	pemBytes := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.root.Raw})
+	if old, err := os.ReadFile(ca.RootFile()); err == nil && string(old) == string(pemBytes) {
+		return nil
+	}
+	if err := os.MkdirAll(ca.dir, 0o700); err != nil {
+		return fmt.Errorf("creating internal CA directory: %w", err)
+	}
+	return writeAtomic(ca.RootFile(), pemBytes, 0o644)
+}
+
 // loadIntermediate reads the intermediate, replacing it when it is near
 // its end or not signed by the root. Callers hold the storage lock.
-func (ca *internalCA) loadIntermediate() error {
-	inter, interKey, err := readPair(ca.dir, "intermediate")
+func (ca *internalCA) loadIntermediate(ctx context.Context) error {
+	inter, interKey, err := readPair(ctx, ca.st, "intermediate")
 	if err == nil && (time.Until(inter.NotAfter) < intermediateRenewLeft || inter.CheckSignatureFrom(ca.root) != nil) {
 		err = fs.ErrNotExist // replace it
 	}
 	if errors.Is(err, fs.ErrNotExist) {
 		inter, interKey, err = newCACert(ca.root, ca.rootKey, "edged internal intermediate CA", intermediateLifetime, 0)
 		if err == nil {
-			err = writePair(ca.dir, "intermediate", inter, interKey)
+			err = writePair(ctx, ca.st, "intermediate", inter, interKey)
 		}
 	}
 	if err != nil {
-		return fmt.Errorf("internal CA intermediate in %s: %w", ca.dir, err)
+		return fmt.Errorf("internal CA intermediate in the certificate storage (%s): %w", internalDir, err)
 	}
 	ca.mu.Lock()
 	ca.inter, ca.interKey = inter, interKey
@@ -122,7 +153,7 @@ func (ca *internalCA) intermediate(ctx context.Context) (*x509.Certificate, cryp
 	if err := ca.st.Lock(ctx, "internal-ca"); err != nil {
 		return nil, nil, nil, fmt.Errorf("locking the internal CA: %w", err)
 	}
-	err := ca.loadIntermediate()
+	err := ca.loadIntermediate(ctx)
 	ca.st.Unlock(context.WithoutCancel(ctx), "internal-ca")
 	if err != nil {
 		return nil, nil, nil, err
@@ -223,12 +254,15 @@ func newCACert(parent *x509.Certificate, parentKey crypto.Signer, cn string, lif
 	return cert, key, nil
 }
 
-func readPair(dir, name string) (*x509.Certificate, crypto.Signer, error) {
-	certPEM, err := os.ReadFile(filepath.Join(dir, name+".crt"))
+// pairKey is the storage key of a CA certificate or key.
+func pairKey(name, ext string) string { return internalDir + "/" + name + "." + ext }
+
+func readPair(ctx context.Context, st certmagic.Storage, name string) (*x509.Certificate, crypto.Signer, error) {
+	certPEM, err := st.Load(ctx, pairKey(name, "crt"))
 	if err != nil {
 		return nil, nil, err
 	}
-	keyPEM, err := os.ReadFile(filepath.Join(dir, name+".key"))
+	keyPEM, err := st.Load(ctx, pairKey(name, "key"))
 	if err != nil {
 		return nil, nil, err
 	}
@@ -251,17 +285,17 @@ func readPair(dir, name string) (*x509.Certificate, crypto.Signer, error) {
 	return cert, signer, nil
 }
 
-// writePair writes key first (0600) and certificate last, each atomically,
-// so a crash never leaves a certificate without its key.
-func writePair(dir, name string, cert *x509.Certificate, key crypto.Signer) error {
+// writePair stores the key first and the certificate last (each store is
+// atomic), so a crash never leaves a certificate without its key.
+func writePair(ctx context.Context, st certmagic.Storage, name string, cert *x509.Certificate, key crypto.Signer) error {
 	keyPEM, err := certmagic.PEMEncodePrivateKey(key)
 	if err != nil {
 		return err
 	}
-	if err := writeAtomic(filepath.Join(dir, name+".key"), keyPEM, 0o600); err != nil {
+	if err := st.Store(ctx, pairKey(name, "key"), keyPEM); err != nil {
 		return err
 	}
-	return writeAtomic(filepath.Join(dir, name+".crt"), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Raw}), 0o644)
+	return st.Store(ctx, pairKey(name, "crt"), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Raw}))
 }
 
 func writeAtomic(path string, data []byte, mode os.FileMode) error {

@@ -525,7 +525,7 @@ func TestInternalIntermediateRefresh(t *testing.T) {
 	ca.mu.Lock()
 	ca.inter, ca.interKey = old, oldKey
 	ca.mu.Unlock()
-	if err := writePair(ca.dir, "intermediate", old, oldKey); err != nil {
+	if err := writePair(context.Background(), ca.st, "intermediate", old, oldKey); err != nil {
 		t.Fatal(err)
 	}
 	csrKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
@@ -550,7 +550,7 @@ func TestInternalIntermediateRefresh(t *testing.T) {
 	if _, err := leaf.Verify(x509.VerifyOptions{Roots: pool, Intermediates: inters, DNSName: "b.lan"}); err != nil {
 		t.Errorf("leaf from the new intermediate does not verify: %v", err)
 	}
-	onDisk, _, err := readPair(ca.dir, "intermediate")
+	onDisk, _, err := readPair(context.Background(), ca.st, "intermediate")
 	if err != nil || !onDisk.Equal(inter) {
 		t.Errorf("new intermediate not stored: %v", err)
 	}

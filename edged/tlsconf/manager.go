@@ -25,7 +25,7 @@ type Manager struct {
 	o       *normOptions
 	log     *slog.Logger
 	met     *Metrics
-	storage *certmagic.FileStorage
+	storage certmagic.Storage
 	cache   *certmagic.Cache
 
 	acme       *certmagic.Config
@@ -78,9 +78,12 @@ func New(o Options, met *Metrics) (*Manager, error) {
 		o:        n,
 		log:      n.Log,
 		met:      met,
-		storage:  &certmagic.FileStorage{Path: n.storageDir},
+		storage:  n.Backend,
 		managed:  map[string]*managedHost{},
 		lastDone: map[string]chan struct{}{},
+	}
+	if mgr.storage == nil {
+		mgr.storage = &certmagic.FileStorage{Path: n.storageDir}
 	}
 	mgr.status = newStatusTracker(mgr)
 	mgr.ctx, mgr.cancel = context.WithCancel(context.Background())

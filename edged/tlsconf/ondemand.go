@@ -2,9 +2,11 @@ package tlsconf
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net/http"
 	"net/netip"
 	"net/url"
@@ -41,7 +43,8 @@ const askErrorCacheFor = 5 * time.Second
 // recently is refused again from memory; concurrent handshakes for one
 // name share one ask call; ask calls are capped in rate and concurrency
 // (past either, the handshake is refused and a later one asks); then the
-// issuance budget.
+// issuance budget, which is kept in the storage so that every edged
+// sharing it (a cluster) shares one budget.
 type onDemandGate struct {
 	ask        *url.URL
 	client     *http.Client
@@ -146,7 +149,7 @@ func (g *onDemandGate) decide(ctx context.Context, name string) error {
 	}
 	if errors.Is(err, errBudget) {
 		g.metrics.decision("rate_limited")
-		return fmt.Errorf("%w: on-demand issuance budget (%d per %s) is used up; %s will be tried at a later handshake", errRefused, g.limit.n, g.limit.per, name)
+		return fmt.Errorf("%w: on-demand issuance budget (%d per %s) is used up or cannot be read (%w); %s will be tried at a later handshake", errRefused, g.limit.n, g.limit.per, err, name)
 	}
 	if err != nil {
 		// Cached briefly: the hook may be back in a moment, but a flood
@@ -204,12 +207,68 @@ func (g *onDemandGate) askOnce(ctx context.Context, name string) (bool, error) {
 	if c.err == nil && c.allowed && !g.limit.allow(time.Now()) {
 		c.allowed, c.err = false, errBudget
 	}
+	if c.err == nil && c.allowed {
+		// The budget every edged sharing the storage (a cluster) shares.
+		if err := g.spendShared(ctx, name, time.Now()); err != nil {
+			c.allowed, c.err = false, fmt.Errorf("%w: %w", errBudget, err)
+		}
+	}
 	g.mu.Lock()
 	delete(g.inflight, name)
 	g.mu.Unlock()
 	<-g.askSlots
 	close(c.done)
 	return c.allowed, c.err
+}
+
+// budgetKey holds the on-demand issuances of the last interval, for every
+// edged sharing the storage (a cluster has one budget, not one per node).
+const (
+	budgetKey  = "on-demand/issued.json"
+	budgetLock = "on-demand-budget"
+)
+
+type issuedRecord struct {
+	Name string    `json:"name"`
+	At   time.Time `json:"at"`
+}
+
+// spendShared takes one issuance from the budget kept in the storage,
+// under its lock; it refuses when the budget is spent or the storage
+// cannot say (no issuance without the storage, which must hold the
+// certificate anyway).
+func (g *onDemandGate) spendShared(ctx context.Context, name string, now time.Time) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := g.storage.Lock(ctx, budgetLock); err != nil {
+		return fmt.Errorf("locking the shared on-demand budget: %w", err)
+	}
+	defer g.storage.Unlock(context.WithoutCancel(ctx), budgetLock)
+	var recs []issuedRecord
+	data, err := g.storage.Load(ctx, budgetKey)
+	switch {
+	case err == nil:
+		if json.Unmarshal(data, &recs) != nil {
+			recs = nil // a damaged record only loses the window's history
+		}
+	case !errors.Is(err, fs.ErrNotExist):
+		return fmt.Errorf("reading the shared on-demand budget: %w", err)
+	}
+	kept := recs[:0]
+	for _, r := range recs {
+		if now.Sub(r.At) < g.limit.per {
+			kept = append(kept, r)
+		}
+	}
+	if len(kept) >= g.limit.n {
+		return fmt.Errorf("the cluster's on-demand issuance budget (%d per %s) is used up; it will be tried at a later handshake", g.limit.n, g.limit.per)
+	}
+	kept = append(kept, issuedRecord{Name: name, At: now})
+	data, _ = json.Marshal(kept)
+	if err := g.storage.Store(ctx, budgetKey, data); err != nil {
+		return fmt.Errorf("recording in the shared on-demand budget: %w", err)
+	}
+	return nil
 }
 
 func (g *onDemandGate) askHook(ctx context.Context, name string) (bool, error) {

@@ -156,6 +156,11 @@ type Options struct {
 	// Storage directory for certificates, keys, locks and the internal CA.
 	// Default $STATE_DIRECTORY, else /var/lib/edged.
 	Storage string
+	// Backend, when set, holds certificates, keys, locks, the internal CA
+	// and on-demand decisions in place of the Storage directory (a
+	// cluster's etcd); the directory then holds only the internal CA's
+	// exported root.
+	Backend certmagic.Storage
 	// KeyType of certificate keys: "p256" (default), "p384", "rsa2048",
 	// "rsa4096", "ed25519".
 	KeyType string
