@@ -122,11 +122,12 @@ demo: build
 # list of peers: add yours to the line of its purpose. A test whose peer is
 # missing skips and names the package it wants.
 DEPS_TEST  := curl python3 gunicorn knot apache2-utils dovecot-imapd dovecot-pop3d postfix
+DEPS_CLUSTER := etcd-server
 DEPS_BENCH := nginx haproxy varnish wrk caddy
 DEPS_PKG   := systemd cpio lintian rpm rpmlint mandoc
 DEPS_VM    := qemu-system-x86 qemu-utils mmdebstrap e2fsprogs busybox-static kmod
 DEPS_TLS   := testssl.sh
-DEPS := $(DEPS_TEST) $(DEPS_BENCH) $(DEPS_PKG) $(DEPS_VM) $(DEPS_TLS)
+DEPS := $(DEPS_TEST) $(DEPS_CLUSTER) $(DEPS_BENCH) $(DEPS_PKG) $(DEPS_VM) $(DEPS_TLS)
 deps:
 	apt-get update
 	DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $(DEPS)

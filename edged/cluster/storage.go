@@ -1,0 +1,559 @@
+package cluster
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"path"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/caddyserver/certmagic"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/client/v3/concurrency"
+)
+
+// Storage is a certmagic.Storage in etcd, so that every node of a cluster
+// serves the same certificates and only one of them orders each.
+//
+// Layout under the cluster prefix:
+//
+//	certmagic/k/KEY           the value (inline), or a pointer to its chunks
+//	certmagic/c/KEY/GEN/NNNNN chunks of a value larger than ChunkSize
+//	certmagic/locks/NAME/...  certmagic's locks (etcd's concurrency.Mutex)
+//
+// A value's record starts with its format byte and modification time. A
+// large value is written chunk by chunk under a fresh generation and then
+// made current by one transaction that replaces the record, so a reader
+// sees the old value or the new one, never a mix; the old generation's
+// chunks go after the swap.
+//
+// Locks are etcd mutexes on a session lease of LockTTL: a node that dies
+// holding one releases it when the lease runs out. Within one process a
+// name is also locked locally first, as certmagic may lock the same name
+// from two goroutines and an etcd mutex is per session.
+//
+// Reads that cannot reach etcd are answered from a local copy (every
+// value read or written is kept under StateDir/etcd-copy), so a node that
+// restarts during an outage still has its certificates; writes and locks
+// need etcd and fail without it (certmagic retries them).
+type Storage struct {
+	c     *Cluster
+	local *certmagic.FileStorage // nil without a StateDir
+
+	mu      sync.Mutex // guards sess and held
+	sess    *concurrency.Session
+	held    map[string]*heldLock
+	localMu sync.Mutex
+	locals  map[string]chan struct{} // name -> taken while this process holds or awaits it
+}
+
+type heldLock struct {
+	m    *concurrency.Mutex
+	sess *concurrency.Session
+}
+
+var (
+	_ certmagic.Storage = (*Storage)(nil)
+)
+
+// ChunkSize is the largest value stored in one etcd key (etcd refuses
+// requests over 1.5 MiB by default).
+const ChunkSize = 512 << 10
+
+const (
+	fmtInline  = 1
+	fmtChunked = 2
+	headerLen  = 1 + 8 // format, modified (unix nanoseconds)
+)
+
+func newStorage(c *Cluster) *Storage {
+	s := &Storage{c: c, held: map[string]*heldLock{}, locals: map[string]chan struct{}{}}
+	if c.o.StateDir != "" {
+		s.local = &certmagic.FileStorage{Path: filepath.Join(c.o.StateDir, "etcd-copy")}
+	}
+	return s
+}
+
+// Storage is the cluster's certificate storage.
+func (c *Cluster) Storage() *Storage { return c.storage }
+
+// LocalDir is where the local copy lives ("" without one).
+func (s *Storage) LocalDir() string {
+	if s.local == nil {
+		return ""
+	}
+	return s.local.Path
+}
+
+func (s *Storage) recKey(key string) string   { return s.c.key("certmagic", "k", key) }
+func (s *Storage) chunkPfx(key string) string { return s.c.key("certmagic", "c", key) + "/" }
+func (s *Storage) lockKey(name string) string { return s.c.key("certmagic", "locks", name) }
+
+func cleanKey(key string) string { return strings.Trim(path.Clean("/"+key), "/") }
+
+// Store writes value at key.
+func (s *Storage) Store(ctx context.Context, key string, value []byte) error {
+	key = cleanKey(key)
+	if err := s.store(ctx, key, value); err != nil {
+		s.c.noteError("store", err)
+		return fmt.Errorf("storing %s in etcd: %w", key, err)
+	}
+	s.keepLocal(ctx, key, value)
+	return nil
+}
+
+func (s *Storage) store(ctx context.Context, key string, value []byte) error {
+	now := time.Now()
+	if len(value) <= ChunkSize {
+		rec := make([]byte, headerLen+len(value))
+		rec[0] = fmtInline
+		binary.BigEndian.PutUint64(rec[1:9], uint64(now.UnixNano()))
+		copy(rec[headerLen:], value)
+		ctx, cancel := s.c.opCtx(ctx)
+		defer cancel()
+		resp, err := s.c.cli.Put(ctx, s.recKey(key), string(rec), clientv3.WithPrevKV())
+		if err != nil {
+			return err
+		}
+		if resp.PrevKv != nil {
+			s.dropChunks(ctx, key, resp.PrevKv.Value)
+		}
+		return nil
+	}
+	var g [8]byte
+	rand.Read(g[:])
+	gen := hex.EncodeToString(g[:])
+	n := 0
+	for off := 0; off < len(value); off += ChunkSize {
+		end := min(off+ChunkSize, len(value))
+		cctx, cancel := s.c.opCtx(ctx)
+		_, err := s.c.cli.Put(cctx, fmt.Sprintf("%s%s/%05d", s.chunkPfx(key), gen, n), string(value[off:end]))
+		cancel()
+		if err != nil {
+			s.deleteGen(context.WithoutCancel(ctx), key, gen)
+			return err
+		}
+		n++
+	}
+	rec := make([]byte, headerLen, headerLen+8+4+len(gen))
+	rec[0] = fmtChunked
+	binary.BigEndian.PutUint64(rec[1:9], uint64(now.UnixNano()))
+	rec = binary.BigEndian.AppendUint64(rec, uint64(len(value)))
+	rec = binary.BigEndian.AppendUint32(rec, uint32(n))
+	rec = append(rec, gen...)
+	cctx, cancel := s.c.opCtx(ctx)
+	defer cancel()
+	resp, err := s.c.cli.Put(cctx, s.recKey(key), string(rec), clientv3.WithPrevKV())
+	if err != nil {
+		s.deleteGen(context.WithoutCancel(ctx), key, gen)
+		return err
+	}
+	if resp.PrevKv != nil {
+		s.dropChunks(cctx, key, resp.PrevKv.Value)
+	}
+	return nil
+}
+
+// chunked describes a chunked record.
+type chunked struct {
+	size   int64
+	chunks int
+	gen    string
+}
+
+func parseRecord(rec []byte) (format byte, mod time.Time, data []byte, ch chunked, err error) {
+	if len(rec) < headerLen {
+		return 0, time.Time{}, nil, ch, errors.New("record too short")
+	}
+	format = rec[0]
+	mod = time.Unix(0, int64(binary.BigEndian.Uint64(rec[1:9])))
+	switch format {
+	case fmtInline:
+		return format, mod, rec[headerLen:], ch, nil
+	case fmtChunked:
+		rest := rec[headerLen:]
+		if len(rest) < 12+16 {
+			return 0, mod, nil, ch, errors.New("chunked record too short")
+		}
+		ch.size = int64(binary.BigEndian.Uint64(rest[:8]))
+		ch.chunks = int(binary.BigEndian.Uint32(rest[8:12]))
+		ch.gen = string(rest[12:])
+		return format, mod, nil, ch, nil
+	}
+	return 0, mod, nil, ch, fmt.Errorf("unknown record format %d", format)
+}
+
+// dropChunks deletes the chunks an overwritten or deleted record pointed at.
+func (s *Storage) dropChunks(ctx context.Context, key string, prev []byte) {
+	if f, _, _, ch, err := parseRecord(prev); err == nil && f == fmtChunked {
+		s.deleteGen(ctx, key, ch.gen)
+	}
+}
+
+func (s *Storage) deleteGen(ctx context.Context, key, gen string) {
+	ctx, cancel := s.c.opCtx(ctx)
+	defer cancel()
+	if _, err := s.c.cli.Delete(ctx, s.chunkPfx(key)+gen+"/", clientv3.WithPrefix()); err != nil {
+		s.c.log.Warn("cluster storage: could not delete the old chunks of a value; they stay in etcd", "key", key, "err", err)
+	}
+}
+
+// Load reads key's value.
+func (s *Storage) Load(ctx context.Context, key string) ([]byte, error) {
+	key = cleanKey(key)
+	if !s.c.Up() && s.local != nil {
+		return s.localLoad(ctx, key)
+	}
+	v, err := s.load(ctx, key)
+	switch {
+	case err == nil:
+		s.keepLocal(ctx, key, v)
+		return v, nil
+	case errors.Is(err, fs.ErrNotExist):
+		return nil, err
+	}
+	s.c.noteError("load", err)
+	if s.local != nil && isUnavailable(err) {
+		return s.localLoad(ctx, key)
+	}
+	return nil, fmt.Errorf("loading %s from etcd: %w", key, err)
+}
+
+func (s *Storage) load(ctx context.Context, key string) ([]byte, error) {
+	ctx, cancel := s.c.opCtx(ctx)
+	defer cancel()
+	resp, err := s.c.cli.Get(ctx, s.recKey(key))
+	if err != nil {
+		return nil, err
+	}
+	if len(resp.Kvs) == 0 {
+		return nil, fmt.Errorf("%s: %w", key, fs.ErrNotExist)
+	}
+	f, _, data, ch, err := parseRecord(resp.Kvs[0].Value)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", key, err)
+	}
+	if f == fmtInline {
+		return bytes.Clone(data), nil
+	}
+	// The chunks as of the record's revision: a concurrent overwrite
+	// cannot mix generations.
+	cr, err := s.c.cli.Get(ctx, s.chunkPfx(key)+ch.gen+"/", clientv3.WithPrefix(), clientv3.WithRev(resp.Header.Revision), clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend))
+	if err != nil {
+		return nil, err
+	}
+	if len(cr.Kvs) != ch.chunks {
+		return nil, fmt.Errorf("%s: %d of %d chunks found", key, len(cr.Kvs), ch.chunks)
+	}
+	out := make([]byte, 0, ch.size)
+	for _, kv := range cr.Kvs {
+		out = append(out, kv.Value...)
+	}
+	if int64(len(out)) != ch.size {
+		return nil, fmt.Errorf("%s: chunks hold %d bytes, want %d", key, len(out), ch.size)
+	}
+	return out, nil
+}
+
+// Delete removes key and everything under it (certmagic deletes a site's
+// directory this way).
+func (s *Storage) Delete(ctx context.Context, key string) error {
+	key = cleanKey(key)
+	cctx, cancel := s.c.opCtx(ctx)
+	defer cancel()
+	rk := s.recKey(key)
+	_, err := s.c.cli.Txn(cctx).Then(
+		clientv3.OpDelete(rk),
+		clientv3.OpDelete(rk+"/", clientv3.WithPrefix()),
+		clientv3.OpDelete(s.chunkPfx(key), clientv3.WithPrefix()),
+	).Commit()
+	if err != nil {
+		s.c.noteError("delete", err)
+		return fmt.Errorf("deleting %s in etcd: %w", key, err)
+	}
+	if s.local != nil {
+		s.local.Delete(ctx, key)
+	}
+	return nil
+}
+
+// Exists reports whether key holds a value or has keys under it.
+func (s *Storage) Exists(ctx context.Context, key string) bool {
+	_, err := s.Stat(ctx, key)
+	return err == nil
+}
+
+// Stat describes key.
+func (s *Storage) Stat(ctx context.Context, key string) (certmagic.KeyInfo, error) {
+	key = cleanKey(key)
+	if !s.c.Up() && s.local != nil {
+		s.c.met.fallbacks.Inc()
+		return s.local.Stat(ctx, key)
+	}
+	ki, err := s.stat(ctx, key)
+	if err == nil || errors.Is(err, fs.ErrNotExist) {
+		return ki, err
+	}
+	s.c.noteError("stat", err)
+	if s.local != nil && isUnavailable(err) {
+		s.c.met.fallbacks.Inc()
+		return s.local.Stat(ctx, key)
+	}
+	return ki, fmt.Errorf("stat %s in etcd: %w", key, err)
+}
+
+func (s *Storage) stat(ctx context.Context, key string) (certmagic.KeyInfo, error) {
+	ctx, cancel := s.c.opCtx(ctx)
+	defer cancel()
+	rk := s.recKey(key)
+	resp, err := s.c.cli.Txn(ctx).Then(
+		clientv3.OpGet(rk),
+		clientv3.OpGet(rk+"/", clientv3.WithPrefix(), clientv3.WithCountOnly()),
+	).Commit()
+	if err != nil {
+		return certmagic.KeyInfo{}, err
+	}
+	if kvs := resp.Responses[0].GetResponseRange().Kvs; len(kvs) > 0 {
+		f, mod, data, ch, err := parseRecord(kvs[0].Value)
+		if err != nil {
+			return certmagic.KeyInfo{}, fmt.Errorf("%s: %w", key, err)
+		}
+		size := int64(len(data))
+		if f == fmtChunked {
+			size = ch.size
+		}
+		return certmagic.KeyInfo{Key: key, Modified: mod, Size: size, IsTerminal: true}, nil
+	}
+	if resp.Responses[1].GetResponseRange().Count > 0 {
+		return certmagic.KeyInfo{Key: key, IsTerminal: false}, nil
+	}
+	return certmagic.KeyInfo{}, fmt.Errorf("%s: %w", key, fs.ErrNotExist)
+}
+
+// List returns the keys under prefix: its direct children, or with
+// recursive every key below it.
+func (s *Storage) List(ctx context.Context, prefix string, recursive bool) ([]string, error) {
+	prefix = cleanKey(prefix)
+	if !s.c.Up() && s.local != nil {
+		s.c.met.fallbacks.Inc()
+		return s.local.List(ctx, prefix, recursive)
+	}
+	out, err := s.list(ctx, prefix, recursive)
+	if err == nil || errors.Is(err, fs.ErrNotExist) {
+		return out, err
+	}
+	s.c.noteError("list", err)
+	if s.local != nil && isUnavailable(err) {
+		s.c.met.fallbacks.Inc()
+		return s.local.List(ctx, prefix, recursive)
+	}
+	return nil, fmt.Errorf("listing %s in etcd: %w", prefix, err)
+}
+
+func (s *Storage) list(ctx context.Context, prefix string, recursive bool) ([]string, error) {
+	ctx, cancel := s.c.opCtx(ctx)
+	defer cancel()
+	base := s.c.key("certmagic", "k") + "/"
+	if prefix != "" {
+		base = s.recKey(prefix) + "/"
+	}
+	resp, err := s.c.cli.Get(ctx, base, clientv3.WithPrefix(), clientv3.WithKeysOnly())
+	if err != nil {
+		return nil, err
+	}
+	if len(resp.Kvs) == 0 {
+		return nil, fmt.Errorf("%s: %w", prefix, fs.ErrNotExist)
+	}
+	seen := map[string]bool{}
+	for _, kv := range resp.Kvs {
+		rel := strings.TrimPrefix(string(kv.Key), base)
+		parts := strings.Split(rel, "/")
+		if !recursive {
+			parts = parts[:1]
+		}
+		for i := range parts {
+			seen[path.Join(prefix, strings.Join(parts[:i+1], "/"))] = true
+		}
+	}
+	out := make([]string, 0, len(seen))
+	for k := range seen {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out, nil
+}
+
+// keepLocal refreshes the local copy of key; a failure costs only the
+// fallback, so it is logged and nothing else.
+func (s *Storage) keepLocal(ctx context.Context, key string, value []byte) {
+	if s.local == nil {
+		return
+	}
+	if old, err := s.local.Load(ctx, key); err == nil && bytes.Equal(old, value) {
+		return
+	}
+	if err := s.local.Store(ctx, key, value); err != nil {
+		s.c.log.Warn("cluster storage: could not keep the local copy of a value; it will not be there if etcd is unreachable", "key", key, "dir", s.local.Path, "err", err)
+	}
+}
+
+func (s *Storage) localLoad(ctx context.Context, key string) ([]byte, error) {
+	s.c.met.fallbacks.Inc()
+	v, err := s.local.Load(ctx, key)
+	if err != nil {
+		return nil, fmt.Errorf("etcd is unreachable and the local copy has no %s: %w", key, err)
+	}
+	return v, nil
+}
+
+// Lock takes the cluster-wide lock name, waiting until it is free or ctx
+// ends.
+func (s *Storage) Lock(ctx context.Context, name string) error {
+	if err := s.lockLocal(ctx, name); err != nil {
+		return err
+	}
+	m, sess, err := s.lockEtcd(ctx, name)
+	if err != nil {
+		s.unlockLocal(name)
+		s.c.noteError("lock", err)
+		return fmt.Errorf("locking %s in etcd: %w", name, err)
+	}
+	s.mu.Lock()
+	s.held[name] = &heldLock{m: m, sess: sess}
+	s.mu.Unlock()
+	return nil
+}
+
+func (s *Storage) lockEtcd(ctx context.Context, name string) (*concurrency.Mutex, *concurrency.Session, error) {
+	for attempt := 0; ; attempt++ {
+		sess, err := s.session(ctx)
+		if err != nil {
+			return nil, nil, err
+		}
+		m := concurrency.NewMutex(sess, s.lockKey(name))
+		err = m.Lock(ctx)
+		if err == nil {
+			return m, sess, nil
+		}
+		if errors.Is(err, concurrency.ErrSessionExpired) && attempt == 0 {
+			s.dropSession(sess)
+			continue
+		}
+		return nil, nil, err
+	}
+}
+
+// session is the lease every lock of this process hangs on; a new one is
+// made when the old one expired (etcd was away longer than LockTTL).
+func (s *Storage) session(ctx context.Context) (*concurrency.Session, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.sess != nil {
+		select {
+		case <-s.sess.Done():
+			s.sess = nil
+		default:
+			return s.sess, nil
+		}
+	}
+	ttl := int((s.c.o.LockTTL + time.Second - 1) / time.Second)
+	gctx, cancel := s.c.opCtx(ctx)
+	defer cancel()
+	lease, err := s.c.cli.Grant(gctx, int64(ttl))
+	if err != nil {
+		return nil, err
+	}
+	sess, err := concurrency.NewSession(s.c.cli, concurrency.WithLease(lease.ID), concurrency.WithContext(context.WithoutCancel(s.c.ctx)))
+	if err != nil {
+		return nil, err
+	}
+	s.sess = sess
+	return sess, nil
+}
+
+func (s *Storage) dropSession(sess *concurrency.Session) {
+	s.mu.Lock()
+	if s.sess == sess {
+		s.sess = nil
+	}
+	s.mu.Unlock()
+	// Stop keeping the lease alive; revoking it (best effort) frees its
+	// locks at once, and otherwise they go at the TTL.
+	sess.Close()
+}
+
+// Unlock releases name.
+func (s *Storage) Unlock(ctx context.Context, name string) error {
+	s.mu.Lock()
+	h := s.held[name]
+	delete(s.held, name)
+	s.mu.Unlock()
+	if h == nil {
+		return fmt.Errorf("unlocking %s: not locked by this process", name)
+	}
+	defer s.unlockLocal(name)
+	ctx, cancel := s.c.opCtx(context.WithoutCancel(ctx))
+	defer cancel()
+	if err := h.m.Unlock(ctx); err != nil {
+		// The lock key would outlive us while the session's lease is
+		// kept alive: give the whole session up so it expires.
+		s.c.noteError("unlock", err)
+		s.dropSession(h.sess)
+		return fmt.Errorf("unlocking %s in etcd (it is released when its lease ends, within %v): %w", name, s.c.o.LockTTL, err)
+	}
+	return nil
+}
+
+func (s *Storage) lockLocal(ctx context.Context, name string) error {
+	for {
+		s.localMu.Lock()
+		ch, busy := s.locals[name]
+		if !busy {
+			s.locals[name] = make(chan struct{})
+			s.localMu.Unlock()
+			return nil
+		}
+		s.localMu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+func (s *Storage) unlockLocal(name string) {
+	s.localMu.Lock()
+	ch := s.locals[name]
+	delete(s.locals, name)
+	s.localMu.Unlock()
+	if ch != nil {
+		close(ch)
+	}
+}
+
+// close gives up the locks' lease, so locks still held are free at once.
+func (s *Storage) close() {
+	s.mu.Lock()
+	sess := s.sess
+	s.sess = nil
+	s.mu.Unlock()
+	if sess != nil {
+		sess.Close()
+	}
+}
+
+// isUnavailable tells a failure to reach etcd (fall back, count the node
+// as cut off) from a bad record.
+func isUnavailable(err error) bool {
+	return err != nil && !errors.Is(err, fs.ErrNotExist) && !errors.Is(err, context.Canceled)
+}
