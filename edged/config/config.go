@@ -28,7 +28,8 @@ type Config struct {
 	Upstreams map[string]*Upstream `toml:"upstream"`
 	Caches    map[string]*Cache    `toml:"cache"`
 	Limits    map[string]*Limit    `toml:"limit"`
-	Streams   []Stream             `toml:"stream"` // TCP/TLS stream proxies, mail ports (streams.go)
+	Streams   []Stream             `toml:"stream"`  // TCP/TLS stream proxies, mail ports (streams.go)
+	Cluster   Cluster              `toml:"cluster"` // etcd shared by several edged nodes (cluster.go)
 
 	// Doc locates keys for error messages; nil for configs built in code.
 	Doc *tomlconf.Doc `toml:"-"`
@@ -122,7 +123,7 @@ type TLS struct {
 	CA           string   `toml:"ca"`            // ACME directory URL, or "letsencrypt" (default) / "letsencrypt-staging"
 	CARoot       string   `toml:"ca_root"`       // PEM file trusted for a private ACME CA
 	Challenges   []string `toml:"challenges"`    // "http-01", "tls-alpn-01", "dns-01"; default all that are configured
-	Storage      string   `toml:"storage"`       // default $STATE_DIRECTORY, else /var/lib/edged
+	Storage      string   `toml:"storage"`       // directory (default $STATE_DIRECTORY, else /var/lib/edged), or "etcd" ([cluster])
 	KeyType      string   `toml:"key_type"`      // p256 (default), p384, rsa2048, rsa4096
 	RenewalRatio float64  `toml:"renew_ratio"`   // renew when this fraction of the lifetime is left; default 1/3
 	Profile      string   `toml:"profile"`       // ACME profile, if the CA offers profiles
@@ -308,6 +309,19 @@ type Upstream struct {
 	TLSKey  string `toml:"tls_key"`  // nginx proxy_ssl_certificate_key
 
 	Health Health `toml:"health"`
+
+	// Discovery (cluster.go): servers from DNS, re-resolved at the TTL
+	// (nginx's server ... resolve), and from the cluster's etcd, where app
+	// nodes register under a lease. They join the static servers.
+	Resolve    []string `toml:"resolve"`     // "name:port": A and AAAA records
+	ResolveSRV []string `toml:"resolve_srv"` // SRV names: targets, ports and weights
+	Registry   string   `toml:"registry"`    // servers registered under <prefix>upstreams/NAME/
+	Resolvers  []string `toml:"resolvers"`   // DNS servers; default /etc/resolv.conf's
+}
+
+// Discovers reports whether u finds servers at run time.
+func (u *Upstream) Discovers() bool {
+	return len(u.Resolve) > 0 || len(u.ResolveSRV) > 0 || u.Registry != ""
 }
 
 // ServerEntry is "addr" or { addr = "...", weight = 3, backup = true }.

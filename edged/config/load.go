@@ -336,6 +336,7 @@ func (c *Config) Validate() error {
 	c.validateCaches(bad)
 	c.validateLimits(bad)
 	c.validateStreams(bad)
+	c.validateCluster(bad)
 	return errs.Err()
 }
 
@@ -365,8 +366,8 @@ func (c *Config) validateTLS(bad func(string, string, ...any)) {
 	if t.RenewalRatio < 0 || t.RenewalRatio >= 1 {
 		bad("tls.renew_ratio", "%v: want a fraction between 0 and 1", t.RenewalRatio)
 	}
-	if !filepath.IsAbs(t.Storage) {
-		bad("tls.storage", "%q: want an absolute directory", t.Storage)
+	if t.Storage != StorageEtcd && !filepath.IsAbs(t.Storage) {
+		bad("tls.storage", "%q: want an absolute directory, or \"etcd\" ([cluster])", t.Storage)
 	}
 	if t.OnDemand.AskRate < 0 {
 		bad("tls.on_demand.ask_rate", "%d is negative", t.OnDemand.AskRate)

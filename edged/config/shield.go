@@ -25,6 +25,7 @@ type Limit struct {
 	Status     int    `toml:"status"`      // default 429 (nginx limit_req_status)
 	IPv6Prefix int    `toml:"ipv6_prefix"` // IPv6 clients grouped by; default 64
 	DryRun     bool   `toml:"dry_run"`     // count and log, refuse nothing (limit_req_dry_run)
+	Cluster    bool   `toml:"cluster"`     // the rate holds for the whole cluster ([cluster]), approximately
 }
 
 // LimitConfig is z as the limit package takes it.

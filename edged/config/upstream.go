@@ -96,6 +96,7 @@ func (c *Config) validateUpstreams(bad func(string, string, ...any)) {
 			continue
 		}
 		key := "upstream." + name
+		checkDiscovery(bad, key, u)
 		if _, err := proxyproto.ParseVersion(u.SendProxy); err != nil {
 			continue // reported by validateStreams' upstream check
 		}
