@@ -9,6 +9,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/edgeapp/edgeapp/edged/cluster"
 	"github.com/edgeapp/edgeapp/edged/limit"
 	"github.com/edgeapp/edgeapp/edged/proxy"
 	"github.com/edgeapp/edgeapp/edged/tlsconf"
@@ -25,6 +26,7 @@ type Status struct {
 	Certificates []tlsconf.CertStatus            `json:"certificates"`
 	Caches       []string                        `json:"caches"`
 	Limits       []limit.Status                  `json:"limits"`
+	Cluster      *cluster.Status                 `json:"cluster,omitempty"`
 }
 
 func (s *Server) adminHandler() http.Handler {
@@ -55,6 +57,10 @@ func (s *Server) Status() Status {
 	for name, p := range rt.pools {
 		st.Upstreams[name] = p.Status()
 	}
+	if s.cluster != nil {
+		cs := s.cluster.Status()
+		st.Cluster = &cs
+	}
 	for _, z := range rt.zoneList() {
 		st.Limits = append(st.Limits, z.Status())
 	}
@@ -76,45 +82,36 @@ func (s *Server) Status() Status {
 // in every cache, or in ?cache=NAME only.
 func (s *Server) handlePurge(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
-	s.cacheMu.Lock()
-	defer s.cacheMu.Unlock()
-	if name := q.Get("cache"); name != "" {
-		if _, ok := s.caches[name]; !ok {
-			writeJSON(w, http.StatusNotFound, map[string]string{"error": "no cache named " + name + " is in use"})
-			return
-		}
-	}
-	total := 0
-	var target *url.URL
-	for _, key := range []string{"url", "prefix"} {
-		if v := q.Get(key); v != "" {
+	pg := cluster.Purge{Cache: q.Get("cache"), URL: q.Get("url"), Prefix: q.Get("prefix"), All: q.Get("all") != ""}
+	for key, v := range map[string]string{"url": pg.URL, "prefix": pg.Prefix} {
+		if v != "" {
 			u, err := url.Parse(v)
 			if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
 				writeJSON(w, http.StatusBadRequest, map[string]string{"error": key + " must be an absolute http(s) URL"})
 				return
 			}
-			target = u
 		}
 	}
-	if target == nil && q.Get("all") == "" {
+	if pg.URL != "" {
+		pg.Prefix, pg.All = "", false
+	} else if pg.Prefix != "" {
+		pg.All = false
+	}
+	if pg.URL == "" && pg.Prefix == "" && !pg.All {
 		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "say what to purge: url=, prefix= or all=1"})
 		return
 	}
-	for name, c := range s.caches {
-		if n := q.Get("cache"); n != "" && n != name {
-			continue
-		}
-		switch {
-		case q.Get("url") != "":
-			total += c.PurgeURL(target)
-		case q.Get("prefix") != "":
-			total += c.PurgePrefix(target.Scheme, target.Host, target.Path)
-		default:
-			total += c.PurgeAll()
-		}
+	total, ok := s.purgeLocal(pg)
+	if !ok {
+		writeJSON(w, http.StatusNotFound, map[string]string{"error": "no cache named " + pg.Cache + " is in use"})
+		return
 	}
-	s.log.Info("cache purged", "url", q.Get("url"), "prefix", q.Get("prefix"), "all", q.Get("all") != "", "entries", total)
-	writeJSON(w, http.StatusOK, map[string]int{"purged": total})
+	s.log.Info("cache purged", "url", pg.URL, "prefix", pg.Prefix, "all", pg.All, "entries", total)
+	out := map[string]any{"purged": total}
+	if c := s.publishPurge(pg); c != "" {
+		out["cluster"] = c
+	}
+	writeJSON(w, http.StatusOK, out)
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

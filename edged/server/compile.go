@@ -438,6 +438,9 @@ func tlsOptions(cfg *config.Config, log *slog.Logger) tlsconf.Options {
 		KeyType: t.KeyType, RenewalWindowRatio: t.RenewalRatio, Profile: t.Profile,
 		AltHTTPPort: t.AltHTTPPort, AltTLSALPNPort: t.AltTLSPort, Log: log,
 	}
+	if t.Storage == config.StorageEtcd {
+		o.Storage = cfg.LocalStateDir() // the etcd storage's local copy and the exported root
+	}
 	if d := t.DNS; d.IsSet() {
 		o.DNS = &tlsconf.DNS{Server: d.Server, Zone: d.Zone, KeyName: d.TSIGKey, Algorithm: d.TSIGAlgorithm,
 			SecretFile: d.TSIGSecretFile, TTL: d.TTL.D(), Resolvers: d.Resolvers,

@@ -27,6 +27,7 @@ import (
 	"github.com/edgeapp/edgeapp/edged/accesslog"
 	"github.com/edgeapp/edgeapp/edged/auth"
 	"github.com/edgeapp/edgeapp/edged/cache"
+	"github.com/edgeapp/edgeapp/edged/cluster"
 	"github.com/edgeapp/edgeapp/edged/config"
 	"github.com/edgeapp/edgeapp/edged/connlimit"
 	"github.com/edgeapp/edgeapp/edged/limit"
@@ -59,6 +60,8 @@ type Server struct {
 	authMetrics   *auth.Metrics
 	tlsMetrics    *tlsconf.Metrics
 	tls           *tlsconf.Manager
+	cluster       *cluster.Cluster // nil without [cluster] (cluster.go)
+	purger        *cluster.Purger
 
 	cacheMu   sync.Mutex
 	caches    map[string]*cache.Cache
@@ -124,14 +127,24 @@ func New(opts Options) (*Server, error) {
 	}
 	s.wd.token = newWatchdogToken()
 	s.probeTarget()
-	s.tls, err = tlsconf.New(tlsOptions(cfg, s.log), s.tlsMetrics)
+	if err := s.openCluster(cfg); err != nil {
+		s.closeListeners()
+		return nil, err
+	}
+	tlsOpts := tlsOptions(cfg, s.log)
+	if cfg.TLS.Storage == config.StorageEtcd {
+		tlsOpts.Backend = s.cluster.Storage()
+	}
+	s.tls, err = tlsconf.New(tlsOpts, s.tlsMetrics)
 	if err != nil {
+		s.closeCluster()
 		s.closeListeners()
 		return nil, fmt.Errorf("setting up TLS: %w", err)
 	}
 	p, err := s.prepare(cfg, nil)
 	if err != nil {
 		s.tls.Close()
+		s.closeCluster()
 		s.closeListeners()
 		return nil, err
 	}
@@ -139,6 +152,7 @@ func New(opts Options) (*Server, error) {
 	s.metrics.registerLimiter(s.registry, s.limiter)
 	warnFileLimit(s.log, cfg.Server.MaxConnections)
 	s.commit(p, nil)
+	s.startClusterPurges()
 	return s, nil
 }
 
@@ -321,6 +335,7 @@ func (s *Server) shutdown() {
 	}
 	s.cacheMu.Unlock()
 	s.tls.Close()
+	s.closeCluster()
 	close(s.stopFlush)
 	s.accessLog.Load().Close()
 	s.log.Info("edged stopped")
@@ -396,6 +411,7 @@ func (s *Server) warnRestartOnly(old, cur *config.Config) {
 		{"server timeouts and max_header_bytes", o.ReadHeaderTimeout != c.ReadHeaderTimeout || o.ReadTimeout != c.ReadTimeout || o.WriteTimeout != c.WriteTimeout || o.IdleTimeout != c.IdleTimeout || o.MaxHeaderBytes != c.MaxHeaderBytes || o.H2C != c.H2C},
 		{"server.engine", o.Engine != c.Engine},
 		{"tls account settings", !reflect.DeepEqual(old.TLS, cur.TLS)},
+		{"cluster", !reflect.DeepEqual(old.Cluster, cur.Cluster)},
 	} {
 		if d.changed {
 			s.log.Warn("setting changed; it takes effect at the next restart (systemctl restart edged)", "setting", d.key)
@@ -417,6 +433,11 @@ func (s *Server) statusLine() string {
 	st := fmt.Sprintf("serving %d sites, %d upstreams; config generation %d", len(rt.cfg.Sites), len(rt.pools), rt.generation)
 	if sum := s.tls.Summary(); sum != "" {
 		st += "; " + sum
+	}
+	if s.cluster != nil {
+		if sum := s.cluster.Summary(); sum != "" {
+			st += "; " + sum
+		}
 	}
 	if le := s.lastError.Load(); le != nil {
 		st += "; LAST RELOAD FAILED at " + le.At.Format(time.TimeOnly) + ": " + firstLine(le.Err)
