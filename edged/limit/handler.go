@@ -4,7 +4,9 @@ import (
 	"log/slog"
 	"math"
 	"net/http"
+	"net/netip"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -350,4 +352,52 @@ func (z *Zone) UseRateLimiter(rl RateLimiter) {
 	if z.p != nil && rl != nil {
 		z.rate = rl
 	}
+}
+
+// RateLimiter is what decides z's rate now: the local store's limiter, or
+// the one UseRateLimiter put in its place; nil for a zone without a rate.
+// A cluster-wide limiter wraps it.
+func (z *Zone) RateLimiter() RateLimiter { return z.rate }
+
+// Charge takes n requests from k's rate allowance without deciding
+// anything: requests another node admitted, reported by a cluster-wide
+// limiter. The bucket may go below empty; k's next requests then wait or
+// are refused until the rate has paid it back, as if they had come here.
+func (z *Zone) Charge(k Key, n int, now time.Time) {
+	if z.p == nil || n <= 0 {
+		return
+	}
+	e := z.store.get(k, z.cfg.MaxKeys, z.p, now)
+	if e.lim == nil {
+		return
+	}
+	for n > 0 {
+		c := min(n, max(e.lim.Burst(), 1))
+		e.lim.ReserveN(now, c) // never cancelled: the requests were served
+		n -= c
+	}
+}
+
+// Settings are z's settings, with defaults.
+func (z *Zone) Settings() Config { return z.cfg }
+
+// EncodeKey writes k as text that DecodeKey reads back, for sharing a
+// key's count with other nodes.
+func EncodeKey(k Key) string {
+	if k.Addr.IsValid() {
+		return "a" + k.Addr.String()
+	}
+	return "s" + k.Str
+}
+
+// DecodeKey reads what EncodeKey wrote.
+func DecodeKey(s string) (Key, bool) {
+	switch {
+	case strings.HasPrefix(s, "a"):
+		a, err := netip.ParseAddr(s[1:])
+		return Key{Addr: a}, err == nil
+	case strings.HasPrefix(s, "s") && len(s) > 1:
+		return Key{Str: s[1:]}, true
+	}
+	return Key{}, false
 }
