@@ -36,6 +36,7 @@ type Cluster struct {
 
 	storage *Storage
 	purger  *Purger // nil until StartPurger
+	limits  *Limits // nil until Limits
 }
 
 // Metrics are the cluster's Prometheus series.

@@ -98,3 +98,17 @@ func (s *Server) closeCluster() {
 		s.cluster.Close()
 	}
 }
+
+// attachClusterLimits makes the zones marked cluster = true hold for the
+// whole cluster. In check mode (edged -t) there is no cluster and the
+// zones stay local.
+func (s *Server) attachClusterLimits(cfg *config.Config, rt *runtime) {
+	if s.cluster == nil {
+		return
+	}
+	for name, z := range rt.zones {
+		if zc := cfg.Limits[name]; zc != nil && zc.Cluster {
+			s.cluster.Limits().Attach(z)
+		}
+	}
+}

@@ -122,6 +122,7 @@ func (s *Server) compile(cfg *config.Config, prev *runtime) (*runtime, error) {
 		rt.pools[name] = pool
 	}
 	s.compileLimits(cfg, rt, prev, fail)
+	s.attachClusterLimits(cfg, rt)
 	if err := s.compileStreams(cfg, rt); err != nil {
 		fail("stream", err)
 	}
