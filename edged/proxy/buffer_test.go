@@ -179,7 +179,7 @@ func TestUpstreamReleasedBeforeSlowClient(t *testing.T) {
 			case <-time.After(30 * time.Second):
 				t.Fatal("the upstream could not send its response while the client was slow")
 			}
-			waitFor(t, "the upstream connection to be idle in the pool", func() bool { return f.pool.servers[0].cp.idleCount() == 1 })
+			waitFor(t, "the upstream connection to be idle in the pool", func() bool { return f.pool.servers()[0].cp.idleCount() == 1 })
 			if openIn(t, dir) != 1 {
 				t.Fatal("the response is not in a temporary file")
 			}

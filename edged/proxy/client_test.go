@@ -232,7 +232,7 @@ func TestIdlePoolFollowsTheLoad(t *testing.T) {
 	if n := opened.Load(); n > clients {
 		t.Fatalf("%d upstream connections opened for %d requests from %d clients; want at most %d", n, clients*rounds, clients, clients)
 	}
-	if idle := f.pool.servers[0].cp.idleCount(); idle == 0 || idle > clients {
+	if idle := f.pool.servers()[0].cp.idleCount(); idle == 0 || idle > clients {
 		t.Fatalf("%d idle connections kept after the load", idle)
 	}
 }

@@ -120,6 +120,10 @@ type UpstreamConfig struct {
 	RetryIdempotent bool
 	RetryBodyMax    int64
 
+	// Dynamic: the servers are found at run time (Pool.SetServers), so
+	// the list may be empty at first.
+	Dynamic bool
+
 	HostHeader string // Host sent upstream; "" = the client's
 	// SendProxy 1 or 2 opens every connection with a PROXY protocol
 	// header of that version naming the client; such connections are
@@ -142,7 +146,7 @@ func (c UpstreamConfig) Validate() error {
 	bad := func(field, format string, args ...any) {
 		errs = append(errs, &FieldError{Field: field, Err: fmt.Errorf(format, args...)})
 	}
-	if len(c.Servers) == 0 {
+	if len(c.Servers) == 0 && !c.Dynamic {
 		bad("servers", "an upstream needs at least one server")
 	}
 	for _, fe := range c.TLS.check() {

@@ -278,7 +278,10 @@ func safeToResend(r *http.Request) bool {
 // pickAcquire picks a server and counts the request against it, skipping
 // servers that reached MaxConns between the pick and the count.
 func (p *Pool) pickAcquire(sel *selection) *server {
-	for range len(p.servers) + 1 {
+	if sel.m == nil {
+		sel.m = p.mem.Load()
+	}
+	for range len(sel.m.servers) + 1 {
 		s := p.pick(sel)
 		if s == nil {
 			return nil

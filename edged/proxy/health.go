@@ -20,7 +20,7 @@ func (p *Pool) recordFailure(s *server, cause int, err error) {
 	msg := err.Error()
 	st.mu.Lock()
 	st.lastErr = msg
-	if p.cfg.MaxFails == 0 || len(p.servers) == 1 {
+	if p.cfg.MaxFails == 0 || len(p.servers()) == 1 {
 		// Like nginx, a lone server is never taken out: there is nothing
 		// to fail over to, and refusing requests for fail_timeout after an
 		// app restart would only lengthen the outage.
@@ -64,14 +64,17 @@ func (p *Pool) recordSuccess(s *server) {
 	}
 }
 
-// checkLoop runs active health checks on s until the pool closes.
-func (p *Pool) checkLoop(s *server) {
+// checkLoop runs active health checks on s until the pool closes or s
+// leaves it (stop).
+func (p *Pool) checkLoop(s *server, stop <-chan struct{}) {
 	defer p.checkers.Done()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go func() {
 		select {
 		case <-p.stop:
+			cancel()
+		case <-stop:
 			cancel()
 		case <-ctx.Done():
 		}

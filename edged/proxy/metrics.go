@@ -155,7 +155,7 @@ func (g *gaugeCollector) Collect(ch chan<- prometheus.Metric) {
 	g.mu.Unlock()
 	for _, p := range pools {
 		now := nanotime()
-		for _, s := range p.servers {
+		for _, s := range p.servers() {
 			up := 0.0
 			if s.st.healthy(now) {
 				up = 1

@@ -55,9 +55,9 @@ func TestRoundRobinWeightsThroughProxy(t *testing.T) {
 
 func TestRoundRobinSkipsDownServer(t *testing.T) {
 	p := testPool(t, "round_robin", "", 1, 1, 1)
-	p.servers[1].st.downEnd.Store(nanotime() + 1e12)
+	p.servers()[1].st.downEnd.Store(nanotime() + 1e12)
 	for i := 0; i < 30; i++ {
-		if s := pickFor(p, plainReq); s == p.servers[1] {
+		if s := pickFor(p, plainReq); s == p.servers()[1] {
 			t.Fatal("picked a down server")
 		}
 	}
@@ -110,7 +110,7 @@ func TestHashConsistentWithMinimalRemap(t *testing.T) {
 		t.Fatalf("moved %d keys, want exactly the %d of the removed server", moved, count["10.0.0.3:80"])
 	}
 	// A server that is down is skipped the same way, and its keys come back.
-	s1 := p5.servers[0]
+	s1 := p5.servers()[0]
 	s1.st.downEnd.Store(nanotime() + 1e12)
 	for u, a := range before {
 		b := pickFor(p5, hashReq(u)).cfg.Addr
@@ -157,10 +157,10 @@ func TestHashWeightsAndKeys(t *testing.T) {
 
 func TestLeastConnWeighted(t *testing.T) {
 	p := testPool(t, "least_conn", "", 3, 1)
-	p.servers[0].st.active.Store(2) // 2/3 per weight
-	p.servers[1].st.active.Store(1) // 1/1
+	p.servers()[0].st.active.Store(2) // 2/3 per weight
+	p.servers()[1].st.active.Store(1) // 1/1
 	for i := 0; i < 10; i++ {
-		if s := pickFor(p, plainReq); s != p.servers[0] {
+		if s := pickFor(p, plainReq); s != p.servers()[0] {
 			t.Fatalf("picked %s", s.cfg.Addr)
 		}
 	}
@@ -177,7 +177,7 @@ func TestLeastConnWeighted(t *testing.T) {
 
 func TestRandomTwoAvoidsLoaded(t *testing.T) {
 	p := testPool(t, "random_two", "", 1, 1, 1)
-	p.servers[0].st.active.Store(50)
+	p.servers()[0].st.active.Store(50)
 	n := map[int]int{}
 	for i := 0; i < 3000; i++ {
 		n[pickFor(p, plainReq).idx]++
@@ -185,9 +185,9 @@ func TestRandomTwoAvoidsLoaded(t *testing.T) {
 	if n[0] != 0 || n[1] < 1200 || n[2] < 1200 {
 		t.Fatalf("picks %v: the loaded server should lose every comparison", n)
 	}
-	p.servers[1].st.sick.Store(true)
-	p.servers[2].st.sick.Store(true)
-	if s := pickFor(p, plainReq); s != p.servers[0] {
+	p.servers()[1].st.sick.Store(true)
+	p.servers()[2].st.sick.Store(true)
+	if s := pickFor(p, plainReq); s != p.servers()[0] {
 		t.Fatal("only the loaded server is available; want it")
 	}
 }
@@ -195,12 +195,12 @@ func TestRandomTwoAvoidsLoaded(t *testing.T) {
 func TestFirstPolicy(t *testing.T) {
 	p := testPool(t, "first", "", 1, 1)
 	for i := 0; i < 5; i++ {
-		if pickFor(p, plainReq) != p.servers[0] {
+		if pickFor(p, plainReq) != p.servers()[0] {
 			t.Fatal("first did not pick the first server")
 		}
 	}
-	p.servers[0].st.sick.Store(true)
-	if pickFor(p, plainReq) != p.servers[1] {
+	p.servers()[0].st.sick.Store(true)
+	if pickFor(p, plainReq) != p.servers()[1] {
 		t.Fatal("first did not fail over")
 	}
 }

@@ -20,14 +20,18 @@ func nanotime() int64 { return int64(time.Since(epoch)) + 1 }
 // Pool is the compiled, immutable form of an UpstreamConfig plus the live
 // state of its servers. Requests pick a server without a pool-wide lock.
 type Pool struct {
-	name    string
-	cfg     UpstreamConfig // with defaults
-	servers []*server      // config order
-	primary *group
-	backup  *group // nil without backup servers
-	hashKey hashKey
-	m       *Metrics
-	log     *slog.Logger
+	name   string
+	cfg    UpstreamConfig           // with defaults
+	mem    atomic.Pointer[members]  // replaced whole by SetServers (members.go)
+	memMu  sync.Mutex               // serialises SetServers, Start and Close
+	checks map[string]chan struct{} // server address -> stops its health checks; under memMu
+	// ut and tlsDigest are the upstream's TLS, for the connection pools
+	// of servers added later (members.go).
+	ut        *upstreamTLS
+	tlsDigest string
+	hashKey   hashKey
+	m         *Metrics
+	log       *slog.Logger
 
 	waitC    waitCounters // edged_proxy_wait_seconds_total
 	inflight atomic.Int64 // requests routed through this pool right now
@@ -44,7 +48,7 @@ type Pool struct {
 // and its connection pool.
 type server struct {
 	cfg  ServerConfig
-	idx  int // position in Pool.servers, for the tried set
+	idx  int // position in its members' servers, for the tried set
 	st   *serverState
 	cp   *connPool // its keep-alive connections
 	hash uint64    // of Addr, for rendezvous hashing
@@ -109,11 +113,13 @@ func NewPool(cfg UpstreamConfig, prev *Pool, m *Metrics, log *slog.Logger) (*Poo
 		tlsDigest = ut.digest
 	}
 	p := &Pool{
-		name: cfg.Name,
-		cfg:  cfg,
-		m:    m,
-		log:  log.With("upstream", cfg.Name),
-		stop: make(chan struct{}),
+		name:      cfg.Name,
+		cfg:       cfg,
+		m:         m,
+		log:       log.With("upstream", cfg.Name),
+		stop:      make(chan struct{}),
+		ut:        ut,
+		tlsDigest: tlsDigest,
 	}
 	p.waitC = m.waitsFor(cfg.Name)
 	if cfg.Policy == "hash" {
@@ -124,43 +130,13 @@ func NewPool(cfg UpstreamConfig, prev *Pool, m *Metrics, log *slog.Logger) (*Poo
 	}
 	old := map[string]*server{}
 	if prev != nil {
-		for _, s := range prev.servers {
+		for _, s := range prev.servers() {
 			old[s.cfg.Addr] = s
 		}
 	}
-	var prim, back []*server
-	for i, sc := range cfg.Servers {
-		s := &server{cfg: sc, idx: i, hash: hashString(sc.Addr), sendProxy: cfg.SendProxy}
-		key := poolKey{sc.Addr, cfg.ConnectTimeout, cfg.IdleConnTimeout, cfg.MaxIdleConnsPerServer, tlsDigest}
-		if o := old[sc.Addr]; o != nil {
-			s.st = o.st
-			if o.cp.key == key {
-				s.cp = o.cp
-			}
-			delete(old, sc.Addr)
-		} else {
-			s.st = &serverState{addr: sc.Addr, metrics: m.forServer(cfg.Name, sc.Addr)}
-			s.fresh = true
-		}
-		if s.cp == nil {
-			s.cp = newConnPool(key, ut)
-		}
-		if s.cp.refs.Add(1) == 1 {
-			s.cp.reopen()
-		}
-		p.servers = append(p.servers, s)
-		if sc.Backup {
-			back = append(back, s)
-		} else {
-			prim = append(prim, s)
-		}
-	}
+	p.mem.Store(p.build(cfg.Servers, old))
 	for addr := range old {
 		p.removed = append(p.removed, addr)
-	}
-	p.primary = &group{servers: prim, policy: newPolicy(cfg.Policy, prim)}
-	if len(back) > 0 {
-		p.backup = &group{servers: back, policy: newPolicy(cfg.Policy, back)}
 	}
 	return p, nil
 }
@@ -174,6 +150,8 @@ func (p *Pool) Name() string { return p.name }
 // a pool built for a configuration that is then rejected is only Closed.
 func (p *Pool) Start() {
 	p.startOnce.Do(func() {
+		p.memMu.Lock()
+		defer p.memMu.Unlock()
 		if p.closed.Load() {
 			return
 		}
@@ -182,9 +160,9 @@ func (p *Pool) Start() {
 		for _, addr := range p.removed {
 			p.m.forget(p.name, addr)
 		}
-		if p.cfg.MaxFails == 0 || len(p.servers) == 1 {
+		if p.cfg.MaxFails == 0 || len(p.servers()) == 1 {
 			// Passive health is off now; a time-out it set no longer holds.
-			for _, s := range p.servers {
+			for _, s := range p.servers() {
 				s.st.mu.Lock()
 				s.st.downEnd.Store(0)
 				s.st.fails.Store(0)
@@ -194,7 +172,7 @@ func (p *Pool) Start() {
 		}
 		if !p.cfg.Health.Active() {
 			// Checks were turned off: what they last said no longer holds.
-			for _, s := range p.servers {
+			for _, s := range p.servers() {
 				st := s.st
 				st.mu.Lock()
 				wasSick := st.sick.Swap(false)
@@ -206,9 +184,8 @@ func (p *Pool) Start() {
 			}
 			return
 		}
-		for _, s := range p.servers {
-			p.checkers.Add(1)
-			go p.checkLoop(s)
+		for _, s := range p.servers() {
+			p.startCheck(s)
 		}
 	})
 }
@@ -219,23 +196,25 @@ func (p *Pool) Start() {
 // those requests finishes.
 func (p *Pool) Close() {
 	p.closeOnce.Do(func() {
+		p.memMu.Lock()
 		p.closed.Store(true)
+		p.memMu.Unlock()
 		close(p.stop)
 		p.checkers.Wait()
-		for _, s := range p.servers {
+		for _, s := range p.servers() {
 			if s.cp.refs.Add(-1) == 0 {
 				s.cp.closeIdle(false)
 			}
 		}
 		if p.m.retire(p) {
-			for _, s := range p.servers {
+			for _, s := range p.servers() {
 				p.m.forget(p.name, s.cfg.Addr)
 			}
 			p.m.waits.DeletePartialMatch(prometheus.Labels{"upstream": p.name})
 		} else if !p.started.Load() {
 			// Built for a configuration that was refused: the series it
 			// made for servers new to this upstream go with it.
-			for _, s := range p.servers {
+			for _, s := range p.servers() {
 				if s.fresh {
 					p.m.forget(p.name, s.cfg.Addr)
 				}
@@ -257,7 +236,7 @@ func (p *Pool) Close() {
 // the requests routed through p are done: connections that come back
 // later are closed too.
 func (p *Pool) releaseIdle() {
-	for _, s := range p.servers {
+	for _, s := range p.servers() {
 		if s.cp.refs.Load() == 0 {
 			s.cp.closeIdle(true)
 		}
@@ -287,8 +266,9 @@ type ServerStatus struct {
 // Status reports every server in config order.
 func (p *Pool) Status() []ServerStatus {
 	now := nanotime()
-	out := make([]ServerStatus, 0, len(p.servers))
-	for _, s := range p.servers {
+	servers := p.servers()
+	out := make([]ServerStatus, 0, len(servers))
+	for _, s := range servers {
 		st := s.st
 		ss := ServerStatus{
 			Addr: s.cfg.Addr, Weight: s.cfg.Weight, Backup: s.cfg.Backup,
@@ -347,7 +327,8 @@ func (s *server) available(sel *selection) bool {
 type selection struct {
 	r       *http.Request
 	now     int64
-	tried   uint64 // bit i: Pool.servers[i] was tried (first 64 servers)
+	tried   uint64   // bit i: servers[i] of m was tried (first 64 servers)
+	m       *members // the pool's servers when the request first picked
 	key     hashKey
 	client  string // client address, for hash_key client_ip
 	keyHash uint64 // for the hash policy, computed once per request
@@ -355,11 +336,17 @@ type selection struct {
 
 // pick chooses a server: a primary if any is available, else a backup.
 func (p *Pool) pick(sel *selection) *server {
-	if s := p.primary.policy.pick(p.primary, *sel); s != nil {
-		return s
+	if sel.m == nil {
+		sel.m = p.mem.Load()
 	}
-	if p.backup != nil {
-		return p.backup.policy.pick(p.backup, *sel)
+	m := sel.m
+	if len(m.primary.servers) > 0 {
+		if s := m.primary.policy.pick(m.primary, *sel); s != nil {
+			return s
+		}
+	}
+	if m.backup != nil {
+		return m.backup.policy.pick(m.backup, *sel)
 	}
 	return nil
 }

@@ -89,7 +89,7 @@ func TestStateCarriesOverReload(t *testing.T) {
 	if s := statusOf(p2, c.Addr); s.Requests != 0 || s.State != "up" {
 		t.Fatalf("c: %+v", s)
 	}
-	if p2.servers[1].cp != p1.servers[1].cp {
+	if p2.servers()[1].cp != p1.servers()[1].cp {
 		t.Fatal("b's connection pool was not kept though its settings did not change")
 	}
 	// Passive health turned off: a server it took out is back at once.
@@ -122,7 +122,7 @@ func TestStateCarriesOverReload(t *testing.T) {
 	}
 	defer p3.Close()
 	p3.Start()
-	if p3.servers[0].cp == p2.servers[1].cp || p3.servers[0].st != p2.servers[1].st {
+	if p3.servers()[0].cp == p2.servers()[1].cp || p3.servers()[0].st != p2.servers()[1].st {
 		t.Fatal("want a new connection pool and the same state")
 	}
 	p2.Close()
@@ -145,7 +145,7 @@ func TestStateCarriesOverReload(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer p4.Close()
-	if p4.servers[0].st == p3.servers[0].st {
+	if p4.servers()[0].st == p3.servers()[0].st {
 		t.Fatal("state crossed upstreams")
 	}
 }

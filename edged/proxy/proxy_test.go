@@ -1223,7 +1223,7 @@ func TestDialErrorIsTyped(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer p.Close()
-	_, err = p.servers[0].conn(context.Background(), nanotime(), false, false)
+	_, err = p.servers()[0].conn(context.Background(), nanotime(), false, false)
 	var de *DialError
 	if !errors.As(err, &de) || de.Addr != dead || de.Timeout() || classify(err) != causeConnect {
 		t.Fatalf("connecting to a refused port: %T %v", err, err)
