@@ -114,6 +114,9 @@ func Open(o Options, met *Metrics) (*Cluster, error) {
 	return c, nil
 }
 
+// Metrics are the cluster's metric series.
+func (c *Cluster) Metrics() *Metrics { return c.met }
+
 // Node is this node's name.
 func (c *Cluster) Node() string { return c.o.Node }
 

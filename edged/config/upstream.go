@@ -26,6 +26,7 @@ func (u *Upstream) ProxyConfig(name string) proxy.UpstreamConfig {
 		TLS: proxy.TLSConfig{
 			Enabled: u.TLS, ServerName: u.TLSName, CAFile: u.TLSCA, CertFile: u.TLSCert, KeyFile: u.TLSKey,
 		},
+		Dynamic: u.Discovers(), // servers found at run time (cluster.go)
 		Health: proxy.HealthConfig{
 			Path: u.Health.Path, Connect: u.Health.TCP, Interval: u.Health.Interval.D(), Timeout: u.Health.Timeout.D(),
 			ExpectStatus: u.Health.Status, Rise: u.Health.Rise, Fall: u.Health.Fall, Host: u.Health.Host,

@@ -6,6 +6,7 @@ import (
 
 	"github.com/edgeapp/edgeapp/edged/cluster"
 	"github.com/edgeapp/edgeapp/edged/config"
+	"github.com/edgeapp/edgeapp/edged/proxy"
 )
 
 // openCluster connects this node to the etcd cluster of [cluster], if
@@ -110,5 +111,90 @@ func (s *Server) attachClusterLimits(cfg *config.Config, rt *runtime) {
 		if zc := cfg.Limits[name]; zc != nil && zc.Cluster {
 			s.cluster.Limits().Attach(z)
 		}
+	}
+}
+
+// discoverSpec is what upstream name finds at run time.
+func discoverSpec(name string, u *config.Upstream) cluster.DiscoverSpec {
+	return cluster.DiscoverSpec{Upstream: name, Resolve: u.Resolve, SRV: u.ResolveSRV, Registry: u.Registry, Resolvers: u.Resolvers}
+}
+
+// withDiscovered lets an upstream that finds servers at run time start
+// with none, and with the servers its running discovery knows now (a
+// reload keeps them, and their state, in the new pool).
+func (s *Server) withDiscovered(name string, u *config.Upstream, pc *proxy.UpstreamConfig) {
+	if !u.Discovers() {
+		return
+	}
+	pc.Dynamic = true
+	if d := s.discoverers[name]; d != nil && d.Matches(discoverSpec(name, u)) {
+		pc.Servers = mergeServers(pc.Servers, d.Servers())
+	}
+}
+
+// mergeServers is the static servers, then the discovered ones not
+// already listed.
+func mergeServers(static []proxy.ServerConfig, found []cluster.Server) []proxy.ServerConfig {
+	out := append([]proxy.ServerConfig(nil), static...)
+	seen := map[string]bool{}
+	for _, sc := range static {
+		seen[sc.Addr] = true
+	}
+	for _, f := range found {
+		if !seen[f.Addr] {
+			seen[f.Addr] = true
+			out = append(out, proxy.ServerConfig{Addr: f.Addr, Weight: max(f.Weight, 1)})
+		}
+	}
+	return out
+}
+
+// commitDiscovery points each upstream's discovery at its pool in rt,
+// starting discovery for upstreams new to it and stopping what rt no
+// longer has. It runs in commit and cannot fail: a discovery that cannot
+// start is logged, and the upstream serves its static servers.
+func (s *Server) commitDiscovery(rt *runtime) {
+	if s.discoverers == nil {
+		s.discoverers = map[string]*cluster.Discoverer{}
+	}
+	for name, d := range s.discoverers {
+		u := rt.cfg.Upstreams[name]
+		if u == nil || !u.Discovers() || !d.Matches(discoverSpec(name, u)) {
+			d.Stop()
+			delete(s.discoverers, name)
+		}
+	}
+	var met *cluster.Metrics
+	if s.cluster != nil {
+		met = s.cluster.Metrics()
+	}
+	for name, u := range rt.cfg.Upstreams {
+		pool := rt.pools[name]
+		if u == nil || !u.Discovers() || pool == nil {
+			continue
+		}
+		d := s.discoverers[name]
+		if d == nil {
+			var err error
+			d, err = cluster.NewDiscoverer(discoverSpec(name, u), s.cluster, s.log, met)
+			if err != nil {
+				s.log.Error("upstream discovery cannot start; the upstream has its static servers only", "upstream", name, "err", err)
+				continue
+			}
+			s.discoverers[name] = d
+		}
+		static := u.ProxyConfig(name).Servers
+		d.Bind(func(found []cluster.Server) {
+			if err := pool.SetServers(mergeServers(static, found)); err != nil {
+				s.log.Warn("discovered servers not used", "upstream", name, "err", err)
+			}
+		})
+	}
+}
+
+func (s *Server) stopDiscovery() {
+	for name, d := range s.discoverers {
+		d.Stop()
+		delete(s.discoverers, name)
 	}
 }

@@ -106,6 +106,7 @@ func (s *Server) compile(cfg *config.Config, prev *runtime) (*runtime, error) {
 	}
 	for name, u := range cfg.Upstreams {
 		pc := u.ProxyConfig(name)
+		s.withDiscovered(name, u, &pc)
 		if err := pc.Validate(); err != nil {
 			fail("upstream."+name, err)
 			continue

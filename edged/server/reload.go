@@ -96,6 +96,7 @@ func (s *Server) commit(p *prepared, old *runtime) {
 		}
 	}
 	s.current.Store(rt)
+	s.commitDiscovery(rt)
 	if p.accessLog != nil {
 		if prevLog := s.accessLog.Swap(p.accessLog); prevLog != nil {
 			prevLog.Close()

@@ -62,6 +62,7 @@ type Server struct {
 	tls           *tlsconf.Manager
 	cluster       *cluster.Cluster // nil without [cluster] (cluster.go)
 	purger        *cluster.Purger
+	discoverers   map[string]*cluster.Discoverer // by upstream; under reloadMu (cluster.go)
 
 	cacheMu   sync.Mutex
 	caches    map[string]*cache.Cache
@@ -324,6 +325,7 @@ func (s *Server) shutdown() {
 	if s.adminSrv != nil {
 		s.adminSrv.Close()
 	}
+	s.stopDiscovery()
 	for _, p := range rt.pools {
 		p.Close()
 	}
