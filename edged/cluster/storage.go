@@ -101,15 +101,37 @@ func (s *Storage) lockKey(name string) string { return s.c.key("certmagic", "loc
 func cleanKey(key string) string { return strings.Trim(path.Clean("/"+key), "/") }
 
 // Store writes value at key.
+//
+// A write that fails while etcd elects a leader is tried again for up to
+// storeRetryFor: a certificate that was ordered but not saved would be
+// ordered again, against the CA's rate limits.
 func (s *Storage) Store(ctx context.Context, key string, value []byte) error {
 	key = cleanKey(key)
-	if err := s.store(ctx, key, value); err != nil {
+	deadline := time.Now().Add(storeRetryFor)
+	wait := 200 * time.Millisecond
+	for {
+		err := s.store(ctx, key, value)
+		if err == nil {
+			break
+		}
 		s.c.noteError("store", err)
-		return fmt.Errorf("storing %s in etcd: %w", key, err)
+		if !isUnavailable(err) || time.Now().After(deadline) || ctx.Err() != nil {
+			return fmt.Errorf("storing %s in etcd: %w", key, err)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("storing %s in etcd: %w", key, err)
+		case <-time.After(wait):
+		}
+		wait = min(wait*2, 2*time.Second)
 	}
 	s.keepLocal(ctx, key, value)
 	return nil
 }
+
+// storeRetryFor bounds the retries of a write (an election takes a few
+// election timeouts).
+const storeRetryFor = 30 * time.Second
 
 func (s *Storage) store(ctx context.Context, key string, value []byte) error {
 	now := time.Now()
@@ -214,6 +236,11 @@ func (s *Storage) Load(ctx context.Context, key string) ([]byte, error) {
 		return s.localLoad(ctx, key)
 	}
 	v, err := s.load(ctx, key)
+	if isUnavailable(err) {
+		// No leader (an election) or no quorum: a member's own copy,
+		// possibly a moment old, beats the local one.
+		v, err = s.loadSerializable(ctx, key)
+	}
 	switch {
 	case err == nil:
 		s.keepLocal(ctx, key, v)
@@ -228,10 +255,18 @@ func (s *Storage) Load(ctx context.Context, key string) ([]byte, error) {
 	return nil, fmt.Errorf("loading %s from etcd: %w", key, err)
 }
 
+func (s *Storage) loadSerializable(ctx context.Context, key string) ([]byte, error) {
+	return s.loadWith(ctx, key, clientv3.WithSerializable())
+}
+
 func (s *Storage) load(ctx context.Context, key string) ([]byte, error) {
+	return s.loadWith(ctx, key)
+}
+
+func (s *Storage) loadWith(ctx context.Context, key string, opts ...clientv3.OpOption) ([]byte, error) {
 	ctx, cancel := s.c.opCtx(ctx)
 	defer cancel()
-	resp, err := s.c.cli.Get(ctx, s.recKey(key))
+	resp, err := s.c.cli.Get(ctx, s.recKey(key), opts...)
 	if err != nil {
 		return nil, err
 	}
@@ -247,7 +282,8 @@ func (s *Storage) load(ctx context.Context, key string) ([]byte, error) {
 	}
 	// The chunks as of the record's revision: a concurrent overwrite
 	// cannot mix generations.
-	cr, err := s.c.cli.Get(ctx, s.chunkPfx(key)+ch.gen+"/", clientv3.WithPrefix(), clientv3.WithRev(resp.Header.Revision), clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend))
+	copts := append([]clientv3.OpOption{clientv3.WithPrefix(), clientv3.WithRev(resp.Header.Revision), clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend)}, opts...)
+	cr, err := s.c.cli.Get(ctx, s.chunkPfx(key)+ch.gen+"/", copts...)
 	if err != nil {
 		return nil, err
 	}
