@@ -5,6 +5,7 @@
 //	edged -t [-config FILE]         check the configuration, like nginx -t
 //	edged status [-config FILE]     print the running server's state
 //	edged purge [-config FILE] URL  remove URL from the caches (-prefix, -all)
+//	edged register -upstream NAME ADDR  register an app server in the cluster
 //
 // Signals: HUP reloads the configuration, TERM and INT drain and stop, USR1
 // reopens the access log.
@@ -39,7 +40,8 @@ const usage = `Usage:
   edged status [-config FILE]       show sites, upstream health and certificates
   edged purge [-config FILE] URL    remove one URL (all variants) from the caches
   edged purge -prefix URL           remove everything under a URL prefix
-  edged purge -all                  empty the caches
+  edged purge -all                  empty the caches (with [cluster]: on every node)
+  edged register -upstream NAME ADDR  keep ADDR registered in the cluster's etcd
   edged -version                    print the version
 
 Signals: SIGHUP reloads the configuration (systemctl reload edged), SIGTERM
@@ -56,6 +58,8 @@ func main() {
 			os.Exit(statusCmd(os.Args[2:]))
 		case "purge":
 			os.Exit(purgeCmd(os.Args[2:]))
+		case "register":
+			os.Exit(registerCmd(os.Args[2:]))
 		}
 	}
 	fs := flag.NewFlagSet("edged", flag.ExitOnError)
