@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func writeFiles(t *testing.T, dir string, files map[string]string) {
@@ -159,5 +160,18 @@ retries = -1
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("missing %q in\n%v", want, err)
 		}
+	}
+}
+
+// TestHealthTimeoutDefaultFollowsInterval: a short interval with no
+// timeout is not an error; a timeout written longer than the interval is.
+func TestHealthTimeoutDefaultFollowsInterval(t *testing.T) {
+	site := "[[site]]\n[[site.route]]\npath = \"/\"\nupstream = \"a\"\n"
+	c, err := Parse("edged.toml", []byte(site+"[upstream.a]\nservers = [\"127.0.0.1:1\"]\nhealth = { tcp = true, interval = \"1s\" }\n"))
+	if err != nil || c.Upstreams["a"].Health.Timeout.D() != time.Second {
+		t.Fatalf("%v", err)
+	}
+	if _, err := Parse("edged.toml", []byte(site+"[upstream.a]\nservers = [\"127.0.0.1:1\"]\nhealth = { path = \"/h\", interval = \"1s\", timeout = \"3s\" }\n")); err == nil || !strings.Contains(err.Error(), "upstream.a.health.timeout") {
+		t.Fatalf("%v", err)
 	}
 }

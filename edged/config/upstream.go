@@ -79,7 +79,8 @@ func (u *Upstream) applyDefaults() {
 	h := &u.Health
 	if h.Path != "" || h.TCP {
 		setDur(&h.Interval, h.Interval != 0, proxy.DefaultHealthInterval)
-		setDur(&h.Timeout, h.Timeout != 0, proxy.DefaultHealthTimeout)
+		// The default timeout never exceeds the interval the user chose.
+		setDur(&h.Timeout, h.Timeout != 0, min(proxy.DefaultHealthTimeout, h.Interval.D()))
 		if h.Rise == 0 {
 			h.Rise = proxy.DefaultHealthRise
 		}
