@@ -87,7 +87,7 @@ type Server struct {
 
 	// TrustedProxies lists the CIDRs whose X-Forwarded-* and Forwarded
 	// headers are believed. Default: none.
-	TrustedProxies []string `toml:"trusted_proxies"`
+	TrustedProxies []tomlconf.Prefix `toml:"trusted_proxies"`
 	// RequestIDHeader is set on every request (kept from trusted proxies)
 	// and echoed on the response. Default "X-Request-ID"; "-" disables it.
 	RequestIDHeader string `toml:"request_id_header"`

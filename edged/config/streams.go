@@ -19,7 +19,7 @@ import (
 type ProxyProtocol struct {
 	// From lists the senders (addresses or CIDRs). A connection from one
 	// of them must open with a PROXY header; any other peer is refused.
-	From []string `toml:"from"`
+	From []tomlconf.Prefix `toml:"from"`
 	// Listeners names the listeners that take the header: "http",
 	// "https". Default both, once From is set.
 	Listeners []string          `toml:"listeners"`
@@ -36,16 +36,8 @@ func (p *ProxyProtocol) Enabled(kind string) bool {
 	return false
 }
 
-// Trusted is From parsed (validated already).
-func (p *ProxyProtocol) Trusted() []netip.Prefix {
-	var out []netip.Prefix
-	for _, s := range p.From {
-		if pfx, err := ParsePrefix(s); err == nil {
-			out = append(out, pfx)
-		}
-	}
-	return out
-}
+// Trusted is From as the proxyproto package takes it.
+func (p *ProxyProtocol) Trusted() []netip.Prefix { return tomlconf.Prefixes(p.From) }
 
 // Stream is one [[stream]]: a TCP listener joined to an upstream pool,
 // optionally terminating TLS, and for mail ports speaking STARTTLS.
@@ -105,11 +97,6 @@ func (c *Config) applyStreamDefaults() {
 
 func (c *Config) validateStreams(bad func(string, string, ...any)) {
 	pp := c.Server.ProxyProtocol
-	for i, s := range pp.From {
-		if _, err := ParsePrefix(s); err != nil {
-			bad(fmt.Sprintf("server.proxy_protocol.from[%d]", i), "%v", err)
-		}
-	}
 	for i, l := range pp.Listeners {
 		if l != "http" && l != "https" {
 			bad(fmt.Sprintf("server.proxy_protocol.listeners[%d]", i), "%q: want \"http\" or \"https\" (a [[stream]] says proxy_protocol = true)", l)

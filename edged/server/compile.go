@@ -85,13 +85,7 @@ func (s *Server) compile(cfg *config.Config, prev *runtime) (*runtime, error) {
 	if cfg.Server.RequestIDHeader != "-" {
 		rt.requestID = http.CanonicalHeaderKey(cfg.Server.RequestIDHeader)
 	}
-	for _, p := range cfg.Server.TrustedProxies {
-		pfx, err := config.ParsePrefix(p)
-		if err != nil {
-			return nil, err
-		}
-		rt.trusted = append(rt.trusted, pfx)
-	}
+	rt.trusted = tomlconf.Prefixes(cfg.Server.TrustedProxies)
 	rt.connLimits = connlimit.Limits{Max: cfg.Server.MaxConnections, PerIP: cfg.Server.MaxConnectionsPerIP, Exempt: rt.trusted}
 	var errs tomlconf.Errors
 	fail := func(key string, err error) {

@@ -60,15 +60,25 @@ func (d *decoder) value(p toml.Primitive, v reflect.Value, key string) {
 		if d.table(p, e.Elem(), key) {
 			v.Set(e)
 		}
-	case t.Kind() == reflect.Slice && isTable(t.Elem()):
+	case t.Kind() == reflect.Slice && t.Elem().Kind() != reflect.Uint8:
+		// Element by element, so that a bad element is named: hosts[2].
 		var raw any
 		if err := d.md.PrimitiveDecode(p, &raw); err != nil {
 			d.fail(key, err)
 			return
 		}
-		if _, ok := raw.([]map[string]any); !ok {
-			if list, ok := raw.([]any); !ok || !allTables(list) {
-				d.fail(key, fmt.Errorf("want an array of tables ([[%s]] or [{ ... }]), not %s", lastPart(key), tomlType(raw)))
+		if isTable(t.Elem()) {
+			if _, ok := raw.([]map[string]any); !ok {
+				if list, ok := raw.([]any); !ok || !allTables(list) {
+					d.fail(key, fmt.Errorf("want an array of tables ([[%s]] or [{ ... }]), not %s", lastPart(key), tomlType(raw)))
+					return
+				}
+			}
+		} else {
+			switch raw.(type) {
+			case []any, []map[string]any:
+			default:
+				d.fail(key, fmt.Errorf("want an array, not %s", tomlType(raw)))
 				return
 			}
 		}

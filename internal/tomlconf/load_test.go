@@ -96,6 +96,8 @@ func TestDecodeErrorsNameFileLineKey(t *testing.T) {
 		{"table where a value goes", "[server]\n[server.workers]\n", "edged.toml:2: server.workers: incompatible types"},
 		{"value where a table goes", "server = 5\n", "edged.toml:1: server: want a table, not an integer"},
 		{"value where tables go", "site = [1, 2]\n", "edged.toml:1: site: want an array of tables"},
+		{"bad element", "[[site]]\nhosts = [\"a\", 2, \"c\"]\n", "edged.toml:2: site[0].hosts[1]: incompatible types"},
+		{"string where an array goes", "[[site]]\nhosts = \"a\"\n", "edged.toml:2: site[0].hosts: want an array, not a string"},
 		{"case matters", "[Server]\nhttp = []\n", "edged.toml:1: Server: unknown key"},
 		{"not UTF-8", "[server]\nhttp = [\"\xff\"]\n", "edged.toml:2: not UTF-8 text"},
 	}
@@ -204,5 +206,33 @@ func TestReadFileRefusesWhatIsNotAConfigFile(t *testing.T) {
 	}
 	if b, err := ReadFile(link); err != nil || string(b) != "[server]\n" {
 		t.Errorf("a symlink to a regular file: %q, %v", b, err)
+	}
+}
+
+type inlineEntry struct{ Addr string }
+
+func (e *inlineEntry) UnmarshalTOML(v any) error {
+	switch x := v.(type) {
+	case string:
+		e.Addr = x
+	case map[string]any:
+		e.Addr, _ = x["addr"].(string)
+	default:
+		return errors.New("want a string or a table")
+	}
+	return nil
+}
+
+// TestArraysOfInlineTables: an array of inline tables decodes into custom
+// elements, each with its own index on error.
+func TestArraysOfInlineTables(t *testing.T) {
+	var c struct {
+		Servers []inlineEntry `toml:"servers"`
+	}
+	if _, err := Decode("x.toml", []byte("servers = [{ addr = \"a\" }, { addr = \"b\" }]\n"), &c); err != nil || len(c.Servers) != 2 || c.Servers[1].Addr != "b" {
+		t.Fatalf("%v %+v", err, c)
+	}
+	if _, err := Decode("x.toml", []byte("servers = [\"a\", 5]\n"), &c); err == nil || !strings.Contains(err.Error(), "x.toml:1: servers[1]: want a string or a table") {
+		t.Fatalf("%v", err)
 	}
 }

@@ -3,6 +3,7 @@ package tomlconf
 import (
 	"fmt"
 	"math"
+	"net/netip"
 	"strconv"
 	"strings"
 	"time"
@@ -124,3 +125,49 @@ func (d *Duration) UnmarshalTOML(v any) error {
 func (d Duration) D() time.Duration { return time.Duration(d) }
 
 func (d Duration) String() string { return time.Duration(d).String() }
+
+// Prefix is an address range written as a CIDR ("10.0.0.0/8") or a single
+// address ("192.0.2.7", "::1"), decoded once, with its line on error.
+type Prefix netip.Prefix
+
+// ParsePrefix accepts a CIDR (masked to its network) or a single address.
+func ParsePrefix(s string) (netip.Prefix, error) {
+	if p, err := netip.ParsePrefix(s); err == nil {
+		return p.Masked(), nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("%q: want an address or CIDR such as 10.0.0.0/8", s)
+	}
+	a = a.Unmap()
+	return netip.PrefixFrom(a, a.BitLen()), nil
+}
+
+// UnmarshalTOML accepts a string.
+func (p *Prefix) UnmarshalTOML(v any) error {
+	s, ok := v.(string)
+	if !ok {
+		return fmt.Errorf("%v: want an address or CIDR string such as \"10.0.0.0/8\"", v)
+	}
+	pfx, err := ParsePrefix(s)
+	if err != nil {
+		return err
+	}
+	*p = Prefix(pfx)
+	return nil
+}
+
+// String is the prefix as written by netip.
+func (p Prefix) String() string { return netip.Prefix(p).String() }
+
+// Prefixes converts a decoded list for the packages that use it.
+func Prefixes(ps []Prefix) []netip.Prefix {
+	if len(ps) == 0 {
+		return nil
+	}
+	out := make([]netip.Prefix, len(ps))
+	for i, p := range ps {
+		out[i] = netip.Prefix(p)
+	}
+	return out
+}
