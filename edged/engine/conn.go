@@ -9,7 +9,9 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"runtime"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -45,16 +47,14 @@ type conn struct {
 	bw    *bufio.Writer // nil while idle
 	out   connWriter
 
-	ctx    context.Context // connection context: server values, reqinfo
-	cancel context.CancelFunc
-	info   reqinfo.Info
+	// a holds what only a connection with a goroutine needs; nil while
+	// parked.
+	a *active
 	// rctx is the current request's context; another goroutine (Close)
 	// may cancel it.
 	rctx atomic.Pointer[reqCtx]
 
-	wire               httpwire.Request
 	headStart, headEnd int // the current request's head in rbuf
-	resp               response
 
 	readDL, writeDL time.Time // deadlines set on rwc
 	userDL          bool      // the handler set deadlines itself
@@ -66,10 +66,16 @@ type conn struct {
 	continueSent    bool
 	bodyBroken      bool // the request body could not be read to its end
 	watchDone       chan struct{}
+
+	// Parking (park.go): fd is the TCP descriptor (-1 until known);
+	// parked, inEpoll and parkSeq are guarded by the parker's mutex.
+	fd              int
+	parked, inEpoll bool
+	parkSeq         uint32
 }
 
 func newConn(s *Server, rwc net.Conn) *conn {
-	c := &conn{s: s, rwc: rwc, remoteAddr: rwc.RemoteAddr().String()}
+	c := &conn{s: s, rwc: rwc, remoteAddr: rwc.RemoteAddr().String(), fd: -1}
 	c.out.c = c
 	if t, ok := rwc.(*tls.Conn); ok {
 		c.tls = t
@@ -77,12 +83,55 @@ func newConn(s *Server, rwc net.Conn) *conn {
 		c.tcp = tcp
 		c.raw, _ = tcp.SyscallConn()
 	}
-	ctx := context.WithValue(s.baseCtx, http.LocalAddrContextKey, rwc.LocalAddr())
-	ctx = reqinfo.NewContext(ctx, &c.info)
-	c.ctx, c.cancel = context.WithCancel(ctx)
-	c.resp.c = c
-	c.resp.header = make(http.Header, 8)
 	return c
+}
+
+// active is the part of a connection that only one being served needs:
+// a parked connection gives it back to a pool, which keeps an idle
+// connection small (its reqinfo record, parsed head, response writer and
+// header map, and the context holding the record).
+type active struct {
+	info reqinfo.Info
+	wire httpwire.Request
+	resp response
+	ctx  context.Context // server values and info
+}
+
+var activePool = sync.Pool{New: func() any {
+	a := new(active)
+	a.resp.header = make(http.Header, 8)
+	return a
+}}
+
+// activate gives c its active part.
+func (c *conn) activate() {
+	if c.a != nil {
+		return
+	}
+	a := activePool.Get().(*active)
+	a.resp.c = c
+	ctx := context.WithValue(c.s.baseCtx, http.LocalAddrContextKey, c.rwc.LocalAddr())
+	a.ctx = reqinfo.NewContext(ctx, &a.info)
+	c.a = a
+}
+
+// deactivate returns c's active part to the pool.
+func (c *conn) deactivate() {
+	a := c.a
+	if a == nil {
+		return
+	}
+	c.a = nil
+	c.rctx.Store(nil)
+	a.info.Reset()
+	a.wire = httpwire.Request{Fields: a.wire.Fields[:0]}
+	if cap(a.wire.Fields) > 64 {
+		a.wire.Fields = nil
+	}
+	clear(a.resp.header)
+	a.resp = response{header: a.resp.header}
+	a.ctx = nil
+	activePool.Put(a)
 }
 
 // unwrapTCP finds the *net.TCPConn under listener wrappers that expose it
@@ -115,28 +164,50 @@ func (c *conn) setState(st http.ConnState) {
 	}
 }
 
-// serve runs the connection until it closes or is handed over.
+// serve runs the connection until it closes, is handed over or parked.
 func (c *conn) serve() {
-	defer c.end()
 	if c.tls != nil {
 		if !c.handshake() {
+			c.end()
 			return
 		}
 		if c.tlsState.NegotiatedProtocol == "h2" {
+			defer c.end()
 			c.serveH2(c.rwc)
 			return
 		}
 	}
+	c.loop()
+}
+
+// loop serves requests; a parked connection's goroutine returns from it
+// and a new one enters it when the connection is readable again.
+func (c *conn) loop() {
+	parked := false
+	defer func() {
+		if !parked {
+			c.end()
+		}
+	}()
 	for {
 		if c.r == c.w {
 			c.release()
-			if c.served > 0 {
+			if c.served > 0 && http.ConnState(c.state.Load()) != http.StateIdle {
 				c.setState(http.StateIdle)
 			}
-			if !c.awaitRequest() {
+			ok, park := c.awaitRequest()
+			if park {
+				if p := c.s.parker(); p != nil && p.park(c) {
+					parked = true
+					return
+				}
+				continue
+			}
+			if !ok {
 				return
 			}
 		}
+		c.activate()
 		if c.s.o.H2C && c.served == 0 {
 			if h2, ok := c.priorKnowledge(); !ok {
 				return
@@ -186,7 +257,7 @@ func (c *conn) handshake() bool {
 func (c *conn) end() {
 	if c.hijacked {
 		c.releaseBuffers()
-		c.cancel()
+		c.a = nil // the handler may still hold the writer: not reused
 		c.s.forget(c)
 		return
 	}
@@ -206,7 +277,7 @@ func (c *conn) end() {
 	}
 	c.rwc.Close()
 	c.releaseBuffers()
-	c.cancel()
+	c.deactivate()
 	c.setState(http.StateClosed)
 	c.s.forget(c)
 }
@@ -242,19 +313,29 @@ func (c *conn) acquire() {
 }
 
 // awaitRequest waits for the next request's first bytes, up to the idle
-// timeout. On plain TCP the read is made inside the poller's readiness
+// timeout; park says the connection has waited parkAfter and should be
+// parked. On plain TCP the read is made inside the poller's readiness
 // callback with a buffer taken from the pool for that syscall only, so a
 // waiting connection holds no buffer, and a read is attempted before
 // every wait, so no readiness edge is missed.
-func (c *conn) awaitRequest() bool {
-	c.setReadDeadline(c.s.o.IdleTimeout)
+func (c *conn) awaitRequest() (ok, park bool) {
+	idle := c.s.o.IdleTimeout
 	if c.raw == nil || c.served == 0 {
 		// A connection's first read goes through its wrappers, which may
 		// hold bytes read ahead (a PROXY protocol header's reader).
+		c.setReadDeadline(idle)
 		c.acquire()
 		n, err := c.rwc.Read(c.rbuf)
 		c.w = n
-		return n > 0 || err == nil
+		return n > 0 || err == nil, false
+	}
+	canPark := !c.s.closing.Load() && (idle <= 0 || idle > 10*c.s.o.parkAfter)
+	if canPark {
+		// When exactly a connection parks does not matter: a wide window
+		// keeps busy connections from moving their timer per request.
+		c.setReadDeadlineSlack(c.s.o.parkAfter, 4*c.s.o.parkAfter)
+	} else {
+		c.setReadDeadline(idle)
 	}
 	var n int
 	var rerr error
@@ -276,20 +357,23 @@ func (c *conn) awaitRequest() bool {
 		}
 		return true
 	})
-	if err != nil || rerr != nil || n <= 0 {
-		return false
+	if err != nil {
+		return false, canPark && errors.Is(err, os.ErrDeadlineExceeded)
+	}
+	if rerr != nil || n <= 0 {
+		return false, false
 	}
 	c.r, c.w = 0, n
 	c.acquire()
-	return true
+	return true, false
 }
 
 // readHead reads until the buffer holds a complete request head and
-// parses it into c.wire; the head's bytes are c.rbuf[c.r-len:c.r] after.
+// parses it into c.a.wire; the head's bytes are c.rbuf[c.r-len:c.r] after.
 func (c *conn) readHead() error {
 	deadlineSet := false
 	for {
-		n, err := httpwire.ParseRequest(c.rbuf[c.r:c.w], &c.wire)
+		n, err := httpwire.ParseRequest(c.rbuf[c.r:c.w], &c.a.wire)
 		if err == nil && n > c.s.o.MaxHeaderBytes {
 			return errHeadTooLarge
 		}
@@ -453,11 +537,14 @@ var aLongTimeAgo = time.Unix(1, 0)
 // setReadDeadline keeps the read deadline between d and 1.1·d from now
 // without touching the connection's timer at every request: a deadline
 // already in that window stays.
-func (c *conn) setReadDeadline(d time.Duration) {
+func (c *conn) setReadDeadline(d time.Duration) { c.setReadDeadlineSlack(d, d/10) }
+
+// setReadDeadlineSlack keeps the read deadline in [now+d, now+d+slack].
+func (c *conn) setReadDeadlineSlack(d, slack time.Duration) {
 	if c.userDL {
 		return
 	}
-	dl := c.deadline(d, c.s.o.ReadTimeout, c.readDL)
+	dl := c.deadline(d, slack, c.s.o.ReadTimeout, c.readDL)
 	if !dl.Equal(c.readDL) {
 		c.readDL = dl
 		c.rwc.SetReadDeadline(dl)
@@ -468,25 +555,25 @@ func (c *conn) setWriteDeadline(d time.Duration) {
 	if c.userDL {
 		return
 	}
-	dl := c.deadline(d, c.s.o.WriteTimeout, c.writeDL)
+	dl := c.deadline(d, d/10, c.s.o.WriteTimeout, c.writeDL)
 	if !dl.Equal(c.writeDL) {
 		c.writeDL = dl
 		c.rwc.SetWriteDeadline(dl)
 	}
 }
 
-// deadline returns cur if it lies in [now+d, now+1.1d], otherwise a new
-// one in the middle of that window; a whole-exchange limit (read_timeout,
-// write_timeout) caps it.
-func (c *conn) deadline(d, whole time.Duration, cur time.Time) time.Time {
+// deadline returns cur if it lies in [now+d, now+d+slack], otherwise a
+// new one in the middle of that window; a whole-exchange limit
+// (read_timeout, write_timeout) caps it.
+func (c *conn) deadline(d, slack, whole time.Duration, cur time.Time) time.Time {
 	var want time.Time
 	if d > 0 {
 		now := time.Now()
 		lo := now.Add(d)
-		if !cur.Before(lo) && !cur.After(lo.Add(d/10)) {
+		if !cur.Before(lo) && !cur.After(lo.Add(slack)) {
 			want = cur
 		} else {
-			want = lo.Add(d / 20)
+			want = lo.Add(slack / 2)
 		}
 	}
 	if whole > 0 && !c.reqStart.IsZero() {

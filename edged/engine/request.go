@@ -17,8 +17,8 @@ import (
 // handler and completes the response.
 func (c *conn) serveRequest() {
 	c.reqStart = time.Now()
-	c.info.Reset()
-	if c.wire.ExpectOther {
+	c.a.info.Reset()
+	if c.a.wire.ExpectOther {
 		c.refuse(errExpectation)
 		return
 	}
@@ -27,8 +27,8 @@ func (c *conn) serveRequest() {
 		c.refuse(err)
 		return
 	}
-	c.closeAfter = c.wire.Close
-	c.resp.reset(r)
+	c.closeAfter = c.a.wire.Close
+	c.a.resp.reset(r)
 	rctx := c.rctx.Load()
 	if r.Body == http.NoBody {
 		rctx.allowWatch()
@@ -40,20 +40,20 @@ func (c *conn) serveRequest() {
 				if p != http.ErrAbortHandler {
 					c.s.o.Log.Error("handler panicked; closing the connection", "client", c.remoteAddr, "method", r.Method, "uri", r.RequestURI, "panic", p, "stack", string(stack()))
 				}
-				c.resp.aborted = true
+				c.a.resp.aborted = true
 			}
 		}()
-		c.s.o.Handler.ServeHTTP(&c.resp, r)
+		c.s.o.Handler.ServeHTTP(&c.a.resp, r)
 	}()
 	rctx.stopWatch()
 	rctx.cancel(context.Canceled)
 	if c.hijacked {
 		return
 	}
-	if c.resp.aborted {
-		c.resp.abort()
+	if c.a.resp.aborted {
+		c.a.resp.abort()
 	} else {
-		c.resp.finish()
+		c.a.resp.finish()
 	}
 	if b, ok := r.Body.(*body); ok {
 		b.finish()
@@ -67,11 +67,11 @@ func (c *conn) serveRequest() {
 	}
 }
 
-// newRequest builds the request from c.wire: one string holds the whole
+// newRequest builds the request from c.a.wire: one string holds the whole
 // head, and the method, target, field names and values are substrings
 // of it.
 func (c *conn) newRequest() (*http.Request, error) {
-	w := &c.wire
+	w := &c.a.wire
 	raw := c.rbuf[c.headStart:c.w]
 	head := string(c.rbuf[c.headStart:c.headEnd])
 	sub := func(b []byte) string {
@@ -79,7 +79,7 @@ func (c *conn) newRequest() (*http.Request, error) {
 		return head[off : off+len(b)]
 	}
 	target := sub(w.Target)
-	rctx := &reqCtx{parent: c.ctx, c: c}
+	rctx := &reqCtx{parent: c.a.ctx, c: c}
 	c.rctx.Store(rctx)
 	r := (&zeroRequest).WithContext(rctx) // the one allocation of the request itself
 	r.Method = sub(w.Method)
@@ -219,7 +219,7 @@ func (b *body) Read(p []byte) (int, error) {
 			c.rctx.Load().allowWatch()
 		}
 	}
-	c.info.BytesIn += int64(n)
+	c.a.info.BytesIn += int64(n)
 	return n, err
 }
 
@@ -349,7 +349,7 @@ var continueLine = []byte("HTTP/1.1 100 Continue\r\n\r\n")
 // and only if no final response has begun.
 func (c *conn) sendContinue() {
 	c.continueSent = true
-	if c.resp.committed {
+	if c.a.resp.committed {
 		return
 	}
 	c.bw.Write(continueLine)

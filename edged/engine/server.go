@@ -47,6 +47,8 @@ type Options struct {
 	// DrainQuiet is how long Shutdown lets an idle connection stay open
 	// in case a request is already on its way. Default 500ms.
 	DrainQuiet time.Duration
+
+	parkAfter time.Duration // tests; default parkAfter
 }
 
 // Server serves HTTP/1.1 (and HTTP/2 through ALPN or prior knowledge) on
@@ -64,6 +66,8 @@ type Server struct {
 	date     dateCache
 	baseCtx  context.Context
 	cancelFn context.CancelFunc
+	park     atomic.Pointer[parker] // park.go; nil until a connection is first parked
+	parkOnce sync.Once
 }
 
 // ErrServerClosed is what Serve returns after Shutdown or Close.
@@ -78,6 +82,9 @@ func New(o Options) *Server {
 	}
 	if o.DrainQuiet <= 0 {
 		o.DrainQuiet = 500 * time.Millisecond
+	}
+	if o.parkAfter <= 0 {
+		o.parkAfter = parkAfter
 	}
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
@@ -209,25 +216,46 @@ func (s *Server) closeQuiet() int {
 	now := time.Now().UnixNano()
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	var parked []*conn
 	for c := range s.conns {
 		if http.ConnState(c.state.Load()) == http.StateIdle && now-c.since.Load() >= int64(s.o.DrainQuiet) {
-			c.rwc.Close()
+			if s.park.Load().take(c) {
+				parked = append(parked, c)
+			} else {
+				c.rwc.Close()
+			}
 		}
 	}
-	return len(s.conns)
+	n := len(s.conns)
+	s.mu.Unlock()
+	for _, c := range parked {
+		c.closeParked() // forgets c: takes mu
+		n--
+	}
+	s.mu.Lock()
+	return n
 }
 
 // Close closes the listeners and every connection at once.
 func (s *Server) Close() error {
 	s.closeListeners()
 	s.mu.Lock()
+	var parked []*conn
 	for c := range s.conns {
+		if s.park.Load().take(c) {
+			parked = append(parked, c)
+			continue
+		}
 		c.rwc.Close()
 		if x := c.rctx.Load(); x != nil {
 			x.cancel(context.Canceled)
 		}
 	}
 	s.mu.Unlock()
+	for _, c := range parked {
+		c.closeParked()
+	}
+	s.park.Load().stop()
 	s.cancelFn()
 	return nil
 }
