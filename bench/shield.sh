@@ -179,18 +179,32 @@ for label in edged nginx; do
 done
 slow_summary=$BENCH_TMP/slow-summary
 : >"$slow_summary"
+# with_slow LABEL ROUND: the fast run while the slow clients are connected.
+with_slow() {
+	"$BENCH_TMP/slowclients" -addr "127.0.0.1:${port[$1]}" -uploaders 8 -upload-size 65536 \
+		-upload-rate 1024 -readers 4 -read-path /big -read-rate 20480 -duration "${slowsecs}s" \
+		>"$BENCH_TMP/slow.out" 2>&1 &
+	local slow=$!
+	sleep "$settle" # the slow clients take their places
+	measure slow "$1" "$2"
+	kill -TERM "$slow" 2>/dev/null || true
+	wait "$slow" || true
+	echo "$1 round $2: $(cat "$BENCH_TMP/slow.out")" >>"$slow_summary"
+}
+# The order alternates (alone then slow, then slow then alone; edged then
+# nginx, then nginx then edged), so that load from elsewhere that rises or
+# falls during the run does not favour one phase or one server.
 for ((r = 1; r <= rounds; r++)); do
-	for label in edged nginx; do
-		measure alone "$label" "$r"
-		"$BENCH_TMP/slowclients" -addr "127.0.0.1:${port[$label]}" -uploaders 8 -upload-size 65536 \
-			-upload-rate 1024 -readers 4 -read-path /big -read-rate 20480 -duration "${slowsecs}s" \
-			>"$BENCH_TMP/slow.out" 2>&1 &
-		slow=$!
-		sleep "$settle" # the slow clients take their places
-		measure slow "$label" "$r"
-		kill -TERM "$slow" 2>/dev/null || true
-		wait "$slow" || true
-		echo "$label round $r: $(cat "$BENCH_TMP/slow.out")" >>"$slow_summary"
+	order="edged nginx"
+	[ $((r % 2)) = 0 ] && order="nginx edged"
+	for label in $order; do
+		if [ $((r % 2)) = 1 ]; then
+			measure alone "$label" "$r"
+			with_slow "$label" "$r"
+		else
+			with_slow "$label" "$r"
+			measure alone "$label" "$r"
+		fi
 	done
 done
 
