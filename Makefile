@@ -128,9 +128,11 @@ DEPS_PKG   := systemd cpio lintian rpm rpmlint mandoc
 DEPS_VM    := qemu-system-x86 qemu-utils mmdebstrap e2fsprogs busybox-static kmod
 DEPS_TLS   := testssl.sh
 DEPS := $(DEPS_TEST) $(DEPS_CLUSTER) $(DEPS_BENCH) $(DEPS_PKG) $(DEPS_VM) $(DEPS_TLS)
+# On a shared machine another apt may hold dpkg's lock: wait for it.
+APT := apt-get -o DPkg::Lock::Timeout=600
 deps:
-	apt-get update
-	DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $(DEPS)
+	$(APT) update
+	DEBIAN_FRONTEND=noninteractive $(APT) install -y --no-install-recommends $(DEPS)
 
 clean:
 	rm -rf $(BIN) dist
