@@ -5,21 +5,15 @@ import (
 	"net/http"
 	"sync"
 	"unsafe"
-
-	"golang.org/x/net/http2"
 )
 
-// serveH2 hands the connection to x/net/http2 with the same handler. The
+// serveH2 hands the connection to edged/h2 with the same handler. The
 // connection counts as busy for Shutdown until the HTTP/2 server returns;
 // Shutdown's GOAWAY makes it finish its streams and close.
 func (c *conn) serveH2(nc net.Conn) {
 	c.releaseBuffers()
 	c.setState(http.StateActive)
-	c.s.h2.ServeConn(nc, &http2.ServeConnOpts{
-		Context:    c.s.baseCtx,
-		BaseConfig: c.s.h2base,
-		Handler:    c.s.o.Handler,
-	})
+	c.s.h2.ServeConn(nc, c.tlsState)
 }
 
 var copyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -12,7 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"golang.org/x/net/http2"
+	"github.com/edgeapp/edgeapp/edged/h2"
 )
 
 // Options configure a Server. Zero durations mean no timeout.
@@ -55,8 +56,7 @@ type Options struct {
 // the listeners given to Serve, with one goroutine per connection.
 type Server struct {
 	o        Options
-	h2       *http2.Server
-	h2base   *http.Server
+	h2       *h2.Server
 	bufs     *bufPools
 	mu       sync.Mutex
 	lns      map[net.Listener]struct{}
@@ -92,18 +92,16 @@ func New(o Options) *Server {
 	s := &Server{o: o, lns: map[net.Listener]struct{}{}, conns: map[*conn]struct{}{}}
 	s.bufs = newBufPools(o.MaxHeaderBytes)
 	s.baseCtx, s.cancelFn = context.WithCancel(context.Background())
-	s.h2base = &http.Server{
+	s.h2 = h2.New(h2.Options{
 		Handler:           o.Handler,
-		ReadHeaderTimeout: o.ReadHeaderTimeout,
+		BaseContext:       s.baseCtx,
+		PrefaceTimeout:    cmp.Or(o.ReadHeaderTimeout, o.IdleTimeout),
 		IdleTimeout:       o.IdleTimeout,
+		ClientBodyTimeout: o.ClientBodyTimeout,
+		SendTimeout:       o.SendTimeout,
 		MaxHeaderBytes:    o.MaxHeaderBytes,
-		ConnState:         o.ConnState,
-		ErrorLog:          slog.NewLogLogger(o.Log.Handler(), slog.LevelDebug),
-	}
-	s.h2 = &http2.Server{IdleTimeout: o.IdleTimeout}
-	// Registers the HTTP/2 server's graceful shutdown (GOAWAY) with
-	// h2base, which Shutdown calls; h2base itself never listens.
-	_ = http2.ConfigureServer(s.h2base, s.h2)
+		Log:               o.Log,
+	})
 	return s
 }
 
@@ -193,7 +191,7 @@ func (s *Server) closeListeners() {
 // connections are closed and ctx's error returned.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.closeListeners()
-	go s.h2base.Shutdown(ctx) // GOAWAY on HTTP/2 connections
+	s.h2.Shutdown() // GOAWAY on HTTP/2 connections
 	t := time.NewTicker(10 * time.Millisecond)
 	defer t.Stop()
 	for {
