@@ -85,7 +85,11 @@ func newConn(s *Server, nc net.Conn, st *tls.ConnectionState) *conn {
 	c.br = bufio.NewReaderSize(nc, 4096)
 	c.fr = http2.NewFramer(outWriter{c}, c.br)
 	c.fr.SetMaxReadFrameSize(maxFrameSize)
-	c.fr.MaxHeaderListSize = uint32(s.o.MaxHeaderBytes)
+	// Header lists up to MaxHeaderBytes are served, larger ones up to
+	// twice that answered 431 (SETTINGS_MAX_HEADER_LIST_SIZE is not
+	// sent: a client that knew it would fail the request itself, with
+	// no answer to show); beyond that the Framer stops decoding.
+	c.fr.MaxHeaderListSize = uint32(2 * s.o.MaxHeaderBytes)
 	c.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
 	c.henc = hpack.NewEncoder(&c.hbuf)
 	return c
@@ -126,7 +130,6 @@ func (c *conn) serve() {
 	c.fr.WriteSettings(
 		http2.Setting{ID: http2.SettingMaxConcurrentStreams, Val: c.s.o.MaxConcurrentStreams},
 		http2.Setting{ID: http2.SettingInitialWindowSize, Val: streamWindow},
-		http2.Setting{ID: http2.SettingMaxHeaderListSize, Val: uint32(c.s.o.MaxHeaderBytes)},
 	)
 	c.fr.WriteWindowUpdate(0, connWindow-65535)
 	c.recvWindow = connWindow

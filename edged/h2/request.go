@@ -66,7 +66,7 @@ func (c *conn) processHeaders(f *http2.MetaHeadersFrame) error {
 	st.resp.header = make(http.Header, 8)
 	var r *http.Request
 	h := c.s.o.Handler
-	if f.Truncated {
+	if f.Truncated || headerListSize(f) > c.s.o.MaxHeaderBytes {
 		h = http.HandlerFunc(headerTooLarge)
 		r = &http.Request{Method: "GET", URL: &url.URL{Path: "/"}, Proto: "HTTP/2.0", ProtoMajor: 2, Header: http.Header{}, Body: http.NoBody, RemoteAddr: c.remote}
 		r = r.WithContext(&st.ctx)
@@ -241,6 +241,15 @@ func (c *conn) newRequest(st *stream, f *http2.MetaHeadersFrame) (*http.Request,
 	}
 	st.resp.isHead = method == http.MethodHead
 	return r.WithContext(&st.ctx), nil
+}
+
+// headerListSize is the size of a header list as RFC 9113 6.5.2 counts it.
+func headerListSize(f *http2.MetaHeadersFrame) int {
+	n := 0
+	for _, hf := range f.Fields {
+		n += int(hf.Size())
+	}
+	return n
 }
 
 func validMethod(m string) bool {

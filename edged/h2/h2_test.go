@@ -1,0 +1,372 @@
+package h2
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"golang.org/x/net/http2"
+
+	"github.com/edgeapp/edgeapp/edged/reqinfo"
+)
+
+// testServer serves h on a loopback TLS listener with ALPN h2 and returns
+// an HTTP/2 client for it.
+func testServer(t *testing.T, o Options, h http.Handler) (*Server, *http.Client, string) {
+	t.Helper()
+	o.Handler = h
+	s := New(o)
+	// httptest provides the certificate and a client that trusts it; its
+	// own server never gets a connection.
+	ts := httptest.NewUnstartedServer(nil)
+	ts.EnableHTTP2 = true
+	ts.StartTLS()
+	tlsConf := ts.TLS.Clone()
+	tlsConf.NextProtos = []string{"h2"}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	go func() {
+		for {
+			nc, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				tc := tls.Server(nc, tlsConf)
+				if tc.Handshake() != nil {
+					nc.Close()
+					return
+				}
+				st := tc.ConnectionState()
+				s.ServeConn(tc, &st)
+				tc.Close()
+			}()
+		}
+	}()
+	tr := &http2.Transport{TLSClientConfig: ts.Client().Transport.(*http.Transport).TLSClientConfig.Clone()}
+	tr.TLSClientConfig.NextProtos = []string{"h2"}
+	t.Cleanup(func() {
+		tr.CloseIdleConnections()
+		ln.Close()
+		s.Shutdown()
+		wg.Wait()
+		ts.Close()
+	})
+	return s, &http.Client{Transport: tr, Timeout: 20 * time.Second}, "https://" + ln.Addr().String()
+}
+
+func TestRequestAndResponse(t *testing.T) {
+	_, c, url := testServer(t, Options{}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if reqinfo.From(r.Context()) == nil {
+			t.Error("no reqinfo record in the request's context")
+		}
+		b, err := io.ReadAll(r.Body)
+		if err != nil {
+			t.Errorf("reading the body: %v", err)
+		}
+		w.Header().Set("X-Method", r.Method)
+		fmt.Fprintf(w, "%s %s %s host=%s cookie=%q len=%d body=%d", r.Proto, r.URL.Path, r.URL.RawQuery, r.Host, r.Header.Get("Cookie"), r.ContentLength, len(b))
+	}))
+	res, err := c.Get(url + "/a/b?x=1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	host := strings.TrimPrefix(url, "https://")
+	if want := "HTTP/2.0 /a/b x=1 host=" + host + ` cookie="" len=0 body=0`; string(b) != want {
+		t.Errorf("GET: %q, want %q", b, want)
+	}
+	if res.ContentLength != int64(len(b)) || res.Header.Get("Date") == "" || res.Header.Get("Content-Type") == "" {
+		t.Errorf("GET: Content-Length %d, header %v", res.ContentLength, res.Header)
+	}
+	// A large body in both directions goes through flow control.
+	big := bytes.Repeat([]byte("0123456789abcdef"), 1<<16) // 1 MiB
+	res, err = c.Post(url+"/up", "application/octet-stream", bytes.NewReader(big))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ = io.ReadAll(res.Body)
+	res.Body.Close()
+	if want := fmt.Sprintf("len=%d body=%d", len(big), len(big)); !strings.HasSuffix(string(b), want) {
+		t.Errorf("POST: %q, want suffix %q", b, want)
+	}
+}
+
+func TestLargeResponseAndHead(t *testing.T) {
+	big := bytes.Repeat([]byte("x"), 3<<20)
+	_, c, url := testServer(t, Options{}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		for p := big; len(p) > 0; p = p[min(len(p), 10000):] {
+			w.Write(p[:min(len(p), 10000)])
+		}
+	}))
+	res, err := c.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if !bytes.Equal(b, big) {
+		t.Errorf("got %d bytes, want %d", len(b), len(big))
+	}
+	res, err = c.Head(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ = io.ReadAll(res.Body)
+	res.Body.Close()
+	if len(b) != 0 || res.StatusCode != 200 {
+		t.Errorf("HEAD: status %d, %d body bytes", res.StatusCode, len(b))
+	}
+}
+
+func TestTrailersBothWays(t *testing.T) {
+	_, c, url := testServer(t, Options{}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		w.Header().Set("Trailer", "X-Sum")
+		w.Write([]byte("body"))
+		w.(http.Flusher).Flush()
+		w.Header().Set("X-Sum", "in="+r.Trailer.Get("X-In"))
+		w.Header().Set(http.TrailerPrefix+"X-Late", "late")
+	}))
+	req, _ := http.NewRequest("POST", url, io.NopCloser(strings.NewReader("payload")))
+	req.Trailer = http.Header{"X-In": {"v1"}}
+	res, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if string(b) != "body" || res.Trailer.Get("X-Sum") != "in=v1" || res.Trailer.Get("X-Late") != "late" {
+		t.Errorf("body %q trailer %v", b, res.Trailer)
+	}
+}
+
+func TestFlushStreams(t *testing.T) {
+	next := make(chan struct{})
+	_, c, url := testServer(t, Options{}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		for i := range 3 {
+			fmt.Fprintf(w, "data: %d\n\n", i)
+			w.(http.Flusher).Flush()
+			select {
+			case <-next:
+			case <-r.Context().Done():
+				return
+			}
+		}
+	}))
+	res, err := c.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	buf := make([]byte, 64)
+	for i := range 3 {
+		// Each event arrives before the handler goes on: nothing waits in
+		// a buffer for more.
+		n, err := res.Body.Read(buf)
+		if err != nil || string(buf[:n]) != fmt.Sprintf("data: %d\n\n", i) {
+			t.Fatalf("event %d: %q %v", i, buf[:n], err)
+		}
+		next <- struct{}{}
+	}
+}
+
+func TestHeaderTooLarge(t *testing.T) {
+	called := false
+	_, c, url := testServer(t, Options{MaxHeaderBytes: 4096}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		called = true
+	}))
+	req, _ := http.NewRequest("GET", url, nil)
+	req.Header.Set("X-Big", strings.Repeat("a", 8000))
+	res, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusRequestHeaderFieldsTooLarge || called {
+		t.Errorf("status %d, handler called %v", res.StatusCode, called)
+	}
+}
+
+func TestManyConcurrentStreams(t *testing.T) {
+	var mu sync.Mutex
+	cur := map[string]int{} // handlers running, per client connection
+	peak := 0
+	_, c, url := testServer(t, Options{MaxConcurrentStreams: 8}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		cur[r.RemoteAddr]++
+		peak = max(peak, cur[r.RemoteAddr])
+		mu.Unlock()
+		time.Sleep(time.Millisecond) // hold the stream open while others arrive
+		mu.Lock()
+		cur[r.RemoteAddr]--
+		mu.Unlock()
+		io.WriteString(w, r.URL.Path)
+	}))
+	var wg sync.WaitGroup
+	var bad atomic.Int32
+	for i := range 64 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			// Streams over the limit, sent before the client knew it, are
+			// refused (REFUSED_STREAM) and retried by the client.
+			res, err := c.Get(fmt.Sprintf("%s/%d", url, i))
+			if err != nil {
+				t.Log(err)
+				bad.Add(1)
+				return
+			}
+			b, _ := io.ReadAll(res.Body)
+			res.Body.Close()
+			if string(b) != fmt.Sprintf("/%d", i) {
+				bad.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	if bad.Load() != 0 || peak > 8 {
+		t.Errorf("%d failed requests; %d handlers at once on one connection (limit 8)", bad.Load(), peak)
+	}
+}
+
+func TestClientResetCancelsContext(t *testing.T) {
+	started := make(chan struct{})
+	done := make(chan error, 1)
+	_, c, url := testServer(t, Options{}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		close(started)
+		<-r.Context().Done()
+		done <- r.Context().Err()
+	}))
+	ctx, cancel := context.WithCancel(context.Background())
+	req, _ := http.NewRequestWithContext(ctx, "GET", url, nil)
+	go func() {
+		<-started
+		cancel()
+	}()
+	c.Do(req)
+	select {
+	case err := <-done:
+		if !errors.Is(err, context.Canceled) {
+			t.Errorf("context error %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the handler's context was not cancelled when the client reset the stream")
+	}
+}
+
+func TestBodyTimeout(t *testing.T) {
+	got := make(chan error, 1)
+	_, c, url := testServer(t, Options{ClientBodyTimeout: 200 * time.Millisecond}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, err := io.ReadAll(r.Body)
+		got <- err
+		w.WriteHeader(http.StatusRequestTimeout)
+	}))
+	pr, pw := io.Pipe()
+	defer pw.Close()
+	go pw.Write([]byte("first bytes"))
+	req, _ := http.NewRequest("POST", url, pr)
+	res, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	select {
+	case err := <-got:
+		if !errors.Is(err, os.ErrDeadlineExceeded) || res.StatusCode != http.StatusRequestTimeout {
+			t.Errorf("read error %v, status %d", err, res.StatusCode)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("client_body_timeout did not end the read")
+	}
+}
+
+func TestPanicResetsStream(t *testing.T) {
+	_, c, url := testServer(t, Options{}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/panic" {
+			panic(http.ErrAbortHandler)
+		}
+		io.WriteString(w, "fine")
+	}))
+	if res, err := c.Get(url + "/panic"); err == nil {
+		res.Body.Close()
+		t.Fatalf("a panicking handler's stream answered %d", res.StatusCode)
+	}
+	res, err := c.Get(url + "/ok")
+	if err != nil {
+		t.Fatalf("the connection did not survive a handler's panic: %v", err)
+	}
+	b, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if string(b) != "fine" {
+		t.Errorf("got %q", b)
+	}
+}
+
+func TestShutdownFinishesStreams(t *testing.T) {
+	release := make(chan struct{})
+	started := make(chan struct{}, 8)
+	s, c, url := testServer(t, Options{}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		started <- struct{}{}
+		<-release
+		io.WriteString(w, "done")
+	}))
+	errs := make(chan error, 4)
+	for range 4 {
+		go func() {
+			res, err := c.Get(url)
+			if err == nil {
+				b, _ := io.ReadAll(res.Body)
+				res.Body.Close()
+				if string(b) != "done" {
+					err = fmt.Errorf("body %q", b)
+				}
+			}
+			errs <- err
+		}()
+	}
+	for range 4 {
+		<-started
+	}
+	s.Shutdown()
+	time.Sleep(50 * time.Millisecond) // the GOAWAYs are on their way; the streams are still in progress
+	close(release)
+	for range 4 {
+		if err := <-errs; err != nil {
+			t.Errorf("a stream in progress at shutdown failed: %v", err)
+		}
+	}
+	// The connection closes once its streams are done.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		s.mu.Lock()
+		n := len(s.conns)
+		s.mu.Unlock()
+		if n == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d connections still open after shutdown", n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

@@ -1,0 +1,51 @@
+package main
+
+import (
+	"fmt"
+	"net"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"testing"
+)
+
+// TestH2Spec runs h2spec (github.com/summerwind/h2spec v2.2.1, pinned as a
+// tool in go.mod), the HTTP/2 conformance suite, against the real edged
+// over TLS, as browsers connect, and wants every case to pass.
+func TestH2Spec(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds h2spec")
+	}
+	bin := filepath.Join(t.TempDir(), "h2spec")
+	if out, err := exec.Command("go", "build", "-o", bin, "github.com/summerwind/h2spec/cmd/h2spec").CombinedOutput(); err != nil {
+		t.Fatalf("building h2spec: %v\n%s", err, out)
+	}
+	dir := t.TempDir()
+	cert, key, _ := selfSigned(t, dir, "h2spec.test")
+	_, httpsAddr := startEdgedTLS(t, fmt.Sprintf(`
+[server]
+admin = ""
+[tls]
+storage = "{{DIR}}/state"
+[[site]]
+hosts = ["h2spec.test", "127.0.0.1"]
+tls = { cert = %q, key = %q }
+redirect_http = false
+  [[site.route]]
+  path = "/"
+  respond = "hello from edged\n"
+`, cert, key))
+	host, port, _ := net.SplitHostPort(httpsAddr)
+	// -o: seconds to wait for each expected frame (a loaded machine needs
+	// more than the default 2).
+	cmd := exec.Command(bin, "-h", host, "-p", port, "-t", "-k", "-o", "10")
+	out, err := cmd.CombinedOutput()
+	m := regexp.MustCompile(`(\d+) tests, (\d+) passed, (\d+) skipped, (\d+) failed`).FindSubmatch(out)
+	if m == nil {
+		t.Fatalf("h2spec: %v; no summary in its output:\n%s", err, out)
+	}
+	if string(m[2]) != string(m[1]) || string(m[4]) != "0" {
+		t.Fatalf("h2spec: %s\n%s", m[0], out)
+	}
+	t.Logf("h2spec: %s", m[0])
+}
