@@ -87,7 +87,8 @@ func (c *conn) processHeaders(f *http2.MetaHeadersFrame) error {
 	c.streams[id] = st
 	c.open++
 	c.handlers++
-	go st.run(h, r)
+	st.handler, st.req = h, r
+	c.s.start(st)
 	return nil
 }
 

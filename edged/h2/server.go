@@ -57,6 +57,52 @@ type Server struct {
 	conns   map[*conn]struct{}
 	closing atomic.Bool
 	date    dateCache
+	// work hands a new stream to an idle handler goroutine; idle counts
+	// them. A goroutine that served a request keeps its grown stack, so
+	// reusing it spares the next request the stack growth a new
+	// goroutine goes through.
+	work chan *stream
+	idle atomic.Int32
+}
+
+// Idle handler goroutines: at most maxIdleWorkers wait, each for at most
+// workerIdle.
+const (
+	maxIdleWorkers = 256
+	workerIdle     = 10 * time.Second
+)
+
+// start runs st's handler on an idle goroutine, or a new one.
+func (s *Server) start(st *stream) {
+	select {
+	case s.work <- st:
+	default:
+		go s.worker(st)
+	}
+}
+
+func (s *Server) worker(st *stream) {
+	var t *time.Timer
+	for {
+		st.run()
+		if s.idle.Add(1) > maxIdleWorkers {
+			s.idle.Add(-1)
+			return
+		}
+		if t == nil {
+			t = time.NewTimer(workerIdle)
+		} else {
+			t.Reset(workerIdle)
+		}
+		select {
+		case st = <-s.work:
+			s.idle.Add(-1)
+			t.Stop()
+		case <-t.C:
+			s.idle.Add(-1)
+			return
+		}
+	}
 }
 
 // New returns a Server with o's defaults filled in.
@@ -73,7 +119,7 @@ func New(o Options) *Server {
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
-	return &Server{o: o, conns: map[*conn]struct{}{}}
+	return &Server{o: o, conns: map[*conn]struct{}{}, work: make(chan *stream)}
 }
 
 // ServeConn serves HTTP/2 on nc until the connection ends; tlsState is

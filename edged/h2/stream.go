@@ -39,8 +39,10 @@ type stream struct {
 	wake  chan struct{} // something a waiting handler may want changed
 	timer *time.Timer
 
-	ctx  streamCtx
-	info reqinfo.Info
+	ctx     streamCtx
+	info    reqinfo.Info
+	handler http.Handler
+	req     *http.Request
 
 	// The handler's goroutine only (response.go).
 	resp response
@@ -278,8 +280,10 @@ func (x *streamCtx) cancel(err error) {
 	x.afters = nil
 }
 
-// run serves the stream's request in its own goroutine.
-func (st *stream) run(h http.Handler, r *http.Request) {
+// run serves the stream's request; on a goroutine of its own.
+func (st *stream) run() {
+	h, r := st.handler, st.req
+	st.handler, st.req = nil, nil
 	defer st.end()
 	defer func() {
 		if p := recover(); p != nil {
