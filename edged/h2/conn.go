@@ -323,8 +323,13 @@ func (c *conn) writeLoop() {
 			c.nc.Close()
 			return
 		}
-		if cap(buf) <= 4*outBufferLimit {
+		// Keep the buffer for the next write, unless it grew large or
+		// the connection has nothing in progress (an idle connection
+		// holds as little as it can).
+		if cap(buf) <= 4*outBufferLimit && (c.open > 0 || cap(buf) <= 16<<10) {
 			spare = buf[:0]
+		} else {
+			spare = nil
 		}
 		for _, st := range c.blocked {
 			st.wakeUp()

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
 
 	"github.com/edgeapp/edgeapp/edged/reqinfo"
 )
@@ -368,5 +369,93 @@ func TestShutdownFinishesStreams(t *testing.T) {
 			t.Fatalf("%d connections still open after shutdown", n)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// rawConn opens a TLS connection speaking HTTP/2 frame by frame, with
+// the given client SETTINGS.
+func rawConn(t *testing.T, c *http.Client, url string, settings ...http2.Setting) (*http2.Framer, func(id uint32, end bool, fields ...string)) {
+	t.Helper()
+	conf := c.Transport.(*http2.Transport).TLSClientConfig.Clone()
+	nc, err := tls.Dial("tcp", strings.TrimPrefix(url, "https://"), conf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { nc.Close() })
+	nc.SetDeadline(time.Now().Add(10 * time.Second))
+	io.WriteString(nc, http2.ClientPreface)
+	fr := http2.NewFramer(nc, nc)
+	fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+	fr.WriteSettings(settings...)
+	var hb bytes.Buffer
+	enc := hpack.NewEncoder(&hb)
+	headers := func(id uint32, end bool, fields ...string) {
+		hb.Reset()
+		for i := 0; i+1 < len(fields); i += 2 {
+			enc.WriteField(hpack.HeaderField{Name: fields[i], Value: fields[i+1]})
+		}
+		fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: hb.Bytes(), EndStream: end, EndHeaders: true})
+	}
+	return fr, headers
+}
+
+func TestSendTimeoutWithoutCredit(t *testing.T) {
+	werr := make(chan error, 1)
+	_, c, url := testServer(t, Options{SendTimeout: 300 * time.Millisecond}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, err := w.Write(make([]byte, 64<<10))
+		werr <- err
+	}))
+	// A client that grants no flow-control credit at all.
+	fr, headers := rawConn(t, c, url, http2.Setting{ID: http2.SettingInitialWindowSize, Val: 0})
+	headers(1, true, ":method", "GET", ":scheme", "https", ":authority", "x", ":path", "/")
+	for {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			t.Fatalf("reading: %v", err)
+		}
+		switch f := f.(type) {
+		case *http2.DataFrame:
+			if len(f.Data()) > 0 {
+				t.Fatalf("%d bytes of DATA sent without flow-control credit", len(f.Data()))
+			}
+		case *http2.RSTStreamFrame:
+			if f.StreamID != 1 || f.ErrCode != http2.ErrCodeCancel {
+				t.Fatalf("RST_STREAM %v on stream %d", f.ErrCode, f.StreamID)
+			}
+			if err := <-werr; !errors.Is(err, os.ErrDeadlineExceeded) {
+				t.Errorf("the handler's Write returned %v", err)
+			}
+			return
+		}
+	}
+}
+
+func TestExpectContinue(t *testing.T) {
+	_, c, url := testServer(t, Options{}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		w.Write(b)
+	}))
+	fr, headers := rawConn(t, c, url)
+	headers(1, false, ":method", "POST", ":scheme", "https", ":authority", "x", ":path", "/", "expect", "100-continue", "content-length", "2")
+	var statuses []string
+	sentBody := false
+	for {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			t.Fatalf("reading: %v (statuses so far %v)", err, statuses)
+		}
+		switch f := f.(type) {
+		case *http2.MetaHeadersFrame:
+			statuses = append(statuses, f.PseudoValue("status"))
+			if f.PseudoValue("status") == "100" && !sentBody {
+				sentBody = true
+				fr.WriteData(1, true, []byte("hi"))
+			}
+		case *http2.DataFrame:
+			if string(f.Data()) != "hi" || strings.Join(statuses, ",") != "100,200" {
+				t.Fatalf("body %q after statuses %v", f.Data(), statuses)
+			}
+			return
+		}
 	}
 }

@@ -336,6 +336,9 @@ func (c *conn) writeHeadersLocked(st *stream, status int, h http.Header, end boo
 			c.henc.WriteField(hpack.HeaderField{Name: name, Value: v})
 		}
 	}
+	if status >= 200 {
+		st.finalSent = true
+	}
 	block := c.hbuf.Bytes()
 	max := int(c.peerMaxFrame)
 	first := block

@@ -32,6 +32,7 @@ type stream struct {
 	bodyClosed  bool // the handler is done with the request body
 	resetErr    error
 	expect100   bool
+	finalSent   bool // the response's final HEADERS are queued
 	rDeadline   time.Time
 	wDeadline   time.Time
 	trailer     http.Header // the request's declared trailers, filled at END_STREAM
@@ -116,7 +117,7 @@ func (b *reqBody) Read(p []byte) (int, error) {
 	defer c.mu.Unlock()
 	if st.expect100 {
 		st.expect100 = false
-		if !st.resp.sentHeader && st.resetErr == nil && !st.remoteDone {
+		if !st.finalSent && st.resetErr == nil && !st.remoteDone {
 			c.writeHeadersLocked(st, 100, nil, false)
 		}
 	}
