@@ -14,12 +14,18 @@ import (
 	"math/big"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/net/http2"
 )
 
 // selfSigned writes a certificate for names and returns its paths and pool.
@@ -208,5 +214,131 @@ respond = "hi"
 		if strings.Contains(string(out), secret) {
 			t.Errorf("edged -t printed the TSIG secret:\n%s", out)
 		}
+	}
+}
+
+// TestHTTP2ReloadAndStopUnderLoad: browsers' HTTP/2 (TLS, many streams on
+// one connection) through reloads and a stop. Reloads keep the
+// connection and fail no stream; on SIGTERM, the streams in flight
+// finish (GOAWAY, not a reset) and edged exits 0.
+func TestHTTP2ReloadAndStopUnderLoad(t *testing.T) {
+	dir := t.TempDir()
+	cert, key, pool := selfSigned(t, dir, "shop.test")
+	var arrived atomic.Int32
+	release := make(chan struct{})
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/hold" {
+			arrived.Add(1)
+			<-release
+		}
+		io.WriteString(w, "up "+r.URL.Path)
+	}))
+	defer up.Close()
+	conf := func(i int) string {
+		return fmt.Sprintf(`
+[server]
+admin = ""
+[tls]
+storage = "{{DIR}}/state"
+[[site]]
+hosts = ["shop.test"]
+tls = { cert = %q, key = %q }
+  [[site.route]]
+  path = "/gen"
+  respond = "generation %d"
+  [[site.route]]
+  path = "/"
+  upstream = "app"
+[upstream.app]
+servers = [%q]
+`, cert, key, i, strings.TrimPrefix(up.URL, "http://"))
+	}
+	e, httpsAddr := startEdgedTLS(t, conf(0))
+	var dials atomic.Int32
+	tr := &http2.Transport{
+		TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: "shop.test"},
+		DialTLSContext: func(ctx context.Context, network, _ string, cfg *tls.Config) (net.Conn, error) {
+			dials.Add(1)
+			d := tls.Dialer{Config: cfg}
+			return d.DialContext(ctx, network, httpsAddr)
+		},
+	}
+	defer tr.CloseIdleConnections()
+	c := &http.Client{Transport: tr, Timeout: 30 * time.Second}
+	fetch := func(path string) error {
+		res, err := c.Get("https://shop.test" + path)
+		if err != nil {
+			return err
+		}
+		b, err := io.ReadAll(res.Body)
+		res.Body.Close()
+		if err == nil && (res.StatusCode != 200 || res.ProtoMajor != 2) {
+			err = fmt.Errorf("%s %d %q", res.Proto, res.StatusCode, b)
+		}
+		return err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var ok, failed atomic.Int64
+	var firstErr atomic.Value
+	var wg sync.WaitGroup
+	for range 16 { // 16 concurrent streams on one connection
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for ctx.Err() == nil {
+				if err := fetch("/load"); err != nil {
+					failed.Add(1)
+					firstErr.CompareAndSwap(nil, err)
+				} else {
+					ok.Add(1)
+				}
+			}
+		}()
+	}
+	for i := 1; i <= 10; i++ {
+		e.reload(conf(i))
+		before := ok.Load()
+		for deadline := time.Now().Add(20 * time.Second); ok.Load() < before+50; {
+			if time.Now().After(deadline) {
+				t.Fatalf("generation %d served fewer than 50 requests in 20s", i)
+			}
+			time.Sleep(5 * time.Millisecond) // polling counters the clients advance
+		}
+	}
+	cancel()
+	wg.Wait()
+	if failed.Load() != 0 || dials.Load() != 1 {
+		t.Fatalf("%d of %d streams failed across 10 reloads (first: %v); %d connections", failed.Load(), ok.Load()+failed.Load(), firstErr.Load(), dials.Load())
+	}
+	t.Logf("%d streams on one connection, 10 reloads, 0 failed", ok.Load())
+
+	// Stop with 20 streams in flight.
+	errs := make(chan error, 20)
+	for range 20 {
+		go func() { errs <- fetch("/hold") }()
+	}
+	for deadline := time.Now().Add(20 * time.Second); arrived.Load() < 20; {
+		if time.Now().After(deadline) {
+			t.Fatalf("only %d of 20 requests reached the upstream", arrived.Load())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	e.cmd.Process.Signal(syscall.SIGTERM)
+	e.waitNotify("STOPPING=1", 10*time.Second)
+	time.Sleep(100 * time.Millisecond) // the GOAWAYs are out while the streams are still open
+	close(release)
+	for range 20 {
+		if err := <-errs; err != nil {
+			t.Errorf("a stream in flight at SIGTERM: %v", err)
+		}
+	}
+	select {
+	case err := <-e.done:
+		if err != nil {
+			t.Fatalf("edged exited with %v after SIGTERM", err)
+		}
+		e.done <- nil // for Cleanup
+	case <-time.After(30 * time.Second):
+		t.Fatal("edged did not exit after SIGTERM")
 	}
 }
