@@ -1,7 +1,7 @@
 // Package engine is edged's HTTP/1.1 server for client connections, plain
 // and TLS, in front of an http.Handler (the route chain). HTTP/2 (ALPN "h2"
 // on TLS, prior knowledge on plain connections when enabled) is handed to
-// golang.org/x/net/http2's server with the same handler.
+// edged/h2 with the same handler.
 //
 // One goroutine serves a connection while a request is in progress; a
 // connection waiting for its next request holds no buffer (plain TCP

@@ -99,6 +99,8 @@ func New(o Options) *Server {
 		IdleTimeout:       o.IdleTimeout,
 		ClientBodyTimeout: o.ClientBodyTimeout,
 		SendTimeout:       o.SendTimeout,
+		ReadTimeout:       o.ReadTimeout,
+		WriteTimeout:      o.WriteTimeout,
 		MaxHeaderBytes:    o.MaxHeaderBytes,
 		Log:               o.Log,
 	})

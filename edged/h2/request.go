@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"time"
 	"unsafe"
 
 	"golang.org/x/net/http2"
@@ -80,6 +81,12 @@ func (c *conn) processHeaders(f *http2.MetaHeadersFrame) error {
 	defer c.mu.Unlock()
 	if c.broken != nil || c.closing {
 		return nil
+	}
+	if d := c.s.o.ReadTimeout; d > 0 {
+		st.rDeadline = time.Now().Add(d)
+	}
+	if d := c.s.o.WriteTimeout; d > 0 {
+		st.wDeadline = time.Now().Add(d)
 	}
 	st.sendWindow = c.peerInitWindow
 	st.recvWindow = streamWindow

@@ -28,6 +28,11 @@ type Options struct {
 	// client_body_timeout and send_timeout).
 	ClientBodyTimeout time.Duration
 	SendTimeout       time.Duration
+	// ReadTimeout bounds reading a whole request body and WriteTimeout
+	// writing a whole response, from the request's HEADERS on (net/http's
+	// fields of the same names).
+	ReadTimeout  time.Duration
+	WriteTimeout time.Duration
 	// MaxHeaderBytes bounds a request's header list (RFC 9113
 	// SETTINGS_MAX_HEADER_LIST_SIZE); larger ones are answered 431.
 	MaxHeaderBytes int
