@@ -40,6 +40,9 @@ test: lint
 	CGO_ENABLED=0 $(GO) test -count=1 -run User ./appd/supervisor
 	# The suites that go through a server, again on the fallback engine.
 	EDGED_TEST_ENGINE=net/http $(GO) test -race -count=1 -timeout 20m $(ENGINE_SUITES)
+	# The integration suite again over HTTP/2 (h2c to every edged it starts;
+	# edged itself is built with -race either way).
+	EDGED_TEST_H2C=1 $(GO) test -count=1 -timeout 20m ./edged
 
 # The tests that take files from the Go module cache (they call `go mod
 # download` or `go list -m`), each package alone with an empty GOMODCACHE, as

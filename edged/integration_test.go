@@ -94,6 +94,9 @@ func startEdgedWith(t *testing.T, config string, names ...string) (*edged, []str
 		}
 		f, _ := ln.(*net.TCPListener).File()
 		addrs = append(addrs, ln.Addr().String())
+		if name == "http" {
+			registerH2C(ln.Addr().String())
+		}
 		ln.Close() // f keeps the socket listening
 		files = append(files, f)
 	}
@@ -133,6 +136,7 @@ func writeConfig(t *testing.T, path, config, dir string) {
 	config = strings.ReplaceAll(config, "{{ADMIN}}", "unix:"+filepath.Join(dir, "admin.sock"))
 	config = strings.ReplaceAll(config, "{{DIR}}", dir)
 	config = enginetest.Config(config)
+	config = h2cConfig(config)
 	if err := os.WriteFile(path, []byte(config), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -572,7 +576,7 @@ func TestAccessLogReopen(t *testing.T) {
 	logPath := filepath.Join(dir, "access.log")
 	c := &http.Client{Timeout: 10 * time.Second}
 	get(t, c, e.httpURL+"/first")
-	waitFileContains(t, logPath, `"GET /first HTTP/1.1" 200 6`)
+	waitFileContains(t, logPath, `"GET /first `+clientProto()+`" 200 6`)
 	if err := os.Rename(logPath, logPath+".1"); err != nil {
 		t.Fatal(err)
 	}
@@ -585,7 +589,7 @@ func TestAccessLogReopen(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	get(t, c, e.httpURL+"/second")
-	waitFileContains(t, logPath, `"GET /second HTTP/1.1" 200 6`)
+	waitFileContains(t, logPath, `"GET /second `+clientProto()+`" 200 6`)
 	if b, _ := os.ReadFile(logPath + ".1"); strings.Contains(string(b), "/second") {
 		t.Error("a request after the reopen went to the rotated file")
 	}

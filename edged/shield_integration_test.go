@@ -644,7 +644,7 @@ fields = ["client", "method", "uri", "status", "route", "header:X-Tenant"]
 				t.Errorf("%s = %q, want %q (record %q)", k, rec[k], v, rec)
 			}
 		}
-		if !strings.Contains(rec["MESSAGE"], `"GET /page?x=1 HTTP/1.1" 200 5`) {
+		if !strings.Contains(rec["MESSAGE"], `"GET /page?x=1 `+clientProto()+`" 200 5`) {
 			t.Errorf("MESSAGE %q", rec["MESSAGE"])
 		}
 		return
