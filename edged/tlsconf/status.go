@@ -177,14 +177,28 @@ func (s *statusTracker) onEvent(_ context.Context, event string, data map[string
 			log.Debug("tls: certificate "+what+" failed again", "host", id, "err", msg)
 		}
 	case "cached_managed_cert":
+		// Loaded from storage: at start, or after a failed attempt when
+		// another edged sharing the storage obtained it meanwhile.
 		sans, _ := data["sans"].([]string)
+		var recovered []*hostState
+		var names []string
 		s.mu.Lock()
 		for _, h := range sans {
-			if st := s.hosts[h]; st != nil && st.state == "pending" {
-				st.state, st.since = "valid", time.Now()
+			st := s.hosts[h]
+			if st == nil || (st.state != "pending" && st.state != "failed") {
+				continue
 			}
+			if st.state == "failed" {
+				recovered = append(recovered, st)
+				names = append(names, h)
+			}
+			st.state, st.lastErr, st.since = "valid", "", time.Now()
 		}
 		s.mu.Unlock()
+		for i, st := range recovered {
+			s.m.met.setFailing(names[i], st.mode, false)
+			log.Info("tls: certificate loaded from the storage after earlier failures (another edged sharing it obtained it)", "host", names[i], "mode", st.mode)
+		}
 	}
 	return nil
 }
