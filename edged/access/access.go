@@ -126,6 +126,12 @@ type Metrics struct {
 	denied *prometheus.CounterVec
 }
 
+// ForgetRoute drops the series of a route that is not in service: it left
+// the configuration, or the configuration that had it was refused.
+func (m *Metrics) ForgetRoute(site, route string) {
+	m.denied.DeletePartialMatch(prometheus.Labels{"site": site, "route": route})
+}
+
 // NewMetrics registers edged_access_denied_total.
 func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{denied: prometheus.NewCounterVec(prometheus.CounterOpts{

@@ -271,6 +271,12 @@ type Metrics struct {
 	results *prometheus.CounterVec
 }
 
+// ForgetRoute drops the series of a route that is not in service: it left
+// the configuration, or the configuration that had it was refused.
+func (m *Metrics) ForgetRoute(site, route string) {
+	m.results.DeletePartialMatch(prometheus.Labels{"site": site, "route": route})
+}
+
 // NewMetrics registers edged_auth_requests_total.
 func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{results: prometheus.NewCounterVec(prometheus.CounterOpts{

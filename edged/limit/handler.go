@@ -106,6 +106,12 @@ type Metrics struct {
 	requests *prometheus.CounterVec
 }
 
+// ForgetRoute drops the series of a route that is not in service: it left
+// the configuration, or the configuration that had it was refused.
+func (m *Metrics) ForgetRoute(site, route string) {
+	m.requests.DeletePartialMatch(prometheus.Labels{"site": site, "route": route})
+}
+
 // NewMetrics registers the series. zones is called at each scrape for the
 // zones in use (the running configuration's).
 func NewMetrics(reg prometheus.Registerer, zones func() []*Zone) *Metrics {

@@ -148,10 +148,7 @@ func (s *Server) compile(cfg *config.Config, prev *runtime) (*runtime, error) {
 				fail(key, err)
 				continue
 			}
-			rname := rc.Path
-			if rc.Exact {
-				rname = "=" + rc.Path
-			}
+			rname := routeName(rc)
 			if h, err = s.shieldRoute(rt, sc, rc, name, name+rname, h); err != nil {
 				fail(key, err)
 				continue
@@ -200,6 +197,14 @@ func closePools(pools map[string]*proxy.Pool, prev *runtime) {
 		}
 		p.Close()
 	}
+}
+
+// routeName is a route's label in metrics: its path, "=" before an exact one.
+func routeName(rc config.Route) string {
+	if rc.Exact {
+		return "=" + rc.Path
+	}
+	return rc.Path
 }
 
 func siteName(sc config.Site) string {

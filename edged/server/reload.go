@@ -46,6 +46,7 @@ func (s *Server) prepare(cfg *config.Config, prev *runtime) (p *prepared, err er
 	defer func() {
 		if err != nil {
 			p.discard(prev)
+			s.forgetRefused(cfg, prev)
 			p = nil
 		}
 	}()
@@ -141,7 +142,40 @@ func (s *Server) bindRouteMetrics(rt, old *runtime) {
 	for _, site := range old.router.Sites() {
 		for i := range site.Routes {
 			if l := site.Routes[i].Data.(*routeData).labels; !keep[l] {
-				s.metrics.dropRoute(l.site, l.route)
+				s.forgetRoute(l)
+			}
+		}
+	}
+}
+
+// forgetRoute drops every series of a route not in service.
+func (s *Server) forgetRoute(l routeLabels) {
+	s.metrics.dropRoute(l.site, l.route)
+	// The shields label a route with its site in front (shieldRoute).
+	s.limitMetrics.ForgetRoute(l.site, l.site+l.route)
+	s.accessMetrics.ForgetRoute(l.site, l.site+l.route)
+	s.authMetrics.ForgetRoute(l.site, l.site+l.route)
+}
+
+// forgetRefused drops the series that building cfg made for routes the
+// running configuration (cur, nil at start) does not have: the shields'
+// handlers make theirs when built, before the configuration is accepted.
+// The labels come from cfg itself, so a compile that stopped halfway is
+// covered too.
+func (s *Server) forgetRefused(cfg *config.Config, cur *runtime) {
+	running := map[routeLabels]bool{}
+	if cur != nil {
+		for _, site := range cur.router.Sites() {
+			for i := range site.Routes {
+				running[site.Routes[i].Data.(*routeData).labels] = true
+			}
+		}
+	}
+	for _, sc := range cfg.Sites {
+		name := siteName(sc)
+		for _, rc := range sc.Routes {
+			if l := (routeLabels{name, routeName(rc)}); !running[l] {
+				s.forgetRoute(l)
 			}
 		}
 	}

@@ -40,6 +40,8 @@ var freshSeries = []struct{ name, label, value string }{
 	{"edged_proxy_wait_seconds_total", "upstream", "fresh"},
 	{"edged_cache_objects", "cache", "fresh"},
 	{"edged_cache_hits_total", "cache", "fresh"},
+	{"edged_access_denied_total", "route", "new.example/new"},
+	{"edged_limit_requests_total", "route", "new.example/new"},
 }
 
 // TestFailedReloadsChangeNothing: configurations that config.Load accepts
@@ -69,6 +71,10 @@ tls = "off"
 path = "/new"
 upstream = "fresh"
 cache = "fresh"
+deny = ["192.0.2.0/24"]
+limit = ["fresh"]
+[limit.fresh]
+rate = "100r/s"
 [upstream.fresh]
 servers = ["` + up + `"]
 health = { path = "/health", interval = "5s" }
