@@ -4,9 +4,12 @@
 #
 #	bench/static.sh
 #
-# Scenarios (BENCH_SCENARIOS, default all three):
+# Scenarios (BENCH_SCENARIOS, default all):
 #   static-1KiB  a 1 KiB file, kept-alive connections (wrk -c64)
 #   static-1MiB  a 1 MiB file, kept-alive connections (wrk -c64)
+#   tls-keepalive  the 1 KiB file over HTTPS (TLS 1.3, ECDSA P-256), kept alive
+#   tls-new-conn   the same with a new TLS connection per request (a full
+#                handshake each: wrk neither keeps nor resumes sessions)
 #   idle         memory: IDLE_CONNS (10000) kept-alive connections that
 #                each made one request for the 1 KiB file, then wait; the
 #                servers' RSS and PSS growth per connection
@@ -41,7 +44,9 @@ bench_need haproxy
 
 base=${BENCH_PORT_BASE:-18480}
 p_edged=$base p_nginx=$((base + 1)) p_ofc=$((base + 2)) p_caddy=$((base + 3)) p_haproxy=$((base + 4))
-for p in "$p_edged" "$p_nginx" "$p_ofc" "$p_caddy" "$p_haproxy"; do
+# HTTPS listeners: +10.
+s_edged=$((base + 10)) s_nginx=$((base + 11)) s_caddy=$((base + 13)) s_haproxy=$((base + 14))
+for p in "$p_edged" "$p_nginx" "$p_ofc" "$p_caddy" "$p_haproxy" "$s_edged" "$s_nginx" "$s_caddy" "$s_haproxy"; do
 	if ss -Htln "sport = :$p" 2>/dev/null | grep -q .; then
 		bench_die "port 127.0.0.1:$p is taken; set BENCH_PORT_BASE to a free range"
 	fi
@@ -52,7 +57,7 @@ idle_n=${IDLE_CONNS:-10000}
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 fdlim=$(ulimit -n)
 haproxy_max=$(((fdlim - 100) / 2))
-scenarios=${BENCH_SCENARIOS:-static-1KiB static-1MiB idle}
+scenarios=${BENCH_SCENARIOS:-static-1KiB static-1MiB tls-keepalive tls-new-conn idle}
 
 if [ -n "${EDGED:-}" ]; then
 	edged_bin=$EDGED
@@ -69,8 +74,15 @@ head -c 1024 /dev/urandom >"$BENCH_TMP/www/static/1k.bin"
 head -c $((1 << 20)) /dev/urandom >"$BENCH_TMP/www/static/1m.bin"
 chmod 644 "$BENCH_TMP/www/static/"*
 www=$BENCH_TMP/www
+bench_need openssl
+# One certificate for every server: ECDSA P-256, like edged's ACME default.
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+	-subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1 \
+	-keyout "$BENCH_TMP/key.pem" -out "$BENCH_TMP/cert.pem" 2>/dev/null || bench_die "openssl cannot make a certificate"
+cat "$BENCH_TMP/cert.pem" "$BENCH_TMP/key.pem" >"$BENCH_TMP/both.pem"
+chmod 644 "$BENCH_TMP/"*.pem
 
-nginx_conf() { # DIR PORT EXTRA
+nginx_conf() { # DIR PORT EXTRA [TLS_PORT]
 	local dir=$BENCH_TMP/$1 common=${nginx_common//PREFIX/$BENCH_TMP/$1}
 	cat >"$dir/nginx.conf" <<EOF
 worker_processes 2;
@@ -85,22 +97,29 @@ ${nginx_http_common//PREFIX/$dir}
 	default_type application/octet-stream;
 	server {
 		listen 127.0.0.1:$2 default_server backlog=4096;
+		${4:+listen 127.0.0.1:$4 ssl default_server backlog=4096;}
+		${4:+ssl_certificate $BENCH_TMP/cert.pem; ssl_certificate_key $BENCH_TMP/key.pem; ssl_protocols TLSv1.3;}
 		root $www;
 	}
 }
 EOF
 }
-nginx_conf nginx "$p_nginx" ""
+nginx_conf nginx "$p_nginx" "" "$s_nginx"
 nginx_conf nginx-ofc "$p_ofc" "open_file_cache max=10000 inactive=60s; open_file_cache_valid 60s;"
 
 cat >"$BENCH_TMP/edged.toml" <<EOF
 [server]
 http = ["127.0.0.1:$p_edged"]
-https = []
+https = ["127.0.0.1:$s_edged"]
 admin = ""
 max_connections = 0
 max_connections_per_ip = 0
+[tls]
+storage = "$BENCH_TMP/edged-tls"
 [[site]]
+hosts = ["localhost", "127.0.0.1"]
+tls = { cert = "$BENCH_TMP/cert.pem", key = "$BENCH_TMP/key.pem" }
+redirect_http = false
   [[site.route]]
   path = "/static/"
   static = "$www/static"
@@ -113,6 +132,13 @@ cat >"$BENCH_TMP/caddy/Caddyfile" <<EOF
 	storage file_system $BENCH_TMP/caddy/data
 }
 http://127.0.0.1:$p_caddy {
+	root * $www
+	file_server
+}
+https://localhost:$s_caddy, https://127.0.0.1:$s_caddy {
+	tls $BENCH_TMP/cert.pem $BENCH_TMP/key.pem {
+		protocols tls1.3
+	}
 	root * $www
 	file_server
 }
@@ -130,6 +156,7 @@ defaults
 	timeout http-request 10s
 frontend static
 	bind 127.0.0.1:$p_haproxy
+	bind 127.0.0.1:$s_haproxy ssl crt $BENCH_TMP/both.pem ssl-min-ver TLSv1.3
 	http-request return status 200 content-type application/octet-stream file $www/static/1k.bin if { path /static/1k.bin }
 	http-request return status 404
 EOF
@@ -166,10 +193,16 @@ check() { # LABEL URL WANT_BYTES
 	[ "$got" = "200 $3" ] || bench_log "WARNING: $1 answered $2 with '$got', want '200 $3'; its numbers count non-2xx"
 }
 url() { echo "http://127.0.0.1:$1/static/$2"; }
+surl() { echo "https://127.0.0.1:$1/static/$2"; }
 for s in "edged $p_edged" "nginx $p_nginx" "nginx-ofc $p_ofc" "caddy $p_caddy" "haproxy $p_haproxy"; do
 	set -- $s
 	check "$1" "$(url "$2" 1k.bin)" 1024
 	[ "$1" = haproxy ] || check "$1" "$(url "$2" 1m.bin)" $((1 << 20))
+done
+for s in "edged $s_edged" "nginx $s_nginx" "caddy $s_caddy" "haproxy $s_haproxy"; do
+	set -- $s
+	got=$(curl -sk --tlsv1.3 -o /dev/null -w '%{http_code} %{size_download}' --max-time 5 "$(surl "$2" 1k.bin)" || echo "000 0")
+	[ "$got" = "200 1024" ] || bench_log "WARNING: $1 over TLS answered '$got', want '200 1024'"
 done
 
 machine=$(bench_machine)
@@ -187,6 +220,19 @@ case " $scenarios " in *" static-1MiB "*)
 	bench_interleave static-1MiB "$rounds" "$dur" "$conns" "$threads" \
 		"edged=$(url $p_edged 1m.bin)" "nginx=$(url $p_nginx 1m.bin)" "nginx-ofc=$(url $p_ofc 1m.bin)" \
 		"caddy=$(url $p_caddy 1m.bin)"
+	;;
+esac
+
+case " $scenarios " in *" tls-keepalive "*)
+	bench_interleave tls-keepalive "$rounds" "$dur" "$conns" "$threads" \
+		"edged=$(surl $s_edged 1k.bin)" "nginx=$(surl $s_nginx 1k.bin)" \
+		"caddy=$(surl $s_caddy 1k.bin)" "haproxy=$(surl $s_haproxy 1k.bin)"
+	;;
+esac
+case " $scenarios " in *" tls-new-conn "*)
+	BENCH_WRK_HEADER="Connection: close" bench_interleave tls-new-conn "$rounds" "$dur" "$conns" "$threads" \
+		"edged=$(surl $s_edged 1k.bin)" "nginx=$(surl $s_nginx 1k.bin)" \
+		"caddy=$(surl $s_caddy 1k.bin)" "haproxy=$(surl $s_haproxy 1k.bin)"
 	;;
 esac
 
