@@ -26,7 +26,10 @@
 #
 # Environment: EDGED (binary; default: built from the tree), BENCH_ROUNDS,
 # BENCH_DURATION, BENCH_WARMUP, BENCH_CONNS, BENCH_THREADS (bench/lib.sh),
-# BENCH_SCENARIOS, IDLE_CONNS, BENCH_PORT_BASE (default 18480), BENCH_KEEP=1.
+# BENCH_SCENARIOS, IDLE_CONNS, IDLE_SETTLE (seconds between the last
+# connection and the memory reading, default 15: edged gives the stacks of
+# the goroutines that parked connections no longer need back to the kernel
+# up to 10s after the wave), BENCH_PORT_BASE (default 18480), BENCH_KEEP=1.
 # It fails only when a server cannot start, never because of a number.
 set -euo pipefail
 
@@ -275,7 +278,7 @@ case " $scenarios " in *" idle "*)
 			continue
 		fi
 		# Let the connections settle (a server may park or trim them).
-		sleep "${IDLE_SETTLE:-5}"
+		sleep "${IDLE_SETTLE:-15}"
 		read -r rss1 pss1 < <(mem_kb "$pg")
 		c1=$(bench_cpu_us "$pg")
 		exec 7>&-
@@ -298,7 +301,7 @@ echo
 [ -s "$BENCH_RESULTS" ] && bench_table nginx
 if [ ${#idle_rows[@]} -gt 0 ]; then
 	echo
-	echo "$idle_n idle kept-alive connections, each after one request for the 1 KiB file; memory of the server's processes before and $((${IDLE_SETTLE:-5}))s after they are all open:"
+	echo "$idle_n idle kept-alive connections, each after one request for the 1 KiB file; memory of the server's processes before and $((${IDLE_SETTLE:-15}))s after they are all open:"
 	echo
 	echo "| scenario | server | RSS before | RSS with the connections | RSS per connection | PSS per connection | CPU per connection (open + request) |"
 	echo "|---|---|---:|---:|---:|---:|---:|"

@@ -585,17 +585,52 @@ func (c *conn) deadline(d, slack, whole time.Duration, cur time.Time) time.Time 
 }
 
 // connWriter is what the buffered writer writes to: the connection, with
-// send_timeout between two writes.
-type connWriter struct{ c *conn }
+// send_timeout between two writes. With more set (a head before sendfile)
+// it writes with MSG_MORE on plain TCP.
+type connWriter struct {
+	c    *conn
+	more bool
+}
 
 func (w *connWriter) Write(p []byte) (int, error) {
 	c := w.c
 	c.setWriteDeadline(c.s.o.SendTimeout)
+	if w.more && c.raw != nil {
+		return w.writeMore(p)
+	}
 	n, err := c.rwc.Write(p)
 	if err != nil {
 		c.closeAfter = true
 	}
 	return n, err
+}
+
+func (w *connWriter) writeMore(p []byte) (int, error) {
+	var n int
+	var serr error
+	err := w.c.raw.Write(func(fd uintptr) bool {
+		for n < len(p) {
+			k, err := unix.SendmsgN(int(fd), p[n:], nil, nil, unix.MSG_MORE)
+			n += max(k, 0)
+			switch err {
+			case nil:
+			case unix.EINTR:
+			case unix.EAGAIN:
+				return false
+			default:
+				serr = err
+				return true
+			}
+		}
+		return true
+	})
+	if serr == nil {
+		serr = err
+	}
+	if serr != nil {
+		w.c.closeAfter = true
+	}
+	return n, serr
 }
 
 func (w *connWriter) flush() error {

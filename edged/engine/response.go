@@ -375,7 +375,12 @@ func (w *response) ReadFrom(src io.Reader) (int64, error) {
 			return 0, err
 		}
 	}
-	if err := w.c.bw.Flush(); err != nil {
+	// The head leaves with the file's first bytes (MSG_MORE), as nginx's
+	// tcp_nopush does, not in a packet of its own.
+	w.c.out.more = true
+	err := w.c.bw.Flush()
+	w.c.out.more = false
+	if err != nil {
 		return 0, err
 	}
 	limit = min(limit, w.declared-w.written)
