@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"net"
-	"net/http/httptrace"
-	"sync/atomic"
 )
 
 // DialError is a failure to connect to an upstream server, made where the
@@ -38,43 +36,4 @@ func dialer(d *net.Dialer, addr, network, address string) func(context.Context) 
 		}
 		return c, nil
 	}
-}
-
-// countedConn is a pooled upstream connection that counts the bytes written
-// to it, so that after a failed exchange the handler can tell whether any
-// of the request left (see sentNothing).
-type countedConn struct {
-	net.Conn
-	written atomic.Int64
-}
-
-func (c *countedConn) Write(p []byte) (int, error) {
-	n, err := c.Conn.Write(p)
-	c.written.Add(int64(n))
-	return n, err
-}
-
-// attemptTrace watches one attempt's connection. net/http's Transport
-// resends a request by itself when a kept-alive connection turns out closed
-// before anything was written, but only if it can replay the body; for a
-// streamed body it returns the error, and the handler may still send the
-// request elsewhere if no byte of it left.
-type attemptTrace struct {
-	conn   *countedConn
-	reused bool
-	before int64
-}
-
-func (a *attemptTrace) clientTrace() *httptrace.ClientTrace {
-	return &httptrace.ClientTrace{GotConn: func(info httptrace.GotConnInfo) {
-		if c, ok := info.Conn.(*countedConn); ok {
-			a.conn, a.reused, a.before = c, info.Reused, c.written.Load()
-		}
-	}}
-}
-
-// sentNothing reports whether the attempt failed on a kept-alive connection
-// before any of its bytes were written.
-func (a *attemptTrace) sentNothing() bool {
-	return a.conn != nil && a.reused && a.conn.written.Load() == a.before
 }
