@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"sync"
 	"time"
 
@@ -36,8 +37,10 @@ type watchdog struct {
 	token string
 	once  sync.Once
 	pipe  *pipeListener // when no real listener can be probed
-	// network and address of the http listener probed; "" = the pipe
-	network, address string
+	// network and addresses of the http listener probed, tried in order;
+	// "" = the pipe
+	network   string
+	addresses []string
 }
 
 func newWatchdogToken() string {
@@ -64,17 +67,21 @@ func (s *Server) probeTarget() {
 		}
 		switch a := ln.Addr().(type) {
 		case *net.TCPAddr:
-			ip := a.IP
-			if ip == nil || ip.IsUnspecified() {
-				ip = net.IPv6loopback
-				if a.IP == nil || a.IP.To4() != nil {
-					ip = net.IPv4(127, 0, 0, 1)
-				}
+			port := strconv.Itoa(a.Port)
+			s.wd.network = "tcp"
+			switch {
+			case a.IP == nil || a.IP.IsUnspecified() && a.IP.To4() != nil:
+				s.wd.addresses = []string{net.JoinHostPort("127.0.0.1", port)}
+			case a.IP.IsUnspecified():
+				// [::] takes IPv4 too unless it is IPv6-only (systemd's
+				// BindIPv6Only=both); ::1 may not exist where IPv6 is off.
+				s.wd.addresses = []string{net.JoinHostPort("127.0.0.1", port), net.JoinHostPort("::1", port)}
+			default:
+				s.wd.addresses = []string{net.JoinHostPort(a.IP.String(), port)}
 			}
-			s.wd.network, s.wd.address = "tcp", (&net.TCPAddr{IP: ip, Port: a.Port}).String()
 			return
 		case *net.UnixAddr:
-			s.wd.network, s.wd.address = "unix", a.Name
+			s.wd.network, s.wd.addresses = "unix", []string{a.Name}
 			return
 		}
 	}
@@ -95,7 +102,11 @@ func (s *Server) Healthy(timeout time.Duration) bool {
 	var err error
 	if s.wd.network != "" {
 		var d net.Dialer
-		c, err = d.DialContext(ctx, s.wd.network, s.wd.address)
+		for _, addr := range s.wd.addresses {
+			if c, err = d.DialContext(ctx, s.wd.network, addr); err == nil {
+				break
+			}
+		}
 	} else if s.wd.pipe != nil {
 		c, err = s.wd.pipe.dial(ctx)
 	} else {

@@ -35,7 +35,7 @@ respond = "ok"
 				t.Fatal(err)
 			}
 			if (c.extra != "") != (srv.wd.pipe != nil) {
-				t.Fatalf("probe target %s %s, pipe %v", srv.wd.network, srv.wd.address, srv.wd.pipe != nil)
+				t.Fatalf("probe target %s %v, pipe %v", srv.wd.network, srv.wd.addresses, srv.wd.pipe != nil)
 			}
 			notifyPath := filepath.Join(dir, "notify.sock")
 			notify, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: notifyPath, Net: "unixgram"})
@@ -102,5 +102,22 @@ func TestWatchdogAtConnectionCap(t *testing.T) {
 	}
 	if ts.srv.limiter.Refused("max_connections") != 1 {
 		t.Fatal("the probe did not meet the cap")
+	}
+}
+
+// TestWatchdogProbesEveryAddressListener: a listener on every address is
+// probed on loopback, IPv4 first (a [::] listener takes IPv4 too).
+func TestWatchdogProbesEveryAddressListener(t *testing.T) {
+	for _, addr := range []string{"0.0.0.0:0", "[::]:0"} {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			t.Skipf("%s: %v", addr, err)
+		}
+		srv := &Server{httpLns: []net.Listener{ln}}
+		srv.probeTarget()
+		ln.Close()
+		if len(srv.wd.addresses) == 0 || !strings.HasPrefix(srv.wd.addresses[0], "127.0.0.1:") {
+			t.Errorf("%s: probe addresses %v", addr, srv.wd.addresses)
+		}
 	}
 }
