@@ -231,8 +231,8 @@ label, cpu, log, out = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
 rps = float(re.search(r"finished in [0-9.]+\w+, ([0-9.]+) req/s", out).group(1)) if "finished in" in out else 0
 m = re.search(r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored", out)
 done, ok, failed, errored = (int(x) for x in m.groups()) if m else (0, 0, 0, 0)
-st = re.search(r"status codes: (\d+) 2xx", out)
-bad = failed + errored + (ok - int(st.group(1)) if st else 0)
+st = re.search(r"status codes: \d+ 2xx, \d+ 3xx, (\d+) 4xx, (\d+) 5xx", out)
+bad = failed + errored + (int(st.group(1)) + int(st.group(2)) if st else 0)
 lat = sorted(int(l.split()[2]) for l in open(log) if len(l.split()) == 3)
 pct = lambda p: lat[min(len(lat) - 1, int(p * len(lat)))] if lat else 0
 print(label, round(rps), pct(0.5), pct(0.99), bad, done, "%.1f" % (cpu / done if done else 0))

@@ -25,7 +25,7 @@ import (
 
 // testServer serves h on a loopback TLS listener with ALPN h2 and returns
 // an HTTP/2 client for it.
-func testServer(t *testing.T, o Options, h http.Handler) (*Server, *http.Client, string) {
+func testServer(t testing.TB, o Options, h http.Handler) (*Server, *http.Client, string) {
 	t.Helper()
 	o.Handler = h
 	s := New(o)

@@ -201,15 +201,13 @@ func (c *conn) newRequest(st *stream, f *http2.MetaHeadersFrame) (*http.Request,
 			return nil, errMalformed // RFC 9113 8.1.1: the DATA frames must add up
 		}
 	}
-	r := &http.Request{
-		Method:     method,
-		Proto:      "HTTP/2.0",
-		ProtoMajor: 2,
-		Header:     header,
-		Host:       authority,
-		RemoteAddr: c.remote,
-		TLS:        c.tlsState,
-	}
+	r := (&zeroRequest).WithContext(&st.ctx) // the one allocation of the request itself
+	r.Method = method
+	r.Proto, r.ProtoMajor = "HTTP/2.0", 2
+	r.Header = header
+	r.Host = authority
+	r.RemoteAddr = c.remote
+	r.TLS = c.tlsState
 	if isConnect {
 		r.URL = &url.URL{Host: authority}
 		r.RequestURI = authority
@@ -248,8 +246,10 @@ func (c *conn) newRequest(st *stream, f *http2.MetaHeadersFrame) (*http.Request,
 		st.expect100 = true
 	}
 	st.resp.isHead = method == http.MethodHead
-	return r.WithContext(&st.ctx), nil
+	return r, nil
 }
+
+var zeroRequest http.Request
 
 // headerListSize is the size of a header list as RFC 9113 6.5.2 counts it.
 func headerListSize(f *http2.MetaHeadersFrame) int {
