@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"runtime"
 	"sync"
 	"time"
 
@@ -297,6 +298,10 @@ func (c *conn) writeLoop() {
 	defer close(c.writerDone)
 	var spare []byte
 	for range c.wake {
+		// A goroutine woken by a channel send runs next, ahead of the
+		// other handlers that are ready; yielding once lets them queue
+		// their frames too, so that one write carries them all.
+		runtime.Gosched()
 		c.mu.Lock()
 		if c.broken != nil {
 			c.mu.Unlock()

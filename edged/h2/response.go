@@ -329,11 +329,12 @@ func (c *conn) writeHeadersLocked(st *stream, status int, h http.Header, end boo
 			continue
 		}
 		name := lowerName(k)
+		never := neverIndexed(k)
 		for _, v := range vv {
 			if !httpguts.ValidHeaderFieldValue(v) {
 				continue // net/http drops these too
 			}
-			c.henc.WriteField(hpack.HeaderField{Name: name, Value: v})
+			c.henc.WriteField(hpack.HeaderField{Name: name, Value: v, Sensitive: never})
 		}
 	}
 	if status >= 200 {
@@ -365,6 +366,14 @@ func skipResponseField(k string) bool {
 		return true
 	}
 	return strings.HasPrefix(k, http.TrailerPrefix)
+}
+
+// neverIndexed names fields kept out of the HPACK dynamic table: a
+// request ID is new on every response, and entering it would only evict
+// entries that do repeat (Date, Content-Type, Alt-Svc, ...); a cookie is
+// a secret (RFC 7541 7.1.3).
+func neverIndexed(k string) bool {
+	return k == "X-Request-Id" || k == "Set-Cookie"
 }
 
 var statusTexts = func() (t [600]string) {
