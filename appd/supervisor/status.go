@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/user"
 	"path/filepath"
 	"slices"
 	"sort"
@@ -42,6 +43,11 @@ type Status struct {
 	Zygotes []Worker `json:"zygotes,omitempty"`
 	// Reloads counts reload outcomes: started, done, rolled_back, invalid.
 	Reloads map[string]int `json:"reloads"`
+	// LastReload is the last reload's outcome; nil before any.
+	LastReload *ReloadOutcome `json:"last_reload,omitempty"`
+	// MemoryMax is [limits] memory_max of the current generation's
+	// workers (0: none), enforced only with a Cgroup.
+	MemoryMax int64 `json:"memory_max_bytes,omitempty"`
 	// Exits counts worker exits: planned (drained), failed, oom.
 	Exits map[string]int `json:"exits"`
 	// Load: connections waiting in the listening sockets' accept queues
@@ -90,6 +96,17 @@ type Worker struct {
 	Pids          int64     `json:"pids"`
 }
 
+// ReloadOutcome is where a reload got: "started" (the new generation is
+// starting), "done" (it serves), "rolled_back" (it failed; the previous
+// one serves, Detail says why) or "invalid" (the configuration was
+// refused; Detail is the error).
+type ReloadOutcome struct {
+	At         time.Time `json:"at"`
+	Result     string    `json:"result"`
+	Generation int       `json:"generation"`
+	Detail     string    `json:"detail,omitempty"`
+}
+
 type statusRequest struct{ reply chan Status }
 
 // snapshot builds a Status; loop only.
@@ -99,7 +116,12 @@ func (s *Supervisor) snapshot(now time.Time) Status {
 		Reloading: s.rollout && s.stableGen != 0, Stopping: s.stopping, Started: s.started,
 		Reloads: maps.Clone(s.reloads), Exits: maps.Clone(s.exits),
 		Queued: s.as.queued, Backlog: s.as.backlog, Busy: s.as.busy, Autoscale: s.cfg.Workers.Autoscale,
-		HeldBack: s.as.heldBack, ScaleUps: s.as.ups, ScaleDowns: s.as.downs, MemoryPressure: s.as.pressure}
+		HeldBack: s.as.heldBack, ScaleUps: s.as.ups, ScaleDowns: s.as.downs, MemoryPressure: s.as.pressure,
+		MemoryMax: int64(s.cfg.Limits.MemoryMax)}
+	if s.lastReload != nil {
+		lr := *s.lastReload
+		st.LastReload = &lr
+	}
 	if s.tree != nil {
 		st.Cgroup = s.tree.Path()
 	}
@@ -274,6 +296,7 @@ func (s *Supervisor) serveControl(path string) (*controlServer, error) {
 		return nil, fmt.Errorf("opening the control socket: %w", err)
 	}
 	os.Chmod(path, 0o660)
+	shareControl(path)
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel := context.WithTimeout(r.Context(), controlWait)
@@ -302,6 +325,23 @@ func (s *Supervisor) serveControl(path string) (*controlServer, error) {
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go srv.Serve(ln)
 	return &controlServer{srv: srv, ln: ln}, nil
+}
+
+// ControlGroup may read the control socket (GET /status and /metrics
+// only): the group that already reaches the applications' sockets, so
+// that edged (SupplementaryGroups=appd-socket) shows appd's workers on
+// its status page. Where the group does not exist the socket stays
+// root's.
+const ControlGroup = "appd-socket"
+
+func shareControl(path string) {
+	g, err := user.LookupGroup(ControlGroup)
+	if err != nil {
+		return
+	}
+	if gid, err := strconv.Atoi(g.Gid); err == nil {
+		os.Chown(path, -1, gid) // only root may; otherwise it stays ours
+	}
 }
 
 // writeMetrics writes the status in the Prometheus text format.

@@ -109,6 +109,7 @@ type Supervisor struct {
 	readySent  bool
 	lastStatus string
 	reloads    map[string]int // result -> count, for metrics
+	lastReload *ReloadOutcome // the last reload's outcome, for status
 	exits      map[string]int // kind -> count, for metrics
 	started    time.Time
 }
@@ -395,6 +396,7 @@ func (s *Supervisor) reload() {
 		msg := strings.ReplaceAll(err.Error(), "\n", "; ")
 		s.log.Error("reload refused, the running generation keeps serving: "+msg, "gen", s.gen)
 		s.reloadNote = "reload refused: invalid config (see log)"
+		s.lastReload = &ReloadOutcome{At: time.Now(), Result: "invalid", Generation: s.gen, Detail: msg}
 		s.notify.Ready(s.statusLine())
 		return
 	}
@@ -426,6 +428,7 @@ func (s *Supervisor) reload() {
 	s.rolledBack = false
 	s.reloadNote = ""
 	s.reloads["started"]++
+	s.lastReload = &ReloadOutcome{At: time.Now(), Result: "started", Generation: s.gen}
 	s.log.Info("reloading: starting a new generation beside the old", "gen", s.gen, "workers", s.count)
 	if keep != nil && keepZygote(keep, c) {
 		keep.gens[s.gen] = true
@@ -446,6 +449,7 @@ func (s *Supervisor) rollback(cause string) {
 	s.count = s.stableCount
 	s.rolledBack = true
 	s.reloadNote = fmt.Sprintf("reload to gen %d rolled back: %s", failed, cause)
+	s.lastReload = &ReloadOutcome{At: time.Now(), Result: "rolled_back", Generation: failed, Detail: cause}
 	for _, w := range s.workers {
 		if w.gen != failed || w.state == Draining || w.kind == zygote && w.state == Ready {
 			continue // a ready zygote goes once its forks are gone
@@ -518,6 +522,7 @@ func (s *Supervisor) manage(now time.Time) {
 			s.log.Info("rollback done: the previous generation serves alone again", "gen", s.gen, "workers", s.count)
 		default:
 			s.reloads["done"]++
+			s.lastReload = &ReloadOutcome{At: now, Result: "done", Generation: s.gen}
 			s.log.Info("reload done: new generation serving", "gen", s.gen, "workers", s.count, "took", now.Sub(s.reloadStart).Round(time.Millisecond))
 		}
 		s.notify.Ready(s.statusLine())

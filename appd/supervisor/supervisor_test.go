@@ -257,6 +257,9 @@ func TestInvalidReloadKeepsServing(t *testing.T) {
 	if st.Generation != 1 || fmt.Sprint(pidsOf(st)) != fmt.Sprint(before) {
 		t.Errorf("workers changed on an invalid reload: %+v", st)
 	}
+	if lr := st.LastReload; lr == nil || lr.Result != "invalid" || !strings.Contains(lr.Detail, "workers.bogus: unknown key") {
+		t.Errorf("last reload after an invalid one: %+v", lr)
+	}
 	logs := h.logs.String()
 	if !strings.Contains(logs, "test.toml:5: workers.bogus: unknown key") {
 		t.Errorf("the refusal does not say why:\n%s", logs)
@@ -266,7 +269,12 @@ func TestInvalidReloadKeepsServing(t *testing.T) {
 	}
 	// A later valid reload goes through.
 	h.reload(conf(t, "[workers]\ncount = 2\n"))
-	h.waitFor("gen 2", 30*time.Second, allReady(2, 2))
+	st = h.waitFor("gen 2 done", 30*time.Second, func(st Status) bool {
+		return allReady(2, 2)(st) && st.LastReload != nil && st.LastReload.Result == "done"
+	})
+	if st.LastReload.Generation != 2 || st.LastReload.At.IsZero() {
+		t.Errorf("last reload: %+v", st.LastReload)
+	}
 }
 
 func TestNeverReadyGenerationIsRolledBack(t *testing.T) {
@@ -284,6 +292,9 @@ func TestNeverReadyGenerationIsRolledBack(t *testing.T) {
 			st = h.waitFor("rollback", 30*time.Second, func(st Status) bool {
 				return strings.Contains(st.Message, "reload to gen 2 rolled back")
 			})
+			if lr := st.LastReload; lr == nil || lr.Result != "rolled_back" || lr.Generation != 2 || lr.Detail == "" {
+				t.Errorf("last reload after a rollback: %+v", lr)
+			}
 			st = h.waitFor("gen 1 serving alone", 30*time.Second, allReady(2, 1))
 			close(stop)
 			wg.Wait()
