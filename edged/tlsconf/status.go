@@ -49,10 +49,13 @@ type statusTracker struct {
 	hosts  map[string]*hostState
 	manual []CertStatus
 	mwarn  map[string]bool // manual host -> overdue warning logged
+	// poke asks watch for a check now: a certificate was just cached, so
+	// its expiry metric need not wait for the next tick.
+	poke chan struct{}
 }
 
 func newStatusTracker(m *Manager) *statusTracker {
-	return &statusTracker{m: m, hosts: map[string]*hostState{}, mwarn: map[string]bool{}}
+	return &statusTracker{m: m, hosts: map[string]*hostState{}, mwarn: map[string]bool{}, poke: make(chan struct{}, 1)}
 }
 
 func (s *statusTracker) track(host, mode string) {
@@ -177,8 +180,14 @@ func (s *statusTracker) onEvent(_ context.Context, event string, data map[string
 			log.Debug("tls: certificate "+what+" failed again", "host", id, "err", msg)
 		}
 	case "cached_managed_cert":
-		// Loaded from storage: at start, or after a failed attempt when
-		// another edged sharing the storage obtained it meanwhile.
+		// Loaded from storage: at start, after an obtain or renewal, or
+		// after a failed attempt when another edged sharing the storage
+		// obtained it meanwhile. It is in the cache now (certmagic says
+		// so after caching): the expiry metric can be set.
+		select {
+		case s.poke <- struct{}{}:
+		default:
+		}
 		sans, _ := data["sans"].([]string)
 		var recovered []*hostState
 		var names []string
@@ -315,6 +324,8 @@ func (s *statusTracker) watch(ctx context.Context, wg *sync.WaitGroup) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+			s.check(time.Now())
+		case <-s.poke:
 			s.check(time.Now())
 		}
 	}
