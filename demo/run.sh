@@ -32,6 +32,7 @@ cat <<MSG
     http://127.0.0.1:8080/          static page (edged)
     http://127.0.0.1:8080/app/      demo app (appd workers behind edged)
     https://localhost:8443/         the same over HTTPS (internal CA: $run/edged-state)
+    http://127.0.0.1:8080/_status/  edged's live status page
     $bin/appd status -socket $run/demo.ctl
     $bin/edged status -config $run/edged.toml
   Ctrl-C stops both.

@@ -6,6 +6,7 @@
 //	edged status [-config FILE]     print the running server's state
 //	edged purge [-config FILE] URL  remove URL from the caches (-prefix, -all)
 //	edged register -upstream NAME ADDR  register an app server in the cluster
+//	edged dashboard [-listen ADDR]  serve the status page on loopback (SSH tunnel)
 //
 // Signals: HUP reloads the configuration, TERM and INT drain and stop, USR1
 // reopens the access log.
@@ -42,6 +43,8 @@ const usage = `Usage:
   edged purge -prefix URL           remove everything under a URL prefix
   edged purge -all                  empty the caches (with [cluster]: on every node)
   edged register -upstream NAME ADDR  keep ADDR registered in the cluster's etcd
+  edged dashboard [-listen ADDR]    serve the live status page on a loopback port
+                                    (default 127.0.0.1:9180), for an SSH tunnel
   edged -version                    print the version
 
 Signals: SIGHUP reloads the configuration (systemctl reload edged), SIGTERM
@@ -60,6 +63,8 @@ func main() {
 			os.Exit(purgeCmd(os.Args[2:]))
 		case "register":
 			os.Exit(registerCmd(os.Args[2:]))
+		case "dashboard":
+			os.Exit(dashboardCmd(os.Args[2:])) // dashboardcmd.go
 		}
 	}
 	fs := flag.NewFlagSet("edged", flag.ExitOnError)

@@ -31,6 +31,8 @@ type Config struct {
 	Streams   []Stream             `toml:"stream"`  // TCP/TLS stream proxies, mail ports (streams.go)
 	Cluster   Cluster              `toml:"cluster"` // etcd shared by several edged nodes (cluster.go)
 
+	Dashboard Dashboard `toml:"dashboard"` // the status page (dashboard.go)
+
 	// Doc locates keys for error messages; nil for configs built in code.
 	Doc *tomlconf.Doc `toml:"-"`
 }
@@ -266,6 +268,10 @@ type Route struct {
 	AccessLog       *bool         `toml:"access_log"` // log this route's requests; default true (nginx access_log off)
 	EarlyData       bool          `toml:"early_data"` // serve safe HTTP/3 requests from 0-RTT data; default false
 	Shield                        // limits, access control, auth, error pages, maintenance (shield.go)
+
+	// StatusPage serves edged's live status page under Path; it must be
+	// behind allow/deny or authentication (dashboard.go).
+	StatusPage bool `toml:"status_page"`
 }
 
 // HeaderOps edits headers: Set replaces, Add appends, Remove deletes.

@@ -90,6 +90,7 @@ func (c *Config) ApplyDefaults() {
 	if !c.Doc.IsDefined("server", "https") {
 		s.HTTPS = []string{":443"}
 	}
+	c.dashboardDefaults()
 	if !c.Doc.IsDefined("server", "admin") {
 		s.Admin = "unix:" + filepath.Join(systemd.RuntimeDir(DefaultRuntimeDir), "admin.sock")
 	}
@@ -277,6 +278,7 @@ func (c *Config) Validate() error {
 			bad("server.admin", "%q is reachable from other machines and the admin API can purge caches and reload: set admin_token_file, or use a loopback or unix: address", s.Admin)
 		}
 	}
+	c.validateDashboard(bad)
 	if f := s.AdminTokenFile; f != "" && !filepath.IsAbs(f) {
 		bad("server.admin_token_file", "%q: want an absolute path", f)
 	}
@@ -438,6 +440,7 @@ func (c *Config) validateSites(bad func(string, string, ...any)) {
 		for j, r := range site.Routes {
 			c.validateRoute(bad, fmt.Sprintf("%s.route[%d]", key, j), r)
 			c.validateShield(bad, fmt.Sprintf("%s.route[%d]", key, j), r.Shield, true)
+			c.validateStatusPage(bad, fmt.Sprintf("%s.route[%d]", key, j), site.Shield, r)
 			pk := r.Path
 			if r.Exact {
 				pk = "=" + pk
@@ -455,7 +458,7 @@ func (c *Config) validateRoute(bad func(string, string, ...any), key string, r R
 		bad(key+".path", "%q: a route path starts with /", r.Path)
 	}
 	var handlers []string
-	for name, set := range map[string]bool{"upstream": r.Upstream != "", "static": r.Static != "", "redirect": r.Redirect != "", "respond": r.Respond != "" || r.Status != 0 && r.Redirect == ""} {
+	for name, set := range map[string]bool{"upstream": r.Upstream != "", "static": r.Static != "", "redirect": r.Redirect != "", "respond": r.Respond != "" || r.Status != 0 && r.Redirect == "", "status_page": r.StatusPage} {
 		if set {
 			handlers = append(handlers, name)
 		}
@@ -470,7 +473,7 @@ func (c *Config) validateRoute(bad func(string, string, ...any), key string, r R
 	}
 	switch len(handlers) {
 	case 0:
-		bad(key, "route has no handler: set one of upstream, static, redirect or respond")
+		bad(key, "route has no handler: set one of upstream, static, redirect, respond or status_page")
 	case 1:
 	default:
 		bad(key, "route has several handlers (%s): set exactly one", strings.Join(handlers, ", "))

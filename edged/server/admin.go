@@ -35,6 +35,8 @@ func (s *Server) adminHandler() http.Handler {
 	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, s.Status())
 	})
+	mux.Handle("GET "+dashPrefix, s.dashboardHandler(dashPrefix))
+	mux.HandleFunc("GET /appd/metrics", s.appdMetrics) // dashboard.go
 	mux.HandleFunc("POST /purge", s.handlePurge)
 	mux.HandleFunc("POST /reload", func(w http.ResponseWriter, r *http.Request) {
 		if err := s.Reload(); err != nil {

@@ -65,7 +65,8 @@ type routeData struct {
 	respOps *headerOps
 	metrics *routeMetrics // bound at commit (reload.go)
 	labels  routeLabels
-	noLog   bool // access_log = false on the route
+	desc    string // the handler, as the status page shows it
+	noLog   bool   // access_log = false on the route
 	// earlyData: safe HTTP/3 requests may be served from 0-RTT data.
 	earlyData bool
 }
@@ -159,6 +160,7 @@ func (s *Server) compile(cfg *config.Config, prev *runtime) (*runtime, error) {
 					handler:   h,
 					respOps:   newHeaderOps(rc.ResponseHeaders.Set, rc.ResponseHeaders.Add, rc.ResponseHeaders.Remove),
 					labels:    routeLabels{name, rname},
+					desc:      describeRoute(rc),
 					noLog:     rc.AccessLog != nil && !*rc.AccessLog,
 					earlyData: rc.EarlyData,
 				},
@@ -270,6 +272,8 @@ func (s *Server) routeHandler(cfg *config.Config, rt *runtime, rc config.Route, 
 			return nil, err
 		}
 		h = sh
+	case rc.StatusPage:
+		h, compressOn = s.dashboardHandler(rc.Path), false // events are a stream
 	case rc.Redirect != "":
 		h = newRedirect(rc.Status, rc.Redirect)
 	default:

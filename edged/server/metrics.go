@@ -2,11 +2,13 @@ package server
 
 import (
 	"log/slog"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sys/unix"
 
 	"github.com/edgeapp/edgeapp/edged/connlimit"
+	"github.com/edgeapp/edgeapp/edged/dashboard"
 )
 
 // metrics are edged's own request metrics; sub-systems register theirs.
@@ -51,6 +53,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 type routeMetrics struct {
 	byClass  [6]prometheus.Counter // index status/100; 0 for anything odd
 	duration prometheus.Observer
+	hist     *dashboard.RouteHistory // the status page's recent history
 }
 
 func (m *metrics) forRoute(site, route string) *routeMetrics {
@@ -69,13 +72,16 @@ func (m *metrics) dropRoute(site, route string) {
 	m.duration.DeleteLabelValues(site, route)
 }
 
-func (rm *routeMetrics) observe(status int, seconds float64) {
+func (rm *routeMetrics) observe(status int, start time.Time, took time.Duration) {
 	c := status / 100
 	if c < 1 || c > 5 {
 		c = 0
 	}
 	rm.byClass[c].Inc()
-	rm.duration.Observe(seconds)
+	rm.duration.Observe(took.Seconds())
+	if rm.hist != nil {
+		rm.hist.Observe(start.Add(took).Unix(), status, took)
+	}
 }
 
 // registerLimiter exports the connection caps' refusals.

@@ -133,9 +133,11 @@ func (s *Server) bindRouteMetrics(rt, old *runtime) {
 		for i := range site.Routes {
 			rd := site.Routes[i].Data.(*routeData)
 			rd.metrics = s.metrics.forRoute(rd.labels.site, rd.labels.route)
+			rd.metrics.hist = s.dash.histories.Route(rd.labels.site, rd.labels.route)
 			keep[rd.labels] = true
 		}
 	}
+	s.dash.histories.Keep(func(site, route string) bool { return keep[routeLabels{site, route}] })
 	if old == nil {
 		return
 	}

@@ -91,6 +91,7 @@ type Server struct {
 	wd                watchdog      // the self-probe before each WATCHDOG=1 (watchdog.go)
 	quic              quicListeners // HTTP/3 (h3.go)
 	streams           streams       // [[stream]] proxies (streams.go)
+	dash              dashState     // the status page (dashboard.go)
 }
 
 type reloadResult struct {
@@ -498,7 +499,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, secure bool) {
 			rw.status = http.StatusOK // handler wrote nothing
 		}
 		if rm != nil {
-			rm.observe(rw.status, time.Since(start).Seconds())
+			rm.observe(rw.status, start, time.Since(start))
 		}
 		if body != nil {
 			info.BytesIn = max(info.BytesIn, body.n.Load())
