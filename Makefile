@@ -124,7 +124,7 @@ demo: build
 # by `make deps`, which .ci/run calls on a fresh machine. This is the one
 # list of peers: add yours to the line of its purpose. A test whose peer is
 # missing skips and names the package it wants.
-DEPS_TEST  := curl python3 gunicorn knot apache2-utils dovecot-imapd dovecot-pop3d postfix
+DEPS_TEST  := curl python3 gunicorn knot apache2-utils dovecot-imapd dovecot-pop3d postfix chromium
 DEPS_CLUSTER := etcd-server
 DEPS_BENCH := nginx haproxy varnish wrk caddy
 DEPS_PKG   := systemd cpio lintian rpm rpmlint mandoc
