@@ -33,7 +33,9 @@ func FuzzConn(f *testing.F) {
 		write()
 		f.Add(append([]byte(nil), b.Bytes()...))
 	}
-	seed(func() { fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: get, EndStream: true, EndHeaders: true}) })
+	seed(func() {
+		fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: get, EndStream: true, EndHeaders: true})
+	})
 	seed(func() {
 		fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: post, EndHeaders: true})
 		fr.WriteData(1, false, []byte("hello"))

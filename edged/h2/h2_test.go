@@ -459,3 +459,44 @@ func TestExpectContinue(t *testing.T) {
 		}
 	}
 }
+
+func TestMalformedRequestsRefused(t *testing.T) {
+	var called atomic.Int32
+	_, c, url := testServer(t, Options{}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		called.Add(1)
+	}))
+	fr, headers := rawConn(t, c, url)
+	base := []string{":method", "GET", ":scheme", "https", ":path", "/"}
+	cases := [][]string{
+		{":authority", "a.test", "host", "b.test"}, // Host disagrees with :authority
+		{":authority", "a.test", "connection", "keep-alive"},
+		{":authority", "a.test", "transfer-encoding", "chunked"},
+		{":authority", "a.test", "te", "gzip"},
+		{":authority", "a.test", "content-length", "1x"},
+	}
+	for i, extra := range cases {
+		id := uint32(2*i + 1)
+		// Pseudo-header fields first, then the regular ones.
+		fields := append(append([]string{}, base...), extra[:2]...)
+		fields = append(fields, extra[2:]...)
+		headers(id, true, fields...)
+		for {
+			f, err := fr.ReadFrame()
+			if err != nil {
+				t.Fatalf("case %d (%v): %v", i, extra, err)
+			}
+			if rst, ok := f.(*http2.RSTStreamFrame); ok && rst.StreamID == id {
+				if rst.ErrCode != http2.ErrCodeProtocol {
+					t.Errorf("case %d (%v): RST_STREAM %v", i, extra, rst.ErrCode)
+				}
+				break
+			}
+			if h, ok := f.(*http2.MetaHeadersFrame); ok && h.StreamID == id {
+				t.Fatalf("case %d (%v) was answered %s", i, extra, h.PseudoValue("status"))
+			}
+		}
+	}
+	if n := called.Load(); n != 0 {
+		t.Errorf("the handler ran %d times for malformed requests", n)
+	}
+}

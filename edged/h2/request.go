@@ -186,6 +186,12 @@ func (c *conn) newRequest(st *stream, f *http2.MetaHeadersFrame) (*http.Request,
 	}
 	if authority == "" {
 		authority = host
+	} else if host != "" && host != authority {
+		// RFC 9113 8.3.1: a Host that names another authority than
+		// :authority is malformed (which one would a proxy behind
+		// believe?), as an absolute-form target that disagrees with
+		// Host is in HTTP/1.1.
+		return nil, errMalformed
 	}
 	st.declared = -1
 	if cl := header["Content-Length"]; len(cl) > 0 {
