@@ -27,11 +27,12 @@ type conn struct {
 	remote   string
 	ctx      context.Context // parent of the requests' contexts
 	fr       *http2.Framer   // reads: the reader only; writes: with mu held
-	br       *bufio.Reader
+	br       io.Reader       // nc, or a bufio.Reader over it on plain connections
 
 	mu      sync.Mutex
 	out     []byte // frames queued for the writer
-	wake    chan struct{}
+	spare   []byte // the other output buffer, while the writer sends one
+	writing bool   // a writer runs (see write)
 	henc    *hpack.Encoder
 	hbuf    bytes.Buffer
 	streams map[uint32]*stream
@@ -63,7 +64,8 @@ type conn struct {
 	// before it saw the RST_STREAM are ignored, not errors.
 	resetIDs   [16]uint32
 	resetPos   int
-	writerDone chan struct{}
+	writerDone chan struct{} // closed when the writer has finished or failed for good
+	writerEnd  bool
 	idleTimer  *time.Timer
 	idleSince  time.Time
 	writeArmed time.Time // when the write deadline was last moved
@@ -74,7 +76,6 @@ var goAwayPing = [8]byte{'e', 'd', 'g', 'e', 'd', 'b', 'y', 'e'}
 func newConn(s *Server, nc net.Conn, st *tls.ConnectionState) *conn {
 	c := &conn{
 		s: s, nc: nc, tlsState: st, remote: nc.RemoteAddr().String(),
-		wake:           make(chan struct{}, 1),
 		writerDone:     make(chan struct{}),
 		streams:        map[uint32]*stream{},
 		sendWindow:     65535,
@@ -83,7 +84,13 @@ func newConn(s *Server, nc net.Conn, st *tls.ConnectionState) *conn {
 		peerMaxFrame:   16384,
 	}
 	c.ctx = context.WithValue(s.o.BaseContext, http.LocalAddrContextKey, nc.LocalAddr())
-	c.br = bufio.NewReaderSize(nc, 4096)
+	// A TLS connection buffers a decrypted record already: reading frames
+	// straight from it saves an idle connection 4 KiB. A plain one would
+	// make a system call per frame header without a buffer.
+	c.br = nc
+	if st == nil {
+		c.br = bufio.NewReaderSize(nc, 4096)
+	}
 	c.fr = http2.NewFramer(outWriter{c}, c.br)
 	c.fr.SetMaxReadFrameSize(maxFrameSize)
 	// Header lists up to MaxHeaderBytes are served, larger ones up to
@@ -102,12 +109,7 @@ type outWriter struct{ c *conn }
 
 func (w outWriter) Write(p []byte) (int, error) {
 	c := w.c
-	if len(c.out) == 0 {
-		select {
-		case c.wake <- struct{}{}:
-		default:
-		}
-	}
+	c.kick()
 	c.out = append(c.out, p...)
 	return len(p), nil
 }
@@ -126,7 +128,6 @@ func (c *conn) serve() {
 		c.s.o.Log.Debug("HTTP/2: no client preface; closing the connection", "client", c.remote)
 		return
 	}
-	go c.writeLoop()
 	c.mu.Lock()
 	c.fr.WriteSettings(
 		http2.Setting{ID: http2.SettingMaxConcurrentStreams, Val: c.s.o.MaxConcurrentStreams},
@@ -274,11 +275,11 @@ func (c *conn) closeAll() {
 	c.nc.Close()
 }
 
-// kick wakes the writer; with mu held.
+// kick makes sure a writer runs; with mu held.
 func (c *conn) kick() {
-	select {
-	case c.wake <- struct{}{}:
-	default:
+	if !c.writing {
+		c.writing = true
+		c.s.start(writer{c})
 	}
 }
 
@@ -292,38 +293,46 @@ func (c *conn) checkBacklogLocked() bool {
 	return false
 }
 
-// writeLoop sends what is queued, all of it in one write, until the
-// connection ends.
-func (c *conn) writeLoop() {
-	defer close(c.writerDone)
-	var spare []byte
-	for range c.wake {
-		// A goroutine woken by a channel send runs next, ahead of the
-		// other handlers that are ready; yielding once lets them queue
-		// their frames too, so that one write carries them all.
+// writer sends what is queued until the queue is empty, on a goroutine
+// from the server's pool: an idle connection holds no writer goroutine
+// (nor its stack), and a busy one keeps its writer as long as there is
+// output. It runs on a pooled goroutine, like the handlers.
+type writer struct{ c *conn }
+
+func (w writer) run() {
+	c := w.c
+	for {
+		// A goroutine handed work runs next, ahead of the other
+		// handlers that are ready; yielding once lets them queue their
+		// frames too, so that one write carries them all.
 		runtime.Gosched()
 		c.mu.Lock()
 		if c.broken != nil {
+			c.endWriterLocked()
 			c.mu.Unlock()
 			c.nc.Close() // wakes the reader
 			return
 		}
 		buf := c.out
-		c.out = spare[:0]
-		closing := c.closing && len(buf) == 0
-		c.mu.Unlock()
-		if closing {
-			c.finish()
+		if len(buf) == 0 {
+			if c.closing {
+				c.endWriterLocked()
+				c.mu.Unlock()
+				c.finish()
+				return
+			}
+			c.writing = false
+			c.mu.Unlock()
 			return
 		}
-		if len(buf) == 0 {
-			continue
-		}
+		c.out, c.spare = c.spare[:0], nil
+		c.mu.Unlock()
 		c.armWrite()
 		_, err := c.nc.Write(buf)
 		c.mu.Lock()
 		if err != nil {
 			c.breakLocked(err)
+			c.endWriterLocked()
 			c.mu.Unlock()
 			c.nc.Close()
 			return
@@ -331,19 +340,26 @@ func (c *conn) writeLoop() {
 		// Keep the buffer for the next write, unless it grew large or
 		// the connection has nothing in progress (an idle connection
 		// holds as little as it can).
-		if cap(buf) <= 4*outBufferLimit && (c.open > 0 || cap(buf) <= 16<<10) {
-			spare = buf[:0]
-		} else {
-			spare = nil
+		if cap(buf) <= 4*outBufferLimit && (c.open > 0 || cap(buf) <= 4<<10) {
+			c.spare = buf[:0]
+		}
+		if c.open == 0 && cap(c.out) > 4<<10 && len(c.out) == 0 {
+			c.out = nil
 		}
 		for _, st := range c.blocked {
 			st.wakeUp()
 		}
 		c.blocked = c.blocked[:0]
-		if c.closing && len(c.out) == 0 {
-			c.kick()
-		}
 		c.mu.Unlock()
+	}
+}
+
+// endWriterLocked notes that no writer will run again.
+func (c *conn) endWriterLocked() {
+	c.writing = true // nothing starts another
+	if !c.writerEnd {
+		c.writerEnd = true
+		close(c.writerDone)
 	}
 }
 

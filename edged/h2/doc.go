@@ -5,10 +5,12 @@
 // the handler are this package's.
 //
 // A connection has a reader goroutine (the one that calls ServeConn), a
-// writer goroutine, and one goroutine per request while its handler runs.
-// Handlers do not write to the socket: they append frames to the
-// connection's output buffer under its lock and wake the writer, which
-// sends everything queued with one write. Under load the writer therefore
+// writer while it has output, and one goroutine per request while its
+// handler runs; writers and handlers run on goroutines from a pool, which
+// keep the stacks they grew. Handlers do not write to the socket: they
+// append frames to the connection's output buffer under its lock and make
+// sure a writer runs, which sends everything queued with one write. An
+// idle connection holds its reader goroutine and little else. Under load the writer therefore
 // sends many streams' frames in one TLS record and one system call, as
 // nginx does at the end of an event-loop turn, and a handler never waits
 // for the network unless the client holds back flow-control credit or the

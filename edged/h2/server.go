@@ -66,7 +66,7 @@ type Server struct {
 	// them. A goroutine that served a request keeps its grown stack, so
 	// reusing it spares the next request the stack growth a new
 	// goroutine goes through.
-	work chan *stream
+	work chan task
 	idle atomic.Int32
 }
 
@@ -77,19 +77,24 @@ const (
 	workerIdle     = 10 * time.Second
 )
 
-// start runs st's handler on an idle goroutine, or a new one.
-func (s *Server) start(st *stream) {
+// task is what a pooled goroutine runs: a stream's handler, or a
+// connection's writer.
+type task interface{ run() }
+
+// start runs t on an idle goroutine, or a new one.
+func (s *Server) start(t task) {
 	select {
-	case s.work <- st:
+	case s.work <- t:
 	default:
-		go s.worker(st)
+		go s.worker(t)
 	}
 }
 
-func (s *Server) worker(st *stream) {
+func (s *Server) worker(tk task) {
 	var t *time.Timer
 	for {
-		st.run()
+		tk.run()
+		tk = nil
 		if s.idle.Add(1) > maxIdleWorkers {
 			s.idle.Add(-1)
 			return
@@ -100,7 +105,7 @@ func (s *Server) worker(st *stream) {
 			t.Reset(workerIdle)
 		}
 		select {
-		case st = <-s.work:
+		case tk = <-s.work:
 			s.idle.Add(-1)
 			t.Stop()
 		case <-t.C:
@@ -124,7 +129,7 @@ func New(o Options) *Server {
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
-	return &Server{o: o, conns: map[*conn]struct{}{}, work: make(chan *stream)}
+	return &Server{o: o, conns: map[*conn]struct{}{}, work: make(chan task)}
 }
 
 // ServeConn serves HTTP/2 on nc until the connection ends; tlsState is
