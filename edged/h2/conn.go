@@ -136,7 +136,7 @@ func (c *conn) serve() {
 	c.fr.WriteWindowUpdate(0, connWindow-65535)
 	c.recvWindow = connWindow
 	c.mu.Unlock()
-	if c.s.closing.Load() {
+	if c.s.register(c) {
 		c.goAwayGracefully()
 	}
 	first := true

@@ -137,15 +137,21 @@ func New(o Options) *Server {
 // connection preface has not been read yet. ServeConn does not close nc.
 func (s *Server) ServeConn(nc net.Conn, tlsState *tls.ConnectionState) {
 	c := newConn(s, nc, tlsState)
-	s.mu.Lock()
-	s.conns[c] = struct{}{}
-	s.mu.Unlock()
 	defer func() {
 		s.mu.Lock()
 		delete(s.conns, c)
 		s.mu.Unlock()
 	}()
 	c.serve()
+}
+
+// register adds a connection whose SETTINGS are queued (a GOAWAY may
+// follow them, never precede them), and says whether a shutdown has begun.
+func (s *Server) register(c *conn) (closing bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.conns[c] = struct{}{}
+	return s.closing.Load()
 }
 
 // Shutdown starts a graceful shutdown of every connection (and of those
