@@ -66,6 +66,9 @@ type conn struct {
 	continueSent    bool
 	bodyBroken      bool // the request body could not be read to its end
 	watchDone       chan struct{}
+	readReady       func(uintptr) bool // readWhenReady
+	rn              int
+	rerr            error
 
 	// Parking (park.go): fd is the TCP descriptor (-1 until known);
 	// parked, inEpoll and parkSeq are guarded by the parker's mutex.
@@ -337,35 +340,42 @@ func (c *conn) awaitRequest() (ok, park bool) {
 	} else {
 		c.setReadDeadline(idle)
 	}
-	var n int
-	var rerr error
-	err := c.raw.Read(func(fd uintptr) bool {
-		if c.rbufp == nil {
-			c.rbufp = c.s.bufs.getRead(false)
-			c.rbuf = *c.rbufp
-		}
-		for {
-			n, rerr = syscall.Read(int(fd), c.rbuf) // syscall's Read tells the race detector about the I/O
-			if rerr != syscall.EINTR {
-				break
-			}
-		}
-		if rerr == syscall.EAGAIN {
-			c.s.bufs.putRead(c.rbufp)
-			c.rbufp, c.rbuf = nil, nil
-			return false
-		}
-		return true
-	})
+	if c.readReady == nil {
+		c.readReady = c.readWhenReady // one method value per connection, not per wait
+	}
+	err := c.raw.Read(c.readReady)
 	if err != nil {
 		return false, canPark && errors.Is(err, os.ErrDeadlineExceeded)
 	}
-	if rerr != nil || n <= 0 {
+	if c.rerr != nil || c.rn <= 0 {
+		c.rerr = nil
 		return false, false
 	}
-	c.r, c.w = 0, n
+	c.r, c.w = 0, c.rn
 	c.acquire()
 	return true, false
+}
+
+// readWhenReady is awaitRequest's readiness callback: a read into a pooled
+// buffer, which goes back to the pool if there is nothing to read yet.
+// Results in c.rn and c.rerr.
+func (c *conn) readWhenReady(fd uintptr) bool {
+	if c.rbufp == nil {
+		c.rbufp = c.s.bufs.getRead(false)
+		c.rbuf = *c.rbufp
+	}
+	for {
+		c.rn, c.rerr = syscall.Read(int(fd), c.rbuf) // syscall's Read tells the race detector about the I/O
+		if c.rerr != syscall.EINTR {
+			break
+		}
+	}
+	if c.rerr == syscall.EAGAIN {
+		c.s.bufs.putRead(c.rbufp)
+		c.rbufp, c.rbuf = nil, nil
+		return false
+	}
+	return true
 }
 
 // readHead reads until the buffer holds a complete request head and
