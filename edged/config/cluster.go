@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"path/filepath"
 	"strings"
 
 	"github.com/edgeapp/edgeapp/edged/cluster"
@@ -32,6 +33,11 @@ type Cluster struct {
 	Timeout           tomlconf.Duration `toml:"timeout"`            // each request to etcd; default 5s
 	SyncInterval      tomlconf.Duration `toml:"sync_interval"`      // cluster rate limits exchange counts; default 500ms
 	PurgeTTL          tomlconf.Duration `toml:"purge_ttl"`          // purges kept for nodes that were away; default 10m
+	// LocalDir is this node's own directory: the local copy of the etcd
+	// storage, the exported internal root, the last purge applied.
+	// Default: [tls] storage when it is a directory, else $STATE_DIRECTORY,
+	// else /var/lib/edged.
+	LocalDir string `toml:"local_dir"`
 }
 
 // Enabled reports whether [cluster] names an etcd cluster.
@@ -51,9 +57,13 @@ func (c *Config) ClusterOptions() cluster.Options {
 	}.WithDefaults()
 }
 
-// LocalStateDir is the node's own state directory: the certificate storage
-// directory, or with storage = "etcd" $STATE_DIRECTORY (/var/lib/edged).
+// LocalStateDir is the node's own state directory: [cluster] local_dir,
+// else the certificate storage directory, else (storage = "etcd")
+// $STATE_DIRECTORY or /var/lib/edged.
 func (c *Config) LocalStateDir() string {
+	if c.Cluster.LocalDir != "" {
+		return c.Cluster.LocalDir
+	}
 	if c.TLS.Storage == StorageEtcd || c.TLS.Storage == "" {
 		return systemd.StateDir("/var/lib/edged")
 	}
@@ -80,6 +90,9 @@ func (c *Config) validateCluster(bad func(string, string, ...any)) {
 	}
 	if !k.Enabled() {
 		return
+	}
+	if d := k.LocalDir; d != "" && !filepath.IsAbs(d) {
+		bad("cluster.local_dir", "%q: want an absolute directory", d)
 	}
 	err := c.ClusterOptions().Check()
 	for _, e := range unjoinErrs(err) {
