@@ -142,6 +142,7 @@ func (c *Cluster) Up() bool { return c.up.Load() }
 const (
 	healthEvery     = 2 * time.Second
 	healthEveryDown = time.Second
+	probesDown      = 2
 )
 
 // watchHealth probes etcd with a linearizable read (which needs a quorum)
@@ -149,6 +150,7 @@ const (
 func (c *Cluster) watchHealth() {
 	defer c.wg.Done()
 	first := true
+	fails := 0
 	for {
 		ctx, cancel := context.WithTimeout(c.ctx, c.o.OpTimeout)
 		_, err := c.cli.Get(ctx, c.key("health"), clientv3.WithCountOnly())
@@ -156,7 +158,16 @@ func (c *Cluster) watchHealth() {
 		if c.ctx.Err() != nil {
 			return
 		}
-		c.setUp(err == nil, err, first)
+		// One failed probe may be a leader election (seconds): the node
+		// counts as cut off after probesDown failures in a row.
+		if err != nil {
+			fails++
+		} else {
+			fails = 0
+		}
+		if err == nil || fails >= probesDown || first {
+			c.setUp(err == nil, err, first)
+		}
 		first = false
 		wait := healthEvery
 		if err != nil {
@@ -170,13 +181,10 @@ func (c *Cluster) watchHealth() {
 	}
 }
 
-// noteError is called by every part that had a request to etcd fail: the
-// node counts as cut off until the next probe succeeds.
+// noteError counts a failed request to etcd; whether the node is cut off
+// is the health probe's to say (a single failure is often an election).
 func (c *Cluster) noteError(op string, err error) {
 	c.met.errors.WithLabelValues(op).Inc()
-	if c.ctx.Err() == nil && isUnavailable(err) {
-		c.setUp(false, err, false)
-	}
 }
 
 func (c *Cluster) setUp(up bool, err error, first bool) {

@@ -237,9 +237,30 @@ func (s *Storage) Load(ctx context.Context, key string) ([]byte, error) {
 	}
 	v, err := s.load(ctx, key)
 	if isUnavailable(err) {
-		// No leader (an election) or no quorum: a member's own copy,
-		// possibly a moment old, beats the local one.
-		v, err = s.loadSerializable(ctx, key)
+		// No leader (an election) or a member gone: a member's own copy
+		// (current once the write that made it was acknowledged) beats the
+		// local one, and an election is over in seconds, so keep asking
+		// for up to the request timeout. An ACME challenge read here
+		// while the CA validates must not turn into a 404.
+		deadline := time.Now().Add(s.c.o.OpTimeout)
+		for wait := 100 * time.Millisecond; ; wait = min(wait*2, time.Second) {
+			if v, err = s.loadSerializable(ctx, key); !isUnavailable(err) {
+				break
+			}
+			if time.Now().Add(wait).After(deadline) || !s.c.Up() {
+				break
+			}
+			select {
+			case <-ctx.Done():
+			case <-time.After(wait):
+			}
+			if ctx.Err() != nil {
+				break
+			}
+			if v, err = s.load(ctx, key); !isUnavailable(err) {
+				break
+			}
+		}
 	}
 	switch {
 	case err == nil:
@@ -336,6 +357,9 @@ func (s *Storage) Stat(ctx context.Context, key string) (certmagic.KeyInfo, erro
 		return s.local.Stat(ctx, key)
 	}
 	ki, err := s.stat(ctx, key)
+	if isUnavailable(err) {
+		ki, err = s.statSerializable(ctx, key) // a member's own copy, as Load
+	}
 	if err == nil || errors.Is(err, fs.ErrNotExist) {
 		return ki, err
 	}
@@ -370,6 +394,35 @@ func (s *Storage) stat(ctx context.Context, key string) (certmagic.KeyInfo, erro
 		return certmagic.KeyInfo{Key: key, Modified: mod, Size: size, IsTerminal: true}, nil
 	}
 	if resp.Responses[1].GetResponseRange().Count > 0 {
+		return certmagic.KeyInfo{Key: key, IsTerminal: false}, nil
+	}
+	return certmagic.KeyInfo{}, fmt.Errorf("%s: %w", key, fs.ErrNotExist)
+}
+
+func (s *Storage) statSerializable(ctx context.Context, key string) (certmagic.KeyInfo, error) {
+	ctx, cancel := s.c.opCtx(ctx)
+	defer cancel()
+	rk := s.recKey(key)
+	resp, err := s.c.cli.Get(ctx, rk, clientv3.WithSerializable())
+	if err != nil {
+		return certmagic.KeyInfo{}, err
+	}
+	if len(resp.Kvs) > 0 {
+		f, mod, data, ch, err := parseRecord(resp.Kvs[0].Value)
+		if err != nil {
+			return certmagic.KeyInfo{}, fmt.Errorf("%s: %w", key, err)
+		}
+		size := int64(len(data))
+		if f == fmtChunked {
+			size = ch.size
+		}
+		return certmagic.KeyInfo{Key: key, Modified: mod, Size: size, IsTerminal: true}, nil
+	}
+	dir, err := s.c.cli.Get(ctx, rk+"/", clientv3.WithPrefix(), clientv3.WithCountOnly(), clientv3.WithSerializable())
+	if err != nil {
+		return certmagic.KeyInfo{}, err
+	}
+	if dir.Count > 0 {
 		return certmagic.KeyInfo{Key: key, IsTerminal: false}, nil
 	}
 	return certmagic.KeyInfo{}, fmt.Errorf("%s: %w", key, fs.ErrNotExist)
