@@ -237,30 +237,7 @@ func (s *Storage) Load(ctx context.Context, key string) ([]byte, error) {
 	}
 	v, err := s.load(ctx, key)
 	if isUnavailable(err) {
-		// No leader (an election) or a member gone: a member's own copy
-		// (current once the write that made it was acknowledged) beats the
-		// local one, and an election is over in seconds, so keep asking
-		// for up to the request timeout. An ACME challenge read here
-		// while the CA validates must not turn into a 404.
-		deadline := time.Now().Add(s.c.o.OpTimeout)
-		for wait := 100 * time.Millisecond; ; wait = min(wait*2, time.Second) {
-			if v, err = s.loadSerializable(ctx, key); !isUnavailable(err) {
-				break
-			}
-			if time.Now().Add(wait).After(deadline) || !s.c.Up() {
-				break
-			}
-			select {
-			case <-ctx.Done():
-			case <-time.After(wait):
-			}
-			if ctx.Err() != nil {
-				break
-			}
-			if v, err = s.load(ctx, key); !isUnavailable(err) {
-				break
-			}
-		}
+		v, err = s.loadDuringElection(ctx, key)
 	}
 	switch {
 	case err == nil:
@@ -275,6 +252,40 @@ func (s *Storage) Load(ctx context.Context, key string) ([]byte, error) {
 	}
 	return nil, fmt.Errorf("loading %s from etcd: %w", key, err)
 }
+
+// loadDuringElection reads key while etcd has no leader (an election, a
+// member gone): a member's own copy is taken when it has the value (it is
+// current once the write that made it was acknowledged), but its "not
+// found" may only be late, so the linearizable read is tried again until
+// it answers or electionWait passes. An ACME challenge read here while the
+// CA validates must not turn into a 404 and a second order.
+func (s *Storage) loadDuringElection(ctx context.Context, key string) ([]byte, error) {
+	deadline := time.Now().Add(electionWait)
+	var v []byte
+	var err error
+	for wait := 100 * time.Millisecond; ; wait = min(wait*2, time.Second) {
+		if v, err = s.loadSerializable(ctx, key); err == nil || (!isUnavailable(err) && !errors.Is(err, fs.ErrNotExist)) {
+			return v, err
+		}
+		// Not cut short when the probe calls etcd lost meanwhile: an
+		// election can fail two probes, and this is bounded anyway.
+		if time.Now().Add(wait).After(deadline) {
+			return v, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(wait):
+		}
+		if v, err = s.load(ctx, key); !isUnavailable(err) {
+			return v, err
+		}
+	}
+}
+
+// electionWait bounds loadDuringElection: a few election timeouts (etcd's
+// default is 1 s), well within an ACME CA's validation timeout.
+const electionWait = 10 * time.Second
 
 func (s *Storage) loadSerializable(ctx context.Context, key string) ([]byte, error) {
 	return s.loadWith(ctx, key, clientv3.WithSerializable())
