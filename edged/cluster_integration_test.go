@@ -281,6 +281,7 @@ prefix = "/edged-test/"
 node = "{{NODE}}"
 lock_ttl = "5s"
 sync_interval = "200ms"
+local_dir = "{{DIR}}/state"
 [[site]]
 hosts = [{{HOSTS}}]
 tls = "acme"
@@ -471,7 +472,7 @@ func TestClusterThreeNodes(t *testing.T) {
 		regApp, _ := countingApp(t, "registered")
 		dir := t.TempDir()
 		cfgPath := filepath.Join(dir, "edged.toml")
-		writeConfig(t, cfgPath, fmt.Sprintf("[cluster]\netcd = [%s]\nprefix = \"/edged-test/\"\n[[site]]\n  [[site.route]]\n  path = \"/\"\n  respond = \"x\"\n", strings.Join(eps, ", ")), dir)
+		writeConfig(t, cfgPath, fmt.Sprintf("[cluster]\netcd = [%s]\nprefix = \"/edged-test/\"\nlocal_dir = \"{{DIR}}\"\n[[site]]\n  [[site.route]]\n  path = \"/\"\n  respond = \"x\"\n", strings.Join(eps, ", ")), dir)
 		reg := exec.Command(edgedBin, "register", "-config", cfgPath, "-upstream", "reg", "-ttl", "3s", regApp)
 		regOut := &syncbuf.Buffer{}
 		reg.Stdout, reg.Stderr = regOut, regOut
@@ -546,6 +547,82 @@ func TestClusterThreeNodes(t *testing.T) {
 		eventually(t, "node 2 to serve blog.test", 3*time.Minute, func() error {
 			_, _, err := httpsGetSNI(nodes[1].https, "blog.test", "/", peb.roots)
 			return err
+		})
+	})
+
+	t.Run("cut off from etcd, nodes serve on and recover by themselves", func(t *testing.T) {
+		c := &http.Client{Timeout: 10 * time.Second}
+		for _, n := range nodes[:2] {
+			getHost(t, c, "http://"+n.http+"/item", "shop.test") // cached from here on
+		}
+		lost := func(n *node) int { return strings.Count(n.e.stderr.String(), "cluster: etcd unreachable") }
+		lostBefore := []int{lost(nodes[0]), lost(nodes[1])}
+		for i := range etcd.Members {
+			etcd.Kill(i)
+		}
+		for i, n := range nodes[:2] {
+			eventually(t, fmt.Sprintf("node %d to notice etcd is gone", i+1), time.Minute, func() error {
+				if st := adminGet(t, n.e, "/status"); !strings.Contains(st, `"etcd_up": false`) {
+					return fmt.Errorf("status says etcd is up")
+				}
+				return nil
+			})
+			if m := adminGet(t, n.e, "/metrics"); !strings.Contains(m, "edged_cluster_etcd_up 0") {
+				t.Errorf("node %d's metrics do not show etcd down", i+1)
+			}
+			if got := lost(n) - lostBefore[i]; got != 1 {
+				t.Errorf("node %d logged etcd's loss %d times, want once", i+1, got)
+			}
+			if _, _, err := httpsGetSNI(n.https, "shop.test", "/", peb.roots); err != nil {
+				t.Errorf("node %d with etcd down: %v", i+1, err)
+			}
+			before := appHits.Load()
+			getHost(t, c, "http://"+n.http+"/item", "shop.test")
+			if appHits.Load() != before {
+				t.Errorf("node %d's cache did not serve with etcd down", i+1)
+			}
+		}
+		// Node 2 restarts while etcd is down: its certificate comes from
+		// its local copy.
+		dir2 := filepath.Dir(nodes[1].e.config)
+		nodes[1].e.cmd.Process.Signal(syscall.SIGTERM)
+		exit := <-nodes[1].e.done
+		nodes[1].e.done <- exit // for the cleanup that waits for it too
+		e, addrs := startEdgedWith(t, strings.ReplaceAll(config("n2", "shop.test"), "{{DIR}}/state", dir2+"/state"), "http", "https")
+		nodes[1] = &node{e: e, http: addrs[0], https: addrs[1]}
+		eventually(t, "node 2, restarted with etcd down, to serve from its local copy", time.Minute, func() error {
+			_, _, err := httpsGetSNI(nodes[1].https, "shop.test", "/", peb.roots)
+			return err
+		})
+		// A purge made meanwhile is queued, and sent when etcd is back.
+		if out := adminPost(t, nodes[0].e, "/purge?url=http://shop.test/item"); !strings.Contains(out, "queued") {
+			t.Fatalf("purge with etcd down answered %s", out)
+		}
+		var rw sync.WaitGroup
+		errs := make([]error, len(etcd.Members))
+		for i := range etcd.Members {
+			rw.Add(1)
+			go func() { defer rw.Done(); errs[i] = etcd.Restart(i) }()
+		}
+		rw.Wait()
+		for _, err := range errs {
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		for i, n := range nodes[:2] {
+			eventually(t, fmt.Sprintf("node %d to see etcd again", i+1), 2*time.Minute, func() error {
+				if st := adminGet(t, n.e, "/status"); !strings.Contains(st, `"etcd_up": true`) {
+					return fmt.Errorf("status says etcd is down")
+				}
+				return nil
+			})
+		}
+		eventually(t, "the queued purge to reach node 2", 2*time.Minute, func() error {
+			if !strings.Contains(nodes[1].e.stderr.String(), "cache purged by another node") {
+				return fmt.Errorf("not yet")
+			}
+			return nil
 		})
 	})
 }
