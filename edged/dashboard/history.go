@@ -2,6 +2,7 @@ package dashboard
 
 import (
 	"math"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -28,8 +29,9 @@ const latencyBuckets = len(latencyBounds) + 1
 // bucket is one second of a route's requests. sec says which second it
 // holds: a writer that finds an older second claims the bucket by setting
 // sec to -1 with a compare-and-swap, zeroes it and publishes the new
-// second; writers that meet a bucket being reset drop their sample (it
-// lasts nanoseconds, once a second), so the request path never waits.
+// second; writers that meet a bucket being reset yield until it is
+// published (a few dozen stores, once a second per route), so no sample
+// is lost even when the resetting goroutine is preempted mid-reset.
 type bucket struct {
 	sec      atomic.Int64
 	requests atomic.Uint32
@@ -49,16 +51,27 @@ type RouteHistory struct {
 // status and time taken.
 func (h *RouteHistory) Observe(now int64, status int, took time.Duration) {
 	b := &h.ring[now%HistorySeconds]
-	if s := b.sec.Load(); s != now {
-		if s > now || s < 0 || !b.sec.CompareAndSwap(s, -1) {
-			return // a reset under way, or a clock that went back: drop it
+	for {
+		s := b.sec.Load()
+		if s == now {
+			break
 		}
-		b.requests.Store(0)
-		b.errors.Store(0)
-		for i := range b.latency {
-			b.latency[i].Store(0)
+		if s > now {
+			return // a clock that went back: this second is gone already
 		}
-		b.sec.Store(now)
+		if s < 0 {
+			runtime.Gosched() // another writer is resetting the bucket
+			continue
+		}
+		if b.sec.CompareAndSwap(s, -1) {
+			b.requests.Store(0)
+			b.errors.Store(0)
+			for i := range b.latency {
+				b.latency[i].Store(0)
+			}
+			b.sec.Store(now)
+			break
+		}
 	}
 	b.requests.Add(1)
 	if status >= 500 {
