@@ -2,7 +2,6 @@ package server
 
 import (
 	"context"
-	"fmt"
 	"net/http"
 	"os"
 	"sort"
@@ -136,34 +135,24 @@ func (s *Server) dashSites(rt *runtime, now int64) []dashboard.Site {
 	return out
 }
 
-// dashUpstreams reports every pool's servers, and when and why each one
-// last changed state as far as the page saw.
-func (s *Server) dashUpstreams(rt *runtime, now time.Time) []dashboard.Upstream {
-	names := make([]string, 0, len(rt.pools))
-	for name := range rt.pools {
-		names = append(names, name)
-	}
-	sort.Strings(names)
+// noteServers records each upstream server's state, and when and why it
+// last changed: housekeeping calls it every second, so the page's "since"
+// is right to a second even for changes nobody was watching.
+func (s *Server) noteServers(rt *runtime, now time.Time) map[[2]string]*serverSeen {
 	s.dash.mu.Lock()
 	defer s.dash.mu.Unlock()
-	seen := map[[2]string]*serverSeen{}
-	var out []dashboard.Upstream
-	for _, name := range names {
-		u := dashboard.Upstream{Name: name, Policy: "round_robin"}
-		if uc := rt.cfg.Upstreams[name]; uc != nil && uc.Policy != "" {
-			u.Policy = uc.Policy
-		}
-		for _, st := range rt.pools[name].Status() {
+	seen := make(map[[2]string]*serverSeen, len(s.dash.servers))
+	for name, pool := range rt.pools {
+		for _, st := range pool.Status() {
 			k := [2]string{name, st.Addr}
 			prev := s.dash.servers[k]
-			reason := dashboard.Redact(st.Reason)
-			cur := &serverSeen{state: st.State, reason: reason}
+			cur := &serverSeen{state: st.State, reason: st.Reason}
 			switch {
 			case prev == nil:
 				// first seen: since is unknown
 			case prev.state != st.State:
 				cur.since = now
-				cur.change = fmt.Sprintf("%s → %s", prev.state, st.State)
+				cur.change = prev.state + " → " + st.State
 				if prev.state == "down" && prev.reason != "" {
 					cur.change += " (was: " + prev.reason + ")"
 				}
@@ -171,15 +160,40 @@ func (s *Server) dashUpstreams(rt *runtime, now time.Time) []dashboard.Upstream 
 				cur.since, cur.change = prev.since, prev.change
 			}
 			seen[k] = cur
-			u.Servers = append(u.Servers, dashboard.Server{
-				Addr: st.Addr, State: st.State, Reason: reason, Since: cur.since, LastChange: cur.change,
+		}
+	}
+	s.dash.servers = seen
+	return seen
+}
+
+// dashUpstreams reports every pool's servers, with when and why each one
+// last changed state.
+func (s *Server) dashUpstreams(rt *runtime, now time.Time) []dashboard.Upstream {
+	names := make([]string, 0, len(rt.pools))
+	for name := range rt.pools {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	seen := s.noteServers(rt, now) // a new map each time: nobody writes to it after
+	var out []dashboard.Upstream
+	for _, name := range names {
+		u := dashboard.Upstream{Name: name, Policy: "round_robin"}
+		if uc := rt.cfg.Upstreams[name]; uc != nil && uc.Policy != "" {
+			u.Policy = uc.Policy
+		}
+		for _, st := range rt.pools[name].Status() {
+			ds := dashboard.Server{
+				Addr: st.Addr, State: st.State, Reason: dashboard.Redact(st.Reason),
 				Weight: st.Weight, Backup: st.Backup, Active: st.Active, Fails: st.Fails, Requests: st.Requests,
 				LastCheck: st.LastCheck,
-			})
+			}
+			if sn := seen[[2]string{name, st.Addr}]; sn != nil {
+				ds.Since, ds.LastChange = sn.since, dashboard.Redact(sn.change)
+			}
+			u.Servers = append(u.Servers, ds)
 		}
 		out = append(out, u)
 	}
-	s.dash.servers = seen
 	return out
 }
 

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -253,5 +254,58 @@ func TestDashboardReloadResult(t *testing.T) {
 	s, _ = ts.snapshot()
 	if lr := s.Edged.LastReload; lr == nil || !lr.OK || s.Edged.Generation != 2 {
 		t.Fatalf("after a good reload: %+v gen %d", lr, s.Edged.Generation)
+	}
+}
+
+// TestDashboardServerChange: a server that goes down shows when and from
+// what, noted by housekeeping even while nobody watches the page.
+func TestDashboardServerChange(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	ts := startServer(t, `
+[[site]]
+hosts = ["a.example"]
+tls = "off"
+  [[site.route]]
+  path = "/"
+  upstream = "app"
+  [[site.route]]
+  path = "/_status/"
+  status_page = true
+  allow = ["127.0.0.1"]
+[upstream.app]
+servers = ["`+strings.TrimPrefix(up.URL, "http://")+`"]
+health = { path = "/", interval = "200ms", timeout = "100ms", fall = 1, rise = 1 }
+`)
+	s, _ := ts.snapshot()
+	if sv := s.Edged.Upstreams[0].Servers[0]; sv.State != "up" || !sv.Since.IsZero() {
+		t.Fatalf("at start: %+v", sv)
+	}
+	up.Close()
+	closed := time.Now()
+	// Wait for the health check to see it, without asking the page.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		if st := ts.srv.Status().Upstreams["app"][0]; st.State == "down" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the server never went down")
+		}
+	}
+	time.Sleep(2 * time.Second) // the page is opened later
+	var sv dashboard.Server
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		s, _ = ts.snapshot()
+		if sv = s.Edged.Upstreams[0].Servers[0]; sv.State == "down" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the page never showed it down: %+v", sv)
+		}
+	}
+	if sv.LastChange != "up → down" || !strings.Contains(sv.Reason, "health check") {
+		t.Errorf("change %q, reason %q", sv.LastChange, sv.Reason)
+	}
+	if sv.Since.Before(closed) || sv.Since.After(closed.Add(2*time.Second)) {
+		t.Errorf("down since %v; the server closed at %v", sv.Since, closed)
 	}
 }

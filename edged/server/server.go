@@ -354,8 +354,9 @@ func (s *Server) housekeeping() {
 		select {
 		case <-s.stopFlush:
 			return
-		case <-t.C:
+		case now := <-t.C:
 			s.accessLog.Load().Flush()
+			s.noteServers(s.current.Load(), now) // the status page's "since" (dashboard.go)
 			if i%5 == 0 {
 				if st := s.statusLine(); st != lastStatus {
 					s.notifier.Status(st)
