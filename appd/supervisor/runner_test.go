@@ -307,10 +307,24 @@ func TestRunnerMaxRequestsRecyclesGracefully(t *testing.T) {
 
 // TestZygoteKeptAcrossReloadReadsConfigAgain: without preload the zygote
 // holds no application code, so a reload keeps it and forks the new
-// generation at once; each fork reads gunicorn's configuration file again.
+// generation at once; a fork uses the zygote's reading of gunicorn's
+// configuration file while the file is unchanged (as gunicorn's workers
+// use their master's), and reads it again once it changed.
 func TestZygoteKeptAcrossReloadReadsConfigAgain(t *testing.T) {
-	gconf := filepath.Join(t.TempDir(), "gunicorn.conf.py")
-	os.WriteFile(gconf, []byte("threads = 1\n"), 0o644)
+	dir := t.TempDir()
+	gconf, reads := filepath.Join(dir, "gunicorn.conf.py"), filepath.Join(dir, "reads")
+	conf := func(threads int) {
+		t.Helper()
+		src := fmt.Sprintf("open(%q, 'a').write('read\\n')\nthreads = %d\n", reads, threads)
+		if err := os.WriteFile(gconf, []byte(src), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	readCount := func() int {
+		b, _ := os.ReadFile(reads)
+		return strings.Count(string(b), "read\n")
+	}
+	conf(1)
 	text := runnerConf(t, "-c "+gconf, "zygote = true\n[workers]\ncount = 2\n")
 	h := start(t, text)
 	st := h.waitFor("2 ready", 60*time.Second, allReady(2, 1))
@@ -318,9 +332,17 @@ func TestZygoteKeptAcrossReloadReadsConfigAgain(t *testing.T) {
 	if st.Slots[0].Status != "serving (SyncWorker)" {
 		t.Fatalf("gen 1 status %q", st.Slots[0].Status)
 	}
-	os.WriteFile(gconf, []byte("threads = 4\n"), 0o644)
 	h.reload(text)
-	st = h.waitFor("gen 2", 60*time.Second, allReady(2, 2))
+	h.waitFor("gen 2", 60*time.Second, allReady(2, 2))
+	if n := readCount(); n != 1 {
+		t.Errorf("the configuration file was read %d times for a zygote and 4 forks of an unchanged file, want 1 (the zygote's)", n)
+	}
+	conf(4)
+	h.reload(text)
+	st = h.waitFor("gen 3", 60*time.Second, allReady(2, 3))
+	if n := readCount(); n != 3 {
+		t.Errorf("the configuration file was read %d times, want 3: once by the zygote, once by each fork after it changed", n)
+	}
 	if len(st.Zygotes) != 1 || st.Zygotes[0].PID != zpid {
 		t.Errorf("the zygote was replaced: %d -> %+v", zpid, st.Zygotes)
 	}
@@ -331,7 +353,7 @@ func TestZygoteKeptAcrossReloadReadsConfigAgain(t *testing.T) {
 	}
 	// A changed command needs a new zygote.
 	h.reload(runnerConf(t, "-c "+gconf+" --timeout 40", "zygote = true\n[workers]\ncount = 2\n"))
-	st = h.waitFor("gen 3", 60*time.Second, func(st Status) bool { return allReady(2, 3)(st) && len(st.Zygotes) == 1 })
+	st = h.waitFor("gen 4", 60*time.Second, func(st Status) bool { return allReady(2, 4)(st) && len(st.Zygotes) == 1 })
 	if st.Zygotes[0].PID == zpid {
 		t.Error("the zygote was kept although the command changed")
 	}
