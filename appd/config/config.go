@@ -70,7 +70,8 @@ type App struct {
 	// workers when appd asks; appd moves each fork into its own cgroup
 	// leaf before letting it accept. The zygote speaks appd's fork
 	// protocol (appd.toml(5), ZYGOTE PROTOCOL); appd-python does.
-	// Default: Preload.
+	// Default: true with Preload or when the command runs appd-python
+	// (RunsRunner), else false.
 	Zygote bool `toml:"zygote"`
 	// Preload = true has the zygote load the application before it forks
 	// (APPD_PRELOAD=1), so its code and data are shared copy-on-write by

@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -224,6 +225,33 @@ func TestAutoscaleSurgeAndZygoteKeys(t *testing.T) {
 	c, _ = parse("[workers]\ncount = 3\n")
 	if c.Workers.Autoscale || c.Workers.Surge != 0 || c.App.Zygote {
 		t.Errorf("defaults %+v", c.Workers)
+	}
+	// appd-python speaks the zygote protocol: its workers are forked from
+	// a zygote unless the configuration says otherwise.
+	for cmd, want := range map[string]bool{
+		"appd-python app:app":                               true,
+		"/usr/bin/appd-python --threads 4 app:app":          true,
+		"/srv/venv/bin/python /usr/bin/appd-python app:app": true,
+		"python3 -X dev -u /usr/bin/appd-python app:app":    true,
+		"python3 -m appd-python":                            false,
+		"python3 /srv/other.py appd-python":                 false,
+		"/usr/bin/gunicorn --bind fd://3 -w 1 app:app":      false,
+		"/usr/bin/env appd-python app:app":                  false,
+		"":                                                  false,
+	} {
+		if got := RunsRunner(strings.Fields(cmd)); got != want {
+			t.Errorf("RunsRunner(%s) = %v, want %v", cmd, got, want)
+		}
+	}
+	runner := filepath.Join(t.TempDir(), "appd-python")
+	if err := os.WriteFile(runner, []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for body, want := range map[string]bool{"": true, "zygote = false\n": false, "preload = true\n": true} {
+		c, err := Parse("x.toml", "x", []byte(fmt.Sprintf("[app]\ncommand = [%q, \"app:app\"]\n%s", runner, body)))
+		if err != nil || c.App.Zygote != want {
+			t.Errorf("appd-python with %q: zygote %v (%v), want %v", body, c != nil && c.App.Zygote, err, want)
+		}
 	}
 	for body, want := range map[string]string{
 		"[workers]\ncount = { min = 4, max = 2 }\n":          "x.toml:4: workers.count: min 4 is more than max 2",

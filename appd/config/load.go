@@ -89,7 +89,7 @@ func (c *Config) applyDefaults(name string, errs *tomlconf.Errors) {
 		a.Control = filepath.Join(RuntimeDir(), name+".ctl")
 	}
 	if !c.Doc.IsDefined("app", "zygote") {
-		a.Zygote = a.Preload
+		a.Zygote = a.Preload || RunsRunner(a.Command)
 	}
 	if a.Readiness == "" {
 		a.Readiness = "notify"
@@ -429,4 +429,35 @@ func (a *App) Credentials() (uid, gid uint32, groups []uint32, ok bool, err erro
 		gid = uint32(n)
 	}
 	return uid, gid, groups, true, nil
+}
+
+// RunsRunner says whether command runs appd-python, alone or under a
+// Python interpreter (["/srv/venv/bin/python", "-X", "dev",
+// "/usr/bin/appd-python", ...]). appd-python speaks the zygote protocol,
+// so its workers are forked from a zygote unless the configuration says
+// zygote = false: one interpreter with gunicorn imported, shared by the
+// workers as gunicorn's master shares it with its own.
+func RunsRunner(command []string) bool {
+	const runner = "appd-python"
+	if len(command) == 0 {
+		return false
+	}
+	if filepath.Base(command[0]) == runner {
+		return true
+	}
+	if !strings.HasPrefix(filepath.Base(command[0]), "python") {
+		return false
+	}
+	for i := 1; i < len(command); i++ {
+		switch arg := command[i]; {
+		case arg == "-c" || arg == "-m" || arg == "-":
+			return false // a program that is not a file
+		case arg == "-W" || arg == "-X" || arg == "--check-hash-based-pycs":
+			i++ // the option's value
+		case strings.HasPrefix(arg, "-"):
+		default:
+			return filepath.Base(arg) == runner
+		}
+	}
+	return false
 }

@@ -127,25 +127,30 @@ func TestRunnerDrainsOnSIGTERM(t *testing.T) {
 }
 
 func TestRunnerImportErrorIsOneLine(t *testing.T) {
-	h := start(t, runnerConf(t, "", "environment = { APP_FAIL_IMPORT = \"1\" }\n[workers]\ncount = 1\nrestart_delay = \"1s\"\n"))
-	st := h.waitFor("the failure", 60*time.Second, func(st Status) bool { return len(st.Slots) == 1 && st.Slots[0].Restarts >= 1 })
-	want := "cannot load wsgiapp:app: RuntimeError: APP_FAIL_IMPORT is set (at " + testdataDir() + "/wsgiapp.py:"
-	if le := st.Slots[0].LastExit; !strings.HasPrefix(le, "exit status 4; it said: "+want) {
-		t.Errorf("last exit %q, want the import error", le)
-	}
-	out := h.out.String()
-	if n := strings.Count(out, "cannot load"); n < 1 || strings.Contains(out, "Traceback") {
-		t.Errorf("want one line per failure, no traceback:\n%s", out)
+	for name, extra := range map[string]string{"forked": "", "exec": "zygote = false\n"} {
+		t.Run(name, func(t *testing.T) {
+			h := start(t, runnerConf(t, "", extra+"environment = { APP_FAIL_IMPORT = \"1\" }\n[workers]\ncount = 1\nrestart_delay = \"1s\"\n"))
+			st := h.waitFor("the failure", 60*time.Second, func(st Status) bool { return len(st.Slots) == 1 && st.Slots[0].Restarts >= 1 })
+			want := "cannot load wsgiapp:app: RuntimeError: APP_FAIL_IMPORT is set (at " + testdataDir() + "/wsgiapp.py:"
+			if le := st.Slots[0].LastExit; !strings.HasPrefix(le, "exit status 4; it said: "+want) {
+				t.Errorf("last exit %q, want the import error", le)
+			}
+			out := h.out.String()
+			if n := strings.Count(out, "cannot load"); n < 1 || strings.Contains(out, "Traceback") {
+				t.Errorf("want one line per failure, no traceback:\n%s", out)
+			}
+		})
 	}
 }
 
 // TestRunnerReloadsUnderLoad: sync (a connection per request) and gthread
-// (kept-alive connections) both reload without a failed request.
+// (kept-alive connections) both reload without a failed request, forked
+// from a zygote (appd-python's default), exec'd one by one, and preloaded.
 func TestRunnerReloadsUnderLoad(t *testing.T) {
 	for _, tc := range []struct{ name, args, extra string }{
-		{"sync", "", ""},
+		{"sync exec", "", "zygote = false\n"},
 		{"gthread", "--threads 4 --keep-alive 5", ""},
-		{"zygote", "", "zygote = true\n"},
+		{"sync", "", ""},
 		{"preload", "--threads 4", "preload = true\n"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
