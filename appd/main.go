@@ -19,6 +19,8 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime"
+	"runtime/debug"
 	"strings"
 	"syscall"
 
@@ -120,6 +122,7 @@ func run(args []string) int {
 		log.Error("configuration invalid, not starting: " + err.Error())
 		return 1
 	}
+	keepHeapSmall()
 	if os.Geteuid() == 0 && cfg.App.User == "root" {
 		log.Warn("the workers run as root (app.user = \"root\"): any flaw in the application is a flaw of the whole machine")
 	}
@@ -275,4 +278,23 @@ func statusCmd(args []string) int {
 	}
 	st.Print(os.Stdout)
 	return 0
+}
+
+// keepHeapSmall tunes the Go runtime for a master that lives long and
+// holds little: about half a MiB of live heap (workers, their status,
+// configuration), against the 4 MiB that Go lets a heap grow to between
+// collections by default, and the memory profiler's hash table, which
+// nobody reads here. GOGC = 25 collects at 1 MiB and a quarter more than
+// what is live: a collection every few seconds of a busy sampling loop,
+// each well under a millisecond; it saves about 1.5 MiB of appd's own
+// memory (PSS), which counts against appd as gunicorn's master counts
+// against gunicorn. A GOGC or GODEBUG=memprofilerate in the environment
+// (the unit's Environment=) wins.
+func keepHeapSmall() {
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(25)
+	}
+	if !strings.Contains(os.Getenv("GODEBUG"), "memprofilerate=") {
+		runtime.MemProfileRate = 0
+	}
 }

@@ -11,6 +11,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
+	"runtime/debug"
 	"strings"
 	"syscall"
 	"testing"
@@ -331,5 +333,26 @@ func TestBindsConfiguredUnixSocket(t *testing.T) {
 	}
 	if _, err := os.Stat(sock); !os.IsNotExist(err) {
 		t.Errorf("socket file left behind: %v", err)
+	}
+}
+
+// TestKeepHeapSmall: appd collects at GOGC 25 and keeps no memory
+// profile, unless the environment sets either.
+func TestKeepHeapSmall(t *testing.T) {
+	defer debug.SetGCPercent(debug.SetGCPercent(100))
+	defer func(r int) { runtime.MemProfileRate = r }(runtime.MemProfileRate)
+	t.Setenv("GOGC", "")
+	t.Setenv("GODEBUG", "")
+	runtime.MemProfileRate = 4096
+	keepHeapSmall()
+	if gc := debug.SetGCPercent(100); gc != 25 || runtime.MemProfileRate != 0 {
+		t.Errorf("GOGC %d, MemProfileRate %d: want 25 and 0", gc, runtime.MemProfileRate)
+	}
+	t.Setenv("GOGC", "200")
+	t.Setenv("GODEBUG", "memprofilerate=1024")
+	runtime.MemProfileRate = 1024
+	keepHeapSmall()
+	if gc := debug.SetGCPercent(100); gc != 100 || runtime.MemProfileRate != 1024 {
+		t.Errorf("with GOGC and GODEBUG set: GOGC %d, MemProfileRate %d: want them left alone", gc, runtime.MemProfileRate)
 	}
 }
