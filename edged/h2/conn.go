@@ -232,13 +232,13 @@ func (c *conn) cancelStreamsLocked(err error) {
 	for id, st := range c.streams {
 		st.resetErr = err
 		st.remoteDone, st.localDone = true, true
-		st.wakeUp()
+		st.wakeBothLocked()
 		st.ctx.cancel(context.Canceled)
 		delete(c.streams, id)
 	}
 	c.open = 0
 	for _, st := range c.blocked {
-		st.wakeUp()
+		st.wakeLocked(writing)
 	}
 	c.blocked = c.blocked[:0]
 }
@@ -347,7 +347,7 @@ func (w writer) run() {
 			c.out = nil
 		}
 		for _, st := range c.blocked {
-			st.wakeUp()
+			st.wakeLocked(writing)
 		}
 		c.blocked = c.blocked[:0]
 		c.mu.Unlock()
@@ -533,7 +533,7 @@ func (c *conn) processSettings(f *http2.SettingsFrame) error {
 					return http2.ConnectionError(http2.ErrCodeFlowControl)
 				}
 				if delta > 0 {
-					st.wakeUp()
+					st.wakeLocked(writing)
 				}
 			}
 		case http2.SettingMaxFrameSize:
@@ -563,7 +563,7 @@ func (c *conn) processWindowUpdate(f *http2.WindowUpdateFrame) error {
 			return http2.ConnectionError(http2.ErrCodeFlowControl)
 		}
 		for _, st := range c.blocked {
-			st.wakeUp()
+			st.wakeLocked(writing)
 		}
 		c.blocked = c.blocked[:0]
 		return nil
@@ -579,7 +579,7 @@ func (c *conn) processWindowUpdate(f *http2.WindowUpdateFrame) error {
 	if st.sendWindow > 1<<31-1 {
 		return http2.StreamError{StreamID: f.StreamID, Code: http2.ErrCodeFlowControl}
 	}
-	st.wakeUp()
+	st.wakeLocked(writing)
 	return nil
 }
 
@@ -628,7 +628,7 @@ func (c *conn) processData(f *http2.DataFrame) error {
 	if f.StreamEnded() {
 		return c.endRequestLocked(st)
 	}
-	st.wakeUp()
+	st.wakeLocked(reading)
 	return nil
 }
 
@@ -638,7 +638,7 @@ func (c *conn) endRequestLocked(st *stream) error {
 		return http2.StreamError{StreamID: st.id, Code: http2.ErrCodeProtocol}
 	}
 	st.remoteDone = true
-	st.wakeUp()
+	st.wakeLocked(reading)
 	if st.localDone {
 		c.closeStreamLocked(st)
 	}
@@ -683,7 +683,7 @@ func (c *conn) resetLocked(st *stream, code http2.ErrCode, send bool, err error)
 	// Body bytes nobody will read return to the connection window.
 	st.closeBodyLocked()
 	st.remoteDone, st.localDone = true, true
-	st.wakeUp()
+	st.wakeBothLocked()
 	st.ctx.cancel(context.Canceled)
 	c.closeStreamLocked(st)
 }

@@ -500,3 +500,215 @@ func TestMalformedRequestsRefused(t *testing.T) {
 		t.Errorf("the handler ran %d times for malformed requests", n)
 	}
 }
+
+// TestFullDuplexWaits: a handler reads the request body on one goroutine
+// while another writes the response and waits for flow-control credit,
+// as a gRPC bidirectional stream does. Each side must be woken by what it
+// waits for (DATA for the reader, WINDOW_UPDATE for the writer), whichever
+// of them began to wait first.
+func TestFullDuplexWaits(t *testing.T) {
+	const window = 1000 // the client's initial stream window
+	const respLen = 5000
+	opts := Options{ClientBodyTimeout: 5 * time.Second, SendTimeout: 5 * time.Second}
+	type readResult struct {
+		s   string
+		err error
+	}
+
+	t.Run("writer woken by WINDOW_UPDATE while the reader waits", func(t *testing.T) {
+		startWriting := make(chan struct{})
+		got := make(chan readResult, 1)
+		writeErr := make(chan error, 1)
+		_, c, url := testServer(t, opts, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			wrote := make(chan error, 1)
+			go func() {
+				<-startWriting
+				_, err := w.Write(bytes.Repeat([]byte("w"), respLen))
+				if err == nil {
+					err = http.NewResponseController(w).Flush()
+				}
+				wrote <- err
+			}()
+			buf := make([]byte, 16)
+			n, err := io.ReadFull(r.Body, buf[:3]) // sends 100 Continue, then waits
+			got <- readResult{string(buf[:n]), err}
+			writeErr <- <-wrote
+		}))
+		fr, headers := rawConn(t, c, url, http2.Setting{ID: http2.SettingInitialWindowSize, Val: window})
+		headers(1, false, ":method", "POST", ":scheme", "https", ":authority", "x", ":path", "/", "expect", "100-continue")
+		events := frameEvents(t, fr)
+		received := 0
+		for {
+			ev := <-events
+			switch {
+			case ev.err != nil:
+				t.Fatalf("reading: %v (received %d bytes)", ev.err, received)
+			case ev.rst:
+				t.Fatalf("RST_STREAM %v after %d bytes: the writer was not woken by WINDOW_UPDATE while the body reader waited", ev.code, received)
+			case ev.status == "100":
+				// The handler's Read waits for the body now (it sent the
+				// 100 as it began to wait); the writer comes second.
+				close(startWriting)
+			case ev.data:
+				received += ev.n
+				if ev.n > 0 && received == window {
+					// The writer has used its credit and waits for more.
+					fr.WriteWindowUpdate(1, respLen)
+				}
+				if ev.n > 0 && received == respLen {
+					fr.WriteData(1, true, []byte("abc"))
+					select {
+					case r := <-got:
+						if r.s != "abc" || r.err != nil {
+							t.Fatalf("the handler read %q, %v", r.s, r.err)
+						}
+					case <-time.After(10 * time.Second):
+						t.Fatal("the body reader was never woken")
+					}
+				}
+				if ev.end {
+					if received != respLen {
+						t.Fatalf("response body %d bytes, want %d", received, respLen)
+					}
+					if err := <-writeErr; err != nil {
+						t.Fatalf("the handler's Write: %v", err)
+					}
+					return
+				}
+			}
+		}
+	})
+
+	t.Run("reader woken by DATA while the writer waits", func(t *testing.T) {
+		// The first part of the body is with the server before the
+		// handler reads it; reading it all makes the server send a stream
+		// WINDOW_UPDATE, and then the handler's ReadFull goes straight on
+		// to wait for the rest, after the writer began to wait.
+		first := streamWindow / 4
+		startReading := make(chan struct{})
+		got := make(chan readResult, 1)
+		writeErr := make(chan error, 1)
+		_, c, url := testServer(t, opts, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			wrote := make(chan error, 1)
+			go func() {
+				_, err := w.Write(bytes.Repeat([]byte("w"), respLen))
+				if err == nil {
+					err = http.NewResponseController(w).Flush()
+				}
+				wrote <- err
+			}()
+			<-startReading
+			buf := make([]byte, first+3)
+			n, err := io.ReadFull(r.Body, buf)
+			got <- readResult{string(buf[min(n, first):n]), err}
+			writeErr <- <-wrote
+		}))
+		fr, headers := rawConn(t, c, url, http2.Setting{ID: http2.SettingInitialWindowSize, Val: window})
+		headers(1, false, ":method", "POST", ":scheme", "https", ":authority", "x", ":path", "/")
+		events := frameEvents(t, fr)
+		received := 0
+		for {
+			ev := <-events
+			switch {
+			case ev.err != nil:
+				t.Fatalf("reading: %v (received %d bytes)", ev.err, received)
+			case ev.rst:
+				t.Fatalf("RST_STREAM %v after %d bytes", ev.code, received)
+			case ev.pingAck:
+				close(startReading)
+			case ev.windowUpdate && ev.stream == 1:
+				// The handler has read the first part and waits for the
+				// rest; the writer has waited for credit since before.
+				// (Had the reader not begun to wait yet, it would find
+				// the data without waiting: this order can only make the
+				// check weaker, never fail a correct server.)
+				fr.WriteData(1, true, []byte("abc"))
+				select {
+				case r := <-got:
+					if r.s != "abc" || r.err != nil {
+						t.Fatalf("the handler read %q, %v: the body reader was not woken by DATA while the writer waited", r.s, r.err)
+					}
+				case <-time.After(10 * time.Second):
+					t.Fatal("the body reader was never woken")
+				}
+				fr.WriteWindowUpdate(1, respLen)
+			case ev.data:
+				received += ev.n
+				if ev.n > 0 && received == window {
+					// The writer waits for credit: now the first part
+					// of the body, and a PING whose answer says the
+					// server has taken it.
+					for p := make([]byte, first); len(p) > 0; p = p[min(len(p), maxFrameSize):] {
+						fr.WriteData(1, false, p[:min(len(p), maxFrameSize)])
+					}
+					fr.WritePing(false, [8]byte{'b', 'o', 'd', 'y'})
+				}
+				if ev.end {
+					if received != respLen {
+						t.Fatalf("response body %d bytes, want %d", received, respLen)
+					}
+					if err := <-writeErr; err != nil {
+						t.Fatalf("the handler's Write: %v", err)
+					}
+					return
+				}
+			}
+		}
+	})
+}
+
+// frameEvent is what a test needs to know of a frame the server sent.
+type frameEvent struct {
+	err          error
+	stream       uint32
+	status       string // HEADERS: :status
+	data         bool   // DATA: n bytes
+	n            int
+	end          bool // END_STREAM
+	rst          bool // RST_STREAM with code
+	code         http2.ErrCode
+	windowUpdate bool
+	pingAck      bool
+}
+
+// frameEvents reads frames on a goroutine of its own, so that a test can
+// wait for a frame and for its handler at once.
+func frameEvents(t *testing.T, fr *http2.Framer) <-chan frameEvent {
+	events := make(chan frameEvent)
+	done := make(chan struct{})
+	t.Cleanup(func() { close(done) })
+	go func() {
+		for {
+			var ev frameEvent
+			f, err := fr.ReadFrame()
+			if err != nil {
+				ev.err = err
+			} else {
+				ev.stream = f.Header().StreamID
+				switch f := f.(type) {
+				case *http2.MetaHeadersFrame:
+					ev.status, ev.end = f.PseudoValue("status"), f.StreamEnded()
+				case *http2.DataFrame:
+					ev.data, ev.n, ev.end = true, len(f.Data()), f.StreamEnded()
+				case *http2.RSTStreamFrame:
+					ev.rst, ev.code = true, f.ErrCode
+				case *http2.WindowUpdateFrame:
+					ev.windowUpdate = true
+				case *http2.PingFrame:
+					ev.pingAck = f.IsAck()
+				default:
+					continue
+				}
+			}
+			select {
+			case events <- ev:
+			case <-done:
+				return
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	return events
+}

@@ -59,10 +59,7 @@ func (c *conn) processHeaders(f *http2.MetaHeadersFrame) error {
 	if f.HasPriority() && f.Priority.StreamDep == id {
 		return http2.StreamError{StreamID: id, Code: http2.ErrCodeProtocol}
 	}
-	st := &stream{
-		c: c, id: id, declared: -1,
-		wake: make(chan struct{}, 1),
-	}
+	st := &stream{c: c, id: id, declared: -1}
 	st.ctx.st, st.ctx.parent = st, c.ctx
 	st.resp.header = make(http.Header, 8)
 	var r *http.Request

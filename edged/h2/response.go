@@ -291,7 +291,7 @@ func (st *stream) sendData(p []byte, end bool) error {
 		n := min(int64(len(p)), st.sendWindow, c.sendWindow, int64(c.peerMaxFrame))
 		if n <= 0 || len(c.out) >= outBufferLimit {
 			connLevel := len(c.out) >= outBufferLimit || c.sendWindow <= 0
-			if !st.waitLocked(deadline(st.wDeadline, c.s.o.SendTimeout), connLevel) {
+			if !st.waitLocked(writing, deadline(st.wDeadline, c.s.o.SendTimeout), connLevel) {
 				c.resetLocked(st, http2.ErrCodeCancel, true, errSendTimeout)
 				return errSendTimeout
 			}
@@ -411,7 +411,7 @@ func statusText(code int) string {
 func (st *stream) SetReadDeadline(t time.Time) error {
 	st.c.mu.Lock()
 	st.rDeadline = t
-	st.wakeUp()
+	st.wakeLocked(reading)
 	st.c.mu.Unlock()
 	return nil
 }
@@ -419,7 +419,7 @@ func (st *stream) SetReadDeadline(t time.Time) error {
 func (st *stream) SetWriteDeadline(t time.Time) error {
 	st.c.mu.Lock()
 	st.wDeadline = t
-	st.wakeUp()
+	st.wakeLocked(writing)
 	st.c.mu.Unlock()
 	return nil
 }

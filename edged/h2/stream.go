@@ -37,8 +37,12 @@ type stream struct {
 	wDeadline   time.Time
 	trailer     http.Header // the request's declared trailers, filled at END_STREAM
 
-	wake  chan struct{} // something a waiting handler may want changed
-	timer *time.Timer
+	// The body's reader and the response's writer wait apart: a
+	// full-duplex handler (gRPC's bidirectional streams) reads on one
+	// goroutine while another waits for flow-control credit, and with one
+	// wake-up between them either could take the other's and leave it
+	// waiting until its timeout.
+	waits [2]waiter // [reading], [writing]
 
 	ctx     streamCtx
 	info    reqinfo.Info
@@ -49,18 +53,46 @@ type stream struct {
 	resp response
 }
 
-func (st *stream) wakeUp() {
-	select {
-	case st.wake <- struct{}{}:
-	default:
+// waiter is how one side of a stream, its body's reader or its
+// response's writer, waits: with c.mu held a waker sends on wake, which
+// is made at the side's first wait (most streams never wait).
+type waiter struct {
+	wake  chan struct{}
+	timer *time.Timer
+}
+
+// The sides of a stream that wait.
+const (
+	reading = 0 // a handler's Read of the request body: for DATA, END_STREAM
+	writing = 1 // a handler's Write: for flow-control credit, room in the output
+)
+
+// wakeLocked wakes side if it waits; it checks again what it waits for.
+func (st *stream) wakeLocked(side int) {
+	if w := st.waits[side].wake; w != nil {
+		select {
+		case w <- struct{}{}:
+		default:
+		}
 	}
 }
 
-// waitLocked waits, with c.mu released, until the stream is woken or the
-// deadline passes (errTimeout). connLevel waits for a change on the
-// connection (flow-control credit, room in the output buffer).
-func (st *stream) waitLocked(deadline time.Time, connLevel bool) bool {
+// wakeBothLocked wakes both sides (the stream was reset, the connection
+// is gone).
+func (st *stream) wakeBothLocked() {
+	st.wakeLocked(reading)
+	st.wakeLocked(writing)
+}
+
+// waitLocked waits, with c.mu released, until side is woken (true) or the
+// deadline passes (false). connLevel waits for a change on the connection
+// (flow-control credit, room in the output buffer).
+func (st *stream) waitLocked(side int, deadline time.Time, connLevel bool) bool {
 	c := st.c
+	w := &st.waits[side]
+	if w.wake == nil {
+		w.wake = make(chan struct{}, 1)
+	}
 	if connLevel {
 		c.blocked = append(c.blocked, st)
 	}
@@ -70,22 +102,22 @@ func (st *stream) waitLocked(deadline time.Time, connLevel bool) bool {
 		if d <= 0 {
 			return false
 		}
-		if st.timer == nil {
-			st.timer = time.NewTimer(d)
+		if w.timer == nil {
+			w.timer = time.NewTimer(d)
 		} else {
-			st.timer.Reset(d)
+			w.timer.Reset(d)
 		}
-		tc = st.timer.C
+		tc = w.timer.C
 	}
 	c.mu.Unlock()
 	ok := true
 	select {
-	case <-st.wake:
+	case <-w.wake:
 	case <-tc:
 		ok = false
 	}
 	if tc != nil {
-		st.timer.Stop()
+		w.timer.Stop()
 	}
 	c.mu.Lock()
 	return ok
@@ -143,7 +175,7 @@ func (b *reqBody) Read(p []byte) (int, error) {
 		if len(p) == 0 {
 			return 0, nil
 		}
-		if !st.waitLocked(deadline(st.rDeadline, c.s.o.ClientBodyTimeout), false) {
+		if !st.waitLocked(reading, deadline(st.rDeadline, c.s.o.ClientBodyTimeout), false) {
 			return 0, errBodyTimeout
 		}
 	}
