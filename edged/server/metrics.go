@@ -95,18 +95,25 @@ func (m *metrics) registerLimiter(reg prometheus.Registerer, l *connlimit.Limite
 	}
 }
 
-// warnFileLimit says when max_connections cannot be reached because the
-// process may not open that many files (LimitNOFILE=); Go raised the soft
-// limit to the hard one at start.
+// filesNeeded is the open-file limit under which max_connections cannot
+// be reached: each proxied connection holds an upstream connection too
+// (nginx counts both against worker_connections, and its docs size
+// worker_rlimit_nofile likewise), and listeners, idle upstream
+// connections, cache files and the journal need some more.
+func filesNeeded(maxConns int) uint64 { return uint64(maxConns)*2 + 256 }
+
+// warnFileLimit says, at start and when a reload changes max_connections,
+// when max_connections cannot be reached because the process may not open
+// that many files (LimitNOFILE=; Go raised the soft limit to the hard one
+// at start): past the limit accepting fails with EMFILE, and the accept
+// loops log it and retry with a backoff, as nginx does.
 func warnFileLimit(log *slog.Logger, maxConns int) {
 	var rl unix.Rlimit
 	if maxConns <= 0 || unix.Getrlimit(unix.RLIMIT_NOFILE, &rl) != nil {
 		return
 	}
-	// Each proxied connection may hold an upstream connection too, and
-	// files, listeners and the journal need some.
-	if need := uint64(maxConns)*2 + 256; rl.Cur < need {
-		log.Warn("the open-file limit is below what max_connections needs; past it, accepting fails with \"too many open files\"",
-			"limit", rl.Cur, "max_connections", maxConns, "needed", need, "fix", "raise LimitNOFILE= or lower [server] max_connections")
+	if need := filesNeeded(maxConns); rl.Cur < need {
+		log.Warn("the open-file limit is too low for max_connections; past it, new connections wait in the listen queue and accepting them logs \"too many open files\"",
+			"limit", rl.Cur, "max_connections", maxConns, "needed", need, "fix", "raise LimitNOFILE= (systemctl edit edged) or lower [server] max_connections")
 	}
 }

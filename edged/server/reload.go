@@ -104,6 +104,9 @@ func (s *Server) commit(p *prepared, old *runtime) {
 		}
 	}
 	s.limiter.SetLimits(rt.connLimits)
+	if old == nil || old.cfg.Server.MaxConnections != cfg.Server.MaxConnections {
+		warnFileLimit(s.log, cfg.Server.MaxConnections)
+	}
 	if old != nil {
 		s.reloadProxyProtocol(old.cfg, cfg)
 		s.warnQUICRestart(old.cfg, cfg)

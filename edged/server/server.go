@@ -152,7 +152,6 @@ func New(opts Options) (*Server, error) {
 	}
 	s.limiter = connlimit.New(p.rt.connLimits)
 	s.metrics.registerLimiter(s.registry, s.limiter)
-	warnFileLimit(s.log, cfg.Server.MaxConnections)
 	s.commit(p, nil)
 	s.startClusterPurges()
 	return s, nil
