@@ -110,10 +110,15 @@ install: build
 	install -Dm755 $(BIN)/appd $(DESTDIR)$(PREFIX)/bin/appd
 	install -Dm644 -t $(DESTDIR)/usr/lib/systemd/system units/*.socket units/*.service
 	install -Dm644 etc/edged/edged.toml $(DESTDIR)/etc/edged/edged.toml
+	install -d $(DESTDIR)/etc/edged/sites.d
 	install -d $(DESTDIR)/etc/appd
 	install -Dm644 -t $(DESTDIR)/etc/appd etc/appd/*
 	install -Dm644 -t $(DESTDIR)$(PREFIX)/share/man/man8 man/*.8
 	install -Dm644 -t $(DESTDIR)$(PREFIX)/share/man/man5 man/*.5
+	# The group appd-socket of the app sockets, which edged.service joins
+	# (SupplementaryGroups=): without it edged.service does not start.
+	install -Dm644 packaging/sysusers/appd-socket.conf $(DESTDIR)/usr/lib/sysusers.d/appd-socket.conf
+	[ -n "$(DESTDIR)" ] || ! command -v systemd-sysusers >/dev/null || systemd-sysusers appd-socket.conf
 
 # The demo appliance: the demo app's workers under appd, edged in front, all
 # on loopback, with the config files in demo/.

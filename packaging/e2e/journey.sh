@@ -324,6 +324,31 @@ waitfor 10 "the welcome page is still the default site" body_has "edged is runni
 )
 end $?
 
+begin "a site in a drop-in file (/etc/edged/sites.d), and a host defined twice refused with the drop-in's file:line" "edged.service appd@demo.service"
+(
+# Whatever happens, the steps after this one (and purge) find sites.d empty.
+trap 'rm -f /etc/edged/sites.d/e2e-site.toml /etc/edged/sites.d/e2e-dup.toml; systemctl reload edged' EXIT
+[ -d /etc/edged/sites.d ] || fail "the package did not ship /etc/edged/sites.d"
+grep -qF 'include = ["/etc/edged/sites.d/*.toml"]' /etc/edged/edged.toml || fail "/etc/edged/edged.toml does not include sites.d"
+cat >/etc/edged/sites.d/e2e-site.toml <<'EOF'
+# Added by the e2e test: a site in a file of its own, on edged.toml's upstream.
+[[site]]
+hosts = ["dropin.test"]
+tls = "off"
+  [[site.route]]
+  path = "/"
+  upstream = "demo"
+EOF
+run edged -t
+run systemctl reload edged
+waitfor 60 "http://dropin.test/ answered by the demo app" body_has "edgeapp demo" -H "Host: dropin.test" http://127.0.0.1/
+printf '\n[[site]]\nhosts = ["demo.test"]\ntls = "off"\n  [[site.route]]\n  path = "/"\n  respond = "twice"\n' >/etc/edged/sites.d/e2e-dup.toml
+if edged -t 2>/tmp/t.err; then fail "edged -t accepted demo.test in edged.toml and in a drop-in"; fi
+sed 's/^/  edged -t: /' /tmp/t.err
+grep -q '/etc/edged/sites.d/e2e-dup.toml:3: .*"demo.test" is already served' /tmp/t.err || fail "edged -t's error does not name the drop-in's file:line"
+)
+end $?
+
 begin "shields under a real systemd: access log to the journal with fields, a limit zone, maintenance" "edged.service appd@demo.service"
 (
 cp /etc/edged/edged.toml /tmp/edged.toml.before-shield
