@@ -44,11 +44,19 @@ test: lint
 	# edged itself is built with -race either way).
 	EDGED_TEST_H2C=1 $(GO) test -count=1 -timeout 20m ./edged
 
-# The tests that take files from the Go module cache (they call `go mod
-# download` or `go list -m`), each package alone with an empty GOMODCACHE, as
+# Tests take files or tools from the Go module cache (Pebble's
+# certificates, Pebble and h2spec built from go.mod's tools) only through
+# internal/gotool, whose own tests do it on an empty module cache in every
+# make test. This target checks that no test goes around it (`go mod
+# download`, `go list -m`, `go build` of a module's package), then runs
+# the packages that use the most of it with an empty GOMODCACHE each, as
 # on a fresh machine: nothing may depend on what an earlier run downloaded.
-MODCACHE_TESTS = $(shell grep -rl --include='*_test.go' -e '"mod", "download"' -e '"list", "-m"' . | xargs -r -n1 dirname | sort -u)
+MODCACHE_TESTS := ./internal/gotool ./edged/tlsconf
+MODCACHE_MARKERS := -e '"mod", "download"' -e '"list", "-m"' \
+	-e '"go", "\(build\|install\|run\|tool\)".*"[a-z0-9-][a-z0-9-]*\.[a-z][a-z.]*/'
 test-modcache:
+	@around=$$(grep -rl --include='*.go' $(MODCACHE_MARKERS) . | grep -v '^./internal/gotool/'); \
+	  if [ -n "$$around" ]; then echo "these files use the module cache directly; use internal/gotool:"; echo "$$around"; exit 1; fi
 	@set -e; for p in $(MODCACHE_TESTS); do \
 	  d=$$(mktemp -d /tmp/edgeapp-modcache.XXXXXX); \
 	  echo "GOMODCACHE=$$d $(GO) test -short -count=1 $$p"; \

@@ -22,6 +22,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/edgeapp/edgeapp/internal/etcdtest"
+	"github.com/edgeapp/edgeapp/internal/gotool"
 	"github.com/edgeapp/edgeapp/internal/syncbuf"
 )
 
@@ -150,24 +151,22 @@ type testPebble struct {
 
 func startTestPebble(t *testing.T, httpPort int) *testPebble {
 	t.Helper()
-	mod, err := exec.Command("go", "mod", "download", "-json", "github.com/letsencrypt/pebble/v2").Output()
+	modDir, err := gotool.ModuleDir("github.com/letsencrypt/pebble/v2")
 	if err != nil {
-		t.Fatalf("go mod download pebble: %v", err)
+		t.Fatal(err)
 	}
-	var m struct{ Dir string }
-	json.Unmarshal(mod, &m)
 	bin := t.TempDir()
 	for _, cmd := range []string{"pebble", "pebble-challtestsrv"} {
-		if out, err := exec.Command("go", "build", "-o", filepath.Join(bin, cmd), "github.com/letsencrypt/pebble/v2/cmd/"+cmd).CombinedOutput(); err != nil {
-			t.Fatalf("building %s: %v\n%s", cmd, err, out)
+		if _, err := gotool.Build(bin, "github.com/letsencrypt/pebble/v2/cmd/"+cmd); err != nil {
+			t.Fatal(err)
 		}
 	}
-	p := &testPebble{listen: freeAddr(t), caRoot: filepath.Join(m.Dir, "test/certs/pebble.minica.pem"), out: &syncbuf.Buffer{}}
+	p := &testPebble{listen: freeAddr(t), caRoot: filepath.Join(modDir, "test/certs/pebble.minica.pem"), out: &syncbuf.Buffer{}}
 	p.orders = func() int { return strings.Count(p.out.String(), "Added order") }
 	mgmt, dnsAddr := freeAddr(t), freeAddr(t)
 	cfg, _ := json.Marshal(map[string]any{"pebble": map[string]any{
 		"listenAddress": p.listen, "managementListenAddress": mgmt,
-		"certificate": filepath.Join(m.Dir, "test/certs/localhost/cert.pem"), "privateKey": filepath.Join(m.Dir, "test/certs/localhost/key.pem"),
+		"certificate": filepath.Join(modDir, "test/certs/localhost/cert.pem"), "privateKey": filepath.Join(modDir, "test/certs/localhost/key.pem"),
 		"httpPort": httpPort, "tlsPort": 1, "ocspResponderURL": "", "externalAccountBindingRequired": false,
 		"retryAfter": map[string]int{"authz": 1, "order": 1}, "keyAlgorithm": "ecdsa",
 		"profiles": map[string]any{"default": map[string]any{"description": "90 days", "validityPeriod": 7776000}},

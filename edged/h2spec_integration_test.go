@@ -4,9 +4,10 @@ import (
 	"fmt"
 	"net"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"testing"
+
+	"github.com/edgeapp/edgeapp/internal/gotool"
 )
 
 // TestH2Spec runs h2spec (github.com/summerwind/h2spec v2.2.1, pinned as a
@@ -16,9 +17,9 @@ func TestH2Spec(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds h2spec")
 	}
-	bin := filepath.Join(t.TempDir(), "h2spec")
-	if out, err := exec.Command("go", "build", "-o", bin, "github.com/summerwind/h2spec/cmd/h2spec").CombinedOutput(); err != nil {
-		t.Fatalf("building h2spec: %v\n%s", err, out)
+	bin, err := gotool.Build(t.TempDir(), "github.com/summerwind/h2spec/cmd/h2spec")
+	if err != nil {
+		t.Fatal(err)
 	}
 	dir := t.TempDir()
 	cert, key, _ := selfSigned(t, dir, "h2spec.test")

@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"fmt"
+	"github.com/edgeapp/edgeapp/internal/gotool"
 	"github.com/edgeapp/edgeapp/internal/syncbuf"
 	"io"
 	"log"
@@ -48,20 +49,16 @@ func TestMain(m *testing.M) {
 func pebbleBinaries(t testing.TB) (bindir, moddir string) {
 	t.Helper()
 	pebbleOnce.Do(func() {
-		pebbleModDir, pebbleErr = moduleDir("github.com/letsencrypt/pebble/v2")
+		pebbleModDir, pebbleErr = gotool.ModuleDir("github.com/letsencrypt/pebble/v2")
 		if pebbleErr != nil {
 			return
 		}
-		var err error
-		pebbleBinDir, err = os.MkdirTemp("", "tlsconf-pebble-")
-		if err != nil {
-			pebbleErr = err
+		pebbleBinDir, pebbleErr = os.MkdirTemp("", "tlsconf-pebble-")
+		if pebbleErr != nil {
 			return
 		}
 		for _, cmd := range []string{"pebble", "pebble-challtestsrv"} {
-			b := exec.Command("go", "build", "-o", filepath.Join(pebbleBinDir, cmd), "github.com/letsencrypt/pebble/v2/cmd/"+cmd)
-			if out, err := b.CombinedOutput(); err != nil {
-				pebbleErr = fmt.Errorf("go build %s: %v\n%s", cmd, err, out)
+			if _, pebbleErr = gotool.Build(pebbleBinDir, "github.com/letsencrypt/pebble/v2/cmd/"+cmd); pebbleErr != nil {
 				return
 			}
 		}
@@ -70,31 +67,6 @@ func pebbleBinaries(t testing.TB) (bindir, moddir string) {
 		t.Fatalf("Pebble (pinned in go.mod) cannot be built, so the ACME tests cannot run: %v", pebbleErr)
 	}
 	return pebbleBinDir, pebbleModDir
-}
-
-// moduleDir returns the directory of a module of the build list in the
-// module cache, downloading it first if needed. `go list -m -f {{.Dir}}`
-// would print an empty Dir for a module not downloaded yet (a fresh
-// machine); `go mod download -json` fetches it and prints where it is.
-func moduleDir(module string) (string, error) {
-	cmd := exec.Command("go", "mod", "download", "-json", module)
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	var m struct{ Dir, Error string }
-	if jerr := json.Unmarshal(out, &m); jerr == nil && m.Error != "" {
-		return "", fmt.Errorf("go mod download %s: %s", module, m.Error)
-	}
-	if err != nil {
-		return "", fmt.Errorf("go mod download %s: %w\n%s", module, err, stderr.String())
-	}
-	if m.Dir == "" {
-		return "", fmt.Errorf("go mod download %s printed no Dir: %s", module, out)
-	}
-	if _, err := os.Stat(m.Dir); err != nil {
-		return "", fmt.Errorf("module %s: %w", module, err)
-	}
-	return m.Dir, nil
 }
 
 type pebbleOpts struct {
