@@ -218,3 +218,21 @@ func TestShippedConfigurationsCheck(t *testing.T) {
 	}
 	check("appd", filepath.Join(top, "demo/appd.toml"))
 }
+
+// TestPagesRenderWithoutWarnings: mandoc -Tlint finds nothing to warn
+// about in any page.
+func TestPagesRenderWithoutWarnings(t *testing.T) {
+	if _, err := exec.LookPath("mandoc"); err != nil {
+		t.Skip("no mandoc on this machine: apt-get install mandoc (make deps does) to lint the man pages")
+	}
+	pages, _ := filepath.Glob("*.[58]")
+	if len(pages) < 4 {
+		t.Fatalf("only %d man pages: %v", len(pages), pages)
+	}
+	for _, p := range pages {
+		out, err := exec.Command("mandoc", "-Tlint", "-W", "warning", p).CombinedOutput()
+		if err != nil || len(out) > 0 {
+			t.Errorf("mandoc -Tlint -W warning %s: %v\n%s", p, err, out)
+		}
+	}
+}
