@@ -71,6 +71,13 @@ func startEdged(t *testing.T, config string) *edged {
 // returns their addresses in that order.
 func startEdgedWith(t *testing.T, config string, names ...string) (*edged, []string) {
 	t.Helper()
+	return startEdgedShell(t, config, "", names...)
+}
+
+// startEdgedShell is startEdgedWith with shell commands (such as a ulimit)
+// run before edged is exec'd.
+func startEdgedShell(t *testing.T, config, shell string, names ...string) (*edged, []string) {
+	t.Helper()
 	dir := t.TempDir()
 	cfgPath := filepath.Join(dir, "edged.toml")
 	writeConfig(t, cfgPath, config, dir)
@@ -106,7 +113,8 @@ func startEdgedWith(t *testing.T, config string, names ...string) (*edged, []str
 		t.Fatal(err)
 	}
 	// sh execs edged in place, so $$ is edged's pid: LISTEN_PID is right.
-	cmd := exec.Command("/bin/sh", "-c", `LISTEN_PID=$$ exec "$0" -config "$1"`, edgedBin, cfgPath)
+	cmd := exec.Command("/bin/sh", "-c", shell+`
+LISTEN_PID=$$ exec "$0" -config "$1"`, edgedBin, cfgPath)
 	cmd.ExtraFiles = files
 	cmd.Env = append(os.Environ(), fmt.Sprintf("LISTEN_FDS=%d", len(names)), "LISTEN_FDNAMES="+strings.Join(names, ":"), "NOTIFY_SOCKET="+notifyPath)
 	e := &edged{t: t, cmd: cmd, config: cfgPath, httpURL: "http://" + addrs[0], notify: notify, stderr: &syncbuf.Buffer{}, done: make(chan error, 1)}
