@@ -19,7 +19,9 @@
 #
 # Env: DURATION (s per run, default 10), ROUNDS (default 3), CONNS (32),
 # STREAMS (10), SERVERS ("edged nginx haproxy caddy"), EDGED (a binary; by
-# default built from the tree), EDGED_ENV (extra environment for edged),
+# default built from the tree), EDGED_BASE (another edged binary, run as
+# the server "edged-base" to compare a change in the same interleaved
+# run: SERVERS="edged edged-base nginx"), EDGED_ENV (extra environment for edged),
 # KEEP=1 keeps the temp dir. Installs what is missing with apt (root).
 set -euo pipefail
 
@@ -74,6 +76,10 @@ if [ -n "${EDGED:-}" ]; then
 else
 	echo "building edged" >&2
 	(cd "$ROOT" && go build -o "$TMP/edged" ./edged)
+fi
+if [[ " $SERVERS " == *" edged-base "* ]]; then
+	[ -n "${EDGED_BASE:-}" ] || { echo "h2.sh: edged-base needs EDGED_BASE (a binary)" >&2 && exit 2; }
+	cp "$EDGED_BASE" "$TMP/edged-base"
 fi
 
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
@@ -155,15 +161,16 @@ https://bench.test:${PORT[caddy]:-0}, https://127.0.0.1:${PORT[caddy]:-0} {
 	reverse_proxy 127.0.0.1:$P_UP
 }
 EOF
-cat >"$TMP/edged.toml" <<EOF
+for e in edged edged-base; do
+	cat >"$TMP/$e.toml" <<EOF
 [server]
 http = []
-https = ["127.0.0.1:${PORT[edged]:-0}"]
+https = ["127.0.0.1:${PORT[$e]:-0}"]
 admin = ""
 log_level = "warn"
 
 [tls]
-storage = "$TMP/edged-state"
+storage = "$TMP/$e-state"
 
 [[site]]
 hosts = ["bench.test", "127.0.0.1"]
@@ -177,6 +184,7 @@ redirect_http = false
 [upstream.up]
 servers = ["127.0.0.1:$P_UP"]
 EOF
+done
 
 start() { # label, then the command; in its own process group
 	local label=$1
@@ -188,7 +196,7 @@ start() { # label, then the command; in its own process group
 start origin taskset -c 1 "$NGINX" -c "$TMP/up/nginx.conf" -p "$TMP/up"
 for s in $SERVERS; do
 	case $s in
-	edged) start edged env GOMAXPROCS=1 ${EDGED_ENV:-} taskset -c 0 "$TMP/edged" -config "$TMP/edged.toml" ;;
+	edged | edged-base) start "$s" env GOMAXPROCS=1 ${EDGED_ENV:-} taskset -c 0 "$TMP/$s" -config "$TMP/$s.toml" ;;
 	nginx) start nginx taskset -c 0 "$NGINX" -c "$TMP/ngx/nginx.conf" -p "$TMP/ngx" ;;
 	haproxy) start haproxy taskset -c 0 "$HAPROXY" -db -f "$TMP/haproxy.cfg" ;;
 	caddy) start caddy env XDG_DATA_HOME="$TMP/caddy" XDG_CONFIG_HOME="$TMP/caddy" GOMAXPROCS=1 \
