@@ -313,6 +313,10 @@ type Upstream struct {
 	TLSCA   string `toml:"tls_ca"`   // nginx proxy_ssl_trusted_certificate
 	TLSCert string `toml:"tls_cert"` // nginx proxy_ssl_certificate
 	TLSKey  string `toml:"tls_key"`  // nginx proxy_ssl_certificate_key
+	// Protocol spoken to the servers: "http/1.1" (default), "h2" (HTTP/2
+	// over TLS, by ALPN; needs tls = true) or "h2c" (HTTP/2 in cleartext);
+	// gRPC needs h2 or h2c (nginx: grpc_pass grpcs:// and grpc://).
+	Protocol string `toml:"protocol"`
 
 	Health Health `toml:"health"`
 
@@ -391,6 +395,10 @@ type Health struct {
 	Rise     int               `toml:"rise"`     // passes to come back up; default 2
 	Fall     int               `toml:"fall"`     // failures to go down; default 3
 	Host     string            `toml:"host"`     // Host header for checks
+	// gRPC health checking protocol instead of a GET of path (h2 and h2c
+	// upstreams): grpc.health.v1.Health/Check for grpc_service.
+	GRPC        bool   `toml:"grpc"`
+	GRPCService string `toml:"grpc_service"` // default "": the server as a whole
 }
 
 // Cache is a named HTTP cache routes can use.

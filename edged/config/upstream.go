@@ -26,10 +26,12 @@ func (u *Upstream) ProxyConfig(name string) proxy.UpstreamConfig {
 		TLS: proxy.TLSConfig{
 			Enabled: u.TLS, ServerName: u.TLSName, CAFile: u.TLSCA, CertFile: u.TLSCert, KeyFile: u.TLSKey,
 		},
-		Dynamic: u.Discovers(), // servers found at run time (cluster.go)
+		Protocol: u.Protocol,
+		Dynamic:  u.Discovers(), // servers found at run time (cluster.go)
 		Health: proxy.HealthConfig{
 			Path: u.Health.Path, Connect: u.Health.TCP, Interval: u.Health.Interval.D(), Timeout: u.Health.Timeout.D(),
 			ExpectStatus: u.Health.Status, Rise: u.Health.Rise, Fall: u.Health.Fall, Host: u.Health.Host,
+			GRPC: u.Health.GRPC, GRPCService: u.Health.GRPCService,
 		},
 	}
 	pc.SendProxy, _ = proxyproto.ParseVersion(u.SendProxy)
@@ -76,8 +78,11 @@ func (u *Upstream) applyDefaults() {
 			u.Servers[i].Weight = 1
 		}
 	}
+	if u.Protocol == "" {
+		u.Protocol = proxy.ProtoHTTP1
+	}
 	h := &u.Health
-	if h.Path != "" || h.TCP {
+	if h.Path != "" || h.TCP || h.GRPC {
 		setDur(&h.Interval, h.Interval != 0, proxy.DefaultHealthInterval)
 		// The default timeout never exceeds the interval the user chose.
 		setDur(&h.Timeout, h.Timeout != 0, min(proxy.DefaultHealthTimeout, h.Interval.D()))
@@ -102,7 +107,7 @@ func (c *Config) validateUpstreams(bad func(string, string, ...any)) {
 		if _, err := proxyproto.ParseVersion(u.SendProxy); err != nil {
 			continue // reported by validateStreams' upstream check
 		}
-		if h := u.Health; (h.Path != "" || h.TCP) && h.Timeout > h.Interval {
+		if h := u.Health; (h.Path != "" || h.TCP || h.GRPC) && h.Timeout > h.Interval {
 			// The proxy copes (checks wait for each other); a person who
 			// wrote it most likely swapped the two.
 			bad(key+".health.timeout", "timeout %v is longer than the interval %v", h.Timeout, h.Interval)

@@ -83,10 +83,15 @@ type HealthConfig struct {
 	ExpectStatus int // 0 = any 2xx or 3xx
 	Rise, Fall   int // consecutive passes to come up, failures to go down
 	Host         string
+	// GRPC: a check is a call of the gRPC health checking protocol
+	// (grpc.health.v1.Health/Check) for GRPCService ("" = the whole
+	// server), which passes when the answer is SERVING (h2health.go).
+	GRPC        bool
+	GRPCService string
 }
 
 // Active reports whether active checks run.
-func (h HealthConfig) Active() bool { return h.Path != "" || h.Connect }
+func (h HealthConfig) Active() bool { return h.Path != "" || h.Connect || h.GRPC }
 
 // UpstreamConfig is a named pool of servers and how to use them.
 type UpstreamConfig struct {
@@ -130,9 +135,24 @@ type UpstreamConfig struct {
 	// not reused. 0: none.
 	SendProxy int
 	// TLS: https to the servers (tls.go).
-	TLS    TLSConfig
-	Health HealthConfig
+	TLS TLSConfig
+	// Protocol spoken to the servers: "http/1.1" (the default), "h2"
+	// (HTTP/2 over TLS, agreed by ALPN; needs TLS) or "h2c" (HTTP/2 over
+	// cleartext with prior knowledge). HTTP/2 connections are shared by
+	// many requests at once (h2.go).
+	Protocol string
+	Health   HealthConfig
 }
+
+// Protocols an upstream may speak (UpstreamConfig.Protocol).
+const (
+	ProtoHTTP1 = "http/1.1"
+	ProtoH2    = "h2"
+	ProtoH2C   = "h2c"
+)
+
+// isH2 reports whether the servers are spoken to in HTTP/2.
+func (c UpstreamConfig) isH2() bool { return c.Protocol == ProtoH2 || c.Protocol == ProtoH2C }
 
 var policies = map[string]bool{"": true, "round_robin": true, "least_conn": true, "random_two": true, "hash": true, "first": true}
 
@@ -154,6 +174,22 @@ func (c UpstreamConfig) Validate() error {
 	}
 	if c.SendProxy < 0 || c.SendProxy > 2 {
 		bad("send_proxy_protocol", "version %d, want 1 or 2", c.SendProxy)
+	}
+	switch c.Protocol {
+	case "", ProtoHTTP1:
+	case ProtoH2:
+		if !c.TLS.Enabled {
+			bad("protocol", "\"h2\" is HTTP/2 over TLS: set tls = true, or use \"h2c\" for HTTP/2 in cleartext")
+		}
+	case ProtoH2C:
+		if c.TLS.Enabled {
+			bad("protocol", "\"h2c\" is HTTP/2 in cleartext, but tls = true: use \"h2\" for HTTP/2 over TLS")
+		}
+	default:
+		bad("protocol", "%q is not one of \"http/1.1\", \"h2\", \"h2c\"", c.Protocol)
+	}
+	if c.isH2() && c.SendProxy != 0 {
+		bad("send_proxy_protocol", "a PROXY header names one client per connection, and an HTTP/2 connection carries many clients' requests: use protocol = \"http/1.1\"")
 	}
 	seen := make(map[string]bool, len(c.Servers))
 	primaries := 0
@@ -215,6 +251,14 @@ func (c UpstreamConfig) Validate() error {
 		bad("host_header", "%q is not a host name", c.HostHeader)
 	}
 	h := c.Health
+	switch {
+	case h.GRPC && !c.isH2():
+		bad("health.grpc", "gRPC health checks need protocol = \"h2\" or \"h2c\"")
+	case h.GRPC && h.Path != "":
+		bad("health.grpc", "a check is either a gRPC health call or a GET of path, not both")
+	case h.GRPCService != "" && !h.GRPC:
+		bad("health.grpc_service", "goes with grpc = true")
+	}
 	if h.Path != "" && !strings.HasPrefix(h.Path, "/") {
 		bad("health.path", "%q must start with /", h.Path)
 	}
@@ -247,6 +291,9 @@ func checkAddr(a string) error {
 func (c UpstreamConfig) withDefaults() UpstreamConfig {
 	if c.Policy == "" {
 		c.Policy = "round_robin"
+	}
+	if c.Protocol == "" {
+		c.Protocol = ProtoHTTP1
 	}
 	if c.Policy == "hash" && c.HashKey == "" {
 		c.HashKey = "client_ip"

@@ -365,6 +365,9 @@ type connPool struct {
 	refs    atomic.Int32 // pools holding it
 	isTLS   bool         // its connections are *tls.Conn
 	open    atomic.Int64 // connections open, idle or in use
+	// h2: the server speaks HTTP/2 (protocol h2 or h2c); its connections
+	// are there, shared by many requests, and the idle list is unused.
+	h2 *h2Pool
 
 	mu      sync.Mutex
 	idle    []*upConn // most recently used last
@@ -378,6 +381,7 @@ type poolKey struct {
 	connect, idle time.Duration
 	maxIdle       int
 	tls           string // digest of the TLS settings; "" for plain connections
+	proto         string // UpstreamConfig.Protocol
 }
 
 // MaxIdleCeiling bounds the idle connections kept per server when max_idle
@@ -394,9 +398,17 @@ func newConnPool(k poolKey, ut *upstreamTLS) *connPool {
 	network, address, _ := systemd.SplitDialAddr(k.addr) // checked by Validate
 	p := &connPool{key: k, dial: dialer(d, k.addr, network, address)}
 	p.rawDial = p.dial
+	h2 := k.proto == ProtoH2 || k.proto == ProtoH2C
 	if ut != nil {
 		p.isTLS = true
-		p.dial = tlsDialer(p.dial, ut.clientConfig(k.addr), k.addr, k.connect)
+		tc := ut.clientConfig(k.addr)
+		if h2 {
+			tc.NextProtos = []string{"h2"}
+		}
+		p.dial = tlsDialer(p.dial, tc, k.addr, k.connect)
+	}
+	if h2 {
+		p.h2 = newH2Pool(p, k.idle)
 	}
 	return p
 }
@@ -525,6 +537,9 @@ func (p *connPool) reopen() {
 // closeIdle closes the idle connections; with final, connections that
 // come back later are closed too.
 func (p *connPool) closeIdle(final bool) {
+	if p.h2 != nil {
+		p.h2.closeIdle(final)
+	}
 	p.mu.Lock()
 	idle := p.idle
 	p.idle = nil

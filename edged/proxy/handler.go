@@ -95,6 +95,10 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// from the same rule.
 		info.SetClient(r.RemoteAddr, r.Header["X-Forwarded-For"], h.trusted)
 	}
+	if p.h2 {
+		h.serveH2(w, r, info)
+		return
+	}
 	ex := getExchange()
 	defer putExchange(ex)
 	ex.oh = outHead{method: r.Method, proto: "http", upgrade: upgradeType(r, h.upgrade)}
@@ -115,7 +119,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer body.close()
 	replayAfterSend := p.cfg.RetryIdempotent && idempotent(r.Method)
 	if r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0 && upgrade == "" {
-		if h.buf.Request {
+		if h.buf.Request && !isGRPC(r.Header) { // gRPC (-web) bodies are streams
 			if err := h.bufferRequest(r, info, &body); err != nil {
 				h.badBody(w, r, err)
 				return
@@ -460,7 +464,8 @@ func classify(err error) int {
 }
 
 // fail answers 502 or 504 after the last attempt failed, with one log line
-// naming the upstream, the server and the cause.
+// naming the upstream, the server and the cause. A gRPC call gets the
+// matching gRPC status instead (grpc.go).
 func (h *handler) fail(w http.ResponseWriter, r *http.Request, s *server, cause int, err error, attempts int) {
 	code, text := http.StatusBadGateway, "502 Bad Gateway: the upstream server failed to answer\n"
 	switch cause {
@@ -477,6 +482,18 @@ func (h *handler) fail(w http.ResponseWriter, r *http.Request, s *server, cause 
 	}
 	h.log.Warn("upstream request failed", "status", code, "server", addr, "cause", err.Error(),
 		"attempts", attempts, "method", r.Method, "path", r.URL.Path, "request_id", h.requestID(r))
+	h.errorReply(w, r, code, cause, text)
+}
+
+// errorReply writes one of the proxy's own answers: text with its HTTP
+// status, or for a gRPC call the gRPC status for it, with the text (less
+// its status line) as grpc-message.
+func (h *handler) errorReply(w http.ResponseWriter, r *http.Request, code, cause int, text string) {
+	if isGRPC(r.Header) {
+		_, msg, _ := strings.Cut(strings.TrimSpace(text), ": ")
+		writeGRPCError(w, grpcCodeFor(code, cause), "edged: "+msg)
+		return
+	}
 	writeError(w, code, text)
 }
 
@@ -485,7 +502,7 @@ func (h *handler) unavailable(w http.ResponseWriter, r *http.Request) {
 	h.p.m.unavailable.WithLabelValues(h.p.name).Inc()
 	h.log.Warn("no upstream server available, answered 503", "servers", h.p.summary(),
 		"method", r.Method, "path", r.URL.Path, "request_id", h.requestID(r))
-	writeError(w, http.StatusServiceUnavailable, "503 Service Unavailable: no upstream server is available\n")
+	h.errorReply(w, r, http.StatusServiceUnavailable, 0, "503 Service Unavailable: no upstream server is available\n")
 }
 
 // summary says why each server is out, for the 503 log line.
@@ -528,7 +545,7 @@ func (h *handler) badBody(w http.ResponseWriter, r *http.Request, err error) {
 		// client_body_timeout: the client stopped sending (the failed read
 		// also cancelled the request's context); nginx answers 408.
 		w.Header().Set("Connection", "close")
-		writeError(w, http.StatusRequestTimeout, "408 Request Timeout: the request body stopped arriving\n")
+		h.errorReply(w, r, http.StatusRequestTimeout, 0, "408 Request Timeout: the request body stopped arriving\n")
 		return
 	}
 	if r.Context().Err() != nil {
@@ -538,11 +555,11 @@ func (h *handler) badBody(w http.ResponseWriter, r *http.Request, err error) {
 	w.Header().Set("Connection", "close")
 	var tooLarge *http.MaxBytesError
 	if errors.As(err, &tooLarge) {
-		writeError(w, http.StatusRequestEntityTooLarge, "413 Content Too Large: the request body is larger than this route allows\n")
+		h.errorReply(w, r, http.StatusRequestEntityTooLarge, 0, "413 Content Too Large: the request body is larger than this route allows\n")
 		return
 	}
 	h.log.Debug("could not read the request body", "cause", err.Error(), "path", r.URL.Path)
-	writeError(w, http.StatusBadRequest, "400 Bad Request: the request body could not be read\n")
+	h.errorReply(w, r, http.StatusBadRequest, 0, "400 Bad Request: the request body could not be read\n")
 }
 
 // clientGone records that the client left before the response began; 499 is

@@ -136,7 +136,7 @@ func (p *Pool) checkOnce(parent context.Context, s *server) {
 
 // probe returns "" if the server answered the check as expected, else why not.
 func probe(ctx context.Context, s *server, h HealthConfig, hostHeader string) string {
-	if h.Path == "" {
+	if h.Path == "" && !h.GRPC {
 		return probeConnect(ctx, s) // TCP: connecting is the check (stream.go)
 	}
 	host := s.cfg.Addr
@@ -148,6 +148,9 @@ func probe(ctx context.Context, s *server, h HealthConfig, hostHeader string) st
 		host = h.Host
 	case hostHeader != "":
 		host = hostHeader
+	}
+	if s.cp.h2 != nil {
+		return probeH2(ctx, s, h, host)
 	}
 	c, err := s.conn(ctx, nanotime(), false, false)
 	if err != nil {

@@ -29,7 +29,7 @@ func (p *Pool) build(list []ServerConfig, old map[string]*server) *members {
 			sc.Weight = 1
 		}
 		s := &server{cfg: sc, idx: i, hash: hashString(sc.Addr), sendProxy: cfg.SendProxy}
-		key := poolKey{sc.Addr, cfg.ConnectTimeout, cfg.IdleConnTimeout, cfg.MaxIdleConnsPerServer, p.tlsDigest}
+		key := poolKey{sc.Addr, cfg.ConnectTimeout, cfg.IdleConnTimeout, cfg.MaxIdleConnsPerServer, p.tlsDigest, cfg.Protocol}
 		if o := old[sc.Addr]; o != nil {
 			s.st = o.st
 			if o.cp.key == key {

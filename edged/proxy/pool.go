@@ -37,6 +37,7 @@ type Pool struct {
 	inflight atomic.Int64 // requests routed through this pool right now
 	closed   atomic.Bool
 	started  atomic.Bool
+	h2       bool // the servers speak HTTP/2 (h2.go)
 
 	startOnce, closeOnce sync.Once
 	stop                 chan struct{}
@@ -120,6 +121,7 @@ func NewPool(cfg UpstreamConfig, prev *Pool, m *Metrics, log *slog.Logger) (*Poo
 		stop:      make(chan struct{}),
 		ut:        ut,
 		tlsDigest: tlsDigest,
+		h2:        cfg.isH2(),
 	}
 	p.waitC = m.waitsFor(cfg.Name)
 	if cfg.Policy == "hash" {

@@ -58,7 +58,7 @@ func equalFoldB(b []byte, s string) bool {
 // connection, found in one pass over its fields.
 type fieldMeta struct {
 	accel       int8 // X-Accel-Buffering: 1 yes, -1 no, 0 absent
-	eventStream bool // Content-Type: text/event-stream
+	eventStream bool // Content-Type: text/event-stream or application/grpc: a stream
 	keepAlive   int64
 }
 
@@ -73,7 +73,8 @@ func scanFields(fields []httpwire.Field) fieldMeta {
 			}
 		case 12:
 			if equalFoldB(f.Name, "content-type") {
-				fm.eventStream = len(f.Value) >= 17 && equalFoldB(f.Value[:17], "text/event-stream")
+				fm.eventStream = (len(f.Value) >= 17 && equalFoldB(f.Value[:17], "text/event-stream")) ||
+					(len(f.Value) >= 16 && equalFoldB(f.Value[:16], "application/grpc"))
 			}
 		case 17:
 			if equalFoldB(f.Name, "x-accel-buffering") {
