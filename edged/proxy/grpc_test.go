@@ -38,88 +38,19 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/edgeapp/edgeapp/edged/engine"
+	"github.com/edgeapp/edgeapp/internal/grpcecho"
 )
 
 // The gRPC tests run real grpc-go servers and clients on loopback, with
 // edged's proxy handler between them behind edged's own HTTP/2 server
 // (h2c, and TLS with ALPN).
 
-// echoService is a small gRPC service without generated code: Say echoes
-// one message (unary), Chat echoes each message of a bidirectional stream
-// as it arrives, Wait answers after the time its message names.
-var echoService = grpc.ServiceDesc{
-	ServiceName: "edged.test.Echo",
-	HandlerType: (*any)(nil),
-	Methods: []grpc.MethodDesc{
-		{MethodName: "Say", Handler: func(srv any, ctx context.Context, dec func(any) error, _ grpc.UnaryServerInterceptor) (any, error) {
-			in := new(wrapperspb.StringValue)
-			if err := dec(in); err != nil {
-				return nil, err
-			}
-			return srv.(*echoServer).say(ctx, in)
-		}},
-	},
-	Streams: []grpc.StreamDesc{{
-		StreamName: "Chat", ServerStreams: true, ClientStreams: true,
-		Handler: func(srv any, stream grpc.ServerStream) error { return srv.(*echoServer).chat(stream) },
-	}},
-}
-
-type echoServer struct {
-	name  string
-	calls atomic.Int32
-}
-
-func (e *echoServer) say(ctx context.Context, in *wrapperspb.StringValue) (*wrapperspb.StringValue, error) {
-	e.calls.Add(1)
-	md, _ := metadata.FromIncomingContext(ctx)
-	v := in.GetValue()
-	switch {
-	case strings.HasPrefix(v, "fail:"):
-		return nil, status.Error(codes.NotFound, strings.TrimPrefix(v, "fail:"))
-	case strings.HasPrefix(v, "sleep:"):
-		d, _ := time.ParseDuration(strings.TrimPrefix(v, "sleep:"))
-		select {
-		case <-time.After(d):
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		}
-	}
-	grpc.SetHeader(ctx, metadata.Pairs("x-echo-server", e.name))
-	grpc.SetTrailer(ctx, metadata.Pairs("x-echo-trailer", "t-"+v))
-	got := ""
-	if xff := md.Get("x-forwarded-for"); len(xff) > 0 {
-		got = " xff=" + xff[0]
-	}
-	if a := md.Get(":authority"); len(a) > 0 {
-		got += " authority=" + a[0]
-	}
-	return wrapperspb.String(e.name + ":" + v + got), nil
-}
-
-func (e *echoServer) chat(stream grpc.ServerStream) error {
-	e.calls.Add(1)
-	for {
-		in := new(wrapperspb.StringValue)
-		if err := stream.RecvMsg(in); err != nil {
-			if err == io.EOF {
-				stream.SetTrailer(metadata.Pairs("x-chat-end", "bye"))
-				return nil
-			}
-			return err
-		}
-		if err := stream.SendMsg(wrapperspb.String(e.name + ":" + in.GetValue())); err != nil {
-			return err
-		}
-	}
-}
-
 // grpcUpstream is a real grpc-go server on loopback (h2c, or TLS with the
 // test certificate) with the echo and health services.
 type grpcUpstream struct {
 	addr   string
 	srv    *grpc.Server
-	echo   *echoServer
+	echo   *grpcecho.Server
 	health *health.Server
 	conns  atomic.Int32 // connections accepted
 }
@@ -134,11 +65,8 @@ func startGRPC(t testing.TB, name string, opts ...grpc.ServerOption) *grpcUpstre
 }
 
 func serveGRPC(t testing.TB, ln net.Listener, name string, opts ...grpc.ServerOption) *grpcUpstream {
-	u := &grpcUpstream{addr: ln.Addr().String(), echo: &echoServer{name: name}, health: health.NewServer()}
-	u.srv = grpc.NewServer(opts...)
-	u.srv.RegisterService(&echoService, u.echo)
-	healthpb.RegisterHealthServer(u.srv, u.health)
-	go u.srv.Serve(&countingListener{Listener: ln, n: &u.conns})
+	u := &grpcUpstream{addr: ln.Addr().String()}
+	u.srv, u.echo, u.health = grpcecho.Serve(&countingListener{Listener: ln, n: &u.conns}, name, opts...)
 	t.Cleanup(u.srv.Stop)
 	return u
 }
@@ -224,15 +152,10 @@ func (f *h2Front) dial(t testing.TB) *grpc.ClientConn {
 	return cc
 }
 
-func say(ctx context.Context, cc *grpc.ClientConn, msg string, opts ...grpc.CallOption) (string, error) {
-	out := new(wrapperspb.StringValue)
-	err := cc.Invoke(ctx, "/edged.test.Echo/Say", wrapperspb.String(msg), out, opts...)
-	return out.GetValue(), err
-}
-
-func chat(ctx context.Context, cc *grpc.ClientConn) (grpc.ClientStream, error) {
-	return cc.NewStream(ctx, &echoService.Streams[0], "/edged.test.Echo/Chat")
-}
+var (
+	say  = grpcecho.Say
+	chat = grpcecho.Chat
+)
 
 func testCtx(t testing.TB) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

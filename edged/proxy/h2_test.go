@@ -353,8 +353,8 @@ func TestH2Balancing(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if a.echo.calls.Load() != 5 || b.echo.calls.Load() != 5 {
-		t.Fatalf("a %d, b %d calls; want 5 each", a.echo.calls.Load(), b.echo.calls.Load())
+	if a.echo.Calls.Load() != 5 || b.echo.Calls.Load() != 5 {
+		t.Fatalf("a %d, b %d calls; want 5 each", a.echo.Calls.Load(), b.echo.Calls.Load())
 	}
 	// A stream holds a's one slot: every call meanwhile goes to b.
 	var st interface {
@@ -379,13 +379,13 @@ func TestH2Balancing(t *testing.T) {
 		s.CloseSend()
 		s.RecvMsg(in)
 	}
-	before := b.echo.calls.Load()
+	before := b.echo.Calls.Load()
 	for range 6 {
 		if got, err := say(ctx, cc, "x"); err != nil || !strings.HasPrefix(got, "b:") {
 			t.Fatalf("%q %v, want b while a is at max_conns", got, err)
 		}
 	}
-	if b.echo.calls.Load() != before+6 {
+	if b.echo.Calls.Load() != before+6 {
 		t.Fatal("calls not counted on b")
 	}
 	st.CloseSend()
