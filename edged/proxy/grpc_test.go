@@ -248,6 +248,48 @@ func TestGRPCBidiStream(t *testing.T) {
 	}
 }
 
+// TestGRPCBidiFullDuplex: the client sends while it receives, many
+// messages larger than HTTP/2's initial flow-control windows, so that
+// both directions of the stream wait for window updates at once, on
+// edged's HTTP/2 server (h2c and TLS) and on its upstream connection.
+func TestGRPCBidiFullDuplex(t *testing.T) {
+	for _, withTLS := range []bool{false, true} {
+		t.Run(fmt.Sprintf("tls=%v", withTLS), func(t *testing.T) {
+			up := startGRPC(t, "a")
+			f := newH2Front(t, UpstreamConfig{Servers: servers(up.addr)}, DefaultHandlerOptionsForTest(t), withTLS)
+			ctx := testCtx(t)
+			st, err := chat(ctx, f.dial(t))
+			if err != nil {
+				t.Fatal(err)
+			}
+			const n = 100
+			pad := strings.Repeat("x", 48<<10)
+			sent := make(chan error, 1)
+			go func() {
+				for i := range n {
+					if err := st.SendMsg(wrapperspb.String(fmt.Sprint(i, " ", pad))); err != nil {
+						sent <- fmt.Errorf("send %d: %w", i, err)
+						return
+					}
+				}
+				sent <- st.CloseSend()
+			}()
+			for i := range n {
+				in := new(wrapperspb.StringValue)
+				if err := st.RecvMsg(in); err != nil || in.GetValue() != fmt.Sprint("a:", i, " ", pad) {
+					t.Fatalf("receive %d: %d bytes, %v", i, len(in.GetValue()), err)
+				}
+			}
+			if err := <-sent; err != nil {
+				t.Fatal(err)
+			}
+			if err := st.RecvMsg(new(wrapperspb.StringValue)); err != io.EOF {
+				t.Fatalf("end of stream: %v, want io.EOF (status OK)", err)
+			}
+		})
+	}
+}
+
 // DefaultHandlerOptionsForTest is a route with edged's default buffering:
 // gRPC must stream through it all the same.
 func DefaultHandlerOptionsForTest(t testing.TB) HandlerOptions {

@@ -296,6 +296,9 @@ func (h *handler) serveH2Response(w http.ResponseWriter, r *http.Request, ctx co
 			names = append(names, k)
 		}
 		wh["Trailer"] = []string{strings.Join(names, ", ")}
+		// Trailers need a framing that can carry them (chunked, for an
+		// HTTP/1.1 client), not a Content-Length.
+		delete(wh, "Content-Length")
 	}
 	streaming := grpc || isGRPC(resp.Header) || strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream")
 	w.WriteHeader(status)

@@ -149,11 +149,23 @@ func serveRawH2(nc net.Conn, c int, act func(c, n int) string) {
 	bodies := map[uint32]*bytes.Buffer{}
 	var hbuf bytes.Buffer
 	enc := hpack.NewEncoder(&hbuf)
+	trailer := map[uint32]bool{}
 	answer := func(id uint32) {
+		body := fmt.Appendf(nil, "conn=%d stream=%d body=%q", c, id, bodies[id].String())
 		hbuf.Reset()
 		enc.WriteField(hpack.HeaderField{Name: ":status", Value: "200"})
+		if trailer[id] {
+			// HTTP/2 allows a content-length beside trailers
+			enc.WriteField(hpack.HeaderField{Name: "content-length", Value: fmt.Sprint(len(body))})
+			enc.WriteField(hpack.HeaderField{Name: "trailer", Value: "x-sum"})
+		}
 		fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: hbuf.Bytes(), EndHeaders: true})
-		fr.WriteData(id, true, fmt.Appendf(nil, "conn=%d stream=%d body=%q", c, id, bodies[id].String()))
+		fr.WriteData(id, !trailer[id], body)
+		if trailer[id] {
+			hbuf.Reset()
+			enc.WriteField(hpack.HeaderField{Name: "x-sum", Value: fmt.Sprintf("%x", sha256.Sum256(body))})
+			fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: hbuf.Bytes(), EndHeaders: true, EndStream: true})
+		}
 	}
 	n := 0
 	for {
@@ -179,6 +191,9 @@ func serveRawH2(nc net.Conn, c int, act func(c, n int) string) {
 				fr.WriteGoAway(0, http2.ErrCodeNo, nil)
 				time.Sleep(50 * time.Millisecond)
 				return
+			case "trailer":
+				trailer[id] = true
+				fallthrough
 			default:
 				bodies[id] = new(bytes.Buffer)
 				if f.StreamEnded() {
@@ -201,6 +216,23 @@ func serveRawH2(nc net.Conn, c int, act func(c, n int) string) {
 				fr.WriteWindowUpdate(0, uint32(len(f.Data())))
 			}
 		}
+	}
+}
+
+// TestH2TrailerWithLength: a response with both a Content-Length and
+// trailers (allowed in HTTP/2) reaches an HTTP/1.1 client chunked, so that
+// its trailers are not lost (net/http's server, as engine, would
+// otherwise send the length and drop them).
+func TestH2TrailerWithLength(t *testing.T) {
+	addr := rawH2(t, func(c, n int) string { return "trailer" })
+	f := newFront(t, UpstreamConfig{Protocol: ProtoH2C, Servers: servers(addr)}, HandlerOptions{})
+	res, body := get(t, f.URL()+"/")
+	want := fmt.Sprintf("%x", sha256.Sum256([]byte(body)))
+	if res.StatusCode != 200 || body != `conn=0 stream=1 body=""` || res.Trailer.Get("X-Sum") != want {
+		t.Fatalf("got %d %q, trailer %v; want the body and X-Sum %s", res.StatusCode, body, res.Trailer, want)
+	}
+	if res.ContentLength != -1 || len(res.TransferEncoding) == 0 || res.TransferEncoding[0] != "chunked" {
+		t.Fatalf("length %d, transfer-encoding %v: want chunked", res.ContentLength, res.TransferEncoding)
 	}
 }
 
