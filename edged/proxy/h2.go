@@ -189,7 +189,7 @@ func (h *handler) serveH2(w http.ResponseWriter, r *http.Request, info *reqinfo.
 			h.clientGone(w, r, "waiting for the upstream response", lastErr)
 			return
 		}
-		if ctx.Err() != nil {
+		if hasDeadline && deadlinePassed(ctx) {
 			// The gRPC call's deadline passed: the client's limit, not the
 			// server's failure.
 			h.log.Info("gRPC call's deadline passed before the upstream answered", "server", s.cfg.Addr,
@@ -213,6 +213,17 @@ func (h *handler) serveH2(w http.ResponseWriter, r *http.Request, info *reqinfo.
 			"cause", lastErr.Error(), "method", r.Method, "path", r.URL.Path)
 		sel.now = nanotime()
 	}
+}
+
+// deadlinePassed reports whether ctx's deadline (a gRPC call's) has
+// passed, even if the timer that cancels ctx has not run yet: the server,
+// which learns the deadline from grpc-timeout, may end the stream first.
+func deadlinePassed(ctx context.Context) bool {
+	if ctx.Err() != nil {
+		return true
+	}
+	d, ok := ctx.Deadline()
+	return ok && !time.Now().Before(d)
 }
 
 // errHeaderTimeout cancels an attempt whose response header did not come
@@ -324,7 +335,7 @@ func (h *handler) serveH2Response(w http.ResponseWriter, r *http.Request, ctx co
 		// The client left mid-response; closing the body resets the
 		// upstream stream, which stops the server's work too.
 		return
-	case rerr != nil && grpc && ctx.Err() != nil:
+	case rerr != nil && grpc && deadlinePassed(ctx):
 		setGRPCTrailer(w, grpcDeadlineExceeded, "edged: deadline exceeded while the upstream server was answering")
 		return
 	case rerr != nil:
