@@ -201,3 +201,91 @@ health = { grpc = true, interval = "300ms", timeout = "250ms", rise = 1, fall = 
 		t.Fatalf("edged's log does not tell of the failed stream:\n%s", s)
 	}
 }
+
+// TestGRPCEdgedOwnErrors: what edged answers a gRPC call itself, outside
+// the proxy too (no route, access control, a limit), reaches a grpc-go
+// client as a gRPC status with edged's reason, over h2c and TLS; so do an
+// upstream that cannot be reached and a call's deadline.
+func TestGRPCEdgedOwnErrors(t *testing.T) {
+	dir := t.TempDir()
+	cert, key, pool := selfSigned(t, dir, "grpc.test")
+	up, _ := grpcEchoServer(t, "", "a")
+	dead, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadAddr := dead.Addr().String()
+	dead.Close() // nothing listens there: connections are refused
+	_, addrs := startEdgedWith(t, fmt.Sprintf(`[server]
+admin = "{{ADMIN}}"
+h2c = true
+[tls]
+storage = "{{DIR}}/state"
+[limit.once]
+rate = "1r/m"
+[[site]]
+hosts = ["grpc.test", "127.0.0.1"]
+tls = { cert = %q, key = %q }
+redirect_http = false
+  [[site.route]]
+  path = "/edged.test.Echo/"
+  upstream = "g"
+  [[site.route]]
+  path = "/limited.Service/"
+  upstream = "g"
+  limit = ["once"]
+  [[site.route]]
+  path = "/denied.Service/"
+  upstream = "g"
+  deny = ["127.0.0.0/8"]
+  [[site.route]]
+  path = "/dead.Service/"
+  upstream = "dead"
+[upstream.g]
+servers = [%q]
+protocol = "h2c"
+[upstream.dead]
+servers = [%q]
+protocol = "h2c"
+`, cert, key, up, deadAddr), "http", "https")
+
+	h2c, err := grpc.NewClient(addrs[0], grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h2c.Close()
+	overTLS, err := grpc.NewClient(addrs[1], grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: pool, ServerName: "grpc.test"})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer overTLS.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	call := func(cc *grpc.ClientConn, method string, opts ...grpc.CallOption) error {
+		return cc.Invoke(ctx, method, wrapperspb.String("x"), new(wrapperspb.StringValue), opts...)
+	}
+	want := func(what string, err error, code codes.Code, msg string) {
+		t.Helper()
+		s, _ := status.FromError(err)
+		if s.Code() != code || !strings.Contains(s.Message(), msg) {
+			t.Errorf("%s: %v; want %v with %q", what, err, code, msg)
+		}
+	}
+	for name, cc := range map[string]*grpc.ClientConn{"h2c": h2c, "tls": overTLS} {
+		want(name+": no route", call(cc, "/nothing.Here/Call"), codes.Unimplemented, "edged: HTTP 404")
+		want(name+": denied", call(cc, "/denied.Service/Call"), codes.PermissionDenied, "edged: HTTP 403")
+		want(name+": dead upstream", call(cc, "/dead.Service/Call"), codes.Unavailable, "edged: could not connect")
+		dctx, dcancel := context.WithTimeout(ctx, 300*time.Millisecond)
+		_, err := grpcecho.Say(dctx, cc, "sleep:5s")
+		dcancel()
+		want(name+": deadline", err, codes.DeadlineExceeded, "")
+	}
+	// The limit's first call reaches the server (which has no such
+	// service); the next one is edged's.
+	want("limit: first call", call(h2c, "/limited.Service/Call"), codes.Unimplemented, "unknown service limited.Service")
+	want("limit: second call", call(overTLS, "/limited.Service/Call"), codes.Unavailable, "edged: HTTP 429")
+	// Calls that edged lets through still work.
+	if got, err := grpcecho.Say(ctx, h2c, "ok"); err != nil || !strings.HasPrefix(got, "a:ok") {
+		t.Fatalf("Say after the errors: %q %v", got, err)
+	}
+}

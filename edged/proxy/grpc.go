@@ -36,8 +36,10 @@ const (
 	grpcDeadlineExceeded  = 4
 	grpcPermissionDenied  = 7
 	grpcResourceExhausted = 8
+	grpcUnimplemented     = 12
 	grpcInternal          = 13
 	grpcUnavailable       = 14
+	grpcUnauthenticated   = 16
 )
 
 // isGRPC reports whether a request or response is gRPC, by its
@@ -89,6 +91,40 @@ func grpcTimeout(h http.Header) (time.Duration, bool) {
 	}
 	return time.Duration(n) * unit, true
 }
+
+// IsGRPC reports whether a request is a gRPC call (or a gRPC-Web one), by
+// its Content-Type.
+func IsGRPC(h http.Header) bool { return isGRPC(h) }
+
+// GRPCCodeForHTTP is the gRPC status for an HTTP error that edged answers
+// a gRPC call with outside the proxy (a limit, access control, no route,
+// maintenance): the mapping gRPC's clients apply to an HTTP status
+// (gRPC's http-grpc-status-mapping), with the statuses it leaves at
+// UNKNOWN that have a closer code named.
+func GRPCCodeForHTTP(status int) int {
+	switch status {
+	case http.StatusBadRequest, http.StatusInternalServerError:
+		return grpcInternal
+	case http.StatusUnauthorized:
+		return grpcUnauthenticated
+	case http.StatusForbidden:
+		return grpcPermissionDenied
+	case http.StatusNotFound, http.StatusMethodNotAllowed, http.StatusNotImplemented:
+		return grpcUnimplemented
+	case http.StatusRequestTimeout:
+		return grpcDeadlineExceeded
+	case http.StatusRequestEntityTooLarge:
+		return grpcResourceExhausted
+	case http.StatusTooManyRequests, http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+		return grpcUnavailable
+	case 499:
+		return grpcCanceled
+	}
+	return grpcUnknown
+}
+
+// GRPCMessage encodes s as a grpc-message value.
+func GRPCMessage(s string) string { return grpcMessage(s) }
 
 // grpcCodeFor is the gRPC status for one of the proxy's own HTTP answers.
 func grpcCodeFor(httpStatus, cause int) int {

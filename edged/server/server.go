@@ -474,6 +474,9 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, secure bool) {
 		defer putInfo(info)
 		r = r.WithContext(reqinfo.NewContext(r.Context(), info))
 	}
+	if proxy.IsGRPC(r.Header) {
+		rw.grpc, rw.info = true, info
+	}
 	// What the client named in Connection goes before edged sets anything
 	// of its own, so that the client cannot have it removed.
 	proxy.StripConnectionListed(r.Header)
@@ -494,6 +497,9 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, secure bool) {
 	var rm *routeMetrics
 	logged := true
 	defer func() {
+		if rw.grpcHeld {
+			rw.sendGRPCStatus()
+		}
 		rw.finishDeadlines(body, time.Now())
 		if rw.status == 0 {
 			rw.status = http.StatusOK // handler wrote nothing

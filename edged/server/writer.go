@@ -7,6 +7,8 @@ import (
 	"net/http"
 	"sync"
 	"time"
+
+	"github.com/edgeapp/edgeapp/edged/reqinfo"
 )
 
 // respWriter records status and size for logs and metrics and applies the
@@ -24,6 +26,14 @@ type respWriter struct {
 	wdl         deadliner
 	sendTimeout time.Duration
 	wArmed      time.Time
+
+	// gRPC calls: an error of edged's own is held and sent as a gRPC
+	// status when the handler returns (grpcstatus.go).
+	grpc      bool
+	info      *reqinfo.Info
+	grpcHeld  bool
+	grpcPlain bool
+	grpcText  []byte
 }
 
 var writerPool = sync.Pool{New: func() any { return new(respWriter) }}
@@ -38,6 +48,8 @@ func putWriter(rw *respWriter) {
 	rw.ResponseWriter = nil
 	rw.respOps = nil
 	rw.wdl = nil
+	rw.info = nil
+	rw.grpcText = nil
 	writerPool.Put(rw)
 }
 
@@ -59,12 +71,19 @@ func (w *respWriter) WriteHeader(code int) {
 	if w.respOps != nil {
 		w.respOps.apply(w.ResponseWriter.Header())
 	}
+	if w.grpc && w.holdForGRPC(code) {
+		return
+	}
 	w.ResponseWriter.WriteHeader(code)
 }
 
 func (w *respWriter) Write(b []byte) (int, error) {
 	if !w.wroteHeader {
 		w.WriteHeader(http.StatusOK)
+	}
+	if w.grpcHeld {
+		w.keepGRPCText(b)
+		return len(b), nil
 	}
 	if w.wdl != nil {
 		w.armWrite(time.Now())
@@ -79,6 +98,9 @@ func (w *respWriter) Write(b []byte) (int, error) {
 func (w *respWriter) ReadFrom(r io.Reader) (int64, error) {
 	if !w.wroteHeader {
 		w.WriteHeader(http.StatusOK)
+	}
+	if w.grpcHeld {
+		return w.discardGRPCBody(r)
 	}
 	rf, ok := w.ResponseWriter.(io.ReaderFrom)
 	if !ok {
@@ -110,6 +132,9 @@ func (w *respWriter) ReadFrom(r io.Reader) (int64, error) {
 func (w *respWriter) Flush() {
 	if !w.wroteHeader {
 		w.WriteHeader(http.StatusOK)
+	}
+	if w.grpcHeld {
+		return // the header must end the stream
 	}
 	if w.wdl != nil {
 		w.armWrite(time.Now())
