@@ -5,6 +5,11 @@
 //	streamload h3 -url https://127.0.0.1:8443/ -conns 4 -c 64 -d 10s
 //	streamload tls -addr 127.0.0.1:9993 -c 32 -d 10s [-keep]
 //	streamload echo -addr 127.0.0.1:9000
+//	streamload get -url https://NAME:443/ -addr 127.0.0.1:443 -ca root.crt
+//
+// get sends one HTTP/3 request, verifying the certificate against -ca for
+// the URL's host, connecting to -addr, and prints "PROTO STATUS BODY"
+// (the e2e journey's HTTP/3 check).
 //
 // It prints one line: "OPS_PER_S P50_US P99_US ERRORS OPS". Every run is
 // bounded by -d; the load goes only to the address given (loopback).
@@ -13,6 +18,7 @@ package main
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"flag"
 	"fmt"
 	"io"
@@ -41,8 +47,14 @@ func main() {
 	d := fs.Duration("d", 10*time.Second, "duration")
 	keep := fs.Bool("keep", false, "tls: keep each connection and echo 16 KiB messages on it (throughput) instead of one 1 KiB exchange per connection (handshakes)")
 	name := fs.String("name", "bench.test", "TLS server name")
+	ca := fs.String("ca", "", "get: PEM roots to verify the server against")
 	fs.Parse(os.Args[2:])
 	switch os.Args[1] {
+	case "get":
+		if err := get(*url, *addr, *ca); err != nil {
+			fmt.Fprintln(os.Stderr, "streamload get:", err)
+			os.Exit(1)
+		}
 	case "echo":
 		echo(*addr)
 	case "h3":
@@ -187,6 +199,36 @@ func runTLS(addr, name string, c int, d time.Duration, keep bool) result {
 		}
 	}
 	return r
+}
+
+func get(url, addr, ca string) error {
+	pem, err := os.ReadFile(ca)
+	if err != nil {
+		return err
+	}
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(pem) {
+		return fmt.Errorf("no certificate in %s", ca)
+	}
+	tr := &http3.Transport{
+		TLSClientConfig: &tls.Config{RootCAs: roots},
+		Dial: func(ctx context.Context, _ string, tc *tls.Config, qc *quic.Config) (*quic.Conn, error) {
+			return quic.DialAddrEarly(ctx, addr, tc, qc)
+		},
+	}
+	defer tr.Close()
+	c := &http.Client{Transport: tr, Timeout: 20 * time.Second}
+	res, err := c.Get(url)
+	if err != nil {
+		return err
+	}
+	defer res.Body.Close()
+	b, err := io.ReadAll(res.Body)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("%s %d %s\n", res.Proto, res.StatusCode, b)
+	return nil
 }
 
 // echo serves TCP echo until killed.

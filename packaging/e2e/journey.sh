@@ -255,7 +255,7 @@ end $?
 
 begin "systemd-analyze verify and security (exposure scores)" "edged.service"
 (
-out=$(systemd-analyze verify --man=no edged.socket edged-https.socket edged.service appd.socket appd.service appd@demo.socket appd@demo.service 2>&1)
+out=$(systemd-analyze verify --man=no edged.socket edged-https.socket edged-quic.socket edged.service appd.socket appd.service appd@demo.socket appd@demo.service 2>&1)
 [ -z "$out" ] || fail "systemd-analyze verify: $out"
 echo "  systemd-analyze verify: no warnings for the 7 units"
 for u in edged.service appd@demo.service appd.service; do
@@ -399,6 +399,90 @@ echo "$hdr" | grep -qi '^Retry-After: 120' || fail "maintenance Retry-After: $hd
 )
 end $?
 
+begin "HTTP/3 on edged-quic.socket, and IMAPS on edged-stream@imaps.socket in front of Dovecot" "edged.service edged-quic.socket edged-stream@imaps.socket dovecot.service"
+(
+systemctl is-active -q edged-quic.socket || fail "edged-quic.socket is not active after install"
+ss -lun | grep -qE '[:.]443\b' || fail "nothing listens on UDP 443"
+root=$(find /var/lib/edged/ -name root.crt | head -n1)
+[ -n "$root" ] || fail "edged's internal CA root (root.crt) not found under /var/lib/edged"
+alt=$(curl -sS -o /dev/null -D - --cacert "$root" --resolve secure.test:443:127.0.0.1 https://secure.test/ | tr -d '\r' | grep -i '^alt-svc:')
+echo "  HTTPS says: $alt"
+echo "$alt" | grep -qF 'h3=":443"' || fail "no Alt-Svc h3=\":443\" on HTTPS"
+out=$("$SHARE/streamload" get -url https://secure.test/ -addr 127.0.0.1:443 -ca "$root") || fail "HTTP/3 GET failed: $out"
+echo "  HTTP/3: $(echo "$out" | head -c 80)"
+case $out in "HTTP/3.0 200 "*edgeapp\ demo*) ;; *) fail "HTTP/3 GET answered: $out" ;; esac
+
+# Dovecot on 127.0.0.1:10143 (plain IMAP, loopback only), a user and a message.
+mkdir -p /run/e2e-mail && chown nobody:nogroup /run/e2e-mail
+printf 'alice:{PLAIN}wonderland::::::\n' >/etc/dovecot/e2e-passwd
+cat >/etc/dovecot/local.conf <<'EOF'
+protocols = imap
+listen = 127.0.0.1
+ssl = no
+disable_plaintext_auth = no
+mail_location = maildir:/run/e2e-mail/%n
+first_valid_uid = 1
+passdb {
+  driver = passwd-file
+  args = scheme=PLAIN username_format=%n /etc/dovecot/e2e-passwd
+}
+userdb {
+  driver = static
+  args = uid=nobody gid=nogroup home=/run/e2e-mail/%n
+}
+service imap-login {
+  inet_listener imap {
+    port = 10143
+  }
+  inet_listener imaps {
+    port = 0
+  }
+}
+EOF
+run systemctl restart dovecot
+printf 'From: bob@mail.test\r\nTo: alice@mail.test\r\nSubject: e2e\r\n\r\nHello from the e2e journey.\r\n' | run doveadm save -u alice
+# The stream's socket: the template, an address in a drop-in, enabled.
+mkdir -p /etc/systemd/system/edged-stream@imaps.socket.d
+printf '[Socket]\nListenStream=993\n' >/etc/systemd/system/edged-stream@imaps.socket.d/listen.conf
+run systemctl daemon-reload
+run systemctl enable --now edged-stream@imaps.socket
+cp /etc/edged/edged.toml /tmp/edged.toml.nomail
+cat >>/etc/edged/edged.toml <<'EOF'
+
+# Added by the e2e test: IMAPS with a certificate from edged's internal CA,
+# in front of Dovecot.
+[[stream]]
+name = "imaps"
+upstream = "dovecot"
+tls = "internal"
+hosts = ["mail.test"]
+[upstream.dovecot]
+servers = ["127.0.0.1:10143"]
+health = { tcp = true, interval = "2s" }
+EOF
+run edged -t
+run systemctl restart edged # new sockets reach edged when it starts
+waitfor 30 "edged serves again" body_has "edgeapp demo" -H "Host: demo.test" http://127.0.0.1/
+waitfor 30 "IMAPS through edged: login and the message read, certificate verified" \
+	body_has "Hello from the e2e journey." --cacert "$root" --resolve mail.test:993:127.0.0.1 -u alice:wonderland 'imaps://mail.test/INBOX;UID=1'
+curl -sS -v --cacert "$root" --resolve mail.test:993:127.0.0.1 -u alice:wonderland 'imaps://mail.test/INBOX;UID=1' 2>&1 |
+	grep -E 'subject:|SSL certificate verify' | sed 's/^/  /'
+echo "  streams: $(edged_metric 'edged_stream_connections_total{result="ok",stream="imaps"}') IMAPS connections ok"
+)
+end $?
+
+begin "undo the mail step (the purge check must find only what the packages leave)" "edged.service"
+(
+run systemctl disable --now edged-stream@imaps.socket
+rm -rf /etc/systemd/system/edged-stream@imaps.socket.d /etc/dovecot/local.conf /etc/dovecot/e2e-passwd /run/e2e-mail
+run systemctl daemon-reload
+run systemctl restart dovecot
+[ -f /tmp/edged.toml.nomail ] && cp /tmp/edged.toml.nomail /etc/edged/edged.toml
+run systemctl restart edged
+waitfor 30 "edged serves again" body_has "edgeapp demo" -H "Host: demo.test" http://127.0.0.1/
+)
+end $?
+
 begin "systemctl reload edged under load: zero failed requests" "edged.service appd@demo.service"
 (
 rm -f /tmp/stop
@@ -509,6 +593,7 @@ for cg in /sys/fs/cgroup/system.slice/edged.service /sys/fs/cgroup/system.slice/
 	[ ! -d "$cg" ] || [ -z "$(find "$cg" -name cgroup.procs -exec cat {} + 2>/dev/null)" ] || fail "processes left in $cg"
 done
 ss -ltn | grep -E ':(80|443)\b' && fail "ports 80/443 still listening"
+ss -lun | grep -E ':443\b' && fail "UDP 443 (edged-quic.socket) still open"
 [ ! -e /run/appd/demo.sock ] || fail "/run/appd/demo.sock still exists"
 echo "  no edged, appd or demoapp process; no cgroup with processes; ports closed"
 )

@@ -32,6 +32,7 @@ else
 	exit 1
 fi
 CGO_ENABLED=0 $GO build -trimpath -o "$share/load" ./packaging/e2e/load
+CGO_ENABLED=0 $GO build -trimpath -o "$share/streamload" ./bench/streamload # HTTP/3 client
 cp packaging/e2e/journey.sh "$share/journey.sh"
 
 echo "run.sh: packages $(cd "$share" && echo *.deb); booting the VM" >&2
