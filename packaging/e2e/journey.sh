@@ -445,7 +445,6 @@ printf 'From: bob@mail.test\r\nTo: alice@mail.test\r\nSubject: e2e\r\n\r\nHello 
 mkdir -p /etc/systemd/system/edged-stream@imaps.socket.d
 printf '[Socket]\nListenStream=993\n' >/etc/systemd/system/edged-stream@imaps.socket.d/listen.conf
 run systemctl daemon-reload
-run systemctl enable --now edged-stream@imaps.socket
 cp /etc/edged/edged.toml /tmp/edged.toml.nomail
 cat >>/etc/edged/edged.toml <<'EOF'
 
@@ -461,7 +460,11 @@ servers = ["127.0.0.1:10143"]
 health = { tcp = true, interval = "2s" }
 EOF
 run edged -t
-run systemctl restart edged # new sockets reach edged when it starts
+# systemd starts a socket only while its service is stopped, and edged
+# takes new sockets when it starts; the other sockets stay open meanwhile.
+run systemctl stop edged.service
+run systemctl enable --now edged-stream@imaps.socket
+run systemctl start edged.service
 waitfor 30 "edged serves again" body_has "edgeapp demo" -H "Host: demo.test" http://127.0.0.1/
 waitfor 30 "IMAPS through edged: login and the message read, certificate verified" \
 	body_has "Hello from the e2e journey." --cacert "$root" --resolve mail.test:993:127.0.0.1 -u alice:wonderland 'imaps://mail.test/INBOX;UID=1'
