@@ -49,7 +49,7 @@ set -euo pipefail
 # Bump when the way the image is made changes, to invalidate caches.
 RECIPE=4
 SUITE=bookworm
-PACKAGES="systemd systemd-sysv dbus curl iproute2 procps linux-image-amd64 ca-certificates kmod less dovecot-imapd"
+PACKAGES="systemd systemd-sysv dbus curl iproute2 procps linux-image-amd64 ca-certificates kmod less"
 PACKAGES="$PACKAGES ${VM_EXTRA_PACKAGES:-}"
 CACHE_ROOT=${VM_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/edgeapp-vm}
 VM_TIMEOUT=${VM_TIMEOUT:-900}
