@@ -134,7 +134,7 @@ func (s *Server) Serve(ln net.Listener) error {
 			if errors.As(err, &ne) && ne.Timeout() || isTemporary(err) {
 				// EMFILE and the like: wait, as net/http does.
 				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-				s.o.Log.Warn("accepting a connection failed; retrying", "listener", ln.Addr().String(), "err", err, "retry_in", backoff)
+				s.o.Log.Warn("accepting a connection failed; retrying", "addr", ln.Addr().String(), "err", err, "retry_in", backoff)
 				time.Sleep(backoff)
 				continue
 			}

@@ -3,9 +3,11 @@ package server
 import (
 	"context"
 	"crypto/tls"
+	"log"
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 
 	"github.com/edgeapp/edgeapp/edged/config"
 	"github.com/edgeapp/edgeapp/edged/engine"
@@ -76,7 +78,7 @@ func (s *Server) newHTTPServer(cfg *config.Config, kind string, h http.Handler, 
 		WriteTimeout:      sc.WriteTimeout.D(),
 		IdleTimeout:       sc.IdleTimeout.D(),
 		MaxHeaderBytes:    int(sc.MaxHeaderBytes),
-		ErrorLog:          slog.NewLogLogger(s.log.With("listener", kind).Handler(), slog.LevelDebug),
+		ErrorLog:          log.New(httpErrorLog{s.log.With("listener", kind)}, "", 0),
 		ConnState:         connState,
 	}
 	var p http.Protocols
@@ -88,4 +90,20 @@ func (s *Server) newHTTPServer(cfg *config.Config, kind string, h http.Handler, 
 	}
 	srv.Protocols = &p
 	return srv
+}
+
+// httpErrorLog takes net/http's server log. Its accept errors (EMFILE past
+// the open-file limit) are what an operator must see, as edged's engine
+// logs them; the rest (TLS handshakes that clients abandon, and the like)
+// is noise at debug level.
+type httpErrorLog struct{ log *slog.Logger }
+
+func (l httpErrorLog) Write(p []byte) (int, error) {
+	msg := strings.TrimSuffix(string(p), "\n")
+	if err, ok := strings.CutPrefix(msg, "http: Accept error: "); ok {
+		l.log.Warn("accepting a connection failed; retrying", "err", err)
+	} else {
+		l.log.Debug(msg)
+	}
+	return len(p), nil
 }
