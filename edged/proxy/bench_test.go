@@ -32,8 +32,12 @@ func (w *discardWriter) Flush()                      {}
 // TestMain doubles as the benchmarks' upstream process, so that their CPU
 // figures count the proxy alone.
 func TestMain(m *testing.M) {
-	if os.Getenv("PROXY_BENCH_UPSTREAM") == "1" {
+	switch os.Getenv("PROXY_BENCH_UPSTREAM") {
+	case "1":
 		runBenchUpstream()
+		return
+	case "grpc":
+		runGRPCBenchUpstream() // grpc_bench_test.go
 		return
 	}
 	code := m.Run()
