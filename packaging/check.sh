@@ -113,7 +113,7 @@ rroot="$scratch/rpmroot"
 mkdir -p "$rroot"
 rpm --root "$rroot" --initdb && rpm --root "$rroot" -ivh --nodeps --noscripts "${rpms[@]}" || bad "rpm scratch install failed"
 for f in usr/bin/edged usr/bin/appd usr/lib/systemd/system/edged.service usr/lib/systemd/system/appd@.service \
-	etc/edged/edged.toml etc/appd/example.toml usr/share/man/man5/edged.toml.5.gz; do
+	etc/edged/edged.toml etc/edged/sites.d etc/appd/example.toml usr/share/man/man5/edged.toml.5.gz usr/lib/sysusers.d/edged.conf usr/lib/sysusers.d/appd.conf; do
 	[ -e "$rroot/$f" ] || bad "rpm scratch install lacks /$f"
 done
 rpm --root "$rroot" -qa | sed 's/^/  installed: /'
