@@ -5,13 +5,13 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"net/http"
 	"os"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/edgeapp/edgeapp/appd/config"
+	"github.com/edgeapp/edgeapp/appd/plainhttp"
 	"golang.org/x/sys/unix"
 )
 
@@ -201,27 +201,15 @@ func probe(ctx context.Context, addr net.Addr, p config.Probe) bool {
 	}
 	ctx, cancel := context.WithTimeout(ctx, max(p.Interval.D(), time.Second))
 	defer cancel()
-	var d net.Dialer
-	dial := func(ctx context.Context, _, _ string) (net.Conn, error) {
-		return d.DialContext(ctx, addr.Network(), addr.String())
-	}
 	if p.TCP {
-		c, err := dial(ctx, "", "")
+		var d net.Dialer
+		c, err := d.DialContext(ctx, addr.Network(), addr.String())
 		if err != nil {
 			return false
 		}
 		c.Close()
 		return true
 	}
-	client := &http.Client{Transport: &http.Transport{DialContext: dial, DisableKeepAlives: true}}
-	req, err := http.NewRequestWithContext(ctx, "GET", "http://"+p.Host+p.HTTP, nil)
-	if err != nil {
-		return false
-	}
-	resp, err := client.Do(req)
-	if err != nil {
-		return false
-	}
-	resp.Body.Close()
-	return resp.StatusCode >= 200 && resp.StatusCode < 400
+	code, _, err := plainhttp.Get(ctx, addr.Network(), addr.String(), p.Host, p.HTTP, 0)
+	return err == nil && code >= 200 && code < 400
 }

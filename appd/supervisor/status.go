@@ -1,14 +1,13 @@
 package supervisor
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"maps"
-	"net"
-	"net/http"
 	"os"
 	"os/user"
 	"path/filepath"
@@ -19,6 +18,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/edgeapp/edgeapp/appd/plainhttp"
 	"github.com/edgeapp/edgeapp/internal/systemd"
 )
 
@@ -278,12 +278,7 @@ func (s *Supervisor) Status(ctx context.Context) (Status, error) {
 	}
 }
 
-type controlServer struct {
-	srv *http.Server
-	ln  net.Listener
-}
-
-func (c *controlServer) Close() { c.srv.Close() }
+type controlServer = plainhttp.Server
 
 // serveControl serves GET /status (JSON) and GET /metrics (Prometheus text)
 // on a unix socket; the requests are answered from a loop snapshot.
@@ -297,34 +292,26 @@ func (s *Supervisor) serveControl(path string) (*controlServer, error) {
 	}
 	os.Chmod(path, 0o660)
 	shareControl(path)
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
-		ctx, cancel := context.WithTimeout(r.Context(), controlWait)
+	return plainhttp.Serve(ln, func(ctx context.Context, path string) plainhttp.Response {
+		if path != "/status" && path != "/metrics" {
+			return plainhttp.Error(404, "not found: GET /status or /metrics")
+		}
+		ctx, cancel := context.WithTimeout(ctx, controlWait)
 		defer cancel()
 		st, err := s.Status(ctx)
 		if err != nil {
-			http.Error(w, err.Error(), http.StatusServiceUnavailable)
-			return
+			return plainhttp.Error(503, err.Error())
 		}
-		w.Header().Set("Content-Type", "application/json")
-		enc := json.NewEncoder(w)
+		var b bytes.Buffer
+		if path == "/metrics" {
+			writeMetrics(&b, st)
+			return plainhttp.Response{ContentType: "text/plain; version=0.0.4", Body: b.Bytes()}
+		}
+		enc := json.NewEncoder(&b)
 		enc.SetIndent("", "  ")
 		enc.Encode(st)
-	})
-	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) {
-		ctx, cancel := context.WithTimeout(r.Context(), controlWait)
-		defer cancel()
-		st, err := s.Status(ctx)
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusServiceUnavailable)
-			return
-		}
-		w.Header().Set("Content-Type", "text/plain; version=0.0.4")
-		writeMetrics(w, st)
-	})
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	go srv.Serve(ln)
-	return &controlServer{srv: srv, ln: ln}, nil
+		return plainhttp.Response{ContentType: "application/json", Body: b.Bytes()}
+	}), nil
 }
 
 // ControlGroup may read the control socket (GET /status and /metrics
@@ -417,22 +404,20 @@ func writeMetrics(w io.Writer, st Status) {
 
 // FetchStatus asks a running appd for its status over its control socket.
 func FetchStatus(socket string) (*Status, error) {
-	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", socket)
-		}}}
-	resp, err := client.Get("http://appd/status")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	code, body, err := plainhttp.Get(ctx, "unix", socket, "appd", "/status", 64<<20)
 	if err != nil {
 		return nil, fmt.Errorf("asking appd at %s: %w", socket, err)
 	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-		return nil, fmt.Errorf("appd at %s: %s: %s", socket, resp.Status, strings.TrimSpace(string(b)))
+	if code != 200 {
+		if len(body) > 4096 {
+			body = body[:4096]
+		}
+		return nil, fmt.Errorf("appd at %s: status %d: %s", socket, code, strings.TrimSpace(string(body)))
 	}
 	var st Status
-	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+	if err := json.Unmarshal(body, &st); err != nil {
 		return nil, fmt.Errorf("reading appd's status from %s: %w", socket, err)
 	}
 	return &st, nil
