@@ -13,8 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-
-	"github.com/coreos/go-systemd/v22/activation"
+	"syscall"
 )
 
 // Activated holds the sockets systemd passed to this process, by the name the
@@ -23,6 +22,9 @@ import (
 type Activated struct {
 	files map[string][]*os.File
 }
+
+// listenFDsStart is SD_LISTEN_FDS_START: the first passed descriptor.
+const listenFDsStart = 3
 
 var (
 	activatedOnce sync.Once
@@ -34,12 +36,43 @@ var (
 // more than once; later calls return the same set.
 func TakeActivated() *Activated {
 	activatedOnce.Do(func() {
-		// FilesWithNames unsets the environment and marks the fds
-		// close-on-exec; appd hands the raw files to its workers through
-		// ExtraFiles, which duplicates them without that flag.
-		activated = &Activated{files: activation.FilesWithNames()}
+		activated = &Activated{files: listenFiles()}
 	})
 	return activated
+}
+
+// listenFiles is go-systemd's activation.FilesWithNames, which this
+// package does not import: that package links crypto/tls for its TLS
+// listeners, and appd, which has no use for TLS, would carry it (a
+// quarter of its binary, 1 MiB of its memory). Like it, it unsets the
+// environment and marks the fds close-on-exec; appd hands the raw files
+// to its workers through ExtraFiles, which duplicates them without that
+// flag. A socket without a name is "LISTEN_FD_N", as go-systemd names it.
+func listenFiles() map[string][]*os.File {
+	defer func() {
+		os.Unsetenv("LISTEN_PID")
+		os.Unsetenv("LISTEN_FDS")
+		os.Unsetenv("LISTEN_FDNAMES")
+	}()
+	files := map[string][]*os.File{}
+	if pid, err := strconv.Atoi(os.Getenv("LISTEN_PID")); err != nil || pid != os.Getpid() {
+		return files
+	}
+	n, err := strconv.Atoi(os.Getenv("LISTEN_FDS"))
+	if err != nil || n <= 0 {
+		return files
+	}
+	names := strings.Split(os.Getenv("LISTEN_FDNAMES"), ":")
+	for i := range n {
+		fd := listenFDsStart + i
+		syscall.CloseOnExec(fd)
+		name := "LISTEN_FD_" + strconv.Itoa(fd)
+		if i < len(names) && names[i] != "" {
+			name = names[i]
+		}
+		files[name] = append(files[name], os.NewFile(uintptr(fd), name))
+	}
+	return files
 }
 
 // Files returns the passed sockets named name, or nil.
