@@ -1,15 +1,20 @@
 #!/bin/bash
 # bench/appd.sh — the same WSGI app (appd/supervisor/testdata/wsgiapp.py)
 # served by gunicorn alone (-w N, and --preload -w N) and by appd: with its
-# Python runner (appd-python, one process per worker), with a zygote that
-# forks the workers (zygote = true), with preload = true (the zygote
-# imports the app), with N single-worker gunicorns (what appd ran before
-# the runner), and with a Go worker (appd's own cost).
+# Python runner as configured by default (appd-python: a zygote that
+# imported Python and gunicorn forks the workers, each imports the app),
+# with zygote = false (an interpreter exec'd per worker), with
+# preload = true (the zygote imports the app), with N single-worker
+# gunicorns (what appd ran before the runner), and with a Go worker
+# (appd's own cost).
 #
 # For each, twice — the tiny app, and the app with a 50 MiB import
 # (APP_IMPORT_MB=50: allocated and touched at import) — it measures:
 #   - memory of the whole process tree once warm: PSS and RSS summed over
-#     /proc/PID/smaps_rollup of the master and every descendant;
+#     /proc/PID/smaps_rollup of the master and every descendant, and the
+#     PSS of each part: the master (appd or gunicorn's arbiter), the
+#     processes between it and the workers (a zygote, nested masters), the
+#     workers;
 #   - under a wrk load, RELOADS reloads (SIGHUP): the time from SIGHUP to a
 #     fully ready new generation (appd: from its log, every new worker
 #     ready and the old ones draining; gunicorn: every worker pid new, which
@@ -22,8 +27,10 @@
 # Loopback only, bounded (each load run lasts at most LOAD_SECS).
 # Environment: WORKERS=4 RELOADS=10 LOAD_SECS=20 CONNS=32 BIG_MB=50
 # PORT=18401 (one port per configuration from there) ONLY="key ..." (run only
-# these configurations: gunicorn gunicorn-preload runner zygote preload
-# nested go) APPS="tiny big".
+# these configurations: gunicorn gunicorn-preload runner exec preload
+# nested go) APPS="tiny big" MEM_ONLY=1 (memory only: no reloads, no crash)
+# APPD=path (measure that binary; default: built from the tree as the
+# packages build it, without cgo, stripped).
 set -uo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -33,7 +40,8 @@ LOAD_SECS=${LOAD_SECS:-20}
 CONNS=${CONNS:-32}
 BIG_MB=${BIG_MB:-50}
 PORT=${PORT:-18401}
-ONLY=${ONLY:-gunicorn gunicorn-preload runner zygote preload nested go}
+ONLY=${ONLY:-gunicorn gunicorn-preload runner exec preload nested go}
+MEM_ONLY=${MEM_ONLY:-0}
 APPS=${APPS:-tiny big}
 app_dir="$root/appd/supervisor/testdata" # wsgiapp.py
 runner="$root/appd/python/appd-python"
@@ -60,11 +68,18 @@ cleanup() {
 }
 trap cleanup EXIT
 
-appd=$root/bin/appd
-if [ ! -x "$appd" ]; then
+# appd as the packages build it (no cgo, stripped: its own memory is part
+# of what is measured), else bin/appd.
+appd=${APPD:-}
+if [ -z "$appd" ]; then
 	say "building appd"
-	(cd "$root" && go build -o "$work/appd" ./appd) || exit 1
-	appd=$work/appd
+	if (cd "$root" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$work/appd" ./appd); then
+		appd=$work/appd
+	elif [ -x "$root/bin/appd" ]; then
+		appd=$root/bin/appd
+	else
+		exit 1
+	fi
 fi
 goworker=""
 if (cd "$root" && go build -o "$work/goworker" ./appd/internal/testworker); then
@@ -80,6 +95,26 @@ descendants() {
 	ps -e -o pid=,ppid= | awk -v top="$1" '
 		{ kids[$2] = kids[$2] " " $1 }
 		END { q[1] = top; n = 1; for (i = 1; i <= n; i++) { print q[i]; split(kids[q[i]], k, " "); for (j in k) if (k[j] != "") q[++n] = k[j] } }'
+}
+
+# parts_mem PID: "MASTER_PSS MIDDLE_PSS WORKERS_PSS WORKERS" in KiB: PID
+# itself, the processes below it that have children (a zygote, nested
+# masters), and the others (the workers).
+parts_mem() {
+	local top=$1 master=0 middle=0 leaves=0 n=0 p v
+	for p in $(descendants "$top"); do
+		v=$(awk '/^Pss:/ {print $2}' "/proc/$p/smaps_rollup" 2>/dev/null) || continue
+		[ -n "$v" ] || continue
+		if [ "$p" = "$top" ]; then
+			master=$v
+		elif [ -n "$(pgrep -P "$p")" ]; then
+			middle=$((middle + v))
+		else
+			leaves=$((leaves + v))
+			n=$((n + 1))
+		fi
+	done
+	echo "$master $middle $leaves $n"
 }
 
 # tree_mem PID: "PSS_KiB RSS_KiB PROCESSES" of PID and its descendants.
@@ -149,6 +184,12 @@ bench_gunicorn() {
 	wait_until 60 bash -c "[ \$(pgrep -P $gmaster | wc -l) -eq $WORKERS ]"
 	warm "$port"
 	R[$key.$app.mem]=$(tree_mem "$gmaster")
+	R[$key.$app.parts]=$(parts_mem "$gmaster")
+	if [ "$MEM_ONLY" = 1 ]; then
+		kill -TERM "$gmaster"
+		wait "$gmaster" 2>/dev/null
+		return 0
+	fi
 
 	local old
 	all_new() {
@@ -216,7 +257,14 @@ bench_appd() {
 	wait_http "$port"
 	warm "$port"
 	R[$key.$app.mem]=$(tree_mem "$apid")
+	R[$key.$app.parts]=$(parts_mem "$apid")
 	R[$key.$app.own]=$(awk '/^Pss:/ {print $2}' "/proc/$apid/smaps_rollup")
+	if [ "$MEM_ONLY" = 1 ]; then
+		kill -TERM "$apid"
+		wait "$apid"
+		R[$key.$app.exit]=$?
+		return 0
+	fi
 
 	run_wrk "$port" "$dir/wrk.txt"
 	sleep 1
@@ -270,7 +318,7 @@ for app in $APPS; do
 	has gunicorn && bench_gunicorn gunicorn "$app"
 	has gunicorn-preload && bench_gunicorn gunicorn-preload "$app" --preload
 	has runner && bench_appd runner "$app" "[\"$runner\", \"wsgiapp:app\"]"
-	has zygote && bench_appd zygote "$app" "[\"$runner\", \"wsgiapp:app\"]" 'zygote = true\n'
+	has exec && bench_appd exec "$app" "[\"$runner\", \"wsgiapp:app\"]" 'zygote = false\n'
 	has preload && bench_appd preload "$app" "[\"$runner\", \"wsgiapp:app\"]" 'preload = true\n'
 	has nested && [ "$app" = tiny ] &&
 		bench_appd nested "$app" '["/usr/bin/gunicorn", "-w", "1", "--graceful-timeout", "30", "--log-level", "warning", "wsgiapp:app"]'
@@ -279,12 +327,12 @@ done
 
 # ------------------------------------------------------------------ tables
 mib() { [ -n "${1:-}" ] && awk -v k="$1" 'BEGIN {printf "%.0f", k / 1024}' || echo "-"; }
-names=(gunicorn gunicorn-preload runner zygote preload nested go)
+names=(gunicorn gunicorn-preload runner exec preload nested go)
 declare -A label=(
 	[gunicorn]="gunicorn -w $WORKERS"
 	[gunicorn-preload]="gunicorn --preload -w $WORKERS"
-	[runner]="appd + appd-python"
-	[zygote]="appd + appd-python, zygote = true"
+	[runner]="appd + appd-python (zygote)"
+	[exec]="appd + appd-python, zygote = false"
 	[preload]="appd + appd-python, preload = true"
 	[nested]="appd + ${WORKERS}x gunicorn -w 1 (before)"
 	[go]="appd + Go worker"
@@ -299,6 +347,16 @@ for k in "${names[@]}"; do
 	printf '%-38s %8s MiB %6s MiB %6s   %8s MiB %6s MiB %6s   %s\n' "${label[$k]}" "$(mib "${tp:-}")" "$(mib "${tr:-}")" "${tn:--}" \
 		"$(mib "${bp:-}")" "$(mib "${br:-}")" "${bn:--}" "$(mib "${R[$k.tiny.own]:-}")"
 done
+printf '\nPSS of each part, tiny app: the master, the processes between it and the workers (zygote,\nnested masters), the workers (all, and each on average)\n'
+printf '%-38s %10s %10s %10s %10s\n' "" "master" "zygote" "workers" "each"
+for k in "${names[@]}"; do
+	has "$k" || continue
+	read -r pm pz pw pn <<<"${R[$k.tiny.parts]:-}"
+	[ -n "${pm:-}" ] || continue
+	printf '%-38s %6s MiB %6s MiB %6s MiB %6s MiB\n' "${label[$k]}" "$(mib "$pm")" "$(mib "$pz")" "$(mib "$pw")" \
+		"$(awk -v w="$pw" -v n="$pn" 'BEGIN {printf "%.1f", n ? w / n / 1024 : 0}')"
+done
+[ "$MEM_ONLY" = 1 ] && exit 0
 printf '\n%d reloads (SIGHUP) under wrk -c%d for %ss each, loopback\n' "$RELOADS" "$CONNS" "$LOAD_SECS"
 printf '%-38s %14s %14s %16s %11s %14s\n' "" "HUP->ready ms" "(+${BIG_MB}MiB)" "failed/requests" "p99" "crash->new ms"
 for k in "${names[@]}"; do
