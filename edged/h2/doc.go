@@ -33,7 +33,11 @@
 // Timeouts follow nginx: client_body_timeout between two reads of a body
 // (the handler's Read returns os.ErrDeadlineExceeded), send_timeout between
 // two writes to the socket and for a stream waiting for flow-control
-// credit; IdleTimeout closes a connection that has had no open stream for
+// credit. Each runs from the wait's start or last progress: frames that
+// bring neither body bytes nor credit (PING, empty DATA) do not extend
+// them. A body's reader and a response's writer wait apart, so a
+// full-duplex handler's two sides never take each other's wake-ups.
+// IdleTimeout closes a connection that has had no open stream for
 // that long. Shutdown is graceful in two steps, so that no request already
 // on its way is lost: GOAWAY with the largest stream ID and a PING, then,
 // once the PING comes back (the client has seen the first GOAWAY), GOAWAY

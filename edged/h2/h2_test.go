@@ -712,3 +712,119 @@ func frameEvents(t *testing.T, fr *http2.Framer) <-chan frameEvent {
 	}()
 	return events
 }
+
+// TestTimeoutsNotRestartedByOtherFrames: client_body_timeout runs from
+// when a read begins to wait, and send_timeout from a writer's last
+// progress; frames that bring neither body bytes nor credit (empty DATA,
+// PING) do not start them again, or a client could hold a handler, and
+// what it holds upstream, for ever while sending nothing.
+func TestTimeoutsNotRestartedByOtherFrames(t *testing.T) {
+	const timeout = 300 * time.Millisecond
+	const trickle = 3 * time.Second // the client's frames, every 50 ms, for this long
+
+	t.Run("client_body_timeout, empty DATA frames", func(t *testing.T) {
+		got := make(chan error, 1)
+		_, c, url := testServer(t, Options{ClientBodyTimeout: timeout}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			_, err := r.Body.Read(make([]byte, 16))
+			got <- err
+		}))
+		fr, headers := rawConn(t, c, url)
+		headers(1, false, ":method", "POST", ":scheme", "https", ":authority", "x", ":path", "/")
+		tick := time.NewTicker(50 * time.Millisecond)
+		defer tick.Stop()
+		end := time.After(trickle)
+		for {
+			select {
+			case err := <-got:
+				if !errors.Is(err, os.ErrDeadlineExceeded) {
+					t.Fatalf("the handler's Read returned %v", err)
+				}
+				return
+			case <-tick.C:
+				fr.WriteData(1, false, nil)
+				fr.WritePing(false, [8]byte{})
+			case <-end:
+				t.Fatalf("the body read did not time out (client_body_timeout %v) while the client sent empty DATA frames for %v", timeout, trickle)
+			}
+		}
+	})
+
+	t.Run("send_timeout, PINGs while the connection has no credit", func(t *testing.T) {
+		werr := make(chan error, 1)
+		_, c, url := testServer(t, Options{SendTimeout: timeout}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			// More than the connection's initial window (65535), which
+			// this client never raises: the writer waits for
+			// connection-level credit.
+			_, err := w.Write(make([]byte, 100<<10))
+			werr <- err
+		}))
+		fr, headers := rawConn(t, c, url)
+		headers(1, true, ":method", "GET", ":scheme", "https", ":authority", "x", ":path", "/")
+		events := frameEvents(t, fr)
+		tick := time.NewTicker(50 * time.Millisecond)
+		defer tick.Stop()
+		end := time.After(trickle)
+		for {
+			select {
+			case ev := <-events:
+				if ev.err != nil {
+					t.Fatalf("reading: %v", ev.err)
+				}
+				if ev.rst {
+					if ev.code != http2.ErrCodeCancel {
+						t.Fatalf("RST_STREAM %v", ev.code)
+					}
+					if err := <-werr; !errors.Is(err, os.ErrDeadlineExceeded) {
+						t.Fatalf("the handler's Write returned %v", err)
+					}
+					return
+				}
+			case <-tick.C:
+				fr.WritePing(false, [8]byte{})
+			case <-end:
+				t.Fatalf("the writer did not time out (send_timeout %v) while the client sent PINGs for %v", timeout, trickle)
+			}
+		}
+	})
+
+	t.Run("send_timeout starts again with each credit", func(t *testing.T) {
+		// One Write that takes longer than send_timeout in all, as a slow
+		// client grants credit bit by bit (a tenth of send_timeout apart,
+		// 15 times): never a timeout.
+		const timeout = time.Second
+		const size, grant = 32000, 2000
+		werr := make(chan error, 1)
+		_, c, url := testServer(t, Options{SendTimeout: timeout}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			_, err := w.Write(make([]byte, size))
+			werr <- err
+		}))
+		fr, headers := rawConn(t, c, url, http2.Setting{ID: http2.SettingInitialWindowSize, Val: grant})
+		headers(1, true, ":method", "GET", ":scheme", "https", ":authority", "x", ":path", "/")
+		events := frameEvents(t, fr)
+		tick := time.NewTicker(timeout / 10)
+		defer tick.Stop()
+		start := time.Now()
+		received := 0
+		for {
+			select {
+			case ev := <-events:
+				switch {
+				case ev.err != nil:
+					t.Fatalf("reading: %v", ev.err)
+				case ev.rst:
+					t.Fatalf("RST_STREAM %v after %d bytes in %v, while the client granted %d bytes every %v", ev.code, received, time.Since(start), grant, timeout/10)
+				case ev.data:
+					received += ev.n
+					if ev.end {
+						if err := <-werr; received != size || err != nil {
+							t.Fatalf("%d bytes, the handler's Write returned %v", received, err)
+						}
+						return
+					}
+				}
+			case <-tick.C:
+				fr.WriteWindowUpdate(1, grant)
+			}
+		}
+	})
+}

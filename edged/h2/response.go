@@ -277,6 +277,7 @@ func (st *stream) sendData(p []byte, end bool) error {
 	c := st.c
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	var since time.Time // the stream's last progress, once it waits
 	for {
 		if err := st.writableLocked(); err != nil {
 			return err
@@ -289,9 +290,16 @@ func (st *stream) sendData(p []byte, end bool) error {
 			return nil
 		}
 		n := min(int64(len(p)), st.sendWindow, c.sendWindow, int64(c.peerMaxFrame))
-		if n <= 0 || len(c.out) >= outBufferLimit {
-			connLevel := len(c.out) >= outBufferLimit || c.sendWindow <= 0
-			if !st.waitLocked(writing, deadline(st.wDeadline, c.s.o.SendTimeout), connLevel) {
+		if full := len(c.out) >= outBufferLimit; n <= 0 || full {
+			// send_timeout runs from the stream's last progress: credit
+			// it could send with, or, while the output buffer is full, a
+			// write of it to the socket. Frames that bring neither (a
+			// PING, whose answer is written too) do not start it again.
+			if since.IsZero() || full {
+				since = time.Now()
+			}
+			connLevel := full || c.sendWindow <= 0
+			if !st.waitLocked(writing, deadline(st.wDeadline, since, c.s.o.SendTimeout), connLevel) {
 				c.resetLocked(st, http2.ErrCodeCancel, true, errSendTimeout)
 				return errSendTimeout
 			}
@@ -302,6 +310,7 @@ func (st *stream) sendData(p []byte, end bool) error {
 		st.sendWindow -= n
 		c.sendWindow -= n
 		p = p[n:]
+		since = time.Time{}
 		if last {
 			st.endLocalLocked()
 			return nil

@@ -123,12 +123,12 @@ func (st *stream) waitLocked(side int, deadline time.Time, connLevel bool) bool 
 	return ok
 }
 
-// deadline is the earlier of t and timeout from now.
-func deadline(t time.Time, timeout time.Duration) time.Time {
+// deadline is the earlier of t and timeout after since.
+func deadline(t, since time.Time, timeout time.Duration) time.Time {
 	if timeout <= 0 {
 		return t
 	}
-	d := time.Now().Add(timeout)
+	d := since.Add(timeout)
 	if t.IsZero() || d.Before(t) {
 		return d
 	}
@@ -147,6 +147,7 @@ func (b *reqBody) Read(p []byte) (int, error) {
 	c := st.c
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	var since time.Time
 	if st.expect100 {
 		st.expect100 = false
 		if !st.finalSent && st.resetErr == nil && !st.remoteDone {
@@ -175,7 +176,13 @@ func (b *reqBody) Read(p []byte) (int, error) {
 		if len(p) == 0 {
 			return 0, nil
 		}
-		if !st.waitLocked(reading, deadline(st.rDeadline, c.s.o.ClientBodyTimeout), false) {
+		// client_body_timeout runs from when this Read began to wait:
+		// a frame that brings no body bytes (an empty DATA frame) does
+		// not start it again.
+		if since.IsZero() {
+			since = time.Now()
+		}
+		if !st.waitLocked(reading, deadline(st.rDeadline, since, c.s.o.ClientBodyTimeout), false) {
 			return 0, errBodyTimeout
 		}
 	}
