@@ -15,9 +15,10 @@
 // does anything malformed. Every response has a Content-Length and
 // "Connection: close", and the connection is closed after it.
 //
-// The client sends HTTP/1.0 requests, so that any server (an older appd on
-// net/http included) answers without chunking and closes the connection at
-// the end of the body.
+// The client's Get sends HTTP/1.0 requests, so that any server (an older
+// appd on net/http included) answers without chunking and closes the
+// connection at the end of the body; Probe, which reads no body, sends
+// HTTP/1.1 with "Connection: close", as net/http's client did.
 package plainhttp
 
 import (
@@ -211,11 +212,23 @@ func writeResponse(w io.Writer, head bool, resp Response) error {
 	return err
 }
 
-// Get makes one GET of target (a path, with its query if any) with the
-// given Host field over a new connection to network/addr, and returns the
-// status code and up to limit bytes of the body (none when limit is 0).
-// ctx bounds the whole exchange.
+// Get makes one HTTP/1.0 GET of target (a path, with its query if any)
+// with the given Host field over a new connection to network/addr, and
+// returns the status code and up to limit bytes of the body. ctx bounds
+// the whole exchange.
 func Get(ctx context.Context, network, addr, host, target string, limit int64) (int, []byte, error) {
+	return get(ctx, network, addr, "GET "+target+" HTTP/1.0\r\nHost: "+host+"\r\nUser-Agent: appd\r\n\r\n", limit)
+}
+
+// Probe makes one HTTP/1.1 GET of target with the given Host field and
+// "Connection: close" over a new connection to network/addr, and returns
+// the status code; the body is not read.
+func Probe(ctx context.Context, network, addr, host, target string) (int, error) {
+	code, _, err := get(ctx, network, addr, "GET "+target+" HTTP/1.1\r\nHost: "+host+"\r\nUser-Agent: appd\r\nConnection: close\r\n\r\n", 0)
+	return code, err
+}
+
+func get(ctx context.Context, network, addr, req string, limit int64) (int, []byte, error) {
 	var d net.Dialer
 	c, err := d.DialContext(ctx, network, addr)
 	if err != nil {
@@ -227,7 +240,7 @@ func Get(ctx context.Context, network, addr, host, target string, limit int64) (
 	}
 	stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
-	if _, err := io.WriteString(c, "GET "+target+" HTTP/1.0\r\nHost: "+host+"\r\nUser-Agent: appd\r\n\r\n"); err != nil {
+	if _, err := io.WriteString(c, req); err != nil {
 		return 0, nil, fmt.Errorf("sending the request: %w", err)
 	}
 	br := bufio.NewReaderSize(c, 4096)

@@ -159,7 +159,7 @@ func TestGet(t *testing.T) {
 	// net/http's server, which chunks a large body of unknown length for
 	// HTTP/1.1 clients; Get's HTTP/1.0 request gets it plain.
 	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Host != "probe.example" || r.Proto != "HTTP/1.0" {
+		if r.Host != "probe.example" || r.Proto != "HTTP/1.0" && !(r.Proto == "HTTP/1.1" && r.Close) {
 			http.Error(w, "host "+r.Host+" "+r.Proto, 400)
 			return
 		}
@@ -182,10 +182,13 @@ func TestGet(t *testing.T) {
 	if code, body, err = Get(ctx, "tcp", addr, "probe.example", "/big", 100); err != nil || len(body) != 100 {
 		t.Errorf("GET /big limited to 100 bytes: %d, %d bytes, %v", code, len(body), err)
 	}
-	if code, body, err = Get(ctx, "tcp", addr, "probe.example", "/down", 0); err != nil || code != 503 || body != nil {
-		t.Errorf("GET /down as a probe: %d %q %v", code, body, err)
+	if code, err = Probe(ctx, "tcp", addr, "probe.example", "/down"); err != nil || code != 503 {
+		t.Errorf("probe of /down: %d %v", code, err)
 	}
-	if code, _, err = Get(ctx, "tcp", addr, "other", "/", 0); err != nil || code != 400 {
+	if code, err = Probe(ctx, "tcp", addr, "probe.example", "/big"); err != nil || code != 200 {
+		t.Errorf("probe of /big: %d %v", code, err)
+	}
+	if code, err = Probe(ctx, "tcp", addr, "other", "/"); err != nil || code != 400 {
 		t.Errorf("Host field not sent as given: %d %v", code, err)
 	}
 
@@ -210,7 +213,7 @@ func TestGet(t *testing.T) {
 	}()
 	ctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
 	defer cancel()
-	if _, _, err := Get(ctx, "tcp", ln.Addr().String(), "x", "/", 0); err == nil {
+	if _, err := Probe(ctx, "tcp", ln.Addr().String(), "x", "/"); err == nil {
 		t.Error("GET of a silent server: no error")
 	}
 

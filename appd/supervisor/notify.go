@@ -210,6 +210,6 @@ func probe(ctx context.Context, addr net.Addr, p config.Probe) bool {
 		c.Close()
 		return true
 	}
-	code, _, err := plainhttp.Get(ctx, addr.Network(), addr.String(), p.Host, p.HTTP, 0)
+	code, err := plainhttp.Probe(ctx, addr.Network(), addr.String(), p.Host, p.HTTP)
 	return err == nil && code >= 200 && code < 400
 }
