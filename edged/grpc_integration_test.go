@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
 	"fmt"
@@ -70,10 +71,9 @@ func grpcEchoServer(t *testing.T, addr, name string) (string, *exec.Cmd) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	line := make([]byte, 128)
-	n, _ := out.Read(line) // "serving on ADDR" once it listens
-	if !strings.HasPrefix(string(line[:n]), "serving on") {
-		t.Fatalf("grpcecho on %s: %q", addr, line[:n])
+	line, _ := bufio.NewReader(out).ReadString('\n') // "serving on ADDR" once it listens
+	if !strings.HasPrefix(line, "serving on") {
+		t.Fatalf("grpcecho on %s: %q", addr, line)
 	}
 	return addr, cmd
 }

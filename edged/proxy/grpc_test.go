@@ -215,6 +215,47 @@ func TestGRPCUnary(t *testing.T) {
 	}
 }
 
+// TestGRPCTLSUpstream: a grpc-go server over TLS (protocol "h2", the
+// certificate verified against a CA file, HTTP/2 agreed by ALPN): unary
+// and bidirectional calls, trailers, and active checks of the gRPC
+// health service over the same TLS.
+func TestGRPCTLSUpstream(t *testing.T) {
+	cert, _ := testCert(t)
+	up := startGRPC(t, "s", grpc.Creds(credentials.NewServerTLSFromCert(&cert)))
+	up.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
+	f := newH2Front(t, UpstreamConfig{Protocol: ProtoH2, Servers: servers(up.addr),
+		TLS:    TLSConfig{Enabled: true, CAFile: writeCA(t, cert)},
+		Health: HealthConfig{GRPC: true, Interval: 20 * time.Millisecond, Timeout: time.Second, Rise: 1, Fall: 1}}, HandlerOptions{}, true)
+	waitFor(t, "the server taken out by its health service", func() bool { return statusOf(f.pool, up.addr).State == "down" })
+	up.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	waitFor(t, "the server back", func() bool { return statusOf(f.pool, up.addr).State == "up" })
+
+	cc := f.dial(t)
+	ctx := testCtx(t)
+	var trl metadata.MD
+	if got, err := say(ctx, cc, "over tls", grpc.Trailer(&trl)); err != nil || !strings.HasPrefix(got, "s:over tls") || len(trl.Get("x-echo-trailer")) == 0 {
+		t.Fatalf("Say: %q %v, trailer %v", got, err, trl)
+	}
+	st, err := chat(ctx, cc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 5 {
+		msg := fmt.Sprint("m", i)
+		in := new(wrapperspb.StringValue)
+		if err := st.SendMsg(wrapperspb.String(msg)); err != nil {
+			t.Fatal(err)
+		}
+		if err := st.RecvMsg(in); err != nil || in.GetValue() != "s:"+msg {
+			t.Fatalf("receive %d: %q %v", i, in.GetValue(), err)
+		}
+	}
+	st.CloseSend()
+	if err := st.RecvMsg(new(wrapperspb.StringValue)); err != io.EOF || st.Trailer().Get("x-chat-end")[0] != "bye" {
+		t.Fatalf("end of stream: %v %v", err, st.Trailer())
+	}
+}
+
 // TestGRPCBidiStream: each message of a bidirectional stream is echoed
 // before the next is sent, so neither direction is buffered; the
 // stream's trailers arrive after the client closes its side.
