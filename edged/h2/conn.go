@@ -237,9 +237,17 @@ func (c *conn) cancelStreamsLocked(err error) {
 		delete(c.streams, id)
 	}
 	c.open = 0
+	c.wakeBlockedLocked()
+}
+
+// wakeBlockedLocked wakes the writers waiting for the connection
+// (credit, room in the output buffer); each is listed once.
+func (c *conn) wakeBlockedLocked() {
 	for _, st := range c.blocked {
+		st.blocked = false
 		st.wakeLocked(writing)
 	}
+	clear(c.blocked)
 	c.blocked = c.blocked[:0]
 }
 
@@ -346,10 +354,7 @@ func (w writer) run() {
 		if c.open == 0 && cap(c.out) > 4<<10 && len(c.out) == 0 {
 			c.out = nil
 		}
-		for _, st := range c.blocked {
-			st.wakeLocked(writing)
-		}
-		c.blocked = c.blocked[:0]
+		c.wakeBlockedLocked()
 		c.mu.Unlock()
 	}
 }
@@ -562,10 +567,7 @@ func (c *conn) processWindowUpdate(f *http2.WindowUpdateFrame) error {
 		if c.sendWindow > 1<<31-1 {
 			return http2.ConnectionError(http2.ErrCodeFlowControl)
 		}
-		for _, st := range c.blocked {
-			st.wakeLocked(writing)
-		}
-		c.blocked = c.blocked[:0]
+		c.wakeBlockedLocked()
 		return nil
 	}
 	if f.StreamID > c.maxID {

@@ -828,3 +828,59 @@ func TestTimeoutsNotRestartedByOtherFrames(t *testing.T) {
 		}
 	})
 }
+
+// TestBlockedWriterListedOnce: a writer waiting for connection-level
+// credit is listed once however often the client wakes it with credit on
+// its stream alone; each wake-up used to list it again, so a client that
+// sent stream WINDOW_UPDATEs, and never connection credit, grew the list
+// without bound.
+func TestBlockedWriterListedOnce(t *testing.T) {
+	const updates = 2000
+	s, c, url := testServer(t, Options{SendTimeout: 10 * time.Second}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Write(make([]byte, 100<<10))
+	}))
+	// A stream window larger than the connection's, which stays at its
+	// initial 65535: the connection runs out of credit first.
+	fr, headers := rawConn(t, c, url, http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1 << 20})
+	headers(1, true, ":method", "GET", ":scheme", "https", ":authority", "x", ":path", "/")
+	received := 0
+	for received < 65535 {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			t.Fatalf("reading: %v (received %d)", err, received)
+		}
+		if d, ok := f.(*http2.DataFrame); ok {
+			received += len(d.Data())
+		}
+	}
+	for range updates {
+		fr.WriteWindowUpdate(1, 1)
+	}
+	// No frame answers a WINDOW_UPDATE: the server's state is polled until
+	// it has taken them all.
+	want := int64(1<<20 - 65535 + updates)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var window int64 = -1
+		blocked := 0
+		s.mu.Lock()
+		for sc := range s.conns {
+			sc.mu.Lock()
+			if st := sc.streams[1]; st != nil {
+				window, blocked = st.sendWindow, len(sc.blocked)
+			}
+			sc.mu.Unlock()
+		}
+		s.mu.Unlock()
+		if window == want {
+			if blocked > 1 {
+				t.Fatalf("the waiting writer is listed %d times after %d stream WINDOW_UPDATEs", blocked, updates)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("stream window %d, want %d", window, want)
+		}
+		time.Sleep(time.Millisecond) // polling the server's state (no event to wait for)
+	}
+}

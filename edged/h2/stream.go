@@ -33,6 +33,7 @@ type stream struct {
 	resetErr    error
 	expect100   bool
 	finalSent   bool // the response's final HEADERS are queued
+	blocked     bool // listed in c.blocked
 	rDeadline   time.Time
 	wDeadline   time.Time
 	trailer     http.Header // the request's declared trailers, filled at END_STREAM
@@ -93,7 +94,8 @@ func (st *stream) waitLocked(side int, deadline time.Time, connLevel bool) bool 
 	if w.wake == nil {
 		w.wake = make(chan struct{}, 1)
 	}
-	if connLevel {
+	if connLevel && !st.blocked {
+		st.blocked = true
 		c.blocked = append(c.blocked, st)
 	}
 	var tc <-chan time.Time
