@@ -7,6 +7,8 @@ import (
 	"regexp"
 	"testing"
 
+	"github.com/edgeapp/edgeapp/edged/engine"
+	"github.com/edgeapp/edgeapp/edged/engine/enginetest"
 	"github.com/edgeapp/edgeapp/internal/gotool"
 )
 
@@ -16,6 +18,12 @@ import (
 func TestH2Spec(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds h2spec")
+	}
+	if enginetest.Name() == engine.NetHTTP {
+		// The fallback's HTTP/2 is Go's, not edged's: it answers four to
+		// six cases instead of refusing them, some by timing (run here:
+		// 141 and 139 of 145), as edged.toml(5) says of that engine.
+		t.Skip("h2spec judges edged's own HTTP/2; EDGED_TEST_ENGINE=net/http serves Go's")
 	}
 	bin, err := gotool.Build(t.TempDir(), "github.com/summerwind/h2spec/cmd/h2spec")
 	if err != nil {
