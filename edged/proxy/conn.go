@@ -196,8 +196,15 @@ func (c *upConn) write(p []byte, wt *waiter) error {
 // rearm runs when the deadline passed: it ends the wait if the client left
 // or wt's limit passed, else sets the next deadline.
 func (c *upConn) rearm(wt *waiter) error {
-	if wt.ctx != nil && wt.ctx.Err() != nil {
-		return errClientGone
+	if wt.ctx != nil {
+		// Done, not Err: asking for Done is what makes edged's engine
+		// start watching the client connection for a departure, which
+		// only a wait as long as this one needs.
+		select {
+		case <-wt.ctx.Done():
+			return errClientGone
+		default:
+		}
 	}
 	now := nanotime()
 	d := int64(wt.poll)
@@ -394,9 +401,9 @@ func newConnPool(k poolKey, ut *upstreamTLS) *connPool {
 	// proxy_socket_keepalive off): it costs four setsockopt calls per
 	// dial, which the new-connection-per-request case pays on every
 	// request; idle connections are closed by idle_timeout.
-	d := &net.Dialer{Timeout: k.connect, KeepAlive: -1}
+	d := &net.Dialer{KeepAlive: -1}
 	network, address, _ := systemd.SplitDialAddr(k.addr) // checked by Validate
-	p := &connPool{key: k, dial: dialer(d, k.addr, network, address)}
+	p := &connPool{key: k, dial: dialer(d, k.connect, k.addr, network, address)}
 	p.rawDial = p.dial
 	h2 := k.proto == ProtoH2 || k.proto == ProtoH2C
 	if ut != nil {

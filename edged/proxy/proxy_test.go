@@ -123,6 +123,54 @@ func TestSlowUpstreamIs504(t *testing.T) {
 	}
 }
 
+// A client that leaves while edged waits for a slow server ends the
+// wait: the upstream connection is closed (the server sees its request's
+// context cancelled) long before the response header timeout. Both on a
+// new upstream connection and on a kept-alive one, whose exchange never
+// asks for the request's Done channel until its wait polls the client.
+func TestClientGoneEndsUpstreamWait(t *testing.T) {
+	gone := make(chan string, 2)
+	release := make(chan struct{})
+	defer close(release)
+	up := startTCP(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/warm" {
+			return
+		}
+		select {
+		case <-release:
+		case <-r.Context().Done():
+			gone <- r.URL.Path
+		}
+	}))
+	f := newFront(t, UpstreamConfig{Servers: servers(up.Addr), ResponseHeaderTimeout: time.Minute}, HandlerOptions{})
+	addr := strings.TrimPrefix(f.URL(), "http://")
+	for _, path := range []string{"/fresh", "/kept"} {
+		if path == "/kept" {
+			if res, _ := get(t, f.URL()+"/warm"); res.StatusCode != 200 {
+				t.Fatalf("warm-up: %d", res.StatusCode)
+			}
+			if f.pool.servers()[0].cp.idleCount() == 0 {
+				t.Fatal("no kept-alive upstream connection after the warm-up")
+			}
+		}
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: x\r\n\r\n", path)
+		time.Sleep(100 * time.Millisecond) // the request reaches the server
+		c.Close()
+		select {
+		case got := <-gone:
+			if got != path {
+				t.Fatalf("cancelled %s, want %s", got, path)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s: the upstream request was not cancelled 10s after its client left", path)
+		}
+	}
+}
+
 func TestSlowServerTakenOutOfPool(t *testing.T) {
 	release := make(chan struct{})
 	defer close(release)

@@ -139,7 +139,9 @@ func tlsDialer(dial func(context.Context) (net.Conn, error), cfg *tls.Config, ad
 		}
 		c := tls.Client(raw, cfg)
 		_ = raw.SetDeadline(time.Now().Add(timeout))
-		if err := c.HandshakeContext(ctx); err != nil {
+		// The deadline bounds the handshake; a context that can be
+		// cancelled would cost a goroutine per handshake (see dialContext).
+		if err := c.HandshakeContext(context.WithoutCancel(ctx)); err != nil {
 			raw.Close()
 			return nil, &DialError{Addr: addr, Err: fmt.Errorf("TLS handshake with %s: %w", addr, err)}
 		}
