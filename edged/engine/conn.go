@@ -159,9 +159,12 @@ func unwrapTCP(c net.Conn) *net.TCPConn {
 	return nil
 }
 
-func (c *conn) setState(st http.ConnState) {
+func (c *conn) setState(st http.ConnState) { c.setStateAt(st, time.Now()) }
+
+// setStateAt is setState with the time already read.
+func (c *conn) setStateAt(st http.ConnState, now time.Time) {
 	c.state.Store(int32(st))
-	c.since.Store(time.Now().UnixNano())
+	c.since.Store(now.UnixNano())
 	if h := c.s.o.ConnState; h != nil {
 		h(c.rwc, st)
 	}
@@ -195,10 +198,14 @@ func (c *conn) loop() {
 	for {
 		if c.r == c.w {
 			c.release()
+			// One clock read for the state change and the wait's deadline
+			// (the clock is a tenth of a µs on this kind of VM, and a
+			// request read it a dozen times).
+			now := time.Now()
 			if c.served > 0 && http.ConnState(c.state.Load()) != http.StateIdle {
-				c.setState(http.StateIdle)
+				c.setStateAt(http.StateIdle, now)
 			}
-			ok, park := c.awaitRequest()
+			ok, park := c.awaitRequest(now)
 			if park {
 				if p := c.s.parker(); p != nil && p.park(c) {
 					parked = true
@@ -223,8 +230,9 @@ func (c *conn) loop() {
 			c.refuse(err)
 			return
 		}
-		c.setState(http.StateActive)
-		c.serveRequest()
+		now := time.Now()
+		c.setStateAt(http.StateActive, now)
+		c.serveRequest(now)
 		c.served++
 		if c.hijacked || c.closeAfter {
 			return
@@ -321,12 +329,12 @@ func (c *conn) acquire() {
 // callback with a buffer taken from the pool for that syscall only, so a
 // waiting connection holds no buffer, and a read is attempted before
 // every wait, so no readiness edge is missed.
-func (c *conn) awaitRequest() (ok, park bool) {
+func (c *conn) awaitRequest(now time.Time) (ok, park bool) {
 	idle := c.s.o.IdleTimeout
 	if c.raw == nil || c.served == 0 {
 		// A connection's first read goes through its wrappers, which may
 		// hold bytes read ahead (a PROXY protocol header's reader).
-		c.setReadDeadline(idle)
+		c.setReadDeadlineAt(now, idle, idle/10)
 		c.acquire()
 		n, err := c.rwc.Read(c.rbuf)
 		c.w = n
@@ -336,9 +344,9 @@ func (c *conn) awaitRequest() (ok, park bool) {
 	if canPark {
 		// When exactly a connection parks does not matter: a wide window
 		// keeps busy connections from moving their timer per request.
-		c.setReadDeadlineSlack(c.s.o.parkAfter, 4*c.s.o.parkAfter)
+		c.setReadDeadlineAt(now, c.s.o.parkAfter, 4*c.s.o.parkAfter)
 	} else {
-		c.setReadDeadline(idle)
+		c.setReadDeadlineAt(now, idle, idle/10)
 	}
 	if c.readReady == nil {
 		c.readReady = c.readWhenReady // one method value per connection, not per wait
@@ -547,14 +555,15 @@ var aLongTimeAgo = time.Unix(1, 0)
 // setReadDeadline keeps the read deadline between d and 1.1·d from now
 // without touching the connection's timer at every request: a deadline
 // already in that window stays.
-func (c *conn) setReadDeadline(d time.Duration) { c.setReadDeadlineSlack(d, d/10) }
+func (c *conn) setReadDeadline(d time.Duration) { c.setReadDeadlineAt(time.Time{}, d, d/10) }
 
-// setReadDeadlineSlack keeps the read deadline in [now+d, now+d+slack].
-func (c *conn) setReadDeadlineSlack(d, slack time.Duration) {
+// setReadDeadlineAt keeps the read deadline in [now+d, now+d+slack]; a
+// zero now reads the clock.
+func (c *conn) setReadDeadlineAt(now time.Time, d, slack time.Duration) {
 	if c.userDL {
 		return
 	}
-	dl := c.deadline(d, slack, c.s.o.ReadTimeout, c.readDL)
+	dl := c.deadline(now, d, slack, c.s.o.ReadTimeout, c.readDL)
 	if !dl.Equal(c.readDL) {
 		c.readDL = dl
 		c.rwc.SetReadDeadline(dl)
@@ -565,7 +574,7 @@ func (c *conn) setWriteDeadline(d time.Duration) {
 	if c.userDL {
 		return
 	}
-	dl := c.deadline(d, d/10, c.s.o.WriteTimeout, c.writeDL)
+	dl := c.deadline(time.Time{}, d, d/10, c.s.o.WriteTimeout, c.writeDL)
 	if !dl.Equal(c.writeDL) {
 		c.writeDL = dl
 		c.rwc.SetWriteDeadline(dl)
@@ -575,10 +584,12 @@ func (c *conn) setWriteDeadline(d time.Duration) {
 // deadline returns cur if it lies in [now+d, now+d+slack], otherwise a
 // new one in the middle of that window; a whole-exchange limit
 // (read_timeout, write_timeout) caps it.
-func (c *conn) deadline(d, slack, whole time.Duration, cur time.Time) time.Time {
+func (c *conn) deadline(now time.Time, d, slack, whole time.Duration, cur time.Time) time.Time {
 	var want time.Time
 	if d > 0 {
-		now := time.Now()
+		if now.IsZero() {
+			now = time.Now()
+		}
 		lo := now.Add(d)
 		if !cur.Before(lo) && !cur.After(lo.Add(slack)) {
 			want = cur

@@ -15,8 +15,8 @@ import (
 
 // serveRequest turns the parsed head into an *http.Request, runs the
 // handler and completes the response.
-func (c *conn) serveRequest() {
-	c.reqStart = time.Now()
+func (c *conn) serveRequest(now time.Time) {
+	c.reqStart = now
 	c.a.info.Reset()
 	if c.a.wire.ExpectOther {
 		c.refuse(errExpectation)
@@ -79,7 +79,7 @@ func (c *conn) newRequest() (*http.Request, error) {
 		return head[off : off+len(b)]
 	}
 	target := sub(w.Target)
-	rctx := &reqCtx{parent: c.a.ctx, c: c}
+	rctx := &reqCtx{parent: c.a.ctx, c: c} // with the URL and field values in it: one allocation
 	c.rctx.Store(rctx)
 	r := (&zeroRequest).WithContext(rctx) // the one allocation of the request itself
 	r.Method = sub(w.Method)
@@ -99,11 +99,14 @@ func (c *conn) newRequest() (*http.Request, error) {
 	case httpwire.AsteriskForm:
 		r.URL = &url.URL{Path: "*"}
 	default:
-		u, err := url.ParseRequestURI(target)
-		if err != nil {
-			return nil, errBadURL
+		if !parseOriginForm(target, &rctx.url) {
+			u, err := url.ParseRequestURI(target)
+			if err != nil {
+				return nil, errBadURL
+			}
+			rctx.url = *u
 		}
-		r.URL = u
+		r.URL = &rctx.url
 	}
 	if w.Form == httpwire.AbsoluteForm {
 		r.Host = r.URL.Host
@@ -111,7 +114,10 @@ func (c *conn) newRequest() (*http.Request, error) {
 		r.Host = sub(w.Host)
 	}
 	h := make(http.Header, len(w.Fields))
-	values := make([]string, len(w.Fields))
+	values := rctx.values[:]
+	if len(w.Fields) > len(values) {
+		values = make([]string, len(w.Fields))
+	}
 	var trailer http.Header
 	for i, f := range w.Fields {
 		name := textproto.CanonicalMIMEHeaderKey(sub(f.Name))
@@ -374,7 +380,66 @@ type reqCtx struct {
 	// read (nothing else reads the connection then).
 	c                             *conn
 	wantWatch, canWatch, watching bool
+
+	// The request's URL and the values of its header fields (most
+	// requests have no more than this many), allocated with the context.
+	url    url.URL
+	values [12]string
 }
+
+// parseOriginForm is url.ParseRequestURI for the usual target, an
+// origin-form path of characters that need no escaping (and any query):
+// what ParseRequestURI would return, without its allocation. Anything
+// else (percent-escapes, characters the path would escape, control
+// bytes) is false and goes to ParseRequestURI.
+func parseOriginForm(target string, u *url.URL) bool {
+	if len(target) == 0 || target[0] != '/' {
+		return false
+	}
+	q := len(target)
+	for i := 0; i < len(target); i++ {
+		b := target[i]
+		if b == '?' {
+			q = i
+			break
+		}
+		if !pathSafe[b] {
+			return false
+		}
+	}
+	for i := q; i < len(target); i++ {
+		if b := target[i]; b < ' ' || b == 0x7f {
+			return false
+		}
+	}
+	*u = url.URL{Path: target[:q]}
+	if q < len(target) {
+		if q == len(target)-1 {
+			u.ForceQuery = true
+		} else {
+			u.RawQuery = target[q+1:]
+		}
+	}
+	return true
+}
+
+// pathSafe: the bytes url.URL's path encoding leaves alone (unreserved,
+// and the reserved ones it allows in a path).
+var pathSafe = func() (t [256]bool) {
+	for b := 'a'; b <= 'z'; b++ {
+		t[b] = true
+	}
+	for b := 'A'; b <= 'Z'; b++ {
+		t[b] = true
+	}
+	for b := '0'; b <= '9'; b++ {
+		t[b] = true
+	}
+	for _, b := range "-_.~$&+,/:;=@" {
+		t[b] = true
+	}
+	return t
+}()
 
 type afterFunc struct{ f func() }
 
