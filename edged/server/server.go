@@ -19,6 +19,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -491,8 +492,9 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, secure bool) {
 		w.Header()["Connection"] = []string{"close"}
 	}
 	if rt.requestID != "" {
-		info.RequestID = s.requestID(rt, r, info.Trusted)
-		w.Header()[rt.requestID] = []string{info.RequestID}
+		var echo []string
+		info.RequestID, echo = s.requestID(rt, r, info.Trusted)
+		w.Header()[rt.requestID] = echo
 	}
 	var rm *routeMetrics
 	logged := true
@@ -561,15 +563,27 @@ func putInfo(i *reqinfo.Info) {
 
 // requestID keeps an incoming ID from a trusted proxy and otherwise makes
 // one: a random per-process prefix and a counter, unique without a
-// syscall per request.
-func (s *Server) requestID(rt *runtime, r *http.Request, trusted bool) string {
+// syscall per request. It returns the ID and the value for the response
+// header.
+func (s *Server) requestID(rt *runtime, r *http.Request, trusted bool) (string, []string) {
 	if v := r.Header.Get(rt.requestID); v != "" && len(v) <= 128 && trusted {
-		return v
+		return v, []string{v}
 	}
-	var b [32]byte
-	n := copy(b[:], s.idPrefix)
-	out := strconv.AppendUint(b[:n], s.idSeq.Add(1), 16)
-	id := string(out)
-	r.Header[rt.requestID] = []string{id}
-	return id
+	// One allocation holds the ID's bytes and the request's and the
+	// response's header values (distinct slices: a handler may change
+	// one of them).
+	m := new(madeID)
+	n := copy(m.b[:], s.idPrefix)
+	out := strconv.AppendUint(m.b[:n], s.idSeq.Add(1), 16)
+	id := unsafe.String(&out[0], len(out)) // m.b is never written again
+	m.req[0], m.resp[0] = id, id
+	r.Header[rt.requestID] = m.req[:]
+	return id, m.resp[:]
+}
+
+// madeID is a request ID made by requestID and the header values that
+// carry it.
+type madeID struct {
+	req, resp [1]string
+	b         [32]byte
 }
