@@ -40,35 +40,16 @@ type conn struct {
 	state atomic.Int32 // http.ConnState
 	since atomic.Int64 // unix nanoseconds of the last state change
 
-	// The read buffer holds rbuf[r:w] unread; nil while idle.
-	rbufp *[]byte
-	rbuf  []byte
-	r, w  int
-	bw    *bufio.Writer // nil while idle
-	out   connWriter
-
-	// a holds what only a connection with a goroutine needs; nil while
-	// parked.
-	a *active
+	// active holds what only a connection with a goroutine needs (its
+	// fields are promoted: c.rbuf is c.active.rbuf); nil while parked,
+	// so that a parked connection is this struct and Go's socket alone.
+	*active
 	// rctx is the current request's context; another goroutine (Close)
 	// may cancel it.
 	rctx atomic.Pointer[reqCtx]
 
-	headStart, headEnd int // the current request's head in rbuf
-
 	readDL, writeDL time.Time // deadlines set on rwc
-	userDL          bool      // the handler set deadlines itself
-	reqStart        time.Time
-	served          int  // requests served
-	closeAfter      bool // close once the current response is complete
-	hijacked        bool
-	expect100       bool // the current request expects 100-continue
-	continueSent    bool
-	bodyBroken      bool // the request body could not be read to its end
-	watchDone       chan struct{}
-	readReady       func(uintptr) bool // readWhenReady
-	rn              int
-	rerr            error
+	served          int       // requests served
 
 	// Parking (park.go): fd is the TCP descriptor (-1 until known);
 	// parked, inEpoll and parkSeq are guarded by the parker's mutex.
@@ -79,7 +60,6 @@ type conn struct {
 
 func newConn(s *Server, rwc net.Conn) *conn {
 	c := &conn{s: s, rwc: rwc, remoteAddr: rwc.RemoteAddr().String(), fd: -1}
-	c.out.c = c
 	if t, ok := rwc.(*tls.Conn); ok {
 		c.tls = t
 	} else if tcp := unwrapTCP(rwc); tcp != nil {
@@ -94,10 +74,36 @@ func newConn(s *Server, rwc net.Conn) *conn {
 // connection small (its reqinfo record, parsed head, response writer and
 // header map, and the context holding the record).
 type active struct {
+	ioState
 	info reqinfo.Info
 	wire httpwire.Request
 	resp response
 	ctx  context.Context // server values and info
+}
+
+// ioState is the part of active that starts from zero each time a
+// connection gets it.
+type ioState struct {
+	// The read buffer holds rbuf[r:w] unread; nil while idle.
+	rbufp *[]byte
+	rbuf  []byte
+	r, w  int
+	bw    *bufio.Writer // nil while idle
+	out   connWriter
+
+	headStart, headEnd int // the current request's head in rbuf
+
+	userDL       bool // the handler set deadlines itself
+	reqStart     time.Time
+	closeAfter   bool // close once the current response is complete
+	hijacked     bool
+	expect100    bool // the current request expects 100-continue
+	continueSent bool
+	bodyBroken   bool // the request body could not be read to its end
+	watchDone    chan struct{}
+	readReady    func(uintptr) bool // readWhenReady
+	rn           int
+	rerr         error
 }
 
 var activePool = sync.Pool{New: func() any {
@@ -108,24 +114,27 @@ var activePool = sync.Pool{New: func() any {
 
 // activate gives c its active part.
 func (c *conn) activate() {
-	if c.a != nil {
+	if c.active != nil {
 		return
 	}
 	a := activePool.Get().(*active)
 	a.resp.c = c
+	a.out.c = c
 	ctx := context.WithValue(c.s.baseCtx, http.LocalAddrContextKey, c.rwc.LocalAddr())
 	a.ctx = reqinfo.NewContext(ctx, &a.info)
-	c.a = a
+	c.active = a
 }
 
 // deactivate returns c's active part to the pool.
 func (c *conn) deactivate() {
-	a := c.a
+	a := c.active
 	if a == nil {
 		return
 	}
-	c.a = nil
+	c.releaseBuffers()
+	c.active = nil
 	c.rctx.Store(nil)
+	a.ioState = ioState{}
 	a.info.Reset()
 	a.wire = httpwire.Request{Fields: a.wire.Fields[:0]}
 	if cap(a.wire.Fields) > 64 {
@@ -189,6 +198,7 @@ func (c *conn) serve() {
 // loop serves requests; a parked connection's goroutine returns from it
 // and a new one enters it when the connection is readable again.
 func (c *conn) loop() {
+	c.activate() // a new connection's, or a parked one's that woke
 	parked := false
 	defer func() {
 		if !parked {
@@ -211,6 +221,7 @@ func (c *conn) loop() {
 					parked = true
 					return
 				}
+				c.activate() // parking failed after it gave it back
 				continue
 			}
 			if !ok {
@@ -266,9 +277,16 @@ func (c *conn) handshake() bool {
 
 // end closes the connection (unless handed over) and returns its buffers.
 func (c *conn) end() {
+	if c.active == nil { // served HTTP/2, or was never served
+		c.rwc.Close()
+		c.setState(http.StateClosed)
+		c.s.forget(c)
+		return
+	}
 	if c.hijacked {
+		// The handler may still hold the writer, which looks at c's
+		// active part: it stays, and does not go back to the pool.
 		c.releaseBuffers()
-		c.a = nil // the handler may still hold the writer: not reused
 		c.s.forget(c)
 		return
 	}
@@ -387,11 +405,11 @@ func (c *conn) readWhenReady(fd uintptr) bool {
 }
 
 // readHead reads until the buffer holds a complete request head and
-// parses it into c.a.wire; the head's bytes are c.rbuf[c.r-len:c.r] after.
+// parses it into c.active.wire; the head's bytes are c.rbuf[c.r-len:c.r] after.
 func (c *conn) readHead() error {
 	deadlineSet := false
 	for {
-		n, err := httpwire.ParseRequest(c.rbuf[c.r:c.w], &c.a.wire)
+		n, err := httpwire.ParseRequest(c.rbuf[c.r:c.w], &c.active.wire)
 		if err == nil && n > c.s.o.MaxHeaderBytes {
 			return errHeadTooLarge
 		}

@@ -11,7 +11,7 @@ import (
 // connection counts as busy for Shutdown until the HTTP/2 server returns;
 // Shutdown's GOAWAY makes it finish its streams and close.
 func (c *conn) serveH2(nc net.Conn) {
-	c.releaseBuffers()
+	c.deactivate() // edged/h2 keeps its own state
 	c.setState(http.StateActive)
 	c.s.h2.ServeConn(nc, c.tlsState)
 }

@@ -17,8 +17,8 @@ import (
 // handler and completes the response.
 func (c *conn) serveRequest(now time.Time) {
 	c.reqStart = now
-	c.a.info.Reset()
-	if c.a.wire.ExpectOther {
+	c.active.info.Reset()
+	if c.active.wire.ExpectOther {
 		c.refuse(errExpectation)
 		return
 	}
@@ -27,8 +27,8 @@ func (c *conn) serveRequest(now time.Time) {
 		c.refuse(err)
 		return
 	}
-	c.closeAfter = c.a.wire.Close
-	c.a.resp.reset(r)
+	c.closeAfter = c.active.wire.Close
+	c.active.resp.reset(r)
 	rctx := c.rctx.Load()
 	if r.Body == http.NoBody {
 		rctx.allowWatch()
@@ -40,20 +40,20 @@ func (c *conn) serveRequest(now time.Time) {
 				if p != http.ErrAbortHandler {
 					c.s.o.Log.Error("handler panicked; closing the connection", "client", c.remoteAddr, "method", r.Method, "uri", r.RequestURI, "panic", p, "stack", string(stack()))
 				}
-				c.a.resp.aborted = true
+				c.active.resp.aborted = true
 			}
 		}()
-		c.s.o.Handler.ServeHTTP(&c.a.resp, r)
+		c.s.o.Handler.ServeHTTP(&c.active.resp, r)
 	}()
 	rctx.stopWatch()
 	rctx.cancel(context.Canceled)
 	if c.hijacked {
 		return
 	}
-	if c.a.resp.aborted {
-		c.a.resp.abort()
+	if c.active.resp.aborted {
+		c.active.resp.abort()
 	} else {
-		c.a.resp.finish()
+		c.active.resp.finish()
 	}
 	if b, ok := r.Body.(*body); ok {
 		b.finish()
@@ -67,11 +67,11 @@ func (c *conn) serveRequest(now time.Time) {
 	}
 }
 
-// newRequest builds the request from c.a.wire: one string holds the whole
+// newRequest builds the request from c.active.wire: one string holds the whole
 // head, and the method, target, field names and values are substrings
 // of it.
 func (c *conn) newRequest() (*http.Request, error) {
-	w := &c.a.wire
+	w := &c.active.wire
 	raw := c.rbuf[c.headStart:c.w]
 	head := string(c.rbuf[c.headStart:c.headEnd])
 	sub := func(b []byte) string {
@@ -79,7 +79,7 @@ func (c *conn) newRequest() (*http.Request, error) {
 		return head[off : off+len(b)]
 	}
 	target := sub(w.Target)
-	rctx := &reqCtx{parent: c.a.ctx, c: c} // with the URL and field values in it: one allocation
+	rctx := &reqCtx{parent: c.active.ctx, c: c} // with the URL and field values in it: one allocation
 	c.rctx.Store(rctx)
 	r := (&zeroRequest).WithContext(rctx) // the one allocation of the request itself
 	r.Method = sub(w.Method)
@@ -225,7 +225,7 @@ func (b *body) Read(p []byte) (int, error) {
 			c.rctx.Load().allowWatch()
 		}
 	}
-	c.a.info.BytesIn += int64(n)
+	c.active.info.BytesIn += int64(n)
 	return n, err
 }
 
@@ -355,7 +355,7 @@ var continueLine = []byte("HTTP/1.1 100 Continue\r\n\r\n")
 // and only if no final response has begun.
 func (c *conn) sendContinue() {
 	c.continueSent = true
-	if c.a.resp.committed {
+	if c.active.resp.committed {
 		return
 	}
 	c.bw.Write(continueLine)
