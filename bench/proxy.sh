@@ -28,8 +28,10 @@
 # (see bench/lib.sh), BENCH_SCENARIOS ("proxy proxy-c256 static-1KiB gunicorn
 # gunicorn-unix"), EDGED_ENV (extra environment for edged, e.g. "GOGC=400"
 # for experiments), BENCH_PORT_BASE (default 18280: +0 edged, +1 upstream,
-# +2..+4 references, +5 gunicorn, +10 nginx), BENCH_KEEP=1 keeps the temp
-# dir, BENCH_VERBOSE=1 shows wrk.
+# +2..+4 references, +5 gunicorn, +6 edged-base, +10 nginx), BENCH_KEEP=1
+# keeps the temp dir, BENCH_VERBOSE=1 shows wrk. EDGED_BASE=binary runs a
+# second edged ("edged-base", e.g. a build of main) in every scenario, for
+# a before/after in the same run.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -63,7 +65,9 @@ edged_port=$base
 upstream_port=$((base + 1))
 gunicorn_port=$((base + 5))
 nginx_port=$((base + 10))
-for p in "$edged_port" "$upstream_port" "$((base + 2))" "$((base + 3))" "$((base + 4))" "$gunicorn_port" "$nginx_port"; do
+base_port=
+[ -n "${EDGED_BASE:-}" ] && base_port=$((base + 6))
+for p in "$edged_port" "$upstream_port" "$((base + 2))" "$((base + 3))" "$((base + 4))" "$gunicorn_port" "$nginx_port" $base_port; do
 	if ss -Htln "sport = :$p" 2>/dev/null | grep -q .; then
 		bench_die "port 127.0.0.1:$p is taken; set BENCH_PORT_BASE to a free range"
 	fi
@@ -269,6 +273,19 @@ bench_wait_http "http://127.0.0.1:$edged_port/" ||
 BENCH_PGID[edged]=$edged_pid
 BENCH_PGID[nginx]=$nginx_pid
 
+# bt PATH: the baseline edged's target for a scenario, if there is one.
+bt() { :; }
+if [ -n "$base_port" ]; then
+	sed "s/127.0.0.1:$edged_port\"/127.0.0.1:$base_port\"/" "$BENCH_TMP/edged.toml" >"$BENCH_TMP/edged-base.toml"
+	# shellcheck disable=SC2086 # EDGED_ENV is a list of VAR=value words
+	env GOMAXPROCS=2 ${EDGED_ENV:-} setsid "$EDGED_BASE" -config "$BENCH_TMP/edged-base.toml" >"$BENCH_TMP/edged-base.log" 2>&1 &
+	BENCH_PGID[edged-base]=$!
+	bench_track $!
+	bench_wait_http "http://127.0.0.1:$base_port/" ||
+		bench_die "edged-base did not start: $(tail -n 20 "$BENCH_TMP/edged-base.log")"
+	bt() { echo "edged-base=http://127.0.0.1:$base_port$1"; }
+fi
+
 # Reference proxies in Go (bench/upstream): a bare net/http reverse proxy and
 # a bare HTTP/1.1 proxy on net.Conn. They split edged's cost into the HTTP
 # engine's and its own.
@@ -323,24 +340,24 @@ bench_log "wrk -t$threads -c$conns -d$dur --latency, $rounds interleaved rounds 
 
 if want proxy; then
 	bench_interleave "proxy" "$rounds" "$dur" "$conns" "$threads" \
-		"edged=http://127.0.0.1:$edged_port/" "nginx=http://127.0.0.1:$nginx_port/" ${ref_targets[@]+"${ref_targets[@]}"}
+		"edged=http://127.0.0.1:$edged_port/" "nginx=http://127.0.0.1:$nginx_port/" $(bt /) ${ref_targets[@]+"${ref_targets[@]}"}
 fi
 if want proxy-c256; then
 	bench_interleave "proxy-c256" "$rounds" "$dur" 256 "$threads" \
-		"edged=http://127.0.0.1:$edged_port/" "nginx=http://127.0.0.1:$nginx_port/" ${ref_targets[@]+"${ref_targets[@]}"}
+		"edged=http://127.0.0.1:$edged_port/" "nginx=http://127.0.0.1:$nginx_port/" $(bt /) ${ref_targets[@]+"${ref_targets[@]}"}
 fi
 if want static-1KiB; then
 	bench_interleave "static-1KiB" "$rounds" "$dur" "$conns" "$threads" \
 		"edged=http://127.0.0.1:$edged_port/static/1k.bin" "nginx=http://127.0.0.1:$nginx_port/static/1k.bin" \
-		${ref_static[@]+"${ref_static[@]}"}
+		$(bt /static/1k.bin) ${ref_static[@]+"${ref_static[@]}"}
 fi
 if want gunicorn; then
 	bench_interleave "gunicorn" "$rounds" "$dur" "$conns" "$threads" \
-		"edged=http://127.0.0.1:$edged_port/g/" "nginx=http://127.0.0.1:$nginx_port/g/"
+		"edged=http://127.0.0.1:$edged_port/g/" "nginx=http://127.0.0.1:$nginx_port/g/" $(bt /g/)
 fi
 if want gunicorn-unix; then
 	bench_interleave "gunicorn-unix" "$rounds" "$dur" "$conns" "$threads" \
-		"edged=http://127.0.0.1:$edged_port/gu/" "nginx=http://127.0.0.1:$nginx_port/gu/"
+		"edged=http://127.0.0.1:$edged_port/gu/" "nginx=http://127.0.0.1:$nginx_port/gu/" $(bt /gu/)
 fi
 
 echo

@@ -29,7 +29,11 @@
 # BENCH_SCENARIOS, IDLE_CONNS, IDLE_SETTLE (seconds between the last
 # connection and the memory reading, default 15: edged gives the stacks of
 # the goroutines that parked connections no longer need back to the kernel
-# up to 10s after the wave), BENCH_PORT_BASE (default 18480), BENCH_KEEP=1.
+# up to 10s after the wave), IDLE_SERVERS (default: every server, e.g.
+# "edged nginx-ofc"), BENCH_PORT_BASE (default 18480), BENCH_KEEP=1.
+# EDGED_BASE=binary adds a second edged ("edged-base", e.g. a build of
+# main; port base+5) to static-1KiB and idle, for a before/after in the
+# same run.
 # It fails only when a server cannot start, never because of a number.
 set -euo pipefail
 
@@ -46,7 +50,7 @@ bench_need caddy
 bench_need haproxy
 
 base=${BENCH_PORT_BASE:-18480}
-p_edged=$base p_nginx=$((base + 1)) p_ofc=$((base + 2)) p_caddy=$((base + 3)) p_haproxy=$((base + 4))
+p_edged=$base p_nginx=$((base + 1)) p_ofc=$((base + 2)) p_caddy=$((base + 3)) p_haproxy=$((base + 4)) p_base=$((base + 5))
 # HTTPS listeners: +10.
 s_edged=$((base + 10)) s_nginx=$((base + 11)) s_caddy=$((base + 13)) s_haproxy=$((base + 14))
 for p in "$p_edged" "$p_nginx" "$p_ofc" "$p_caddy" "$p_haproxy" "$s_edged" "$s_nginx" "$s_caddy" "$s_haproxy"; do
@@ -179,6 +183,14 @@ nginx_bin=$(command -v nginx || echo /usr/sbin/nginx)
 haproxy_bin=$(command -v haproxy || echo /usr/sbin/haproxy)
 "$edged_bin" -t -config "$BENCH_TMP/edged.toml" >/dev/null || bench_die "edged rejects $BENCH_TMP/edged.toml"
 start edged "$p_edged" env GOMAXPROCS=2 "$edged_bin" -config "$BENCH_TMP/edged.toml"
+base_target=() base_idle=
+if [ -n "${EDGED_BASE:-}" ]; then
+	sed -e "s/127.0.0.1:$p_edged\"/127.0.0.1:$p_base\"/" -e '/^https = /d' -e "s#edged-tls#edged-base-tls#" \
+		"$BENCH_TMP/edged.toml" >"$BENCH_TMP/edged-base.toml"
+	start edged-base "$p_base" env GOMAXPROCS=2 "$EDGED_BASE" -config "$BENCH_TMP/edged-base.toml"
+	base_target=("edged-base=http://127.0.0.1:$p_base/static/1k.bin")
+	base_idle="edged-base $p_base"
+fi
 for n in nginx nginx-ofc; do
 	port=$p_nginx
 	[ $n = nginx-ofc ] && port=$p_ofc
@@ -216,7 +228,7 @@ bench_log "machine: $machine; load average $load0"
 case " $scenarios " in *" static-1KiB "*)
 	bench_interleave static-1KiB "$rounds" "$dur" "$conns" "$threads" \
 		"edged=$(url $p_edged 1k.bin)" "nginx=$(url $p_nginx 1k.bin)" "nginx-ofc=$(url $p_ofc 1k.bin)" \
-		"caddy=$(url $p_caddy 1k.bin)" "haproxy=$(url $p_haproxy 1k.bin)"
+		"caddy=$(url $p_caddy 1k.bin)" "haproxy=$(url $p_haproxy 1k.bin)" ${base_target[@]+"${base_target[@]}"}
 	;;
 esac
 case " $scenarios " in *" static-1MiB "*)
@@ -252,8 +264,9 @@ mem_kb() { # PGID
 
 idle_rows=()
 case " $scenarios " in *" idle "*)
-	for s in "edged $p_edged" "nginx $p_nginx" "nginx-ofc $p_ofc" "caddy $p_caddy" "haproxy $p_haproxy"; do
+	for s in "edged $p_edged" ${base_idle:+"$base_idle"} "nginx $p_nginx" "nginx-ofc $p_ofc" "caddy $p_caddy" "haproxy $p_haproxy"; do
 		set -- $s
+		case " ${IDLE_SERVERS:-$1} " in *" $1 "*) ;; *) continue ;; esac
 		label=$1 port=$2 pg=${BENCH_PGID[$1]} n=$idle_n
 		[ "$label" = haproxy ] && n=$((idle_n < haproxy_max - 10 ? idle_n : haproxy_max - 10))
 		curl -s -o /dev/null "$(url "$port" 1k.bin)"
