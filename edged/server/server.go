@@ -502,12 +502,13 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, secure bool) {
 		if rw.grpcHeld {
 			rw.sendGRPCStatus()
 		}
-		rw.finishDeadlines(body, time.Now())
+		end := time.Now() // one clock read for the deadlines, metrics and log
+		rw.finishDeadlines(body, end)
 		if rw.status == 0 {
 			rw.status = http.StatusOK // handler wrote nothing
 		}
 		if rm != nil {
-			rm.observe(rw.status, start, time.Since(start))
+			rm.observe(rw.status, start, end.Sub(start))
 		}
 		if body != nil {
 			info.BytesIn = max(info.BytesIn, body.n.Load())
@@ -515,7 +516,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, secure bool) {
 		if al := s.accessLog.Load(); al != nil && logged {
 			al.Log(&accesslog.Entry{
 				Time: start, Request: r, Info: info, Status: rw.status, BytesOut: rw.bytes,
-				Duration: time.Since(start), ResponseHeader: rw.Header(),
+				Duration: end.Sub(start), ResponseHeader: rw.Header(),
 			})
 		}
 	}()
