@@ -9,7 +9,10 @@ package supervisor
 // it a whole CPU). Then:
 //
 //   - up by one when connections have waited in the queue for queueFor,
-//     or every ready worker is busy; at most once per scale_up_cooldown,
+//     or every ready worker is busy; at most once per scale_up_cooldown
+//     (the first one a cool-down after appd starts: workers that just
+//     started are busy warming up, and memory pressure shows in PSI's
+//     10 s average only seconds after it began),
 //     never while the previous addition is still starting or a reload
 //     rolls out, and never while appd's cgroup is under memory pressure
 //     (PSI memory.pressure "some" avg10 above memory_pressure_limit): a
@@ -160,7 +163,7 @@ func (s *Supervisor) autoscale(now time.Time) {
 		s.scaleTo(s.count+1, "autoscale up: "+why, now)
 		return
 	}
-	s.holdBack("")
+	s.releaseHoldBack()
 	idle := a.queued == 0 && s.count > wc.Min && a.busy < float64(s.count-1)*idleShare
 	if !idle {
 		a.idleSince = time.Time{}
@@ -192,6 +195,22 @@ func (s *Supervisor) holdBack(why string) {
 		s.log.Info("autoscale no longer held back", "workers", s.count)
 	}
 	a.heldBack = why
+}
+
+// releaseHoldBack ends a hold-back once the pressure is gone. A moment in
+// which no worker is wanted (a busy sample just below the mark) does not
+// end it: the log and the status would flap with every sample.
+func (s *Supervisor) releaseHoldBack() {
+	a := &s.as
+	if a.heldBack == "" {
+		return
+	}
+	p, ok := s.memoryPressure()
+	a.pressure = p
+	if ok && p > s.cfg.Workers.MemoryPressureLimit {
+		return
+	}
+	s.holdBack("")
 }
 
 // scaleTo sets the target count (manage starts or drains the difference)

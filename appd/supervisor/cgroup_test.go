@@ -416,7 +416,11 @@ func TestCgroupAutoscaleHeldBackUnderMemoryPressure(t *testing.T) {
 	if _, ok, err := tree.MemoryPressure(); !ok || err != nil {
 		t.Fatalf("no memory.pressure in %s: %v", tree.Path(), err)
 	}
-	h := start(t, conf(t, "[workers]\ncount = { min = 1, max = 3 }\nscale_up_cooldown = \"1s\"\nmemory_pressure_limit = 2.0\n[limits]\nmemory_high = \"32MiB\"\n"), withTree(tree))
+	// The throttled worker counts as busy before PSI's 10 s average shows
+	// the pressure: a worker added then would be rightly added (seen in the
+	// VM on a loaded machine). The first scale-up waits a cool-down after
+	// start, long enough for the pressure to show.
+	h := start(t, conf(t, "[workers]\ncount = { min = 1, max = 3 }\nscale_up_cooldown = \"30s\"\nmemory_pressure_limit = 2.0\n[limits]\nmemory_high = \"32MiB\"\n"), withTree(tree))
 	st := h.waitFor("1 ready", 60*time.Second, allReady(1, 1))
 	pid := pidsOf(st)[0]
 	go func() {
@@ -434,7 +438,7 @@ func TestCgroupAutoscaleHeldBackUnderMemoryPressure(t *testing.T) {
 	if !strings.Contains(st.Message, "scale-up held back: memory pressure") {
 		t.Errorf("STATUS= line does not say it: %q", st.Message)
 	}
-	time.Sleep(3 * time.Second) // three cool-downs: still one worker
+	time.Sleep(3 * time.Second) // twelve looks: still one worker
 	if st := h.status(); st.Workers != 1 || st.ScaleUps != 0 {
 		t.Fatalf("scaled up under memory pressure: %+v", st)
 	}

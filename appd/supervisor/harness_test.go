@@ -146,7 +146,10 @@ func (w testLogWriter) Write(p []byte) (int, error) {
 
 func (h *harness) status() Status {
 	h.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	// 30 s: in the VM under load (2 emulated CPUs, load average above
+	// 20 on the host) the loop answered in up to 5 s during a reload under
+	// load, and once not within 10 s.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	st, err := h.sup.Status(ctx)
 	if err != nil {

@@ -264,6 +264,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	defer timer.Stop()
 	ctxDone := ctx.Done()
 
+	s.as.lastChange = time.Now() // the first scale-up waits a cool-down too
 	s.manage(time.Now())
 	s.manageZygotes(time.Now())
 	s.report()
