@@ -8,6 +8,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/edgeapp/edgeapp/appd/config"
@@ -75,9 +76,92 @@ func (s *Supervisor) readNotify(conn *net.UnixConn) {
 		if pid == 0 {
 			continue
 		}
+		if pid == s.self && s.flush.reached(buf[:n]) {
+			continue
+		}
 		lines := strings.Split(strings.TrimSpace(string(buf[:n])), "\n")
 		s.post(notifyEvent{pid: pid, fields: lines})
 	}
+}
+
+// notifyFlush is a barrier on the notify socket. A process's last
+// datagrams (appd-python's STATUS= with the import error it dies of) are
+// queued on the socket before it exits, but the reader may not have
+// posted them yet when the exit is seen: under load the exit reached the
+// loop first, and the failure (or a reload's rollback) lost what the
+// process said. Whoever saw an exit calls waitNotify before posting it:
+// it sends a marker from appd itself through the same socket and returns
+// once the reader, which posts in arrival order, has posted everything
+// queued before the marker.
+type notifyFlush struct {
+	conn    *net.UnixConn // connected to the notify socket
+	mu      sync.Mutex
+	next    uint64
+	waiting map[uint64]chan struct{}
+}
+
+const flushPrefix = "APPD_FLUSH="
+
+func (f *notifyFlush) open(path string) error {
+	c, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: path, Net: "unixgram"})
+	if err != nil {
+		return fmt.Errorf("connecting to the workers' notify socket: %w", err)
+	}
+	f.conn, f.waiting = c, map[uint64]chan struct{}{}
+	return nil
+}
+
+func (f *notifyFlush) close() { f.conn.Close() }
+
+// waitNotify returns once the notify messages sent before the call have
+// been posted to the loop, or at once when the supervisor is done;
+// flushWait bounds it only for a reader that is gone (appd is stopping).
+func (s *Supervisor) waitNotify() {
+	f := &s.flush
+	if f.conn == nil {
+		return
+	}
+	ch := make(chan struct{})
+	f.mu.Lock()
+	f.next++
+	tok := f.next
+	f.waiting[tok] = ch
+	f.mu.Unlock()
+	defer func() {
+		f.mu.Lock()
+		delete(f.waiting, tok)
+		f.mu.Unlock()
+	}()
+	f.conn.SetWriteDeadline(time.Now().Add(flushWait))
+	if _, err := f.conn.Write([]byte(flushPrefix + strconv.FormatUint(tok, 10))); err != nil {
+		return
+	}
+	t := time.NewTimer(flushWait)
+	defer t.Stop()
+	select {
+	case <-ch:
+	case <-s.done:
+	case <-t.C:
+	}
+}
+
+// reached releases the waiter of a marker; false for anything else.
+func (f *notifyFlush) reached(msg []byte) bool {
+	tok, ok := bytes.CutPrefix(msg, []byte(flushPrefix))
+	if !ok {
+		return false
+	}
+	n, err := strconv.ParseUint(string(tok), 10, 64)
+	if err != nil {
+		return false
+	}
+	f.mu.Lock()
+	if ch := f.waiting[n]; ch != nil {
+		close(ch)
+		delete(f.waiting, n)
+	}
+	f.mu.Unlock()
+	return true
 }
 
 // handleNotify applies a worker's READY=1, STATUS=, WATCHDOG=1,

@@ -182,6 +182,7 @@ func (s *Supervisor) start(w *worker) error {
 		execR.Close()
 		s.post(execEvent{id: id, err: string(msg)})
 		cmd.Wait()
+		s.waitNotify() // what it said before it exited comes first
 		s.post(exitEvent{id: id, how: exitString(cmd.ProcessState)})
 	}()
 	return nil

@@ -62,6 +62,7 @@ const (
 	controlWait   = 5 * time.Second        // how long a status request waits for the loop
 	farFuture     = 365 * 24 * time.Hour   // "no timer"
 	notifyBuf     = 4096                   // sd_notify datagrams are small
+	flushWait     = 2 * time.Second        // bounds waitNotify if the notify reader is gone
 	eventQueue    = 256                    // events buffered for the loop
 	jitterPart    = 4                      // backoff jitter is +-1/jitterPart
 	readyTimeoutR = "start_timeout passed" // failure reason prefix
@@ -104,6 +105,8 @@ type Supervisor struct {
 	done   chan struct{}
 
 	notifyPath string
+	self       int         // appd's pid: the sender of notifyFlush's markers
+	flush      notifyFlush // orders a process's last notify messages before its exit
 	stopping   bool
 	fast       bool
 	readySent  bool
@@ -139,6 +142,7 @@ func New(opts Options) (*Supervisor, error) {
 		workers: map[int]*worker{},
 		byPid:   map[int]*worker{},
 		zslot:   &slot{},
+		self:    os.Getpid(),
 		events:  make(chan any, eventQueue),
 		done:    make(chan struct{}),
 		reloads: map[string]int{},
@@ -229,6 +233,10 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		return err
 	}
 	defer notifyConn.Close()
+	if err := s.flush.open(s.notifyPath); err != nil {
+		return err
+	}
+	defer s.flush.close()
 	go s.readNotify(notifyConn)
 
 	var ctl *controlServer
@@ -347,7 +355,7 @@ func (s *Supervisor) stop(fast bool) {
 	now := time.Now()
 	for _, w := range s.workers {
 		if fast && w.state == Draining && w.drainDeadline.After(now.Add(fastGrace)) {
-			w.drainDeadline = now.Add(fastGrace)
+			w.drainDeadline, w.drainGrace = now.Add(fastGrace), fastGrace
 		}
 		// A zygote goes once its forks are gone (it reports their exits).
 		if w.state != Draining && w.kind != zygote {
@@ -684,7 +692,7 @@ func (s *Supervisor) drain(w *worker, reason string, now time.Time) {
 	if w.planned == "" {
 		w.planned = reason
 	}
-	w.drainDeadline = now.Add(grace)
+	w.drainDeadline, w.drainGrace = now.Add(grace), grace
 	if w.cancel != nil {
 		w.cancel()
 	}
@@ -737,7 +745,7 @@ func (s *Supervisor) checkTimers(now time.Time) {
 			continue
 		case w.state == Draining:
 			if now.After(w.drainDeadline) {
-				s.log.Warn("worker did not exit within graceful_timeout, killing it", "worker", wname(w), "pid", w.pid, "gen", w.gen, "graceful_timeout", w.cfg.Workers.GracefulTimeout.D())
+				s.log.Warn(kindName(w)+" did not exit within graceful_timeout, killing it", "worker", wname(w), "pid", w.pid, "gen", w.gen, "graceful_timeout", w.drainGrace)
 				s.kill(w)
 			}
 			continue

@@ -104,6 +104,37 @@ func TestCrashedWorkerIsRestarted(t *testing.T) {
 	}
 }
 
+// TestLastWordsComeBeforeTheExit: a worker's STATUS= sent just before it
+// exits (appd-python's import error) is part of the failure every time:
+// under load the exit used to reach the loop before the notify reader had
+// posted the datagram, and the failure (or a reload's rollback) said only
+// "exit status N".
+func TestLastWordsComeBeforeTheExit(t *testing.T) {
+	h := start(t, conf(t, `environment = { TW_EXIT_AT_START = "3", TW_STATUS = "cannot load app: last words" }
+[workers]
+count = 4
+restart_delay = "10ms"
+restart_delay_max = "20ms"
+`))
+	const exits = 60
+	h.waitFor(fmt.Sprint(exits, " failed starts"), 60*time.Second, func(st Status) bool {
+		n := 0
+		for _, sl := range st.Slots {
+			n += sl.Restarts
+		}
+		return n >= exits
+	})
+	lines := regexp.MustCompile(`worker exited unexpectedly, restarting.*`).FindAllString(h.logs.String(), -1)
+	if len(lines) < exits {
+		t.Fatalf("%d failures logged, want %d", len(lines), exits)
+	}
+	for _, l := range lines {
+		if !strings.Contains(l, `status="exit status 3; it said: cannot load app: last words"`) {
+			t.Errorf("the failure lost what the worker said: %s", l)
+		}
+	}
+}
+
 func TestCrashLoopIsReportedWithoutForkBomb(t *testing.T) {
 	h := start(t, conf(t, `environment = { TW_EXIT_AT_START = "3" }
 [workers]

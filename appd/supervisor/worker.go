@@ -87,9 +87,10 @@ type worker struct {
 	// (watchdog, start_timeout): its exit counts as a failure.
 	failure string
 
-	drainDeadline time.Time // SIGKILL after this, while draining
-	killed        bool      // SIGKILL sent
-	abortedAt     time.Time // watchdog SIGABRT sent
+	drainDeadline time.Time     // SIGKILL after this, while draining
+	drainGrace    time.Duration // what drainDeadline allowed (a fast stop shortens it)
+	killed        bool          // SIGKILL sent
+	abortedAt     time.Time     // watchdog SIGABRT sent
 
 	startDeadline time.Time
 	watchdog      time.Duration // 0 = off

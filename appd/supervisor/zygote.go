@@ -126,6 +126,9 @@ func (s *Supervisor) readZygote(id int, z *zygoteConn) {
 			return
 		}
 		verb, fields := parseFields(string(buf[:n]))
+		if verb == "exited" {
+			s.waitNotify() // the fork's last notify messages come first
+		}
 		s.post(zygoteEvent{id: id, verb: verb, fields: fields, fds: fds})
 	}
 }
@@ -318,6 +321,7 @@ func (s *Supervisor) forked(z *worker, e zygoteEvent, now time.Time) {
 	if pidfd != nil {
 		go func() {
 			waitPidfd(pidfd)
+			s.waitNotify()
 			s.post(forkGoneEvent{id: id})
 		}()
 	}

@@ -6,13 +6,13 @@
 //
 //	TW_READY=never           never send READY=1
 //	TW_READY_DELAY=500ms     wait before READY=1
-//	TW_EXIT_AT_START=3       exit with this status at once
+//	TW_EXIT_AT_START=3       exit with this status at once (after STATUS=TW_STATUS, if set)
 //	TW_CRASH_AFTER=2s        exit 3 this long after start
 //	TW_HANG_SLOTS=0,2        these slots stop sending WATCHDOG=1 after the first ping
 //	TW_IGNORE_TERM=1         ignore SIGTERM
 //	TW_IGNORE_ABRT=1         ignore SIGABRT (the watchdog's first signal)
 //	TW_CHILD=1               start a grandchild (sleep) that must die with the worker
-//	TW_STATUS=text           send STATUS=text after READY=1
+//	TW_STATUS=text           send STATUS=text after READY=1 (or before TW_EXIT_AT_START's exit)
 //	TW_LEAK_MB=N             allocate and touch N MiB at start
 //	TW_SPIN=1                burn CPU in a loop
 //	TW_FORK_BOMB=N           start N sleeping children (pids.max test)
@@ -70,6 +70,9 @@ func main() {
 	gen := os.Getenv("APPD_GENERATION")
 	if v := os.Getenv("TW_EXIT_AT_START"); v != "" {
 		n, _ := strconv.Atoi(v)
+		if s := os.Getenv("TW_STATUS"); s != "" {
+			notify("STATUS=" + s) // last words, as an import error is
+		}
 		fmt.Fprintf(os.Stderr, "exiting at start with status %d\n", n)
 		os.Exit(n)
 	}
