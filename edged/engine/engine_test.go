@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -388,6 +389,7 @@ func TestRequestContext(t *testing.T) {
 }
 
 func TestTimeouts(t *testing.T) {
+	closed := make(chan string, 16) // client addresses of the connections the server closed
 	_, addr := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/big" {
 			w.Write(make([]byte, 64<<20))
@@ -397,7 +399,12 @@ func TestTimeouts(t *testing.T) {
 			return
 		}
 		hello(w, r)
-	}), Options{ReadHeaderTimeout: 200 * time.Millisecond, IdleTimeout: 300 * time.Millisecond, ClientBodyTimeout: 200 * time.Millisecond, SendTimeout: 200 * time.Millisecond})
+	}), Options{ReadHeaderTimeout: 200 * time.Millisecond, IdleTimeout: 300 * time.Millisecond, ClientBodyTimeout: 200 * time.Millisecond, SendTimeout: 200 * time.Millisecond,
+		ConnState: func(c net.Conn, st http.ConnState) {
+			if st == http.StateClosed {
+				closed <- c.RemoteAddr().String()
+			}
+		}})
 	for name, tc := range map[string]struct {
 		send string
 		max  time.Duration
@@ -426,7 +433,17 @@ func TestTimeouts(t *testing.T) {
 	}
 	defer c.Close()
 	io.WriteString(c, "GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
-	time.Sleep(1500 * time.Millisecond)
+	// The client reads nothing until the server has given up on it: the
+	// socket buffers fill, a write makes no progress for send_timeout, and
+	// the server closes the connection.
+	for gaveUp := false; !gaveUp; {
+		select {
+		case a := <-closed:
+			gaveUp = a == c.LocalAddr().String()
+		case <-time.After(10 * time.Second):
+			t.Fatal("the server did not close a connection whose client stopped reading")
+		}
+	}
 	c.SetDeadline(time.Now().Add(10 * time.Second))
 	n, _ := io.Copy(io.Discard, c)
 	if n >= 64<<20 {
@@ -469,13 +486,31 @@ func TestSendfile(t *testing.T) {
 func TestShutdownDrains(t *testing.T) {
 	inHandler := make(chan struct{})
 	release := make(chan struct{})
-	s, addr := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	// DrainQuiet is far longer than the test: the late request below is
+	// written after Shutdown began, on a connection that has been idle for
+	// as long as the setup took, which on a loaded machine can pass the
+	// default 500ms (the quiet close has its own test).
+	s := New(Options{DrainQuiet: time.Minute, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/slow" {
 			close(inHandler)
 			<-release
 		}
 		hello(w, r)
-	}), Options{})
+	})})
+	tl, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln := &closeSignalListener{Listener: tl, closed: make(chan struct{})}
+	addr := ln.Addr().String()
+	served := make(chan error, 1)
+	go func() { served <- s.Serve(ln) }()
+	t.Cleanup(func() {
+		s.Close()
+		if err := <-served; err != ErrServerClosed {
+			t.Errorf("Serve returned %v", err)
+		}
+	})
 	idle, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
@@ -493,6 +528,10 @@ func TestShutdownDrains(t *testing.T) {
 	<-inHandler
 	done := make(chan error, 1)
 	go func() { done <- s.Shutdown(context.Background()) }()
+	// Shutdown has begun once it closes the listener (it marks the server
+	// closing first); waiting for that, not for the goroutine to be
+	// scheduled, is what makes the responses below follow it.
+	<-ln.closed
 	// A request on the kept-alive connection right after shutdown began
 	// is still answered, with Connection: close.
 	io.WriteString(idle, "GET /late HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -513,6 +552,18 @@ func TestShutdownDrains(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("Shutdown did not return")
 	}
+}
+
+// closeSignalListener closes closed when the server closes it.
+type closeSignalListener struct {
+	net.Listener
+	once   sync.Once
+	closed chan struct{}
+}
+
+func (l *closeSignalListener) Close() error {
+	l.once.Do(func() { close(l.closed) })
+	return l.Listener.Close()
 }
 
 func TestHTTP2(t *testing.T) {
