@@ -330,18 +330,64 @@ func cgroupOf(t *testing.T, pid int) string {
 	return strings.TrimSpace(string(b)[strings.LastIndex(string(b), ":")+1:])
 }
 
-// TestCgroupZygoteForksInOwnLeaves: each fork of a preloading zygote is
-// moved into a leaf of its own before it is let go: the leaf's
-// cgroup.procs lists it alone, the log places it before its READY=1, and
-// what it answers once serving is read in that leaf.
+// TestCgroupZygoteForksInOwnLeaves: each fork of a zygote is moved into a
+// leaf of its own before it is let go: the leaf's cgroup.procs lists it
+// alone, the log places it before its READY=1, and what it answers once
+// serving is read in that leaf. Both with preload and with appd-python's
+// default (a zygote without preload), which a reload keeps: the new
+// generation's forks get new leaves, and the old ones are removed.
 func TestCgroupZygoteForksInOwnLeaves(t *testing.T) {
-	tree := delegatedTree(t)
-	h := start(t, runnerConf(t, "", "preload = true\n[workers]\ncount = 2\n"), withTree(tree))
-	st := h.waitFor("2 ready", 90*time.Second, allReady(2, 1))
-	zleaf := cgroupOf(t, st.Zygotes[0].PID)
-	if !strings.HasPrefix(filepath.Base(zleaf), "zygote-") {
-		t.Errorf("the zygote is in %q, not a zygote leaf", zleaf)
+	for _, tc := range []struct{ name, extra string }{
+		{"preload", "preload = true\n"},
+		{"appd-python's default", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tree := delegatedTree(t)
+			text := runnerConf(t, "", tc.extra+"[workers]\ncount = 2\n")
+			h := start(t, text, withTree(tree))
+			st := h.waitFor("2 ready", 90*time.Second, allReady(2, 1))
+			if len(st.Zygotes) != 1 {
+				t.Fatalf("zygotes: %+v", st.Zygotes)
+			}
+			zpid := st.Zygotes[0].PID
+			zleaf := cgroupOf(t, zpid)
+			if !strings.HasPrefix(filepath.Base(zleaf), "zygote-") {
+				t.Errorf("the zygote is in %q, not a zygote leaf", zleaf)
+			}
+			old := checkForkLeaves(t, h, tree, st, zleaf)
+			if tc.extra != "" {
+				return
+			}
+			h.reload(text)
+			st = h.waitFor("gen 2", 90*time.Second, allReady(2, 2))
+			if len(st.Zygotes) != 1 || st.Zygotes[0].PID != zpid || cgroupOf(t, zpid) != zleaf {
+				t.Errorf("the zygote was not kept in its leaf: %d in %s -> %+v", zpid, zleaf, st.Zygotes)
+			}
+			for leaf := range checkForkLeaves(t, h, tree, st, zleaf) {
+				if old[leaf] {
+					t.Errorf("gen 2 reuses gen 1's leaf %s", leaf)
+				}
+			}
+			for leaf := range old {
+				for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+					if _, err := os.Stat(filepath.Join(tree.Path(), filepath.Base(leaf))); os.IsNotExist(err) {
+						break
+					}
+					if time.Now().After(deadline) {
+						t.Errorf("gen 1's leaf %s is still there", leaf)
+						break
+					}
+				}
+			}
+		})
 	}
+}
+
+// checkForkLeaves checks that each worker in st is a fork alone in a leaf
+// of its own, placed before it was ready, and serving from that leaf; it
+// returns the leaves.
+func checkForkLeaves(t *testing.T, h *harness, tree *cgroup.Tree, st Status, zleaf string) map[string]bool {
+	t.Helper()
 	leaves := map[string]bool{}
 	logs := h.logs.String()
 	for _, w := range st.Slots {
@@ -372,6 +418,7 @@ func TestCgroupZygoteForksInOwnLeaves(t *testing.T) {
 			t.Errorf("worker %d served from %q", pid, got)
 		}
 	}
+	return leaves
 }
 
 // TestCgroupZygoteOOMKillsOneFork: a fork that allocates past memory_max
