@@ -29,7 +29,8 @@ type Cluster struct {
 	wg     sync.WaitGroup
 
 	up        atomic.Bool
-	mu        sync.Mutex // guards the fields below
+	probed    atomic.Bool // the first health probe has answered
+	mu        sync.Mutex  // guards the fields below
 	since     time.Time
 	lastErr   string
 	upChanged []chan struct{} // closed at the next change of up (tests, waiters)
@@ -137,6 +138,18 @@ func (c *Cluster) opCtx(ctx context.Context) (context.Context, context.CancelFun
 // Up reports whether etcd answered the last health probe.
 func (c *Cluster) Up() bool { return c.up.Load() }
 
+// downBriefly reports whether etcd counts as unreachable since less than
+// an election takes: the local copy's "not found" may then only mean it
+// never saw a key another node wrote, and etcd is asked again.
+func (c *Cluster) downBriefly() bool {
+	if c.up.Load() {
+		return false
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return time.Since(c.since) < electionWait
+}
+
 // healthEvery is how often etcd is probed (faster while it is down, so a
 // node notices the recovery soon).
 const (
@@ -189,6 +202,7 @@ func (c *Cluster) noteError(op string, err error) {
 
 func (c *Cluster) setUp(up bool, err error, first bool) {
 	was := c.up.Swap(up)
+	c.probed.Store(true)
 	if was == up && !first {
 		return
 	}

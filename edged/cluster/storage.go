@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/caddyserver/certmagic"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
 )
@@ -37,7 +38,10 @@ import (
 // chunks go after the swap.
 //
 // Locks are etcd mutexes on a session lease of LockTTL: a node that dies
-// holding one releases it when the lease runs out. Within one process a
+// holding one releases it when the lease runs out; a live one keeps the
+// lease through an election (see lockLease). While it holds a lock, a
+// process reads etcd, never its local copy (certmagic decides there
+// whether to order). Within one process a
 // name is also locked locally first, as certmagic may lock the same name
 // from two goroutines and an etcd mutex is per session.
 //
@@ -49,16 +53,39 @@ type Storage struct {
 	c     *Cluster
 	local *certmagic.FileStorage // nil without a StateDir
 
-	mu      sync.Mutex // guards sess and held
-	sess    *concurrency.Session
+	mu      sync.Mutex // guards lease and held
+	lease   *lockLease
 	held    map[string]*heldLock
 	localMu sync.Mutex
 	locals  map[string]chan struct{} // name -> taken while this process holds or awaits it
 }
 
 type heldLock struct {
-	m    *concurrency.Mutex
-	sess *concurrency.Session
+	m     *concurrency.Mutex
+	lease *lockLease
+}
+
+// lockLease is the lease this process's locks hang on. It is kept alive
+// by keepLease, not by the client's KeepAlive alone: that one gives a
+// lease up for good once etcd has not answered for one TTL, which an
+// election under load easily takes, and the lease then ran out while its
+// holder was still ordering a certificate: another node took the lock
+// and ordered it too. keepLease keeps trying until etcd itself says the
+// lease is gone (a new leader extends every lease when it takes over, so
+// a holder that reaches it in time keeps its locks).
+type lockLease struct {
+	sess   *concurrency.Session
+	lost   chan struct{}      // closed once etcd says the lease is gone
+	cancel context.CancelFunc // stops keepLease
+}
+
+func (l *lockLease) isLost() bool {
+	select {
+	case <-l.lost:
+		return true
+	default:
+		return false
+	}
 }
 
 var (
@@ -230,14 +257,28 @@ func (s *Storage) deleteGen(ctx context.Context, key, gen string) {
 }
 
 // Load reads key's value.
+//
+// While etcd counts as unreachable (see offline), the local copy answers
+// when it has the key. Its "not found" is only believed once the outage
+// has lasted longer than an election: another node's ACME challenge is
+// not in it, and a CA validating it must not get a 404.
 func (s *Storage) Load(ctx context.Context, key string) ([]byte, error) {
 	key = cleanKey(key)
-	if !s.c.Up() && s.local != nil {
-		return s.localLoad(ctx, key)
+	if s.offline() {
+		v, err := s.local.Load(ctx, key)
+		if err == nil {
+			s.c.met.fallbacks.Inc()
+			return v, nil
+		}
+		if !s.c.downBriefly() {
+			return nil, fmt.Errorf("etcd is unreachable and the local copy has no %s: %w", key, err)
+		}
 	}
+	start := time.Now()
 	v, err := s.load(ctx, key)
 	if isUnavailable(err) {
-		v, err = s.loadDuringElection(ctx, key)
+		v, err = duringElection(ctx, start, func(ctx context.Context) ([]byte, error) { return s.load(ctx, key) },
+			func(ctx context.Context) ([]byte, error) { return s.loadWith(ctx, key, clientv3.WithSerializable()) })
 	}
 	switch {
 	case err == nil:
@@ -248,48 +289,68 @@ func (s *Storage) Load(ctx context.Context, key string) ([]byte, error) {
 	}
 	s.c.noteError("load", err)
 	if s.local != nil && isUnavailable(err) {
-		return s.localLoad(ctx, key)
+		// Only a value: what the copy lacks etcd may well have.
+		if v, lerr := s.local.Load(ctx, key); lerr == nil {
+			s.c.met.fallbacks.Inc()
+			return v, nil
+		}
 	}
 	return nil, fmt.Errorf("loading %s from etcd: %w", key, err)
 }
 
-// loadDuringElection reads key while etcd has no leader (an election, a
-// member gone): a member's own copy is taken when it has the value (it is
-// current once the write that made it was acknowledged), but its "not
-// found" may only be late, so the linearizable read is tried again until
-// it answers or electionWait passes. An ACME challenge read here while the
-// CA validates must not turn into a 404 and a second order.
-func (s *Storage) loadDuringElection(ctx context.Context, key string) ([]byte, error) {
-	deadline := time.Now().Add(electionWait)
-	var v []byte
-	var err error
+// offline reports whether reads start with the local copy: there is one,
+// etcd counts as unreachable (the first probe said so, or later ones
+// did), and this process holds no lock (a lock holder decides on what it
+// reads, so it reads etcd's current values).
+func (s *Storage) offline() bool {
+	return s.local != nil && s.c.probed.Load() && !s.c.Up() && !s.holdsLock()
+}
+
+// duringElection reads while etcd has no leader (an election, a member
+// gone): a member's own copy (serial) is taken when it has the value (it
+// is current once the write that made it was acknowledged), but its "not
+// found" may only be late -- a follower applies a write only when it
+// learns that it was committed, which a leader killed right after
+// committing never tells it -- so the linearizable read (linear) is tried
+// again until it answers or electionWait has passed since the read began
+// (since). An ACME challenge read here while the CA validates must not
+// turn into a 404 and a second order, nor the check after a lock into a
+// second order.
+func duringElection[T any](ctx context.Context, since time.Time, linear, serial func(context.Context) (T, error)) (T, error) {
+	deadline := since.Add(electionWait)
+	ctx, cancel := context.WithDeadline(ctx, deadline)
+	defer cancel()
+	var zero T
+	lastErr := errors.New("etcd has no leader")
 	for wait := 100 * time.Millisecond; ; wait = min(wait*2, time.Second) {
-		if v, err = s.loadSerializable(ctx, key); err == nil || (!isUnavailable(err) && !errors.Is(err, fs.ErrNotExist)) {
+		v, err := serial(ctx)
+		if err == nil || (!isUnavailable(err) && !errors.Is(err, fs.ErrNotExist)) {
 			return v, err
+		}
+		if isUnavailable(err) {
+			lastErr = err
 		}
 		// Not cut short when the probe calls etcd lost meanwhile: an
 		// election can fail two probes, and this is bounded anyway.
 		if time.Now().Add(wait).After(deadline) {
-			return v, err
+			// A member's "not found" is no answer: say etcd could not.
+			return zero, lastErr
 		}
 		select {
 		case <-ctx.Done():
-			return nil, ctx.Err()
+			return zero, lastErr
 		case <-time.After(wait):
 		}
-		if v, err = s.load(ctx, key); !isUnavailable(err) {
+		if v, err = linear(ctx); !isUnavailable(err) {
 			return v, err
 		}
+		lastErr = err
 	}
 }
 
-// electionWait bounds loadDuringElection: a few election timeouts (etcd's
+// electionWait bounds duringElection: a few election timeouts (etcd's
 // default is 1 s), well within an ACME CA's validation timeout.
 const electionWait = 10 * time.Second
-
-func (s *Storage) loadSerializable(ctx context.Context, key string) ([]byte, error) {
-	return s.loadWith(ctx, key, clientv3.WithSerializable())
-}
 
 func (s *Storage) load(ctx context.Context, key string) ([]byte, error) {
 	return s.loadWith(ctx, key)
@@ -355,29 +416,52 @@ func (s *Storage) Delete(ctx context.Context, key string) error {
 }
 
 // Exists reports whether key holds a value or has keys under it.
+//
+// certmagic asks it, holding the issuance lock, whether another node
+// already obtained the certificate; as it cannot hear "I do not know", a
+// process holding a lock is answered yes when etcd cannot tell (certmagic
+// then loads the certificate, fails, and edged tries again later) rather
+// than no, which would order the certificate a second time.
 func (s *Storage) Exists(ctx context.Context, key string) bool {
 	_, err := s.Stat(ctx, key)
-	return err == nil
+	if err == nil || errors.Is(err, fs.ErrNotExist) {
+		return err == nil
+	}
+	if s.holdsLock() {
+		s.c.log.Warn("cluster storage: etcd cannot tell whether a key exists; this node holds a lock, so it assumes the key is there rather than repeat what another node may have done", "key", key, "err", err)
+		return true
+	}
+	return false
 }
 
-// Stat describes key.
+// Stat describes key; the local copy answers as in Load.
 func (s *Storage) Stat(ctx context.Context, key string) (certmagic.KeyInfo, error) {
 	key = cleanKey(key)
-	if !s.c.Up() && s.local != nil {
-		s.c.met.fallbacks.Inc()
-		return s.local.Stat(ctx, key)
+	if s.offline() {
+		ki, err := s.local.Stat(ctx, key)
+		if err == nil {
+			s.c.met.fallbacks.Inc()
+			return ki, nil
+		}
+		if !s.c.downBriefly() {
+			return ki, err
+		}
 	}
+	start := time.Now()
 	ki, err := s.stat(ctx, key)
 	if isUnavailable(err) {
-		ki, err = s.statSerializable(ctx, key) // a member's own copy, as Load
+		ki, err = duringElection(ctx, start, func(ctx context.Context) (certmagic.KeyInfo, error) { return s.stat(ctx, key) },
+			func(ctx context.Context) (certmagic.KeyInfo, error) { return s.statSerializable(ctx, key) })
 	}
 	if err == nil || errors.Is(err, fs.ErrNotExist) {
 		return ki, err
 	}
 	s.c.noteError("stat", err)
 	if s.local != nil && isUnavailable(err) {
-		s.c.met.fallbacks.Inc()
-		return s.local.Stat(ctx, key)
+		if ki, lerr := s.local.Stat(ctx, key); lerr == nil {
+			s.c.met.fallbacks.Inc()
+			return ki, nil
+		}
 	}
 	return ki, fmt.Errorf("stat %s in etcd: %w", key, err)
 }
@@ -506,46 +590,37 @@ func (s *Storage) keepLocal(ctx context.Context, key string, value []byte) {
 	}
 }
 
-func (s *Storage) localLoad(ctx context.Context, key string) ([]byte, error) {
-	s.c.met.fallbacks.Inc()
-	v, err := s.local.Load(ctx, key)
-	if err != nil {
-		return nil, fmt.Errorf("etcd is unreachable and the local copy has no %s: %w", key, err)
-	}
-	return v, nil
-}
-
 // Lock takes the cluster-wide lock name, waiting until it is free or ctx
 // ends.
 func (s *Storage) Lock(ctx context.Context, name string) error {
 	if err := s.lockLocal(ctx, name); err != nil {
 		return err
 	}
-	m, sess, err := s.lockEtcd(ctx, name)
+	m, l, err := s.lockEtcd(ctx, name)
 	if err != nil {
 		s.unlockLocal(name)
 		s.c.noteError("lock", err)
 		return fmt.Errorf("locking %s in etcd: %w", name, err)
 	}
 	s.mu.Lock()
-	s.held[name] = &heldLock{m: m, sess: sess}
+	s.held[name] = &heldLock{m: m, lease: l}
 	s.mu.Unlock()
 	return nil
 }
 
-func (s *Storage) lockEtcd(ctx context.Context, name string) (*concurrency.Mutex, *concurrency.Session, error) {
+func (s *Storage) lockEtcd(ctx context.Context, name string) (*concurrency.Mutex, *lockLease, error) {
 	for attempt := 0; ; attempt++ {
-		sess, err := s.session(ctx)
+		l, err := s.session(ctx)
 		if err != nil {
 			return nil, nil, err
 		}
-		m := concurrency.NewMutex(sess, s.lockKey(name))
+		m := concurrency.NewMutex(l.sess, s.lockKey(name))
 		err = m.Lock(ctx)
 		if err == nil {
-			return m, sess, nil
+			return m, l, nil
 		}
 		if errors.Is(err, concurrency.ErrSessionExpired) && attempt == 0 {
-			s.dropSession(sess)
+			s.dropLease(l)
 			continue
 		}
 		return nil, nil, err
@@ -553,17 +628,16 @@ func (s *Storage) lockEtcd(ctx context.Context, name string) (*concurrency.Mutex
 }
 
 // session is the lease every lock of this process hangs on; a new one is
-// made when the old one expired (etcd was away longer than LockTTL).
-func (s *Storage) session(ctx context.Context) (*concurrency.Session, error) {
+// made when etcd says the old one expired (etcd was away longer than
+// LockTTL).
+func (s *Storage) session(ctx context.Context) (*lockLease, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.sess != nil {
-		select {
-		case <-s.sess.Done():
-			s.sess = nil
-		default:
-			return s.sess, nil
+	if s.lease != nil {
+		if !s.lease.isLost() {
+			return s.lease, nil
 		}
+		s.lease = nil
 	}
 	ttl := int((s.c.o.LockTTL + time.Second - 1) / time.Second)
 	gctx, cancel := s.c.opCtx(ctx)
@@ -576,19 +650,88 @@ func (s *Storage) session(ctx context.Context) (*concurrency.Session, error) {
 	if err != nil {
 		return nil, err
 	}
-	s.sess = sess
-	return sess, nil
+	kctx, stop := context.WithCancel(s.c.ctx)
+	l := &lockLease{sess: sess, lost: make(chan struct{}), cancel: stop}
+	go s.keepLease(kctx, l, time.Duration(ttl)*time.Second)
+	s.lease = l
+	return l, nil
 }
 
-func (s *Storage) dropSession(sess *concurrency.Session) {
+// keepLease renews l every third of its TTL, and after a failure every
+// leaseRetry, until ctx ends or etcd answers that the lease is gone.
+func (s *Storage) keepLease(ctx context.Context, l *lockLease, ttl time.Duration) {
+	wait := ttl / 3
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		kctx, cancel := s.c.opCtx(ctx)
+		_, err := s.c.cli.KeepAliveOnce(kctx, l.sess.Lease())
+		cancel()
+		switch {
+		case ctx.Err() != nil:
+			return
+		case err == nil:
+			wait = ttl / 3
+		case errors.Is(err, rpctypes.ErrLeaseNotFound):
+			close(l.lost)
+			if names := s.heldOn(l); len(names) > 0 {
+				s.c.log.Error("cluster storage: the lease of this node's locks ran out while it held them (etcd was out of reach longer than lock_ttl); another node may take them and repeat the work", "locks", strings.Join(names, ","), "lock_ttl", s.c.o.LockTTL)
+			}
+			return
+		default:
+			// An election, a member gone: etcd extends the lease when a
+			// new leader takes over, so keep asking.
+			s.c.noteError("lease", err)
+			wait = leaseRetry
+		}
+	}
+}
+
+// leaseRetry is the pause between renewals that failed.
+const leaseRetry = 250 * time.Millisecond
+
+// heldOn lists the locks this process holds on l.
+func (s *Storage) heldOn(l *lockLease) []string {
 	s.mu.Lock()
-	if s.sess == sess {
-		s.sess = nil
+	defer s.mu.Unlock()
+	var names []string
+	for name, h := range s.held {
+		if h.lease == l {
+			names = append(names, name)
+		}
+	}
+	sort.Strings(names)
+	return names
+}
+
+// holdsLock reports whether this process holds a cluster-wide lock.
+func (s *Storage) holdsLock() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.held) > 0
+}
+
+func (s *Storage) dropLease(l *lockLease) {
+	s.mu.Lock()
+	if s.lease == l {
+		s.lease = nil
 	}
 	s.mu.Unlock()
-	// Stop keeping the lease alive; revoking it (best effort) frees its
-	// locks at once, and otherwise they go at the TTL.
-	sess.Close()
+	l.release(s.c)
+}
+
+// release stops keeping l alive and revokes it (best effort: its locks go
+// at once, or else at the TTL). Not Session.Close, whose revoke may wait
+// a whole minute (the session's default TTL) while etcd is away.
+func (l *lockLease) release(c *Cluster) {
+	l.cancel()
+	l.sess.Orphan()
+	ctx, cancel := c.opCtx(context.Background())
+	defer cancel()
+	c.cli.Revoke(ctx, l.sess.Lease())
 }
 
 // Unlock releases name.
@@ -603,12 +746,18 @@ func (s *Storage) Unlock(ctx context.Context, name string) error {
 	defer s.unlockLocal(name)
 	ctx, cancel := s.c.opCtx(context.WithoutCancel(ctx))
 	defer cancel()
-	if err := h.m.Unlock(ctx); err != nil {
-		// The lock key would outlive us while the session's lease is
-		// kept alive: give the whole session up so it expires.
+	resp, err := s.c.cli.Delete(ctx, h.m.Key())
+	if err != nil {
+		// The lock key would outlive us while the lease is kept alive:
+		// give the whole lease up so it expires.
 		s.c.noteError("unlock", err)
-		s.dropSession(h.sess)
+		s.dropLease(h.lease)
 		return fmt.Errorf("unlocking %s in etcd (it is released when its lease ends, within %v): %w", name, s.c.o.LockTTL, err)
+	}
+	if resp.Deleted == 0 {
+		// Its lease ran out while held (keepLease said so): another node
+		// may have held it at the same time.
+		return fmt.Errorf("unlocking %s in etcd: the lock had already expired with its lease (lock_ttl %v)", name, s.c.o.LockTTL)
 	}
 	return nil
 }
@@ -644,11 +793,11 @@ func (s *Storage) unlockLocal(name string) {
 // close gives up the locks' lease, so locks still held are free at once.
 func (s *Storage) close() {
 	s.mu.Lock()
-	sess := s.sess
-	s.sess = nil
+	l := s.lease
+	s.lease = nil
 	s.mu.Unlock()
-	if sess != nil {
-		sess.Close()
+	if l != nil {
+		l.release(s.c)
 	}
 }
 

@@ -166,7 +166,8 @@ func TestStorageLocks(t *testing.T) {
 	// the lock for at most the lease.
 	must(t, a.Lock(ctx, "issue_cert_y"))
 	a.mu.Lock()
-	a.sess.Orphan()
+	a.lease.cancel()
+	a.lease.sess.Orphan()
 	a.mu.Unlock()
 	start := time.Now()
 	lctx, cancel := context.WithTimeout(ctx, 60*time.Second)
@@ -183,4 +184,83 @@ func must(t *testing.T, err error) {
 	if err != nil {
 		t.Fatal(err)
 	}
+}
+
+// A lock outlives an election of etcd: the holder keeps its lease alive
+// through it (the client's own keep-alive gives a lease up after one TTL
+// without an answer, and an election under load takes longer), so no
+// other node is granted the lock while the holder still works.
+func TestStorageLockSurvivesElection(t *testing.T) {
+	etcd := etcdtest.Start(t, 3)
+	a := openTest(t, etcd.Endpoints(), "a").Storage()
+	b := openTest(t, etcd.Endpoints(), "b").Storage()
+	ctx := context.Background()
+
+	must(t, a.Lock(ctx, "issue_cert_x"))
+	leader, err := etcd.Leader(ctx)
+	must(t, err)
+	etcd.Kill(leader)
+	// For several lease TTLs (3s) after the leader died, b keeps asking
+	// (a request may fail while etcd elects) and must never be granted.
+	for until := time.Now().Add(20 * time.Second); time.Now().Before(until); {
+		short, cancel := context.WithDeadline(ctx, until)
+		err := b.Lock(short, "issue_cert_x")
+		cancel()
+		if err == nil {
+			t.Fatal("b was granted the lock a holds, after etcd's leader was killed")
+		}
+	}
+	must(t, a.Unlock(ctx, "issue_cert_x"))
+	lctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	must(t, b.Lock(lctx, "issue_cert_x"))
+	must(t, b.Unlock(ctx, "issue_cert_x"))
+}
+
+// A node that counts etcd as unreachable only since a moment (an election,
+// or before its first probe answered) reads what its local copy lacks from
+// etcd: another node's ACME challenge must not become a 404.
+func TestStorageBriefOutageReadsEtcd(t *testing.T) {
+	etcd := etcdtest.Start(t, 1)
+	a := openTest(t, etcd.Endpoints(), "a")
+	b := openTest(t, etcd.Endpoints(), "b")
+	ctx := context.Background()
+	key := "acme/ca/challenge_tokens/shop.test.json"
+	must(t, a.Storage().Store(ctx, key, []byte("token")))
+
+	b.setUp(false, errors.New("two probes failed"), false)
+	got, err := b.Storage().Load(ctx, key)
+	if err != nil || string(got) != "token" {
+		t.Fatalf("Load during a brief outage = %q, %v; want the value in etcd", got, err)
+	}
+	b.setUp(false, errors.New("two probes failed"), false)
+	if !b.Storage().Exists(ctx, key) {
+		t.Fatal("Exists during a brief outage: the key is in etcd")
+	}
+}
+
+// A process holding a lock (certmagic checking whether another node
+// already obtained the certificate) is never told "no" on a guess: when
+// etcd cannot answer, Exists says yes, and certmagic orders nothing.
+func TestStorageExistsUnderLockWhenEtcdCannotTell(t *testing.T) {
+	etcd := etcdtest.Start(t, 1)
+	c := openTest(t, etcd.Endpoints(), "a")
+	st := c.Storage()
+	ctx := context.Background()
+	key := "certificates/x/c.com/c.com.crt"
+
+	must(t, st.Lock(ctx, "issue_cert_c.com"))
+	etcd.Kill(0)
+	waitUp(t, c, false)
+	start := time.Now()
+	if !st.Exists(ctx, key) {
+		t.Fatal("Exists under a lock with etcd down answered no, which would order the certificate again")
+	}
+	t.Logf("Exists under a lock answered after %v", time.Since(start))
+	st.Unlock(ctx, "issue_cert_c.com") // fails with etcd down; the lock goes with its lease
+	start = time.Now()
+	if st.Exists(ctx, key) {
+		t.Fatal("Exists without a lock, etcd down and the key in no copy, answered yes")
+	}
+	t.Logf("Exists without a lock answered after %v", time.Since(start))
 }
