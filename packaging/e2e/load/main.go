@@ -4,9 +4,12 @@
 // duration or a request count runs out, or a stop file appears. Every request must be answered 200 with a body;
 // anything else (refused or reset connection, 5xx, timeout) is a failure.
 // It prints a one-line summary and exits 1 on any failure or if no request
-// succeeded.
+// succeeded. With -stop, the duration and count are only caps: running out
+// of them before the stop file appears is a failure too (the load ended
+// before what it was meant to cover). With -started, that file is created
+// once the first request has succeeded.
 //
-//	load -url http://127.0.0.1/ -host demo.test -c 4 -d 30s -n 100000 [-stop FILE]
+//	load -url http://127.0.0.1/ -host demo.test -c 4 -d 30s -n 100000 [-stop FILE] [-started FILE]
 package main
 
 import (
@@ -33,7 +36,8 @@ func main() {
 	conc := flag.Int("c", 4, "concurrent clients")
 	dur := flag.Duration("d", 30*time.Second, "how long to run at most")
 	maxReq := flag.Int64("n", 100000, "requests to send at most")
-	stop := flag.String("stop", "", "stop as soon as this file exists")
+	stop := flag.String("stop", "", "stop as soon as this file exists (then -d and -n are only caps)")
+	started := flag.String("started", "", "create this file once the first request has succeeded")
 	timeout := flag.Duration("timeout", 30*time.Second, "per-request timeout")
 	contains := flag.String("contains", "", "the body must contain this string")
 	keepAlive := flag.String("keepalive", "mixed", "mixed: half the clients keep connections alive; on; off")
@@ -68,6 +72,8 @@ func main() {
 	}
 
 	var sent, ok, failed atomic.Int64
+	var startedOnce sync.Once
+	var stopped atomic.Bool
 	var mu sync.Mutex
 	samples := map[string]int{}
 	var when []string
@@ -90,6 +96,7 @@ func main() {
 				}
 				if *stop != "" {
 					if _, err := os.Stat(*stop); err == nil {
+						stopped.Store(true)
 						return
 					}
 				}
@@ -97,7 +104,13 @@ func main() {
 				err := get(c, *target, *host, *contains)
 				mine = append(mine, time.Since(t0))
 				if err == nil {
-					ok.Add(1)
+					if ok.Add(1) == 1 && *started != "" {
+						startedOnce.Do(func() {
+							if err := os.WriteFile(*started, nil, 0o644); err != nil {
+								fmt.Fprintln(os.Stderr, "load:", err)
+							}
+						})
+					}
 					continue
 				}
 				failed.Add(1)
@@ -128,7 +141,15 @@ func main() {
 	for _, w := range when {
 		fmt.Printf("load: failed request sent at %s\n", w)
 	}
-	if failed.Load() > 0 || ok.Load() == 0 {
+	early := false
+	if *stop != "" && !stopped.Load() {
+		_, err := os.Stat(*stop)
+		early = err != nil
+	}
+	if early {
+		fmt.Printf("load: the cap (-d %v, -n %d) ran out before %s appeared: the load did not cover all it was meant to\n", *dur, *maxReq, *stop)
+	}
+	if failed.Load() > 0 || ok.Load() == 0 || early {
 		os.Exit(1)
 	}
 }
