@@ -38,7 +38,7 @@ type conn struct {
 	tlsState   *tls.ConnectionState
 
 	state atomic.Int32 // http.ConnState
-	since atomic.Int64 // unix nanoseconds of the last state change
+	since atomic.Int64 // unix nanoseconds of the last state change, or of a parked connection's wake
 
 	// active holds what only a connection with a goroutine needs (its
 	// fields are promoted: c.rbuf is c.active.rbuf); nil while parked,

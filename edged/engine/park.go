@@ -145,6 +145,9 @@ func (p *parker) run() {
 			debug.FreeOSMemory()
 		}
 		for i, c := range resume {
+			// A request is on its way: the connection is no longer quiet,
+			// so a drain that began meanwhile leaves it to be served.
+			c.since.Store(now)
 			go c.loop()
 			resume[i] = nil
 		}
@@ -214,6 +217,18 @@ func (p *parker) stop() {
 	p.mu.Lock()
 	p.closed = true
 	p.mu.Unlock()
+}
+
+// requestWaiting reports whether a parked connection that the caller took
+// has bytes to read (a client's close alone is not a request).
+func (c *conn) requestWaiting() bool {
+	var b [1]byte
+	for {
+		n, _, err := unix.Recvfrom(c.fd, b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+		if err != unix.EINTR {
+			return err == nil && n > 0
+		}
+	}
 }
 
 // closeParked closes a connection that has no goroutine.

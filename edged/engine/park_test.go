@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 func waitUntil(t *testing.T, what string, cond func() bool) {
@@ -84,5 +86,42 @@ func TestShutdownClosesParked(t *testing.T) {
 		if _, err := c.Read(make([]byte, 1)); err != io.EOF {
 			t.Errorf("parked connection after Shutdown: %v", err)
 		}
+	}
+}
+
+// TestShutdownServesWaitingParked: a parked connection whose request is
+// already in the kernel when the drain finds it quiet is served, not
+// closed. The parker is kept from seeing the request (its registration
+// is removed), so the drain is the first to look at the connection.
+func TestShutdownServesWaitingParked(t *testing.T) {
+	s, addr := start(t, http.HandlerFunc(hello), Options{IdleTimeout: time.Minute, parkAfter: 50 * time.Millisecond, DrainQuiet: 10 * time.Millisecond})
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	br := bufio.NewReader(c)
+	io.WriteString(c, "GET /first HTTP/1.1\r\nHost: x\r\n\r\n")
+	readResponse(t, br, "GET")
+	waitUntil(t, "the connection to be parked", func() bool { return parkedCount(s) == 1 })
+	p := s.park.Load()
+	p.mu.Lock()
+	for fd := range p.conns {
+		if err := unix.EpollCtl(p.epfd, unix.EPOLL_CTL_DEL, fd, nil); err != nil {
+			t.Error(err)
+		}
+	}
+	p.mu.Unlock()
+	io.WriteString(c, "GET /waiting HTTP/1.1\r\nHost: x\r\n\r\n")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- s.Shutdown(ctx) }()
+	res, body := readResponse(t, br, "GET")
+	if body != "hello GET /waiting" || !res.Close {
+		t.Errorf("request waiting on a parked connection at shutdown: %q close=%v", body, res.Close)
+	}
+	if err := <-done; err != nil {
+		t.Errorf("Shutdown: %v", err)
 	}
 }

@@ -229,6 +229,13 @@ func (s *Server) closeQuiet() int {
 	n := len(s.conns)
 	s.mu.Unlock()
 	for _, c := range parked {
+		if c.requestWaiting() {
+			// Readable before the parker got to it: a request already on
+			// its way is served (its response closes the connection).
+			c.since.Store(time.Now().UnixNano())
+			go c.loop()
+			continue
+		}
 		c.closeParked() // forgets c: takes mu
 		n--
 	}
