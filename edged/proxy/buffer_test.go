@@ -163,9 +163,7 @@ func TestUpstreamReleasedBeforeSlowClient(t *testing.T) {
 				}
 				buf := make([]byte, 1<<20)
 				for off := int64(0); off < size; off += int64(len(buf)) {
-					for i := range buf {
-						buf[i] = pattern(off + int64(i))
-					}
+					fillPattern(buf, off)
 					if _, err := w.Write(buf); err != nil {
 						return
 					}
@@ -191,10 +189,8 @@ func TestUpstreamReleasedBeforeSlowClient(t *testing.T) {
 			buf := make([]byte, 64<<10)
 			for {
 				k, err := res.Body.Read(buf)
-				for i := 0; i < k; i++ {
-					if buf[i] != pattern(n+int64(i)) {
-						t.Fatalf("byte %d differs", n+int64(i))
-					}
+				if i := patternMismatch(buf[:k], n); i >= 0 {
+					t.Fatalf("byte %d differs", n+int64(i))
 				}
 				n += int64(k)
 				if err == io.EOF {
@@ -225,9 +221,7 @@ func TestResponseFileCap(t *testing.T) {
 		buf := make([]byte, 100000)
 		for off := int64(0); off < size; off += int64(len(buf)) {
 			n := min(int64(len(buf)), size-off)
-			for i := int64(0); i < n; i++ {
-				buf[i] = pattern(off + i)
-			}
+			fillPattern(buf[:n], off)
 			if _, err := w.Write(buf[:n]); err != nil {
 				return
 			}
@@ -245,10 +239,8 @@ func TestResponseFileCap(t *testing.T) {
 	buf := make([]byte, 3000) // slowly, in small reads
 	for {
 		k, err := res.Body.Read(buf)
-		for i := 0; i < k; i++ {
-			if buf[i] != pattern(n+int64(i)) {
-				t.Fatalf("byte %d differs", n+int64(i))
-			}
+		if i := patternMismatch(buf[:k], n); i >= 0 {
+			t.Fatalf("byte %d differs", n+int64(i))
 		}
 		n += int64(k)
 		if err == io.EOF {

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -646,6 +647,71 @@ func TestFlushIntervalPositive(t *testing.T) {
 // pattern is a deterministic byte stream for large bodies.
 func pattern(i int64) byte { return byte(i*7 + i>>11) }
 
+// patternPeriod is pattern's period: i*7 and i>>11 both move by a
+// multiple of 256 when i moves by 1 MiB.
+const patternPeriod = 1 << 20
+
+// patternBlock is pattern over one period, made once: the tests that move
+// tens of MiB fill and check their buffers by copy and bytes.Equal, not a
+// byte at a time, which under the race detector took most of a test's
+// time (and, on a loaded machine, more than its bound).
+var patternBlock = sync.OnceValue(func() []byte {
+	b := make([]byte, patternPeriod)
+	for i := range b {
+		b[i] = pattern(int64(i))
+	}
+	return b
+})
+
+// fillPattern sets b to pattern from offset off.
+func fillPattern(b []byte, off int64) {
+	block := patternBlock()
+	for len(b) > 0 {
+		k := copy(b, block[off%patternPeriod:])
+		b, off = b[k:], off+int64(k)
+	}
+}
+
+// patternMismatch returns the index of the first byte of b that differs
+// from pattern at offset off, or -1.
+func patternMismatch(b []byte, off int64) int {
+	block := patternBlock()
+	for done := 0; done < len(b); {
+		seg := block[(off+int64(done))%patternPeriod:]
+		seg = seg[:min(len(seg), len(b)-done)]
+		if !bytes.Equal(b[done:done+len(seg)], seg) {
+			for i := range seg {
+				if b[done+i] != seg[i] {
+					return done + i
+				}
+			}
+		}
+		done += len(seg)
+	}
+	return -1
+}
+
+// TestPatternHelpers: fillPattern and patternMismatch agree with pattern
+// byte for byte, across a period's end.
+func TestPatternHelpers(t *testing.T) {
+	for _, off := range []int64{0, 1, patternPeriod - 3000, 5*patternPeriod + 12345} {
+		b := make([]byte, 70000)
+		fillPattern(b, off)
+		for i := range b {
+			if b[i] != pattern(off+int64(i)) {
+				t.Fatalf("fillPattern at %d: byte %d differs", off, i)
+			}
+		}
+		if i := patternMismatch(b, off); i != -1 {
+			t.Fatalf("patternMismatch at %d: %d on a match", off, i)
+		}
+		b[4321]++
+		if i := patternMismatch(b, off); i != 4321 {
+			t.Fatalf("patternMismatch at %d: %d, want 4321", off, i)
+		}
+	}
+}
+
 func TestStreamedUploadAndDownload64MiB(t *testing.T) {
 	streamingOnly(t)
 	const size = 64 << 20
@@ -679,9 +745,7 @@ func TestStreamedUploadAndDownload64MiB(t *testing.T) {
 		w.Header().Set("Content-Length", fmt.Sprint(size))
 		buf := make([]byte, 1<<20)
 		for off := int64(0); off < size; off += int64(len(buf)) {
-			for i := range buf {
-				buf[i] = pattern(off + int64(i))
-			}
+			fillPattern(buf, off)
 			if _, err := w.Write(buf); err != nil {
 				return
 			}
@@ -702,9 +766,7 @@ func TestStreamedUploadAndDownload64MiB(t *testing.T) {
 	go func() {
 		buf := make([]byte, 1<<20)
 		for off := int64(0); off < size; off += int64(len(buf)) {
-			for i := range buf {
-				buf[i] = pattern(off + int64(i))
-			}
+			fillPattern(buf, off)
 			want.Write(buf)
 			if _, err := pw.Write(buf); err != nil {
 				return
@@ -743,10 +805,8 @@ func TestStreamedUploadAndDownload64MiB(t *testing.T) {
 	buf := make([]byte, 256<<10)
 	for {
 		k, err := res2.Body.Read(buf)
-		for i := 0; i < k; i++ {
-			if buf[i] != pattern(n+int64(i)) {
-				t.Fatalf("download byte %d differs", n+int64(i))
-			}
+		if i := patternMismatch(buf[:k], n); i >= 0 {
+			t.Fatalf("download byte %d differs", n+int64(i))
 		}
 		n += int64(k)
 		if err == io.EOF {
