@@ -616,14 +616,22 @@ func TestHTTP2(t *testing.T) {
 
 func TestClientGoneCancelsContext(t *testing.T) {
 	cancelled := make(chan error, 1)
+	entered := make(chan struct{}, 1)
 	_, addr := start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method == "POST" {
 			io.ReadAll(r.Body)
 		}
+		entered <- struct{}{}
+		// /a must stay uncancelled for a second; the others must be
+		// cancelled, and the bound only keeps a failure from hanging.
+		wait := 10 * time.Second
+		if r.URL.Path == "/a" {
+			wait = time.Second
+		}
 		select {
 		case <-r.Context().Done():
 			cancelled <- r.Context().Err()
-		case <-time.After(time.Second):
+		case <-time.After(wait):
 			cancelled <- nil
 		}
 	}), Options{})
@@ -633,7 +641,7 @@ func TestClientGoneCancelsContext(t *testing.T) {
 			t.Fatal(err)
 		}
 		io.WriteString(c, req)
-		time.Sleep(50 * time.Millisecond)
+		<-entered // the client leaves while its request is being handled
 		c.Close()
 		if err := <-cancelled; err != context.Canceled {
 			t.Errorf("%q: the handler's context was not cancelled when the client left (%v)", req[:4], err)
@@ -646,10 +654,12 @@ func TestClientGoneCancelsContext(t *testing.T) {
 	}
 	defer c.Close()
 	io.WriteString(c, "GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
-	time.Sleep(50 * time.Millisecond)
+	<-entered // the next request arrives while /a is being handled
 	io.WriteString(c, "GET /b HTTP/1.1\r\nHost: x\r\n\r\n")
 	if err := <-cancelled; err != nil {
 		t.Errorf("cancelled by a pipelined request: %v", err)
 	}
+	<-entered
+	c.Close()
 	<-cancelled
 }
