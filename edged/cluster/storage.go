@@ -608,22 +608,51 @@ func (s *Storage) Lock(ctx context.Context, name string) error {
 	return nil
 }
 
+// lockEtcd takes name in etcd. A request that fails while etcd elects a
+// leader is tried again for up to storeRetryFor, as Store does: giving up
+// at once made a node that was waiting for the lock try again only at
+// edged's next retry (a minute later) and could leave its waiting key
+// behind, applied by etcd after the request timed out, on a lease this
+// process keeps alive.
 func (s *Storage) lockEtcd(ctx context.Context, name string) (*concurrency.Mutex, *lockLease, error) {
-	for attempt := 0; ; attempt++ {
-		l, err := s.session(ctx)
-		if err != nil {
-			return nil, nil, err
-		}
-		m := concurrency.NewMutex(l.sess, s.lockKey(name))
-		err = m.Lock(ctx)
-		if err == nil {
-			return m, l, nil
-		}
-		if errors.Is(err, concurrency.ErrSessionExpired) && attempt == 0 {
-			s.dropLease(l)
-			continue
+	deadline := time.Now().Add(storeRetryFor)
+	wait := 200 * time.Millisecond
+	renewed := false
+	queued := "" // this process's key in the lock's queue, if it may be there
+	giveUp := func(err error) (*concurrency.Mutex, *lockLease, error) {
+		if queued != "" {
+			dctx, cancel := s.c.opCtx(context.WithoutCancel(ctx))
+			s.c.cli.Delete(dctx, queued)
+			cancel()
 		}
 		return nil, nil, err
+	}
+	for {
+		l, err := s.session(ctx)
+		if err == nil {
+			m := concurrency.NewMutex(l.sess, s.lockKey(name))
+			if err = m.Lock(ctx); err == nil {
+				return m, l, nil
+			}
+			// A retry on the same lease reuses the key.
+			queued = m.Key()
+			if errors.Is(err, concurrency.ErrSessionExpired) && !renewed {
+				renewed = true
+				queued = ""
+				s.dropLease(l)
+				continue
+			}
+		}
+		if !isUnavailable(err) || ctx.Err() != nil || time.Now().After(deadline) {
+			return giveUp(err)
+		}
+		s.c.noteError("lock", err)
+		select {
+		case <-ctx.Done():
+			return giveUp(err)
+		case <-time.After(wait):
+		}
+		wait = min(wait*2, 2*time.Second)
 	}
 }
 
