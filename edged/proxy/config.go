@@ -74,6 +74,21 @@ type ServerConfig struct {
 	MaxConns int    // in-flight requests at most; 0 = unlimited
 }
 
+// statusVerdict says why an HTTP health check's answer status fails the
+// check ("" when it passes): the configured status, or any 2xx or 3xx.
+func (h HealthConfig) statusVerdict(status int) string {
+	if h.ExpectStatus != 0 {
+		if status != h.ExpectStatus {
+			return fmt.Sprintf("status %d, want %d", status, h.ExpectStatus)
+		}
+		return ""
+	}
+	if status < 200 || status >= 400 {
+		return fmt.Sprintf("status %d", status)
+	}
+	return ""
+}
+
 // HealthConfig configures active health checks.
 type HealthConfig struct {
 	Path         string // "" = active checks off, unless Connect

@@ -61,16 +61,7 @@ func probeH2(ctx context.Context, s *server, h HealthConfig, host string) string
 	if h.GRPC {
 		return grpcHealthVerdict(resp, body)
 	}
-	if h.ExpectStatus != 0 {
-		if status != h.ExpectStatus {
-			return fmt.Sprintf("status %d, want %d", status, h.ExpectStatus)
-		}
-		return ""
-	}
-	if status < 200 || status >= 400 {
-		return fmt.Sprintf("status %d", status)
-	}
-	return ""
+	return h.statusVerdict(status)
 }
 
 // grpcHealthRequest is a HealthCheckRequest{service} in a gRPC message

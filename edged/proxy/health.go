@@ -183,14 +183,5 @@ func probe(ctx context.Context, s *server, h HealthConfig, hostHeader string) st
 	ex.body.reset(c, kind, length, !ex.resp.Close, wt)
 	_, _ = io.Copy(io.Discard, io.LimitReader(&ex.body, 64<<10))
 	ex.body.Close()
-	if h.ExpectStatus != 0 {
-		if status != h.ExpectStatus {
-			return fmt.Sprintf("status %d, want %d", status, h.ExpectStatus)
-		}
-		return ""
-	}
-	if status < 200 || status >= 400 {
-		return fmt.Sprintf("status %d", status)
-	}
-	return ""
+	return h.statusVerdict(status)
 }
